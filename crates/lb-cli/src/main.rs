@@ -1,0 +1,3 @@
+//! The `lb` binary.
+
+fn main() {}

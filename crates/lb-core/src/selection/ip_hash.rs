@@ -1,0 +1,260 @@
+//! `ip_hash`: Maglev consistent hashing of the client IP.
+//!
+//! Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load Balancer" (NSDI 2016),
+//! section 3.4. Each backend has a pseudo-random permutation of the table's slots derived from
+//! a hash of its address; backends take turns claiming their next preferred free slot until the
+//! table is full. A client IP hashes to a slot, and the slot names its backend.
+//!
+//! - The table size is prime (65537 for up to 655 backends, larger beyond), so every
+//!   permutation visits every slot, and at least 100 slots per backend keep the spread even.
+//! - Weighted: a backend with twice the weight takes twice as many turns.
+//! - Deterministic: hashes are fixed functions of addresses (no per-process random seed) and
+//!   the build orders backends by address, so every balancer instance with the same backend
+//!   set, however it was assembled, maps every client to the same backend.
+//! - Minimal disruption: removing one of N backends moves about 1/N of clients (those of the
+//!   removed backend, plus a small fraction of others).
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{PickCtx, Select};
+use crate::pool::Candidate;
+
+/// Table sizes: primes, each at least 100 slots per backend up to the given backend count.
+const TABLE_SIZES: [(usize, u64); 5] =
+    [(655, 65_537), (1_310, 131_071), (2_621, 262_147), (5_242, 524_287), (usize::MAX, 1_048_573)];
+
+/// The table size used for `backends` backends.
+pub fn table_size(backends: usize) -> u64 {
+    TABLE_SIZES.iter().find(|(max, _)| backends <= *max).map_or(1_048_573, |&(_, m)| m)
+}
+
+/// A fixed 64-bit mixer (splitmix64's finaliser): every input bit affects every output bit.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a over `bytes`, then mixed: stable across processes, platforms and releases.
+fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// The hash of a client IP used to find its slot. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
+/// what a dual-stack listener reports for IPv4 clients) hash as the IPv4 address, so a client
+/// keeps its backend whichever way it arrived.
+#[inline]
+pub fn hash_client(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => mix(u64::from(u32::from(v4)) ^ 0x5bd1_e995_0000_0000),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => hash_client(IpAddr::V4(v4)),
+            None => {
+                let bits = u128::from(v6);
+                mix((bits as u64) ^ mix((bits >> 64) as u64))
+            }
+        },
+    }
+}
+
+fn addr_bytes(addr: &SocketAddr) -> Vec<u8> {
+    let mut bytes = match addr.ip() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    bytes.extend_from_slice(&addr.port().to_be_bytes());
+    bytes
+}
+
+/// A Maglev lookup table over a set of weighted backends.
+///
+/// Public so that the property of the algorithm (spread, disruption) can be measured on its own;
+/// the pool builds one per snapshot when `ip_hash` is selected.
+#[derive(Debug, Clone)]
+pub struct MaglevTable {
+    /// Slot -> index into the `backends` slice given to [`MaglevTable::build`].
+    slots: Box<[u32]>,
+}
+
+impl MaglevTable {
+    /// Builds the table for `(address, weight)` pairs. The result does not depend on their
+    /// order. An empty slice gives an empty table, whose lookups return `None`.
+    pub fn build(backends: &[(SocketAddr, u32)]) -> MaglevTable {
+        let n = backends.len();
+        if n == 0 {
+            return MaglevTable { slots: Box::new([]) };
+        }
+        let m = table_size(n);
+        // Process in address order so the result is independent of the input order.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| backends[i].0);
+        // Backend k's permutation is offset, offset + skip, offset + 2 skip, ... (mod m);
+        // `position[k]` is the next slot it will try, advanced by addition, not multiplication
+        // and division, which keeps the fill loop cheap.
+        let mut position = Vec::with_capacity(n);
+        let skips: Vec<u64> = order
+            .iter()
+            .map(|&i| {
+                let bytes = addr_bytes(&backends[i].0);
+                position.push(hash_bytes(0x6d61_676c_6576_0001, &bytes) % m);
+                hash_bytes(0x6d61_676c_6576_0002, &bytes) % (m - 1) + 1
+            })
+            .collect();
+        let max_weight = backends.iter().map(|b| u64::from(b.1)).max().unwrap_or(1).max(1);
+        // Credit towards a turn: a backend takes one turn per `max_weight` of credit, so turns
+        // are proportional to weight and the heaviest backend takes one every round.
+        let mut credit = vec![0u64; n];
+        let mut slots = vec![u32::MAX; m as usize];
+        let mut filled = 0u64;
+        'fill: loop {
+            for (k, &i) in order.iter().enumerate() {
+                credit[k] += u64::from(backends[i].1);
+                if credit[k] < max_weight {
+                    continue;
+                }
+                credit[k] -= max_weight;
+                let slot = loop {
+                    let candidate = position[k];
+                    position[k] += skips[k];
+                    if position[k] >= m {
+                        position[k] -= m;
+                    }
+                    if slots[candidate as usize] == u32::MAX {
+                        break candidate;
+                    }
+                };
+                slots[slot as usize] = i as u32;
+                filled += 1;
+                if filled == m {
+                    break 'fill;
+                }
+            }
+        }
+        MaglevTable { slots: slots.into_boxed_slice() }
+    }
+
+    /// Number of slots (a prime), or 0 for an empty table.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the table has no backends.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The index (into the slice given to `build`) of the backend for `hash`.
+    #[inline]
+    pub fn lookup(&self, hash: u64) -> Option<usize> {
+        let len = self.slots.len();
+        (len > 0).then(|| self.slots[(hash % len as u64) as usize] as usize)
+    }
+
+    /// Like [`lookup`](Self::lookup), but walks on from the hash's slot past backends `skip`
+    /// rejects, so a key's second choice is as stable as its first.
+    #[inline]
+    pub fn lookup_skipping(&self, hash: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.slots.len();
+        if len == 0 {
+            return None;
+        }
+        let start = (hash % len as u64) as usize;
+        (0..len).map(|step| self.slots[(start + step) % len] as usize).find(|&i| !skip(i))
+    }
+
+    /// How many slots each backend (by index into the slice given to `build`) owns.
+    pub fn slot_counts(&self, backends: usize) -> Vec<u64> {
+        let mut counts = vec![0; backends];
+        for &s in self.slots.iter() {
+            counts[s as usize] += 1;
+        }
+        counts
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct IpHash {
+    table: MaglevTable,
+}
+
+impl Select for IpHash {
+    fn build(candidates: &[Candidate]) -> Self {
+        let backends: Vec<(SocketAddr, u32)> =
+            candidates.iter().map(|c| (c.addr(), c.weight)).collect();
+        IpHash { table: MaglevTable::build(&backends) }
+    }
+
+    #[inline]
+    fn pick(
+        &self,
+        _candidates: &[Candidate],
+        ctx: &mut PickCtx<'_>,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        // Without a client address (an in-memory test stream, a Unix socket) there is nothing to
+        // be sticky to: any slot will do.
+        let hash = match ctx.client {
+            Some(ip) => hash_client(ip),
+            None => ctx.rng.u64(..),
+        };
+        self.table.lookup_skipping(hash, skip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_prime(n: u64) -> bool {
+        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    }
+
+    #[test]
+    fn table_sizes_are_prime_with_room_for_each_backend() {
+        for (max, m) in TABLE_SIZES {
+            assert!(is_prime(m), "{m} is not prime");
+            if max != usize::MAX {
+                assert!(m >= 100 * max as u64, "{m} slots for {max} backends");
+            }
+        }
+    }
+
+    #[test]
+    fn mapped_ipv4_hashes_as_ipv4() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(hash_client(v4), hash_client(mapped));
+        assert_ne!(hash_client(v4), hash_client("10.1.2.4".parse().unwrap()));
+    }
+
+    #[test]
+    fn hash_is_stable_across_releases() {
+        // Pinned values: changing the hash would remap every client of every deployed balancer.
+        assert_eq!(hash_client("192.0.2.1".parse().unwrap()) % 65_537, PINNED_V4);
+        assert_eq!(hash_client("2001:db8::1".parse().unwrap()) % 65_537, PINNED_V6);
+    }
+
+    const PINNED_V4: u64 = 17_208;
+    const PINNED_V6: u64 = 49_936;
+
+    #[test]
+    fn every_slot_is_filled_and_weights_are_honoured() {
+        let backends: Vec<(SocketAddr, u32)> = (0..10)
+            .map(|i| (format!("10.0.0.{i}:80").parse().unwrap(), if i == 0 { 3 } else { 1 }))
+            .collect();
+        let t = MaglevTable::build(&backends);
+        assert_eq!(t.len(), 65_537);
+        let counts = t.slot_counts(backends.len());
+        assert_eq!(counts.iter().sum::<u64>(), 65_537);
+        let unit = 65_537.0 / 12.0;
+        assert!((counts[0] as f64 - 3.0 * unit).abs() < 5.0, "{counts:?}");
+        for &c in &counts[1..] {
+            assert!((c as f64 - unit).abs() < 5.0, "{counts:?}");
+        }
+    }
+}

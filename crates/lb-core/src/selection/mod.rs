@@ -1,0 +1,223 @@
+//! Selection algorithms: immutable selectors built from the eligible backends.
+//!
+//! A selector is built (`build`) whenever membership, weights, health or admin state change and
+//! is published inside the pool's snapshot; picking only reads it plus a few atomics. Every
+//! algorithm gets the same inputs through [`PickCtx`], and a `skip` predicate that rejects
+//! candidates excluded by the caller (retries) or at their connection limit. When `skip`
+//! rejects everything, a selector returns `None`; it never panics and never loops unboundedly.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use fastrand::Rng;
+
+use crate::error::{Error, Result};
+use crate::pool::Candidate;
+
+pub(crate) mod ip_hash;
+pub(crate) mod least_connections;
+pub(crate) mod p2c;
+pub(crate) mod random;
+pub(crate) mod round_robin;
+
+pub use ip_hash::{hash_client, table_size, MaglevTable};
+
+/// A balancing algorithm, by the name used on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Algorithm {
+    /// Smooth weighted round robin (nginx's interleaving).
+    #[default]
+    RoundRobin,
+    /// Fewest active connections per unit of weight; ties rotate.
+    LeastConnections,
+    /// Weighted random.
+    Random,
+    /// Maglev consistent hashing of the client IP.
+    IpHash,
+    /// Power of two random choices: the less loaded (per weight) of two random backends.
+    P2c,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order they are documented.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::Random,
+        Algorithm::IpHash,
+        Algorithm::P2c,
+    ];
+
+    /// The name used on the command line: `round_robin`, `least_connections`, `random`,
+    /// `ip_hash`, `p2c`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::Random => "random",
+            Algorithm::IpHash => "ip_hash",
+            Algorithm::P2c => "p2c",
+        }
+    }
+
+    /// All names, comma separated, for error and help messages.
+    pub fn names() -> String {
+        Self::ALL.map(Algorithm::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = Error;
+
+    /// Parses a name; `-` and `_` are interchangeable and case is ignored, so `least-connections`
+    /// and `LEAST_CONNECTIONS` are accepted too.
+    fn from_str(s: &str) -> Result<Self> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == wanted)
+            .ok_or_else(|| Error::UnknownAlgorithm { name: s.to_owned() })
+    }
+}
+
+/// Everything a pick may use besides the selector and the candidates.
+pub(crate) struct PickCtx<'a> {
+    /// The client's address, for `ip_hash`.
+    pub(crate) client: Option<IpAddr>,
+    /// Randomness, injected so tests can seed it.
+    pub(crate) rng: &'a mut Rng,
+    /// A counter that lives as long as the pool (not the snapshot), so round robin continues
+    /// its cycle and least-connections rotates its ties across rebuilds.
+    pub(crate) cursor: &'a AtomicU64,
+}
+
+impl PickCtx<'_> {
+    #[inline]
+    pub(crate) fn next_cursor(&self) -> u64 {
+        self.cursor.fetch_add(1, Relaxed)
+    }
+}
+
+/// A selector: an immutable value built from the candidates, answering picks.
+pub(crate) trait Select: Sized {
+    /// Builds the selector for these candidates (never empty).
+    fn build(candidates: &[Candidate]) -> Self;
+
+    /// Picks the index of a candidate for which `skip` is false, or `None` if there is none.
+    fn pick(
+        &self,
+        candidates: &[Candidate],
+        ctx: &mut PickCtx<'_>,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize>;
+}
+
+/// The selector of the current algorithm. An enum rather than a trait object, so the pick is a
+/// direct, inlinable call.
+#[derive(Debug)]
+pub(crate) enum Selector {
+    RoundRobin(round_robin::RoundRobin),
+    LeastConnections(least_connections::LeastConnections),
+    Random(random::WeightedRandom),
+    IpHash(ip_hash::IpHash),
+    P2c(p2c::P2c),
+}
+
+impl Selector {
+    pub(crate) fn build(algorithm: Algorithm, candidates: &[Candidate]) -> Self {
+        match algorithm {
+            Algorithm::RoundRobin => Selector::RoundRobin(Select::build(candidates)),
+            Algorithm::LeastConnections => Selector::LeastConnections(Select::build(candidates)),
+            Algorithm::Random => Selector::Random(Select::build(candidates)),
+            Algorithm::IpHash => Selector::IpHash(Select::build(candidates)),
+            Algorithm::P2c => Selector::P2c(Select::build(candidates)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pick(
+        &self,
+        candidates: &[Candidate],
+        ctx: &mut PickCtx<'_>,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        if candidates.is_empty() {
+            return None;
+        }
+        match self {
+            Selector::RoundRobin(s) => s.pick(candidates, ctx, skip),
+            Selector::LeastConnections(s) => s.pick(candidates, ctx, skip),
+            Selector::Random(s) => s.pick(candidates, ctx, skip),
+            Selector::IpHash(s) => s.pick(candidates, ctx, skip),
+            Selector::P2c(s) => s.pick(candidates, ctx, skip),
+        }
+    }
+}
+
+/// The candidate with the fewest active connections per unit of weight among those `skip`
+/// allows, scanning from `start` so that ties go to whoever comes first after `start`.
+/// Shared by least-connections (its whole algorithm) and p2c (its fallback).
+#[inline]
+pub(crate) fn least_loaded_from(
+    candidates: &[Candidate],
+    start: usize,
+    skip: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let n = candidates.len();
+    let mut best: Option<(usize, u64, u64)> = None;
+    for step in 0..n {
+        let i = (start + step) % n;
+        if skip(i) {
+            continue;
+        }
+        let c = &candidates[i];
+        // As in `less_loaded`, the connection about to be placed is counted.
+        let load = c.active() + 1;
+        let weight = u64::from(c.weight);
+        match best {
+            // load/weight < best_load/best_weight, without division; equal keeps the first.
+            Some((_, best_load, best_weight)) if load * best_weight >= best_load * weight => {}
+            _ => best = Some((i, load, weight)),
+        }
+    }
+    best.map(|(i, _, _)| i)
+}
+
+/// Is `(a_active + 1) / a_weight` strictly below `(b_active + 1) / b_weight`? The `+ 1` counts
+/// the connection about to be placed, so an idle heavy backend beats an idle light one.
+#[inline]
+pub(crate) fn less_loaded(a: &Candidate, b: &Candidate) -> bool {
+    (a.active() + 1) * u64::from(b.weight) < (b.active() + 1) * u64::from(a.weight)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.as_str().parse::<Algorithm>().unwrap(), a);
+            assert_eq!(a.to_string(), a.as_str());
+        }
+        assert_eq!("Least-Connections".parse::<Algorithm>().unwrap(), Algorithm::LeastConnections);
+    }
+
+    #[test]
+    fn unknown_name_lists_the_valid_ones() {
+        let err = "fastest".parse::<Algorithm>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown algorithm \"fastest\": expected one of round_robin, least_connections, \
+             random, ip_hash, p2c"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Weighted random, by Walker's alias method: O(1) per pick whatever the number of backends.
+//!
+//! The table is built with exact integer arithmetic (Vose's construction), so each candidate's
+//! probability is exactly `weight / total`, with no floating-point rounding.
+
+use super::{PickCtx, Select};
+use crate::pool::Candidate;
+
+/// Random draws tried before falling back to a weighted scan of the candidates not skipped.
+const DRAWS: usize = 4;
+
+#[derive(Debug)]
+pub(crate) struct WeightedRandom {
+    /// Per bucket: keep the bucket's own candidate when a draw in `0..total` is below this.
+    threshold: Box<[u64]>,
+    /// Per bucket: the candidate taken otherwise.
+    alias: Box<[u32]>,
+    /// Sum of the weights: each bucket holds `total` units of probability mass.
+    total: u64,
+}
+
+impl WeightedRandom {
+    pub(crate) fn draw(&self, ctx: &mut PickCtx<'_>) -> usize {
+        let bucket = ctx.rng.usize(..self.threshold.len());
+        if ctx.rng.u64(..self.total) < self.threshold[bucket] {
+            bucket
+        } else {
+            self.alias[bucket] as usize
+        }
+    }
+}
+
+impl Select for WeightedRandom {
+    fn build(candidates: &[Candidate]) -> Self {
+        let n = candidates.len() as u64;
+        let total: u64 = candidates.iter().map(|c| u64::from(c.weight)).sum();
+        // Each candidate's mass, scaled so that every bucket holds exactly `total`.
+        let mut mass: Vec<u64> = candidates.iter().map(|c| u64::from(c.weight) * n).collect();
+        let mut threshold = vec![total; candidates.len()];
+        let mut alias: Vec<u32> = (0..candidates.len() as u32).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..candidates.len()).partition(|&i| mass[i] < total);
+        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+            threshold[s] = mass[s];
+            alias[s] = l as u32;
+            mass[l] -= total - mass[s];
+            if mass[l] < total {
+                large.pop();
+                small.push(l);
+            }
+        }
+        // Whatever is left holds exactly `total` (integer arithmetic leaves no rounding).
+        WeightedRandom {
+            threshold: threshold.into_boxed_slice(),
+            alias: alias.into_boxed_slice(),
+            total: total.max(1),
+        }
+    }
+
+    #[inline]
+    fn pick(
+        &self,
+        candidates: &[Candidate],
+        ctx: &mut PickCtx<'_>,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        for _ in 0..DRAWS {
+            let i = self.draw(ctx);
+            if !skip(i) {
+                return Some(i);
+            }
+        }
+        // Many candidates are skipped: draw exactly among the rest.
+        let allowed = |i: &usize| !skip(*i);
+        let total: u64 =
+            (0..candidates.len()).filter(allowed).map(|i| u64::from(candidates[i].weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut point = ctx.rng.u64(..total);
+        (0..candidates.len()).filter(allowed).find(|&i| {
+            let w = u64::from(candidates[i].weight);
+            if point < w {
+                true
+            } else {
+                point -= w;
+                false
+            }
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! lb-net: the tokio proxy (see its issue).
