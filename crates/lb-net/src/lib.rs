@@ -1,1 +1,181 @@
-//! lb-net: the tokio proxy (see its issue).
+//! `lb-net`: the part of the `lb` load balancer that moves bytes.
+//!
+//! A [`Balancer`] accepts TCP connections, picks a backend from an `lb_core::Pool` (client IP
+//! as the key), connects through a [`Connector`] — retrying other backends when a connect
+//! fails or times out — and relays bytes both ways with correct half-close, an idle timeout and
+//! live byte counts. Beside it a health checker probes every backend (TCP connect or HTTP) and
+//! feeds the pool's rise/fall state machine. Everything is controlled through a cloneable
+//! [`Handle`], whose text [`Command`] grammar is shared by the REPL and the admin endpoint.
+//!
+//! # Example: a balancer inside a tokio program
+//!
+//! ```no_run
+//! use lb_core::{Algorithm, Pool, PoolConfig};
+//! use lb_net::{Balancer, HealthCheckConfig, ProxyConfig, TcpConnector};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = Pool::new(PoolConfig { algorithm: Algorithm::LeastConnections, ..Default::default() })?;
+//! pool.add("127.0.0.1:8001".parse()?, None)?;
+//! pool.add("127.0.0.1:8002".parse()?, Some(2))?;
+//!
+//! let balancer = Balancer::new(pool, TcpConnector, ProxyConfig::default(), HealthCheckConfig::default());
+//! let handle = balancer.handle();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let server = tokio::spawn(balancer.run(listener, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! }));
+//!
+//! // Change it while it runs, with the same commands the REPL takes.
+//! println!("{}", handle.execute("add 127.0.0.1:8003 weight=3").await?);
+//! println!("{}", handle.execute("stats").await?);
+//!
+//! handle.shutdown(); // or Ctrl-C: stop accepting, let connections finish, return
+//! server.await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Tests use [`MemoryConnector`] instead of [`TcpConnector`]: backends are in-memory pipes that
+//! can accept, refuse, hang or reset on demand.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![deny(unsafe_code)]
+
+pub mod connector;
+pub mod control;
+mod error;
+pub mod health_check;
+pub mod proxy;
+mod relay;
+mod shutdown;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lb_core::{Pool, Transition};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+pub use connector::{Behavior, Connector, MemoryConnector, MemoryListener, TcpConnector};
+pub use control::{Command, Handle, Reply, Stats, Target};
+pub use error::Error;
+pub use health_check::{CheckKind, HealthCheckConfig};
+pub use proxy::{ProxyConfig, Termination};
+
+use proxy::{ProxyCounters, ProxyShared};
+use shutdown::Tracker;
+
+/// Logs a health transition: `warn` when a backend goes down, `info` when it comes back.
+pub(crate) fn log_transition(t: &Transition) {
+    match t.to {
+        lb_core::Health::Down => tracing::warn!(
+            target: "lb::health",
+            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
+            "backend is down"
+        ),
+        lb_core::Health::Up => tracing::info!(
+            target: "lb::health",
+            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
+            "backend is up"
+        ),
+    }
+}
+
+/// How a balancer's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ended, closed by shutdown.
+    pub cut: usize,
+}
+
+/// A load balancer: proxy, health checker and control handle around one pool.
+#[derive(Debug)]
+pub struct Balancer<C: Connector = TcpConnector> {
+    shared: Arc<ProxyShared<C>>,
+    health: HealthCheckConfig,
+    handle: Handle,
+}
+
+impl<C: Connector> Balancer<C> {
+    /// A balancer over `pool`, reaching backends through `connector`.
+    pub fn new(pool: Pool, connector: C, proxy: ProxyConfig, health: HealthCheckConfig) -> Self {
+        let counters = Arc::new(ProxyCounters::default());
+        let tracker = Arc::new(Tracker::default());
+        let handle = Handle::new(pool.clone(), Arc::clone(&counters), Arc::clone(&tracker));
+        let shared = Arc::new(ProxyShared {
+            pool,
+            connector: Arc::new(connector),
+            config: proxy,
+            counters,
+            tracker,
+        });
+        Balancer { shared, health, handle }
+    }
+
+    /// The control handle.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serves one already-accepted client stream on its own task, exactly as an accepted TCP
+    /// connection would be (limits, retries, accounting, logging). `peer` is the client's
+    /// address, the key for `ip_hash`. For in-memory clients in tests, and for programs that
+    /// accept connections themselves.
+    pub fn serve<S>(&self, stream: S, peer: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.shared.spawn_connection(stream, peer);
+    }
+
+    /// Runs until `shutdown` resolves or [`Handle::shutdown`] is called, then shuts down
+    /// gracefully: stops accepting (the listener is closed), lets open connections finish for
+    /// the grace period, closes the rest, stops health checks, and returns.
+    ///
+    /// Errors from `accept` never end the run; they are logged and, when resources are
+    /// exhausted, waited out.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> ShutdownReport {
+        let handle = self.handle.clone();
+        let stop = async {
+            tokio::select! {
+                () = shutdown => handle.shutdown(),
+                () = handle.shutdown_requested() => {}
+            }
+        };
+        tokio::pin!(stop);
+        let checker = tokio::spawn(health_check::run(
+            self.shared.pool.clone(),
+            Arc::clone(&self.shared.connector),
+            self.health.clone(),
+            Arc::clone(&self.handle.inner.checks),
+            {
+                let handle = self.handle.clone();
+                async move { handle.shutdown_requested().await }
+            },
+        ));
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(address = %addr, algorithm = %self.shared.pool.algorithm(), "listening");
+        }
+        self.shared.accept_loop(&listener, &mut stop).await;
+        drop(listener);
+        let open = self.shared.tracker.open();
+        let grace = self.shared.config.shutdown_grace;
+        tracing::info!(
+            open,
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: no longer accepting"
+        );
+        let cut = self.shared.tracker.drain(grace).await;
+        if cut > 0 {
+            tracing::warn!(cut, "grace period over: closed connections still open");
+        }
+        let _ = checker.await;
+        tracing::info!("shut down");
+        ShutdownReport { cut }
+    }
+}

@@ -1,0 +1,37 @@
+//! The one error type of `lb-net`.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// What can go wrong in the proxy, the checker, or a control command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pool refused the change (duplicate backend, unknown backend, bad weight, ...).
+    #[error(transparent)]
+    Pool(#[from] lb_core::Error),
+    /// A control command that does not parse. The message names what was wrong.
+    #[error("{0}")]
+    BadCommand(String),
+    /// A backend host name that does not resolve.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The name as given.
+        host: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A health check specification that does not parse.
+    #[error("invalid health check {0}")]
+    InvalidHealthCheck(String),
+    /// The listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why (address in use, permission denied, ...).
+        #[source]
+        source: io::Error,
+    },
+}

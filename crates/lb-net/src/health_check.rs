@@ -1,0 +1,268 @@
+//! Active health checks: every backend, every interval, by TCP connect or an HTTP request.
+//!
+//! One task runs the rounds; within a round each backend's check runs concurrently with the
+//! others, so a backend that hangs until the timeout never delays anyone else's check. Results
+//! feed `lb-core`'s rise/fall state machine, and only transitions are logged.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lb_core::{BackendId, Pool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::connector::Connector;
+use crate::error::Error;
+
+/// How a backend is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CheckKind {
+    /// The backend accepts a TCP connection. The default: it works for any TCP service.
+    #[default]
+    Tcp,
+    /// `GET path HTTP/1.1` answers with a 2xx or 3xx status.
+    Http {
+        /// The path requested, starting with `/`.
+        path: String,
+    },
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckKind::Tcp => f.write_str("tcp"),
+            CheckKind::Http { path } => write!(f, "http:{path}"),
+        }
+    }
+}
+
+impl FromStr for CheckKind {
+    type Err = Error;
+
+    /// `tcp`, or `http:/path` (`http` alone checks `/`).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::InvalidHealthCheck(format!("{s:?}: {why}"));
+        match s {
+            "tcp" => Ok(CheckKind::Tcp),
+            "http" => Ok(CheckKind::Http { path: "/".into() }),
+            _ => {
+                let path = s.strip_prefix("http:").ok_or_else(|| {
+                    bad("expected \"tcp\" or \"http:/path\" (for example http:/healthz)")
+                })?;
+                if !path.starts_with('/') {
+                    return Err(bad("the HTTP path must start with '/'"));
+                }
+                if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+                    return Err(bad("the HTTP path must not contain spaces or control characters"));
+                }
+                Ok(CheckKind::Http { path: path.into() })
+            }
+        }
+    }
+}
+
+/// Health checking settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// Time between the starts of two rounds of checks. Default 2 s, as HAProxy's `inter`:
+    /// with `fall` 3 a dead backend is out of rotation within about 6 s even with no traffic
+    /// (real traffic's failed connects take it out sooner).
+    pub interval: Duration,
+    /// Longest wait for one check. Default 1 s.
+    pub timeout: Duration,
+    /// What a check does.
+    pub kind: CheckKind,
+    /// Whether checks run at all. Default true.
+    pub enabled: bool,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            kind: CheckKind::Tcp,
+            enabled: true,
+        }
+    }
+}
+
+/// The last check of one backend, for the `health` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckStatus {
+    /// The backend checked.
+    pub id: BackendId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// `Ok(())` if it passed, or what went wrong.
+    pub result: Result<(), String>,
+    /// How long the check took.
+    pub duration: Duration,
+    /// When it finished.
+    pub at: Instant,
+}
+
+/// Last check per backend, shared with the control handle.
+pub(crate) type CheckLog = Arc<Mutex<HashMap<BackendId, CheckStatus>>>;
+
+/// Runs one check of `addr`.
+pub(crate) async fn check_once<C: Connector>(
+    connector: &C,
+    addr: SocketAddr,
+    kind: &CheckKind,
+    timeout: Duration,
+) -> Result<(), String> {
+    let attempt = async {
+        let mut stream = connector.connect(addr).await.map_err(|e| e.to_string())?;
+        match kind {
+            CheckKind::Tcp => Ok(()),
+            CheckKind::Http { path } => http_check(&mut stream, addr, path).await,
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("check timed out after {timeout:?}")),
+    }
+}
+
+/// Sends a minimal HTTP/1.1 request and judges the status line only.
+async fn http_check<S>(stream: &mut S, addr: SocketAddr, path: &str) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lb-health-check\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("sending request: {e}"))?;
+    // The status line fits well within 512 bytes; read until its end of line.
+    let mut buf = [0u8; 512];
+    let mut len = 0;
+    let line_end = loop {
+        if let Some(i) = buf[..len].iter().position(|&b| b == b'\n') {
+            break i;
+        }
+        if len == buf.len() {
+            return Err("no status line in the first 512 bytes of the response".into());
+        }
+        let n = stream.read(&mut buf[len..]).await.map_err(|e| format!("reading response: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before a status line".into());
+        }
+        len += n;
+    };
+    let line = String::from_utf8_lossy(&buf[..line_end]);
+    let line = line.trim_end();
+    let mut parts = line.splitn(3, ' ');
+    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1.x response: {line:?}"));
+    }
+    match code.parse::<u16>() {
+        Ok(200..=399) => Ok(()),
+        Ok(_) => Err(format!("HTTP status {code} (expected 2xx or 3xx)")),
+        Err(_) => Err(format!("malformed status line: {line:?}")),
+    }
+}
+
+/// Checks every backend each interval until `stop` resolves.
+///
+/// A backend whose previous check is still running when its next is due (it hangs, and the
+/// timeout is longer than the interval) is skipped for that round rather than checked twice at
+/// once; nobody else waits for it.
+pub(crate) async fn run<C: Connector>(
+    pool: Pool,
+    connector: Arc<C>,
+    config: HealthCheckConfig,
+    log: CheckLog,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    if !config.enabled {
+        stop.await;
+        return;
+    }
+    tokio::pin!(stop);
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut in_flight: HashSet<BackendId> = HashSet::new();
+    let mut checks = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => return, // dropping `checks` aborts the checks in flight
+            Some(done) = checks.join_next(), if !checks.is_empty() => {
+                let Ok((backend, result, duration)) = done else { continue };
+                let backend: lb_core::Backend = backend;
+                in_flight.remove(&backend.id);
+                record(&pool, &log, backend, result, duration);
+            }
+            _ = ticks.tick() => {
+                for backend in pool.backends() {
+                    if !in_flight.insert(backend.id) {
+                        continue;
+                    }
+                    let connector = Arc::clone(&connector);
+                    let kind = config.kind.clone();
+                    let timeout = config.timeout;
+                    checks.spawn(async move {
+                        let started = Instant::now();
+                        let result = check_once(&*connector, backend.addr, &kind, timeout).await;
+                        (backend, result, started.elapsed())
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Feeds one check result to the pool, logs a transition, and keeps it for the `health` command.
+fn record(
+    pool: &Pool,
+    log: &CheckLog,
+    backend: lb_core::Backend,
+    result: Result<(), String>,
+    duration: Duration,
+) {
+    let now = Instant::now();
+    if let Err(why) = &result {
+        tracing::debug!(backend = %backend.addr, error = %why, "health check failed");
+    }
+    let outcome = result.as_ref().map(|_| ()).map_err(String::as_str);
+    if let Some(transition) = pool.observe(backend.id, outcome, now.into_std()) {
+        crate::log_transition(&transition);
+    }
+    let status = CheckStatus { id: backend.id, addr: backend.addr, result, duration, at: now };
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    log.insert(backend.id, status);
+    // Forget backends that have been removed since.
+    let live = pool.backends();
+    if log.len() > live.len() {
+        log.retain(|id, _| live.iter().any(|b| b.id == *id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_check_kinds() {
+        assert_eq!("tcp".parse::<CheckKind>().unwrap(), CheckKind::Tcp);
+        assert_eq!("http".parse::<CheckKind>().unwrap(), CheckKind::Http { path: "/".into() });
+        assert_eq!(
+            "http:/healthz".parse::<CheckKind>().unwrap(),
+            CheckKind::Http { path: "/healthz".into() }
+        );
+        assert!("http:healthz"
+            .parse::<CheckKind>()
+            .unwrap_err()
+            .to_string()
+            .contains("start with '/'"));
+        assert!("udp".parse::<CheckKind>().unwrap_err().to_string().contains("expected \"tcp\""));
+        assert_eq!(CheckKind::Http { path: "/x".into() }.to_string(), "http:/x");
+    }
+}

@@ -1,0 +1,330 @@
+//! The proxy: accept a client, pick a backend, connect (retrying elsewhere on failure), relay.
+//!
+//! Connections are accepted in one loop and each is served by its own task: the accept loop
+//! never waits on a backend. Picking goes through `lb-core` with the client's IP as key; a
+//! failed or timed-out connect is recorded on the pool as a passive health failure and the next
+//! try excludes every backend this connection already tried, so a dead backend costs a client a
+//! few milliseconds, not its connection.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{BackendId, Pool};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::connector::Connector;
+use crate::relay::{Relay, RelayEnd, Side};
+use crate::shutdown::Tracker;
+
+/// Proxy settings. Every field has a default suited to a general-purpose TCP service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Longest wait for a backend to accept a connection. Default 2 s: a healthy backend on a
+    /// LAN answers in well under a millisecond, so anything slower is better retried elsewhere.
+    pub connect_timeout: Duration,
+    /// Close a connection when no byte has moved either way for this long. Default 5 min, long
+    /// enough for slow request/response protocols and short enough to reclaim abandoned
+    /// connections. `None` disables it.
+    pub idle_timeout: Option<Duration>,
+    /// Most client connections open at once; beyond it new connections are closed at once.
+    /// Default none (the process's file descriptor limit is then the limit).
+    pub max_connections: Option<u64>,
+    /// Further backends to try after a failed connect. Default 2: three tries in all, each on
+    /// a different backend.
+    pub retries: u32,
+    /// How long graceful shutdown lets open connections finish before closing them. Default
+    /// 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_connections: None,
+            retries: 2,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of the proxy as a whole (per-backend ones live in the pool).
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Client connections accepted.
+    pub accepted: AtomicU64,
+    /// Client connections closed at once because `max_connections` were open.
+    pub rejected_at_limit: AtomicU64,
+    /// Client connections closed because no backend could be picked at all.
+    pub no_backend: AtomicU64,
+    /// Client connections closed because every backend tried failed to connect.
+    pub connect_failed: AtomicU64,
+    /// Connect attempts beyond each connection's first.
+    pub retries: AtomicU64,
+    /// Errors from `accept` itself (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
+}
+
+/// How a client connection ended, as written in the connection log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// Both sides closed normally.
+    Normal,
+    /// The client reset or broke the connection.
+    ClientError,
+    /// The backend reset or broke the connection after it was established.
+    BackendError,
+    /// Every backend tried refused or failed to connect.
+    ConnectFailed,
+    /// Every backend tried timed out connecting.
+    ConnectTimeout,
+    /// No byte moved for the idle timeout.
+    IdleTimeout,
+    /// No backend was available (all down, draining, at their limit, or none configured).
+    NoBackend,
+    /// The global connection limit was reached.
+    Limit,
+    /// Closed by shutdown after the grace period.
+    Shutdown,
+}
+
+impl Termination {
+    /// The word used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Termination::Normal => "normal",
+            Termination::ClientError => "client-reset",
+            Termination::BackendError => "backend-reset",
+            Termination::ConnectFailed => "backend-refused",
+            Termination::ConnectTimeout => "connect-timeout",
+            Termination::IdleTimeout => "idle-timeout",
+            Termination::NoBackend => "no-backend",
+            Termination::Limit => "limit",
+            Termination::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the proxy needs, shared by the accept loop and every connection task.
+#[derive(Debug)]
+pub(crate) struct ProxyShared<C> {
+    pub(crate) pool: Pool,
+    pub(crate) connector: Arc<C>,
+    pub(crate) config: ProxyConfig,
+    pub(crate) counters: Arc<ProxyCounters>,
+    pub(crate) tracker: Arc<Tracker>,
+}
+
+/// Accept errors that concern one connection only (the client gave up before we accepted):
+/// accepting again at once is right. Anything else (out of file descriptors, out of memory)
+/// needs a pause, or the loop would spin on the same error.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// First pause after a resource error in `accept`; doubled on each further error up to
+/// [`MAX_ACCEPT_BACKOFF`], reset by a successful accept.
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+/// Longest pause between accepts while resources are exhausted: long enough not to burn a CPU,
+/// short enough that service resumes within a second of descriptors being freed.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
+
+impl<C: Connector> ProxyShared<C> {
+    /// Accepts until `stop` resolves. Never returns early: every accept error is logged and,
+    /// for resource exhaustion, waited out.
+    pub(crate) async fn accept_loop(
+        self: &Arc<Self>,
+        listener: &TcpListener,
+        stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) {
+        let mut backoff = MIN_ACCEPT_BACKOFF;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut *stop => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = MIN_ACCEPT_BACKOFF;
+                    // Relayed bytes should leave at once, not wait for Nagle's algorithm.
+                    let _ = stream.set_nodelay(true);
+                    self.spawn_connection(stream, Some(peer));
+                }
+                Err(e) if is_connection_error(&e) => {
+                    tracing::debug!(error = %e, "accept: client gave up before being accepted");
+                }
+                Err(e) => {
+                    self.counters.accept_errors.fetch_add(1, Relaxed);
+                    tracing::error!(
+                        error = %e,
+                        pause_ms = backoff.as_millis() as u64,
+                        "accept failed (out of file descriptors or memory?); pausing before accepting again"
+                    );
+                    tokio::select! {
+                        biased;
+                        () = &mut *stop => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Serves one client connection on its own task, unless the global limit is reached.
+    pub(crate) fn spawn_connection<S>(self: &Arc<Self>, stream: S, peer: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.counters.accepted.fetch_add(1, Relaxed);
+        let limit = self.config.max_connections.unwrap_or(u64::MAX);
+        let Some(ticket) = self.tracker.try_enter(limit) else {
+            self.counters.rejected_at_limit.fetch_add(1, Relaxed);
+            log_connection(peer, None, Termination::Limit, Instant::now(), None, (0, 0));
+            return; // dropping the stream closes it
+        };
+        let shared = Arc::clone(self);
+        self.tracker.spawn(ticket, async move { shared.serve(stream, peer).await });
+    }
+
+    /// Picks, connects (with retries) and relays one client connection to the end.
+    pub(crate) async fn serve<S>(&self, mut client: S, peer: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let accepted = Instant::now();
+        let client_ip = peer.map(|p| p.ip());
+        let mut tried: Vec<BackendId> = Vec::new();
+        let mut timeouts = 0usize;
+        let (lease, mut backend, connect_time) = loop {
+            let lease = match self.pool.pick(client_ip, &tried) {
+                Ok(lease) => lease,
+                Err(_) => {
+                    let end = if tried.is_empty() {
+                        self.counters.no_backend.fetch_add(1, Relaxed);
+                        Termination::NoBackend
+                    } else {
+                        self.counters.connect_failed.fetch_add(1, Relaxed);
+                        if timeouts == tried.len() {
+                            Termination::ConnectTimeout
+                        } else {
+                            Termination::ConnectFailed
+                        }
+                    };
+                    log_connection(peer, None, end, accepted, None, (0, 0));
+                    return;
+                }
+            };
+            if !tried.is_empty() {
+                self.counters.retries.fetch_add(1, Relaxed);
+            }
+            let started = Instant::now();
+            let error = match tokio::time::timeout(
+                self.config.connect_timeout,
+                self.connector.connect(lease.addr()),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => {
+                    lease.record_connected();
+                    break (lease, stream, started.elapsed());
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => {
+                    timeouts += 1;
+                    format!("connect timed out after {:?}", self.config.connect_timeout)
+                }
+            };
+            tracing::warn!(
+                client = %DisplayPeer(peer),
+                backend = %lease.addr(),
+                error = %error,
+                "connect to backend failed"
+            );
+            if let Some(transition) = lease.record_connect_failure(&error, started.into_std()) {
+                crate::log_transition(&transition);
+            }
+            tried.push(lease.id());
+            if tried.len() > self.config.retries as usize {
+                self.counters.connect_failed.fetch_add(1, Relaxed);
+                let end = if timeouts == tried.len() {
+                    Termination::ConnectTimeout
+                } else {
+                    Termination::ConnectFailed
+                };
+                log_connection(peer, Some(lease.addr()), end, accepted, None, (0, 0));
+                return;
+            }
+        };
+        let mut relay = Relay::new(&mut client, &mut backend, &lease, self.config.idle_timeout);
+        let end = match (&mut relay).await {
+            RelayEnd::Closed => Termination::Normal,
+            RelayEnd::IdleTimeout => Termination::IdleTimeout,
+            RelayEnd::Failed(side, error) => {
+                tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), ?side, %error, "relay failed");
+                match side {
+                    Side::Client => Termination::ClientError,
+                    Side::Backend => Termination::BackendError,
+                }
+            }
+        };
+        let bytes = relay.bytes();
+        log_connection(peer, Some(lease.addr()), end, accepted, Some(connect_time), bytes);
+    }
+}
+
+/// Formats an optional peer address as the address or `-`.
+pub(crate) struct DisplayPeer(pub(crate) Option<SocketAddr>);
+
+impl fmt::Display for DisplayPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// One line per finished client connection, under the `lb::access` target so it can be turned
+/// off on its own (`--log-level info,lb::access=off`).
+pub(crate) fn log_connection(
+    client: Option<SocketAddr>,
+    backend: Option<SocketAddr>,
+    end: Termination,
+    accepted: Instant,
+    connect_time: Option<Duration>,
+    (bytes_in, bytes_out): (u64, u64),
+) {
+    tracing::info!(
+        target: "lb::access",
+        client = %DisplayPeer(client),
+        backend = %DisplayPeer(backend),
+        bytes_in,
+        bytes_out,
+        connect_ms = connect_time.map_or(-1, |d| d.as_millis() as i64),
+        duration_ms = accepted.elapsed().as_millis() as u64,
+        outcome = end.as_str(),
+        "connection closed"
+    );
+}

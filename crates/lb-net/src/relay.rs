@@ -1,0 +1,280 @@
+//! Copying bytes both ways between a client and a backend, with half-close, an idle timeout and
+//! live byte counts.
+//!
+//! Memory: a relay owns no buffer while its connection is idle. Reads go into one scratch buffer
+//! per thread and are written straight on; only when the other side cannot take everything
+//! (backpressure) is the remainder copied into a buffer owned by that direction, which is freed
+//! as soon as it has been written. Thousands of idle connections therefore cost their sockets
+//! and a few hundred bytes of state each, not two 64 KiB buffers.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use lb_core::Lease;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Bytes read per system call. 64 KiB matches the default socket buffer sizes on Linux, so
+/// bulk transfers move a full socket buffer per read.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// Which peer a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The client.
+    Client,
+    /// The backend.
+    Backend,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub(crate) enum RelayEnd {
+    /// Both directions reached end of stream and were shut down in turn.
+    Closed,
+    /// Reading from or writing to one side failed (typically a reset).
+    Failed(Side, io::Error),
+    /// No byte moved in either direction for the idle timeout.
+    IdleTimeout,
+}
+
+/// One direction's state.
+#[derive(Debug, Default)]
+struct Half {
+    /// Read but not yet written (only under backpressure; empty and unallocated otherwise).
+    pending: Vec<u8>,
+    written: usize,
+    /// The reader reached end of stream.
+    eof: bool,
+    /// The writer has been shut down after `eof`: this direction is finished.
+    done: bool,
+    bytes: u64,
+}
+
+/// Poll outcome of a half: whether bytes moved, and whether it is finished.
+enum Step {
+    Progress,
+    Idle,
+}
+
+impl Half {
+    /// Moves bytes from `reader` to `writer` until it would block or is finished. `record` is
+    /// told every chunk read.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+        record: &impl Fn(u64),
+    ) -> Poll<Result<Step, (Side, io::Error)>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        // Errors are tagged by the caller's orientation: reader errors as `Side::Client` and
+        // writer errors as `Side::Backend`, swapped by the caller for the other direction.
+        let mut moved = false;
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(if moved { Step::Progress } else { Step::Idle }));
+            }
+            // 1. Whatever is left over from the last read goes first.
+            while self.written < self.pending.len() {
+                match Pin::new(&mut *writer).poll_write(cx, &self.pending[self.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err((Side::Backend, io::ErrorKind::WriteZero.into())))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.written += n;
+                        moved = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err((Side::Backend, e))),
+                    Poll::Pending => return self.pending_or(moved),
+                }
+            }
+            if !self.pending.is_empty() {
+                // Drained: give the memory back, an idle connection holds no buffer.
+                self.pending = Vec::new();
+                self.written = 0;
+            }
+            // 2. After end of stream, pass the half-close on.
+            if self.eof {
+                match Pin::new(&mut *writer).poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    // The peer already went away: nothing left to tell it.
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err((Side::Backend, e))),
+                    Poll::Pending => return self.pending_or(moved),
+                }
+                self.done = true;
+                continue;
+            }
+            // 3. Read a chunk and write it straight on.
+            let step = SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                    Poll::Pending => return Ok(false),
+                    Poll::Ready(Err(e)) => return Err((Side::Client, e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let data = buf.filled();
+                if data.is_empty() {
+                    self.eof = true;
+                    return Ok(true);
+                }
+                self.bytes += data.len() as u64;
+                record(data.len() as u64);
+                let mut off = 0;
+                while off < data.len() {
+                    match Pin::new(&mut *writer).poll_write(cx, &data[off..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Err((Side::Backend, io::ErrorKind::WriteZero.into()))
+                        }
+                        Poll::Ready(Ok(n)) => off += n,
+                        Poll::Ready(Err(e)) => return Err((Side::Backend, e)),
+                        Poll::Pending => {
+                            // Backpressure: keep the rest until the writer is ready (it has
+                            // registered our waker).
+                            self.pending = data[off..].to_vec();
+                            self.written = 0;
+                            break;
+                        }
+                    }
+                }
+                Ok(true)
+            });
+            match step {
+                Ok(true) => moved = true,
+                Ok(false) => return self.pending_or(moved),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if !self.pending.is_empty() {
+                return self.pending_or(true);
+            }
+        }
+    }
+
+    fn pending_or(&self, moved: bool) -> Poll<Result<Step, (Side, io::Error)>> {
+        if moved {
+            Poll::Ready(Ok(Step::Progress))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Relays between `client` and `backend` until both directions are finished, one side fails,
+/// or nothing moves for `idle_timeout`. Bytes are recorded on `lease` as they pass.
+pub(crate) struct Relay<'a, C, B> {
+    client: &'a mut C,
+    backend: &'a mut B,
+    lease: &'a Lease,
+    /// Client to backend.
+    up: Half,
+    /// Backend to client.
+    down: Half,
+    idle_timeout: Option<Duration>,
+    last_activity: Instant,
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+impl<'a, C, B> Relay<'a, C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(crate) fn new(
+        client: &'a mut C,
+        backend: &'a mut B,
+        lease: &'a Lease,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
+        let now = Instant::now();
+        Relay {
+            client,
+            backend,
+            lease,
+            up: Half::default(),
+            down: Half::default(),
+            idle_timeout,
+            last_activity: now,
+            idle: idle_timeout.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
+        }
+    }
+
+    /// Bytes client to backend and backend to client so far.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (self.up.bytes, self.down.bytes)
+    }
+}
+
+fn flip(side: Side) -> Side {
+    match side {
+        Side::Client => Side::Backend,
+        Side::Backend => Side::Client,
+    }
+}
+
+impl<C, B> Future for Relay<'_, C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = RelayEnd;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        let this = &mut *self;
+        let lease = this.lease;
+        let mut moved = false;
+        loop {
+            let up =
+                this.up.poll_copy(cx, this.client, this.backend, &|n| lease.record_bytes_in(n));
+            let down = this
+                .down
+                .poll_copy(cx, this.backend, this.client, &|n| lease.record_bytes_out(n))
+                .map_err(|(side, e)| (flip(side), e));
+            let mut again = false;
+            for poll in [up, down] {
+                match poll {
+                    Poll::Ready(Ok(Step::Progress)) => {
+                        moved = true;
+                        again = true;
+                    }
+                    Poll::Ready(Ok(Step::Idle)) | Poll::Pending => {}
+                    Poll::Ready(Err((side, e))) => return Poll::Ready(RelayEnd::Failed(side, e)),
+                }
+            }
+            if this.up.done && this.down.done {
+                return Poll::Ready(RelayEnd::Closed);
+            }
+            // A half that made progress stopped early (backpressure handed over, or a budget);
+            // poll again until both are genuinely waiting, so every waker is registered.
+            if !again {
+                break;
+            }
+        }
+        let Some(timeout) = this.idle_timeout else { return Poll::Pending };
+        if moved {
+            this.last_activity = Instant::now();
+        }
+        let sleep = this.idle.as_mut().expect("a timer exists when a timeout is set");
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            let deadline = this.last_activity + timeout;
+            if Instant::now() >= deadline {
+                return Poll::Ready(RelayEnd::IdleTimeout);
+            }
+            // Activity since the timer was set: re-arm for the real deadline. Resetting lazily
+            // here, rather than on every read, keeps the timer wheel out of the data path.
+            sleep.as_mut().reset(deadline);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Keeping track of connection tasks, so shutdown can wait for them and then close the rest.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// Counts open connections and can abort them all.
+///
+/// Aborting drops each task's future, which closes its sockets and drops its lease, so every
+/// counter ends where it should even for connections cut short.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    open: AtomicU64,
+    next_id: AtomicU64,
+    tasks: Mutex<HashMap<u64, AbortHandle>>,
+    idle: Notify,
+}
+
+/// A place among the open connections, reserved by [`Tracker::try_enter`].
+#[derive(Debug)]
+pub(crate) struct Ticket(());
+
+/// Releases a task's place when the task ends, however it ends (also when aborted).
+struct Exit {
+    tracker: Arc<Tracker>,
+    id: u64,
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        self.tracker.lock().remove(&self.id);
+        if self.tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.tracker.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open connections now.
+    pub(crate) fn open(&self) -> u64 {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Reserves a place if fewer than `limit` are open.
+    pub(crate) fn try_enter(&self, limit: u64) -> Option<Ticket> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            self.release();
+            return None;
+        }
+        Some(Ticket(()))
+    }
+
+    fn release(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Runs `task` on its own tokio task in the place `ticket` reserved.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, ticket: Ticket, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Ticket(()) = ticket; // the place it reserved is now released by `Exit`
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let exit = Exit { tracker: Arc::clone(self), id };
+        // Held while spawning, so the task cannot remove its entry before it is inserted.
+        let mut tasks = self.lock();
+        let handle = tokio::spawn(async move {
+            let _exit = exit;
+            task.await;
+        });
+        tasks.insert(id, handle.abort_handle());
+    }
+
+    /// Waits until no connection is open.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Lets open connections finish for up to `grace`, then aborts the rest and waits for them
+    /// to be gone. Returns how many were cut.
+    pub(crate) async fn drain(&self, grace: Duration) -> usize {
+        if tokio::time::timeout(grace, self.wait_idle()).await.is_ok() {
+            return 0;
+        }
+        let handles: Vec<AbortHandle> = self.lock().values().cloned().collect();
+        for h in &handles {
+            h.abort();
+        }
+        self.wait_idle().await;
+        handles.len()
+    }
+}

@@ -1,0 +1,370 @@
+//! The proxy over real sockets on 127.0.0.1 (port 0 everywhere).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{Health, HealthConfig, Pool, PoolConfig};
+use lb_net::{Balancer, Handle, HealthCheckConfig, ProxyConfig, TcpConnector};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Starts a balancer on 127.0.0.1:0 over `pool`; returns its address, handle and task.
+async fn start(
+    pool: Pool,
+    proxy: ProxyConfig,
+    health: HealthCheckConfig,
+) -> (SocketAddr, Handle, JoinHandle<lb_net::ShutdownReport>) {
+    let balancer = Balancer::new(pool, TcpConnector, proxy, health);
+    let handle = balancer.handle();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(balancer.run(listener, std::future::pending()));
+    (addr, handle, task)
+}
+
+async fn stop(handle: Handle, task: JoinHandle<lb_net::ShutdownReport>) {
+    handle.shutdown();
+    task.await.unwrap();
+}
+
+/// A backend that echoes everything until end of stream, then closes.
+async fn echo_backend() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+fn one_backend_pool(addr: SocketAddr) -> Pool {
+    let pool = Pool::default();
+    pool.add(addr, None).unwrap();
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_half_close_still_gets_the_whole_response() {
+    let (backend, backend_task) = echo_backend().await;
+    let (lb, handle, task) =
+        start(one_backend_pool(backend), ProxyConfig::default(), HealthCheckConfig::default())
+            .await;
+    let data = random_bytes(6 << 20, 1);
+    let stream = TcpStream::connect(lb).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap(); // half-close: no more from the client
+        w
+    });
+    let mut got = Vec::with_capacity(data.len());
+    r.read_to_end(&mut got).await.unwrap();
+    let _w = writer.await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "byte-exact echo through the proxy");
+    eventually(Duration::from_secs(10), "accounting done", || async {
+        handle.stats().pool.totals.active == 0
+    })
+    .await;
+    let stats = handle.stats();
+    assert_eq!((stats.pool.totals.bytes_in, stats.pool.totals.bytes_out), (6 << 20, 6 << 20));
+    stop(handle, task).await;
+    backend_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_half_close_still_gets_the_whole_request() {
+    // The backend sends its whole response and closes its sending side first, then reads the
+    // client's upload to the end and reports what it got.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let response = random_bytes(5 << 20, 2);
+    let upload = random_bytes(7 << 20, 3);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let to_send = response.clone();
+    let backend_task = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        w.write_all(&to_send).await.unwrap();
+        w.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        let _ = tx.send(got);
+    });
+    let (lb, handle, task) = start(
+        one_backend_pool(backend),
+        ProxyConfig::default(),
+        HealthCheckConfig { enabled: false, ..Default::default() },
+    )
+    .await;
+    let stream = TcpStream::connect(lb).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap(); // the backend's FIN reaches us first
+    assert!(got == response, "whole response, then end of stream");
+    w.write_all(&upload).await.unwrap(); // the other direction is still open
+    w.shutdown().await.unwrap();
+    let received = rx.await.unwrap();
+    assert!(received == upload, "the backend got the whole upload after its own half-close");
+    backend_task.await.unwrap();
+    stop(handle, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_connections_all_complete() {
+    let mut backends = Vec::new();
+    let pool = Pool::default();
+    for _ in 0..3 {
+        let (addr, task) = echo_backend().await;
+        pool.add(addr, None).unwrap();
+        backends.push(task);
+    }
+    let (lb, handle, task) =
+        start(pool, ProxyConfig::default(), HealthCheckConfig::default()).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+    let clients: Vec<_> = (0..1000u32)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(lb).await.unwrap();
+                let msg = format!("hello from client {i}");
+                s.write_all(msg.as_bytes()).await.unwrap();
+                let mut buf = vec![0u8; msg.len()];
+                s.read_exact(&mut buf).await.unwrap();
+                assert_eq!(buf, msg.as_bytes());
+                // Hold every connection open until all 1000 are up at once.
+                barrier.wait().await;
+                s.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    eventually(Duration::from_secs(10), "all connections accounted", || async {
+        handle.stats().pool.totals.active == 0 && handle.stats().proxy.open == 0
+    })
+    .await;
+    let stats = handle.stats();
+    assert_eq!(stats.pool.totals.connections, 1000);
+    assert!(stats.pool.backends.iter().all(|b| b.peak_active >= 300), "{:?}", stats.pool.backends);
+    stop(handle, task).await;
+    backends.iter().for_each(JoinHandle::abort);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_backend_is_retried_around_marked_down_and_back_up() {
+    let pool = Pool::new(PoolConfig {
+        health: HealthConfig { rise: 2, fall: 3, ..Default::default() },
+        ..Default::default()
+    })
+    .unwrap();
+    let mut backends = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (addr, task) = tcp_named_backend(name).await;
+        pool.add(addr, None).unwrap();
+        backends.push((addr, task));
+    }
+    let health = HealthCheckConfig {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
+
+    // Steady traffic throughout, every connection checked.
+    let stop_traffic = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop_traffic = Arc::clone(&stop_traffic);
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop_traffic.load(std::sync::atomic::Ordering::Relaxed) {
+                match tcp_greeting(lb).await {
+                    Ok((mut s, _name)) => {
+                        let _ = s.shutdown().await;
+                        ok += 1;
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let (dead_addr, dead_task) = backends.remove(1);
+    eventually(Duration::from_secs(10), "traffic flowing", || async {
+        handle.stats().pool.totals.connections > 20
+    })
+    .await;
+    dead_task.abort();
+    let _ = dead_task.await;
+    eventually(Duration::from_secs(10), "killed backend marked down", || async {
+        handle.stats().pool.backend(dead_addr).unwrap().health == Health::Down
+    })
+    .await;
+    let revived = tcp_named_backend_at(dead_addr, "b").await;
+    eventually(Duration::from_secs(10), "revived backend marked up", || async {
+        handle.stats().pool.backend(dead_addr).unwrap().health == Health::Up
+    })
+    .await;
+    let before = handle.stats().pool.backend(dead_addr).unwrap().connections;
+    eventually(Duration::from_secs(10), "revived backend serving again", || async {
+        handle.stats().pool.backend(dead_addr).unwrap().connections > before
+    })
+    .await;
+    stop_traffic.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert_eq!(failed, 0, "no client saw a failure ({ok} succeeded)");
+    assert!(handle.health().iter().all(|(_, s)| s.as_ref().is_some_and(|s| s.result.is_ok())));
+    stop(handle, task).await;
+    revived.abort();
+    backends.iter().for_each(|(_, t)| t.abort());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_check_judges_the_status_line() {
+    // Two tiny HTTP backends: one healthy (200), one failing (503).
+    async fn http_backend(status: &'static str) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(
+                            format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        (addr, task)
+    }
+    let (good, t1) = http_backend("200 OK").await;
+    let (bad, t2) = http_backend("503 Service Unavailable").await;
+    let pool = Pool::default();
+    pool.add(good, None).unwrap();
+    pool.add(bad, None).unwrap();
+    let health = HealthCheckConfig {
+        interval: Duration::from_millis(30),
+        kind: "http:/healthz".parse().unwrap(),
+        ..Default::default()
+    };
+    let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
+    eventually(Duration::from_secs(10), "503 backend down", || async {
+        handle.stats().pool.backend(bad).unwrap().health == Health::Down
+    })
+    .await;
+    let rows = handle.health();
+    let bad_row = rows.iter().find(|(a, _)| *a == bad).unwrap().1.clone().unwrap();
+    assert_eq!(bad_row.result.unwrap_err(), "HTTP status 503 (expected 2xx or 3xx)");
+    assert_eq!(handle.stats().pool.backend(good).unwrap().health, Health::Up);
+    stop(handle, task).await;
+    t1.abort();
+    t2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_a_silent_tcp_connection() {
+    let (backend, backend_task) = echo_backend().await;
+    let config =
+        ProxyConfig { idle_timeout: Some(Duration::from_millis(200)), ..Default::default() };
+    let (lb, handle, task) =
+        start(one_backend_pool(backend), config, HealthCheckConfig::default()).await;
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf).await.unwrap();
+    // Then silence: the proxy closes the connection (end of stream, no error).
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("closed by the idle timeout")
+        .unwrap();
+    assert_eq!(n, 0);
+    stop(handle, task).await;
+    backend_task.abort();
+}
+
+/// Runs `child` in a copy of this test binary whose file descriptor limit is `limit`.
+fn run_in_child_with_fd_limit(child: &str, limit: u32) {
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {limit} && exec \"$0\" --exact {child} --nocapture --test-threads=1"
+        ))
+        .arg(exe)
+        .env("LB_NET_CHILD", "1")
+        .status()
+        .expect("sh runs");
+    assert!(status.success(), "child test {child} failed: {status}");
+}
+
+#[test]
+fn accept_loop_survives_running_out_of_file_descriptors() {
+    run_in_child_with_fd_limit("emfile_child", 64);
+}
+
+/// The child half of the test above: only runs when started by it.
+#[test]
+fn emfile_child() {
+    if std::env::var_os("LB_NET_CHILD").is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (backend, backend_task) = echo_backend().await;
+        let (lb, handle, task) = start(
+            one_backend_pool(backend),
+            ProxyConfig::default(),
+            HealthCheckConfig { enabled: false, ..Default::default() },
+        )
+        .await;
+        // Open connections until this process runs out of descriptors: the proxy's accepts
+        // start failing with EMFILE while the kernel keeps completing handshakes.
+        let mut clients = Vec::new();
+        while let Ok(s) = TcpStream::connect(lb).await {
+            clients.push(s);
+            if clients.len() > 200 {
+                break;
+            }
+        }
+        eventually(Duration::from_secs(10), "accept errors seen", || async {
+            handle.stats().proxy.accept_errors > 0
+        })
+        .await;
+        // Free the descriptors: the loop must still be accepting.
+        drop(clients);
+        eventually(Duration::from_secs(20), "service resumes", || async {
+            let Ok(mut s) = TcpStream::connect(lb).await else { return false };
+            if s.write_all(b"ping").await.is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 4];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await,
+                Ok(Ok(_))
+            ) && &buf == b"ping"
+        })
+        .await;
+        stop(handle, task).await;
+        backend_task.abort();
+    });
+}
