@@ -1,0 +1,325 @@
+//! Command-line flags.
+
+use std::time::Duration;
+
+use clap::Parser;
+use lb_core::{AdminState, Algorithm};
+use lb_net::{CheckKind, Target};
+
+/// A `--backend` value: `HOST:PORT[,weight=N][,drain|maint]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BackendSpec {
+    pub(crate) target: Target,
+    pub(crate) weight: Option<u32>,
+    pub(crate) state: AdminState,
+}
+
+pub(crate) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
+    let mut parts = s.split(',');
+    let addr = parts.next().unwrap_or_default().trim();
+    let target = match addr.parse::<std::net::SocketAddr>() {
+        // Port 0 is accepted here for --demo (a free port for each demo backend); without
+        // --demo it is rejected once flags are combined.
+        Ok(a) if a.port() == 0 => Target { host: a.ip().to_string(), port: 0 },
+        _ => Target::parse_one(addr).map_err(|e| e.to_string())?,
+    };
+    let mut spec = BackendSpec { target, weight: None, state: AdminState::Ready };
+    for part in parts {
+        let part = part.trim();
+        if let Some(w) = part.strip_prefix("weight=") {
+            let w: u64 = w.parse().map_err(|_| {
+                format!("invalid weight {w:?}: expected a whole number from 1 to 1000")
+            })?;
+            spec.weight = Some(lb_core::validate_weight(w).map_err(|e| e.to_string())?);
+        } else if let Ok(state) = part.parse::<AdminState>() {
+            spec.state = state;
+        } else {
+            return Err(format!(
+                "unexpected {part:?}: expected weight=N, drain or maint after the address"
+            ));
+        }
+    }
+    Ok(spec)
+}
+
+/// Parses `500ms`, `2s`, `5m`, `1h` (also combined, e.g. `1m30s`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {s:?}: expected a number with a unit, e.g. 500ms, 2s, 5m or 1h")
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "" if n == 0 => Duration::ZERO,
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is zero: this duration must be positive"));
+    }
+    Ok(d)
+}
+
+/// A duration that can be turned off; `None` for off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OptionalDuration(pub(crate) Option<Duration>);
+
+/// A duration, or `off` / `0` for none.
+fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
+        return Ok(OptionalDuration(None));
+    }
+    let d = parse_duration(s)?;
+    Ok(OptionalDuration((!d.is_zero()).then_some(d)))
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse().map_err(|e: lb_core::Error| e.to_string())
+}
+
+/// A `--health-check` value; `None` for `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthCheck(pub(crate) Option<CheckKind>);
+
+/// `tcp`, `http:/path`, or `off`.
+fn parse_health_check(s: &str) -> Result<HealthCheck, String> {
+    if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
+        return Ok(HealthCheck(None));
+    }
+    s.parse().map(|k| HealthCheck(Some(k))).map_err(|e: lb_net::Error| e.to_string())
+}
+
+/// A connection limit; `None` for unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit(pub(crate) Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("unlimited") || s.eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u64>() {
+        Ok(0) => Ok(Limit(None)),
+        Ok(n) => Ok(Limit(Some(n))),
+        Err(_) => Err(format!(
+            "invalid limit {s:?}: expected a whole number (0 or \"unlimited\" for none)"
+        )),
+    }
+}
+
+/// Checks a `--log-level` value: a level, or comma-separated `target=level` directives.
+pub(crate) fn parse_log_level(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for directive in s.split(',') {
+        let level = directive.rsplit_once('=').map_or(directive, |(target, level)| {
+            if target.is_empty() {
+                ""
+            } else {
+                level
+            }
+        });
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "invalid log level {directive:?}: expected one of off, error, warn, info, debug, trace, or target=level (e.g. info,lb::access=off)"
+            ));
+        }
+    }
+    Ok(s.to_owned())
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  lb --demo                                    three built-in backends; then: curl localhost:8080
+  lb --port 9000 --backend 10.0.0.5:80 --backend 10.0.0.6:80,weight=2
+  lb --algorithm least_connections --health-check http:/healthz -q < /dev/null
+
+While it runs, type `help` for commands (stats, add, remove, drain, enable, weight, algorithm,
+health, quit). SIGINT or SIGTERM shut it down gracefully, like `quit`.";
+
+/// A TCP (layer 4) load balancer.
+///
+/// Spreads TCP connections over backends with round robin, least connections, random, ip_hash
+/// (Maglev) or p2c, checks their health, retries around dead ones, and can be changed while it
+/// runs from its command prompt.
+#[derive(Debug, Parser)]
+#[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub(crate) struct Args {
+    /// Address to listen on: a host name or IP (0.0.0.0 or :: for every interface).
+    #[arg(long, default_value = "localhost", value_name = "HOST")]
+    pub(crate) host: String,
+
+    /// Port to listen on (0 picks a free one, printed at start-up).
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) port: u16,
+
+    /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
+    #[arg(long, default_value = "round_robin", value_parser = parse_algorithm, value_name = "NAME")]
+    pub(crate) algorithm: Algorithm,
+
+    /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000) and ,drain or ,maint.
+    #[arg(
+        long = "backend",
+        value_name = "HOST:PORT[,weight=N]",
+        value_parser = parse_backend,
+        default_values = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
+    )]
+    pub(crate) backends: Vec<BackendSpec>,
+
+    /// Time between health checks of each backend.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub(crate) health_interval: Duration,
+
+    /// Longest wait for one health check.
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub(crate) health_timeout: Duration,
+
+    /// Consecutive successful checks that bring a down backend up.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) rise: u32,
+
+    /// Consecutive failures (checks or connects) that take a backend down.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) fall: u32,
+
+    /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off.
+    #[arg(long, default_value = "tcp", value_parser = parse_health_check, value_name = "KIND")]
+    pub(crate) health_check: HealthCheck,
+
+    /// Longest wait for a backend to accept a connection before trying another.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub(crate) connect_timeout: Duration,
+
+    /// Close connections with no traffic either way for this long (off to never).
+    #[arg(long, default_value = "5m", value_parser = parse_optional_duration, value_name = "DURATION")]
+    pub(crate) idle_timeout: OptionalDuration,
+
+    /// Most client connections open at once; more are closed at once (0 for unlimited).
+    #[arg(long, default_value = "unlimited", value_parser = parse_limit, value_name = "N")]
+    pub(crate) max_connections: Limit,
+
+    /// Most connections open to one backend; a full backend is skipped (0 for unlimited).
+    #[arg(long, default_value = "unlimited", value_parser = parse_limit, value_name = "N")]
+    pub(crate) max_connections_per_backend: Limit,
+
+    /// Further backends to try when connecting to one fails (each backend at most once).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub(crate) retries: u32,
+
+    /// On shutdown, how long open connections may finish before they are closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) shutdown_grace: Duration,
+
+    /// File to log to (appended).
+    #[arg(long, default_value = "load_balancer.log", value_name = "PATH")]
+    pub(crate) log_file: String,
+
+    /// Log level: off, error, warn, info, debug, trace; or directives such as
+    /// info,lb::access=off (no per-connection lines).
+    #[arg(long, default_value = "info", value_parser = parse_log_level, value_name = "LEVEL")]
+    pub(crate) log_level: String,
+
+    /// No banner and no prompt (commands on stdin are still read).
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// Also start a small built-in HTTP backend on each --backend address on this machine (by
+    /// default 127.0.0.1:8001-8003), each answering with its own name: `lb --demo`, then
+    /// `curl localhost:8080`.
+    #[arg(long)]
+    pub(crate) demo: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "2", "2x", "s", "-1s", "1.5s", "2 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_optional_duration("off").unwrap().0, None);
+        assert_eq!(parse_optional_duration("0").unwrap().0, None);
+        assert!(parse_positive_duration("0s").unwrap_err().contains("must be positive"));
+    }
+
+    #[test]
+    fn backends() {
+        let b = parse_backend("127.0.0.1:8004,weight=3").unwrap();
+        assert_eq!(
+            (b.target.to_string(), b.weight, b.state),
+            ("127.0.0.1:8004".into(), Some(3), AdminState::Ready)
+        );
+        let b = parse_backend("[::1]:9000,drain").unwrap();
+        assert_eq!((b.target.to_string(), b.state), ("[::1]:9000".into(), AdminState::Drain));
+        assert!(parse_backend("127.0.0.1").unwrap_err().contains("missing port"));
+        assert!(parse_backend("127.0.0.1:80,weight=0").unwrap_err().contains("out of range"));
+        assert!(parse_backend("127.0.0.1:80,fast").unwrap_err().contains("unexpected \"fast\""));
+    }
+
+    #[test]
+    fn log_levels() {
+        for ok in ["info", "DEBUG", "info,lb::access=off", "warn,lb_net=debug"] {
+            assert!(parse_log_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "info,lb::access=loud", "=info"] {
+            assert!(parse_log_level(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_are_consistent_and_defaults_parse() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["lb"]).unwrap();
+        assert_eq!(
+            (args.host.as_str(), args.port, args.algorithm),
+            ("localhost", 8080, Algorithm::RoundRobin)
+        );
+        assert_eq!(args.backends.len(), 3);
+        assert_eq!(args.idle_timeout.0, Some(Duration::from_secs(300)));
+        assert_eq!(args.health_check.0, Some(CheckKind::Tcp));
+        assert_eq!((args.max_connections.0, args.log_file.as_str()), (None, "load_balancer.log"));
+        let args = Args::try_parse_from([
+            "lb",
+            "--idle-timeout",
+            "off",
+            "--health-check",
+            "off",
+            "--max-connections",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(
+            (args.idle_timeout.0, args.health_check.0, args.max_connections.0),
+            (None, None, Some(10))
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Logging to a file through a non-blocking writer.
+//!
+//! Events are formatted on the thread that emits them and handed to a background thread that
+//! writes the file, so a slow disk never stalls the proxy. If the writer falls behind by more
+//! than its buffer (128k lines) lines are dropped rather than blocking traffic.
+
+use std::fs::OpenOptions;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+/// Opens (appends to) `path` and sends all `tracing` events at `level` there. Keep the guard
+/// alive until exit: dropping it flushes what is still queued.
+pub(crate) fn init(path: &str, level: &str) -> Result<WorkerGuard, String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open log file {path}: {e}"))?;
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))?;
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(true)
+        .init();
+    Ok(guard)
+}

@@ -1,0 +1,147 @@
+//! The command prompt: commands typed in the terminal (or piped on stdin) act through the
+//! balancer's [`Handle`].
+//!
+//! It runs on its own thread, because reading a terminal blocks. On a terminal it has line
+//! editing, history and tab completion (rustyline); otherwise it reads plain lines and prints
+//! no prompt. End of input never stops the balancer: it keeps serving until `quit`, SIGINT or
+//! SIGTERM, so it runs as a service with stdin closed.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use lb_net::control::COMMAND_NAMES;
+use lb_net::{Command, Handle, Reply};
+use rustyline::completion::Completer;
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+use tokio::runtime::Handle as Runtime;
+
+const PROMPT: &str = "lb> ";
+
+/// Starts the prompt on its own thread.
+pub(crate) fn spawn(
+    handle: Handle,
+    runtime: Runtime,
+    quiet: bool,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("repl".into()).spawn(move || {
+        let interactive = !quiet && std::io::stdin().is_terminal();
+        if interactive {
+            if let Err(e) = interactive_loop(&handle, &runtime) {
+                tracing::warn!(error = %e, "terminal line editing unavailable; reading plain lines");
+                plain_loop(&handle, &runtime);
+            }
+        } else {
+            plain_loop(&handle, &runtime);
+        }
+    })
+}
+
+/// Runs one line; returns false once the balancer is shutting down.
+fn execute(handle: &Handle, runtime: &Runtime, line: &str) -> bool {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return true;
+    }
+    let mut out = std::io::stdout().lock();
+    match runtime.block_on(handle.execute(line)) {
+        Ok(reply) => {
+            let _ = writeln!(out, "{reply}");
+            if matches!(reply, Reply::ShuttingDown) {
+                let _ = out.flush();
+                return false;
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+        }
+    }
+    let _ = out.flush();
+    !handle.is_shutting_down()
+}
+
+fn plain_loop(handle: &Handle, runtime: &Runtime) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if !execute(handle, runtime, &line) {
+            return;
+        }
+    }
+    tracing::info!("stdin closed; still serving until SIGINT or SIGTERM");
+}
+
+fn interactive_loop(handle: &Handle, runtime: &Runtime) -> rustyline::Result<()> {
+    let mut editor: Editor<Completion, DefaultHistory> = Editor::new()?;
+    editor.set_helper(Some(Completion { handle: handle.clone() }));
+    loop {
+        match editor.readline(PROMPT) {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if !execute(handle, runtime, &line) {
+                    return Ok(());
+                }
+            }
+            // Ctrl-C at the prompt: the same as SIGINT, a graceful shutdown.
+            Err(ReadlineError::Interrupted) => {
+                println!("{}", Reply::ShuttingDown);
+                let _ = runtime.block_on(handle.run(Command::Quit));
+                return Ok(());
+            }
+            Err(ReadlineError::Eof) => {
+                println!("stdin closed: still serving; stop with Ctrl-C (SIGINT) or SIGTERM");
+                tracing::info!("stdin closed; still serving until SIGINT or SIGTERM");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Tab completion: command names first, then algorithm names or current backend addresses.
+struct Completion {
+    handle: Handle,
+}
+
+impl Completer for Completion {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let before = &line[..pos];
+        let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let word = &before[start..];
+        let words: Vec<&str> = before[..start].split_whitespace().collect();
+        let options: Vec<String> = match words.as_slice() {
+            [] => COMMAND_NAMES.iter().map(|s| s.to_string()).collect(),
+            ["algorithm" | "algo"] => {
+                lb_core::Algorithm::ALL.iter().map(|a| a.to_string()).collect()
+            }
+            ["remove" | "drain" | "enable" | "maint" | "weight"] => {
+                self.handle.pool().backends().iter().map(|b| b.addr.to_string()).collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut matches: Vec<String> =
+            options.into_iter().filter(|o| o.starts_with(word)).collect();
+        if matches.len() == 1 {
+            matches[0].push(' ');
+        }
+        Ok((start, matches))
+    }
+}
+
+impl Hinter for Completion {
+    type Hint = String;
+}
+impl Highlighter for Completion {}
+impl Validator for Completion {}
+impl Helper for Completion {}
