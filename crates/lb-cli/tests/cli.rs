@@ -226,12 +226,15 @@ fn log_file_has_startup_connections_and_health_transitions() {
         "{down}"
     );
     assert_eq!(via(lb.addr), "alpha");
-    let line = lb.expect_log("connection closed");
-    assert!(
-        line.contains(&format!("backend={a}"))
-            && line.contains("bytes_in=0")
-            && line.contains("bytes_out=6")
-            && line.contains("duration_ms="),
+    // The access line: client [accept time] backend Tc/Tt bytes_in bytes_out termination retries
+    let line = lb.expect_log("lb::access:");
+    let fields: Vec<&str> = line.split("lb::access: ").nth(1).unwrap().split(' ').collect();
+    assert_eq!(fields.len(), 8, "{line}");
+    assert!(fields[0].starts_with("127.0.0.1:") && fields[1].starts_with('['), "{line}");
+    let backend = a.to_string();
+    assert_eq!(
+        (fields[2], fields[4], fields[5], fields[6]),
+        (backend.as_str(), "0", "6", "normal"),
         "{line}"
     );
     lb.command("health", &format!("{dead}  FAILED"));

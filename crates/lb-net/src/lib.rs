@@ -45,6 +45,7 @@ pub mod connector;
 pub mod control;
 mod error;
 pub mod health_check;
+pub mod metrics;
 pub mod proxy;
 mod relay;
 mod shutdown;
@@ -61,7 +62,7 @@ pub use connector::{Behavior, Connector, MemoryConnector, MemoryListener, TcpCon
 pub use control::{Command, Handle, Reply, Stats, Target};
 pub use error::Error;
 pub use health_check::{CheckKind, HealthCheckConfig};
-pub use proxy::{ProxyConfig, Termination};
+pub use proxy::{AccessLine, ProxyConfig, Termination};
 
 use proxy::{ProxyCounters, ProxyShared};
 use shutdown::Tracker;

@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lb_core::{BackendId, Pool};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::connector::Connector;
+use crate::metrics::{Histogram, CONNECT_BUCKETS, DURATION_BUCKETS};
 use crate::relay::{Relay, RelayEnd, Side};
 use crate::shutdown::Tracker;
 
@@ -56,7 +57,7 @@ impl Default for ProxyConfig {
 }
 
 /// Counters of the proxy as a whole (per-backend ones live in the pool).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProxyCounters {
     /// Client connections accepted.
     pub accepted: AtomicU64,
@@ -70,6 +71,25 @@ pub struct ProxyCounters {
     pub retries: AtomicU64,
     /// Errors from `accept` itself (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// Time to connect to a backend, every attempt.
+    pub connect_time: Histogram,
+    /// Time from accept to close, every client connection.
+    pub connection_duration: Histogram,
+}
+
+impl Default for ProxyCounters {
+    fn default() -> Self {
+        ProxyCounters {
+            accepted: AtomicU64::new(0),
+            rejected_at_limit: AtomicU64::new(0),
+            no_backend: AtomicU64::new(0),
+            connect_failed: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            connect_time: Histogram::new(CONNECT_BUCKETS),
+            connection_duration: Histogram::new(DURATION_BUCKETS),
+        }
+    }
 }
 
 /// How a client connection ended, as written in the connection log.
@@ -201,8 +221,9 @@ impl<C: Connector> ProxyShared<C> {
         let limit = self.config.max_connections.unwrap_or(u64::MAX);
         let Some(ticket) = self.tracker.try_enter(limit) else {
             self.counters.rejected_at_limit.fetch_add(1, Relaxed);
-            log_connection(peer, None, Termination::Limit, Instant::now(), None, (0, 0));
-            return; // dropping the stream closes it
+            let mut session = Session::new(peer, &self.counters);
+            session.end = Some(Termination::Limit);
+            return; // dropping the stream closes it; dropping the session logs it
         };
         let shared = Arc::clone(self);
         self.tracker.spawn(ticket, async move { shared.serve(stream, peer).await });
@@ -213,15 +234,16 @@ impl<C: Connector> ProxyShared<C> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let accepted = Instant::now();
+        // Logged when dropped, however this ends: also when shutdown aborts the task.
+        let mut session = Session::new(peer, &self.counters);
         let client_ip = peer.map(|p| p.ip());
         let mut tried: Vec<BackendId> = Vec::new();
         let mut timeouts = 0usize;
-        let (lease, mut backend, connect_time) = loop {
+        let (lease, mut backend) = loop {
             let lease = match self.pool.pick(client_ip, &tried) {
                 Ok(lease) => lease,
                 Err(_) => {
-                    let end = if tried.is_empty() {
+                    session.end = Some(if tried.is_empty() {
                         self.counters.no_backend.fetch_add(1, Relaxed);
                         Termination::NoBackend
                     } else {
@@ -231,24 +253,28 @@ impl<C: Connector> ProxyShared<C> {
                         } else {
                             Termination::ConnectFailed
                         }
-                    };
-                    log_connection(peer, None, end, accepted, None, (0, 0));
+                    });
                     return;
                 }
             };
             if !tried.is_empty() {
                 self.counters.retries.fetch_add(1, Relaxed);
+                session.retries += 1;
             }
+            session.backend = Some(lease.addr());
             let started = Instant::now();
-            let error = match tokio::time::timeout(
+            let attempt = tokio::time::timeout(
                 self.config.connect_timeout,
                 self.connector.connect(lease.addr()),
             )
-            .await
-            {
+            .await;
+            let connect_time = started.elapsed();
+            self.counters.connect_time.observe(connect_time);
+            let error = match attempt {
                 Ok(Ok(stream)) => {
                     lease.record_connected();
-                    break (lease, stream, started.elapsed());
+                    session.connect_time = Some(connect_time);
+                    break (lease, stream);
                 }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => {
@@ -268,17 +294,22 @@ impl<C: Connector> ProxyShared<C> {
             tried.push(lease.id());
             if tried.len() > self.config.retries as usize {
                 self.counters.connect_failed.fetch_add(1, Relaxed);
-                let end = if timeouts == tried.len() {
+                session.end = Some(if timeouts == tried.len() {
                     Termination::ConnectTimeout
                 } else {
                     Termination::ConnectFailed
-                };
-                log_connection(peer, Some(lease.addr()), end, accepted, None, (0, 0));
+                });
                 return;
             }
         };
-        let mut relay = Relay::new(&mut client, &mut backend, &lease, self.config.idle_timeout);
-        let end = match (&mut relay).await {
+        let mut relay = Relay::new(
+            &mut client,
+            &mut backend,
+            &lease,
+            &session.traffic,
+            self.config.idle_timeout,
+        );
+        session.end = Some(match (&mut relay).await {
             RelayEnd::Closed => Termination::Normal,
             RelayEnd::IdleTimeout => Termination::IdleTimeout,
             RelayEnd::Failed(side, error) => {
@@ -288,9 +319,120 @@ impl<C: Connector> ProxyShared<C> {
                     Side::Backend => Termination::BackendError,
                 }
             }
-        };
-        let bytes = relay.bytes();
-        log_connection(peer, Some(lease.addr()), end, accepted, Some(connect_time), bytes);
+        });
+    }
+}
+
+/// Bytes relayed by one connection, readable after the relay is gone (even if aborted).
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// What the access log says about one client connection. Dropping it writes the line, so
+/// every way a connection can end (including being cut by shutdown) is logged exactly once.
+struct Session<'a> {
+    client: Option<SocketAddr>,
+    accepted: Instant,
+    accepted_wall: SystemTime,
+    backend: Option<SocketAddr>,
+    connect_time: Option<Duration>,
+    retries: u32,
+    traffic: Traffic,
+    /// `None` until the connection ends on its own; a session dropped without an end was cut
+    /// by shutdown.
+    end: Option<Termination>,
+    counters: &'a ProxyCounters,
+}
+
+impl<'a> Session<'a> {
+    fn new(client: Option<SocketAddr>, counters: &'a ProxyCounters) -> Self {
+        Session {
+            client,
+            accepted: Instant::now(),
+            accepted_wall: SystemTime::now(),
+            backend: None,
+            connect_time: None,
+            retries: 0,
+            traffic: Traffic::default(),
+            end: None,
+            counters,
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let total = self.accepted.elapsed();
+        self.counters.connection_duration.observe(total);
+        let end = self.end.unwrap_or(Termination::Shutdown);
+        tracing::info!(
+            target: "lb::access",
+            "{}",
+            AccessLine {
+                client: self.client,
+                accepted: self.accepted_wall,
+                backend: self.backend,
+                connect_time: self.connect_time,
+                total,
+                bytes_in: self.traffic.bytes_in.load(Relaxed),
+                bytes_out: self.traffic.bytes_out.load(Relaxed),
+                end,
+                retries: self.retries,
+            }
+        );
+    }
+}
+
+/// One access log line, modelled on HAProxy's `tcplog`:
+///
+/// ```text
+/// <client> [<accept time>] <backend> <Tc>/<Tt> <bytes_in> <bytes_out> <termination> <retries>
+/// 127.0.0.1:51514 [2026-11-25T22:38:16.709Z] 127.0.0.1:8001 0/3 79 108 normal 0
+/// ```
+///
+/// `Tc` is the time to connect to the backend and `Tt` the whole connection, in milliseconds;
+/// `Tc` is `-1` when no backend connection was made and the backend is `-` when none was picked.
+/// Bytes are from the client (`bytes_in`) and to the client (`bytes_out`). The termination is
+/// one of the words of [`Termination`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLine {
+    /// The client's address.
+    pub client: Option<SocketAddr>,
+    /// When the connection was accepted.
+    pub accepted: SystemTime,
+    /// The backend last tried (the one used, if any).
+    pub backend: Option<SocketAddr>,
+    /// Time to connect to the backend used.
+    pub connect_time: Option<Duration>,
+    /// Time from accept to close.
+    pub total: Duration,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// How it ended.
+    pub end: Termination,
+    /// Connect attempts beyond the first.
+    pub retries: u32,
+}
+
+impl fmt::Display for AccessLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}] {} {}/{} {} {} {} {}",
+            DisplayPeer(self.client),
+            humantime::format_rfc3339_millis(self.accepted),
+            DisplayPeer(self.backend),
+            self.connect_time.map_or(-1, |d| d.as_millis() as i64),
+            self.total.as_millis(),
+            self.bytes_in,
+            self.bytes_out,
+            self.end,
+            self.retries
+        )
     }
 }
 
@@ -304,27 +446,4 @@ impl fmt::Display for DisplayPeer {
             None => f.write_str("-"),
         }
     }
-}
-
-/// One line per finished client connection, under the `lb::access` target so it can be turned
-/// off on its own (`--log-level info,lb::access=off`).
-pub(crate) fn log_connection(
-    client: Option<SocketAddr>,
-    backend: Option<SocketAddr>,
-    end: Termination,
-    accepted: Instant,
-    connect_time: Option<Duration>,
-    (bytes_in, bytes_out): (u64, u64),
-) {
-    tracing::info!(
-        target: "lb::access",
-        client = %DisplayPeer(client),
-        backend = %DisplayPeer(backend),
-        bytes_in,
-        bytes_out,
-        connect_ms = connect_time.map_or(-1, |d| d.as_millis() as i64),
-        duration_ms = accepted.elapsed().as_millis() as u64,
-        outcome = end.as_str(),
-        "connection closed"
-    );
 }

@@ -14,9 +14,13 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use lb_core::Lease;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::proxy::Traffic;
 
 /// Bytes read per system call. 64 KiB matches the default socket buffer sizes on Linux, so
 /// bulk transfers move a full socket buffer per read.
@@ -56,7 +60,6 @@ struct Half {
     eof: bool,
     /// The writer has been shut down after `eof`: this direction is finished.
     done: bool,
-    bytes: u64,
 }
 
 /// Poll outcome of a half: whether bytes moved, and whether it is finished.
@@ -130,7 +133,6 @@ impl Half {
                     self.eof = true;
                     return Ok(true);
                 }
-                self.bytes += data.len() as u64;
                 record(data.len() as u64);
                 let mut off = 0;
                 while off < data.len() {
@@ -177,6 +179,7 @@ pub(crate) struct Relay<'a, C, B> {
     client: &'a mut C,
     backend: &'a mut B,
     lease: &'a Lease,
+    traffic: &'a Traffic,
     /// Client to backend.
     up: Half,
     /// Backend to client.
@@ -195,6 +198,7 @@ where
         client: &'a mut C,
         backend: &'a mut B,
         lease: &'a Lease,
+        traffic: &'a Traffic,
         idle_timeout: Option<Duration>,
     ) -> Self {
         let now = Instant::now();
@@ -202,17 +206,13 @@ where
             client,
             backend,
             lease,
+            traffic,
             up: Half::default(),
             down: Half::default(),
             idle_timeout,
             last_activity: now,
             idle: idle_timeout.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
         }
-    }
-
-    /// Bytes client to backend and backend to client so far.
-    pub(crate) fn bytes(&self) -> (u64, u64) {
-        (self.up.bytes, self.down.bytes)
     }
 }
 
@@ -232,14 +232,20 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayEnd> {
         let this = &mut *self;
-        let lease = this.lease;
+        let (lease, traffic) = (this.lease, this.traffic);
         let mut moved = false;
         loop {
-            let up =
-                this.up.poll_copy(cx, this.client, this.backend, &|n| lease.record_bytes_in(n));
+            // One writer per counter, so a plain load and store (no locked instruction) suffice.
+            let up = this.up.poll_copy(cx, this.client, this.backend, &|n| {
+                lease.record_bytes_in(n);
+                traffic.bytes_in.store(traffic.bytes_in.load(Relaxed) + n, Relaxed);
+            });
             let down = this
                 .down
-                .poll_copy(cx, this.backend, this.client, &|n| lease.record_bytes_out(n))
+                .poll_copy(cx, this.backend, this.client, &|n| {
+                    lease.record_bytes_out(n);
+                    traffic.bytes_out.store(traffic.bytes_out.load(Relaxed) + n, Relaxed);
+                })
                 .map_err(|(side, e)| (flip(side), e));
             let mut again = false;
             for poll in [up, down] {

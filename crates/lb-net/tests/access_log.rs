@@ -1,0 +1,211 @@
+//! The access log: one line per client connection, for every way a connection can end.
+
+mod support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lb_core::{Pool, PoolConfig};
+use lb_net::{Balancer, Behavior, HealthCheckConfig, MemoryConnector, ProxyConfig, TcpConnector};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Captures `lb::access` lines (message only) for the current thread.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let this = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("lb::access=info")
+            .with_writer(move || this.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .collect()
+    }
+
+    /// Waits for the `n`-th line (1-based) and returns the fields of the last line.
+    async fn fields(&self, n: usize) -> Vec<String> {
+        eventually(Duration::from_secs(10), "access log line", || async {
+            self.lines().len() >= n
+        })
+        .await;
+        let lines = self.lines();
+        lines[n - 1].split(' ').map(str::to_owned).collect()
+    }
+}
+
+fn no_checks() -> HealthCheckConfig {
+    HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() }
+}
+
+fn peer() -> SocketAddr {
+    "192.0.2.7:40001".parse().unwrap()
+}
+
+fn memory_balancer(
+    backends: &[u8],
+    config: ProxyConfig,
+) -> (Balancer<MemoryConnector>, MemoryConnector) {
+    let pool = Pool::default();
+    let connector = MemoryConnector::new();
+    for &i in backends {
+        pool.add(mem_addr(i), None).unwrap();
+        named_memory_backend(&connector, mem_addr(i), &format!("b{i}"));
+    }
+    (Balancer::new(pool, connector.clone(), config, no_checks()), connector)
+}
+
+/// Fields: client [accept time] backend Tc/Tt bytes_in bytes_out termination retries
+fn check(fields: &[String], backend: &str, bytes: (&str, &str), end: &str, retries: &str) {
+    assert_eq!(fields.len(), 8, "{fields:?}");
+    assert_eq!(fields[0], "192.0.2.7:40001");
+    assert!(fields[1].starts_with("[20") && fields[1].ends_with("Z]"), "{fields:?}");
+    assert_eq!(fields[2], backend, "{fields:?}");
+    let (tc, tt) = fields[3].split_once('/').unwrap();
+    assert!(tc.parse::<i64>().unwrap() >= -1 && tt.parse::<u64>().is_ok(), "{fields:?}");
+    assert_eq!((fields[4].as_str(), fields[5].as_str()), bytes, "{fields:?}");
+    assert_eq!(fields[6], end, "{fields:?}");
+    assert_eq!(fields[7], retries, "{fields:?}");
+}
+
+#[tokio::test]
+async fn normal_close() {
+    let log = Capture::default();
+    let _g = log.install();
+    let (balancer, _c) = memory_balancer(&[1], ProxyConfig::default());
+    let (mut client, theirs) = memory_client();
+    balancer.serve(theirs, Some(peer()));
+    read_line(&mut client).await.unwrap();
+    client.write_all(b"ping").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    let fields = log.fields(1).await;
+    check(&fields, "10.99.0.1:7000", ("4", "7"), "normal", "0");
+}
+
+#[tokio::test]
+async fn no_backend_and_backend_refused_and_connect_timeout() {
+    let log = Capture::default();
+    let _g = log.install();
+    let (empty, _c) = memory_balancer(&[], ProxyConfig::default());
+    let (mut client, theirs) = memory_client();
+    empty.serve(theirs, Some(peer()));
+    let _ = client.read(&mut [0u8; 1]).await;
+    check(&log.fields(1).await, "-", ("0", "0"), "no-backend", "0");
+
+    let (refusing, connector) = memory_balancer(&[1, 2], ProxyConfig::default());
+    connector.set_behavior(mem_addr(1), Behavior::Refuse);
+    connector.set_behavior(mem_addr(2), Behavior::Refuse);
+    let (mut client, theirs) = memory_client();
+    refusing.serve(theirs, Some(peer()));
+    let _ = client.read(&mut [0u8; 1]).await;
+    let fields = log.fields(2).await;
+    assert!(fields[3].starts_with("-1/"), "no connection made: {fields:?}");
+    assert_eq!((fields[6].as_str(), fields[7].as_str()), ("backend-refused", "1"));
+
+    let config =
+        ProxyConfig { connect_timeout: Duration::from_millis(20), ..ProxyConfig::default() };
+    let (hanging, connector) = memory_balancer(&[1], config);
+    connector.set_behavior(mem_addr(1), Behavior::Hang);
+    let (mut client, theirs) = memory_client();
+    hanging.serve(theirs, Some(peer()));
+    let _ = client.read(&mut [0u8; 1]).await;
+    check(&log.fields(3).await, "10.99.0.1:7000", ("0", "0"), "connect-timeout", "0");
+}
+
+#[tokio::test]
+async fn backend_reset_and_limit() {
+    let log = Capture::default();
+    let _g = log.install();
+    let config = ProxyConfig { max_connections: Some(1), ..ProxyConfig::default() };
+    let (balancer, connector) = memory_balancer(&[1], config);
+    // Greeting (3 bytes) and the echo of "more" (4) get through, then the backend resets.
+    connector.set_behavior(mem_addr(1), Behavior::ResetAfter(7));
+    let (mut client, theirs) = memory_client();
+    balancer.serve(theirs, Some(peer()));
+    read_line(&mut client).await.unwrap();
+    // While it is open, a second client is over the limit of 1.
+    let (mut second, theirs) = memory_client();
+    balancer.serve(theirs, Some(peer()));
+    let _ = second.read(&mut [0u8; 1]).await;
+    check(&log.fields(1).await, "-", ("0", "0"), "limit", "0");
+    client.write_all(b"more").await.unwrap();
+    let _ = client.read_to_end(&mut Vec::new()).await;
+    check(&log.fields(2).await, "10.99.0.1:7000", ("4", "7"), "backend-reset", "0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_and_shutdown() {
+    let log = Capture::default();
+    let _g = log.install();
+    let config = ProxyConfig {
+        idle_timeout: Some(Duration::from_secs(5)),
+        shutdown_grace: Duration::from_secs(1),
+        ..ProxyConfig::default()
+    };
+    let (balancer, _c) = memory_balancer(&[1], config);
+    let (mut idle, theirs) = memory_client();
+    balancer.serve(theirs, Some(peer()));
+    read_line(&mut idle).await.unwrap();
+    let _ = idle.read_to_end(&mut Vec::new()).await;
+    check(&log.fields(1).await, "10.99.0.1:7000", ("0", "3"), "idle-timeout", "0");
+
+    let (mut held, theirs) = memory_client();
+    balancer.serve(theirs, Some(peer()));
+    read_line(&mut held).await.unwrap();
+    let handle = balancer.handle();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let run = tokio::spawn(balancer.run(listener, std::future::pending()));
+    handle.shutdown();
+    assert_eq!(run.await.unwrap().cut, 1);
+    check(&log.fields(2).await, "10.99.0.1:7000", ("0", "3"), "shutdown", "0");
+}
+
+#[tokio::test]
+async fn client_reset_over_tcp() {
+    let log = Capture::default();
+    let _g = log.install();
+    let (backend, backend_task) = tcp_named_backend("a").await;
+    let pool = Pool::new(PoolConfig::default()).unwrap();
+    pool.add(backend, None).unwrap();
+    let balancer = Balancer::new(pool, TcpConnector, ProxyConfig::default(), no_checks());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = listener.local_addr().unwrap();
+    let handle = balancer.handle();
+    let run = tokio::spawn(balancer.run(listener, std::future::pending()));
+    let (stream, _) = tcp_greeting(lb).await.unwrap();
+    // Close with a reset (linger 0) instead of a FIN.
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(stream);
+    let fields = log.fields(1).await;
+    assert_eq!(fields[2], backend.to_string());
+    assert_eq!(fields[6], "client-reset", "{fields:?}");
+    handle.shutdown();
+    run.await.unwrap();
+    backend_task.abort();
+}
