@@ -180,7 +180,7 @@ fn stats_add_remove_and_bad_commands_through_stdin() {
     assert!((0..4).all(|_| via(lb.addr) == "beta"));
 
     // Bad input: one line of error, and the balancer carries on.
-    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, quit");
+    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, quit");
     assert!(lb.command("add 127.0.0.1", "error:").contains("missing port"));
     assert!(lb.command(&format!("add {b}"), "error:").contains("already in the pool"));
     assert!(lb.command("weight 127.0.0.1:1 5", "error:").contains("no backend 127.0.0.1:1"));

@@ -180,12 +180,14 @@ pub enum Command {
     Health,
     /// Show the command list.
     Help,
+    /// Re-read the configuration file and apply the difference.
+    Reload,
     /// Shut down gracefully.
     Quit,
 }
 
 /// Command names, for completion in the REPL.
-pub const COMMAND_NAMES: [&str; 12] = [
+pub const COMMAND_NAMES: [&str; 13] = [
     "add",
     "remove",
     "drain",
@@ -196,6 +198,7 @@ pub const COMMAND_NAMES: [&str; 12] = [
     "stats",
     "health",
     "help",
+    "reload",
     "quit",
     "exit",
 ];
@@ -214,6 +217,7 @@ Commands:
   enable <backend>                   back in rotation after drain or maint
   weight <backend> <N>               change a backend's weight
   algorithm [name]                   show or switch: round_robin, least_connections, random, ip_hash, p2c
+  reload                             re-read the --config file and apply the difference
   help                               this list
   quit                               shut down gracefully (also: exit)
 A <backend> is host:port, [v6]:port, or host port.";
@@ -273,10 +277,11 @@ impl Command {
             "stats" | "status" => Command::Stats,
             "health" => Command::Health,
             "help" | "?" => Command::Help,
+            "reload" => Command::Reload,
             "quit" | "exit" | "shutdown" => Command::Quit,
             _ => {
                 return Err(Error::BadCommand(format!(
-                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, quit"
+                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, quit"
                 )))
             }
         };
@@ -317,6 +322,7 @@ impl fmt::Display for Command {
             Command::Stats => f.write_str("stats"),
             Command::Health => f.write_str("health"),
             Command::Help => f.write_str("help"),
+            Command::Reload => f.write_str("reload"),
             Command::Quit => f.write_str("quit"),
         }
     }
@@ -501,7 +507,26 @@ pub(crate) struct HandleInner {
     pub(crate) checks: CheckLog,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) started: Instant,
+    pub(crate) reloader: ReloadSlot,
 }
+
+/// What `reload` runs: re-reads the configuration and applies it, answering with a summary of
+/// the changes or an error that says why nothing was changed.
+pub type Reloader = Arc<dyn Fn() -> BoxFuture<Result<String, String>> + Send + Sync>;
+
+/// The reload hook, if the binary set one.
+#[derive(Default)]
+pub(crate) struct ReloadSlot(Mutex<Option<Reloader>>);
+
+impl fmt::Debug for ReloadSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = self.0.lock().map(|r| r.is_some()).unwrap_or(false);
+        f.write_str(if set { "Some(<reloader>)" } else { "None" })
+    }
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// Controls a running balancer. Cheap to clone; every clone controls the same balancer.
 #[derive(Debug, Clone)]
@@ -519,8 +544,14 @@ impl Handle {
                 checks: Arc::new(Mutex::new(HashMap::new())),
                 shutdown: watch::channel(false).0,
                 started: Instant::now(),
+                reloader: ReloadSlot::default(),
             }),
         }
+    }
+
+    /// Sets what the `reload` command does (the binary re-reads its configuration file).
+    pub fn set_reloader(&self, reloader: Reloader) {
+        *self.inner.reloader.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reloader);
     }
 
     /// The pool, for anything the commands do not cover.
@@ -606,6 +637,16 @@ impl Handle {
             Command::Stats => Reply::Stats(Box::new(self.stats())),
             Command::Health => Reply::Health(self.health()),
             Command::Help => Reply::Help,
+            Command::Reload => {
+                let reloader =
+                    self.inner.reloader.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let Some(reload) = reloader else {
+                    return Err(Error::Reload(
+                        "no configuration file to reload (start lb with --config FILE)".into(),
+                    ));
+                };
+                Reply::Done(reload().await.map_err(Error::Reload)?)
+            }
             Command::Quit => {
                 self.shutdown();
                 Reply::ShuttingDown
@@ -724,6 +765,7 @@ mod tests {
             ("stats", Command::Stats),
             ("health", Command::Health),
             ("help", Command::Help),
+            ("reload", Command::Reload),
             ("quit", Command::Quit),
             ("exit", Command::Quit),
         ] {

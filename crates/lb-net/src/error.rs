@@ -22,6 +22,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `reload` failed; the running configuration is unchanged.
+    #[error("reload failed, configuration unchanged: {0}")]
+    Reload(String),
     /// A health check specification that does not parse.
     #[error("invalid health check {0}")]
     InvalidHealthCheck(String),
