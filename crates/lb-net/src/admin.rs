@@ -1,0 +1,598 @@
+//! The admin endpoint: Prometheus metrics, JSON stats and remote commands over HTTP/1.1.
+//!
+//! - `GET /metrics`: Prometheus text exposition (format 0.0.4), encoded by `prometheus-client`
+//!   from the same counters the `stats` command shows, read at scrape time.
+//! - `GET /stats`: the `stats` table as JSON, with the same field names ([`StatsJson`]).
+//! - `POST /command`: a command in the REPL's grammar as the body; the answer is the text the
+//!   REPL would print, with status 200, or 400 and `error: ...` for a command that does not parse
+//!   or fails. With a token configured, POST requires `Authorization: Bearer <token>`.
+//!
+//! HTTP is handled by `hyper`; nothing here parses HTTP by hand.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use lb_core::{AdminState, Health};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::control::{Handle, Stats};
+use crate::metrics::HistogramSnapshot;
+
+/// Largest `POST /command` body accepted: a command is one short line.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Admin endpoint settings.
+#[derive(Clone, Default)]
+pub struct AdminConfig {
+    /// If set, `POST /command` requires `Authorization: Bearer <token>`. Reads (`/metrics`,
+    /// `/stats`) never do, so a scraper needs no secret.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("AdminConfig").field("token", &self.token.as_ref().map(|_| "<set>")).finish()
+    }
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handle: Handle,
+    config: AdminConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatsCollector { handle: handle.clone() }));
+    let state = Arc::new(Server { handle, config, registry });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(target: "lb::admin", address = %addr, "admin endpoint listening");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(target: "lb::admin", error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(state.respond(req, peer).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(target: "lb::admin", error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// What every admin request needs.
+struct Server {
+    handle: Handle,
+    config: AdminConfig,
+    registry: Registry,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Compares without stopping at the first difference, so response time says nothing about how
+/// much of a guessed token was right.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+impl Server {
+    async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let mut body = String::new();
+                match prometheus_client::encoding::prometheus_text::encode(
+                    &mut body,
+                    &self.registry,
+                ) {
+                    Ok(()) => {
+                        let mut r = text(StatusCode::OK, body);
+                        r.headers_mut().insert(
+                            CONTENT_TYPE,
+                            HeaderValue::from_static(
+                                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                            ),
+                        );
+                        r
+                    }
+                    Err(_) => {
+                        text(StatusCode::INTERNAL_SERVER_ERROR, "error: encoding metrics failed\n")
+                    }
+                }
+            }
+            (&Method::GET, "/stats") => {
+                let json = StatsJson::from(&self.handle.stats());
+                match serde_json::to_vec_pretty(&json) {
+                    Ok(body) => {
+                        let mut r = text(StatusCode::OK, body);
+                        r.headers_mut()
+                            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        r
+                    }
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("error: {e}\n")),
+                }
+            }
+            (&Method::POST, "/command") => self.command(req, peer).await,
+            (_, "/metrics" | "/stats") => method_not_allowed("GET"),
+            (_, "/command") => method_not_allowed("POST"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try GET /metrics, GET /stats or POST /command\n",
+            ),
+        }
+    }
+
+    async fn command(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if let Some(token) = &self.config.token {
+            let given = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| same_token(g.trim().as_bytes(), token.as_bytes())) {
+                tracing::warn!(target: "lb::admin", %peer, "command refused: missing or wrong bearer token");
+                let mut r = text(
+                    StatusCode::UNAUTHORIZED,
+                    "error: this endpoint needs Authorization: Bearer <token>\n",
+                );
+                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("error: a command body is at most {MAX_BODY} bytes\n"),
+                )
+            }
+        };
+        let Ok(line) = std::str::from_utf8(&body) else {
+            return text(StatusCode::BAD_REQUEST, "error: the command is not UTF-8 text\n");
+        };
+        let line = line.trim();
+        if line.lines().count() > 1 {
+            return text(StatusCode::BAD_REQUEST, "error: send one command per request\n");
+        }
+        tracing::debug!(target: "lb::admin", %peer, command = line, "remote command");
+        match self.handle.execute(line).await {
+            Ok(reply) => text(StatusCode::OK, format!("{reply}\n")),
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("error: {e}\n")),
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("error: use {allow}\n"));
+    r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// One backend in `GET /stats`: the `stats` table's columns, by the same names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendJson {
+    /// `host:port`.
+    pub backend: String,
+    /// `up`, `down`, `drain`, `maint` or `removed`, as in the STATE column.
+    pub state: String,
+    /// `up` or `down`.
+    pub health: String,
+    /// `ready`, `drain` or `maint`.
+    pub admin: String,
+    /// Weight.
+    pub weight: u32,
+    /// Connections open now.
+    pub active: u64,
+    /// Most open at once.
+    pub peak: u64,
+    /// Connections established.
+    pub total: u64,
+    /// Failed connects.
+    pub failures: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+    /// Times chosen by the algorithm.
+    pub picks: u64,
+}
+
+/// The client-side counters in `GET /stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientsJson {
+    /// Open now.
+    pub open: u64,
+    /// Accepted since start.
+    pub accepted: u64,
+    /// Closed at once at the global limit.
+    pub rejected_at_limit: u64,
+    /// Closed with no backend available.
+    pub no_backend: u64,
+    /// Closed after every backend tried failed to connect.
+    pub connect_failed: u64,
+    /// Connect attempts beyond the first.
+    pub retries: u64,
+    /// Accept errors.
+    pub accept_errors: u64,
+}
+
+/// The TOTAL row in `GET /stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotalsJson {
+    /// Backends in the pool.
+    pub backends: usize,
+    /// Backends that can take a connection now.
+    pub available: usize,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections established.
+    pub total: u64,
+    /// Failed connects.
+    pub failures: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+}
+
+/// `GET /stats`: everything `stats` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsJson {
+    /// The algorithm.
+    pub algorithm: String,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Client-side counters.
+    pub clients: ClientsJson,
+    /// Per backend, in pool order (removed ones with open connections last).
+    pub backends: Vec<BackendJson>,
+    /// Sums.
+    pub totals: TotalsJson,
+}
+
+impl From<&Stats> for StatsJson {
+    fn from(s: &Stats) -> Self {
+        let t = &s.pool.totals;
+        let p = &s.proxy;
+        StatsJson {
+            algorithm: s.pool.algorithm.to_string(),
+            uptime_seconds: s.uptime.as_secs_f64(),
+            clients: ClientsJson {
+                open: p.open,
+                accepted: p.accepted,
+                rejected_at_limit: p.rejected_at_limit,
+                no_backend: p.no_backend,
+                connect_failed: p.connect_failed,
+                retries: p.retries,
+                accept_errors: p.accept_errors,
+            },
+            backends: s
+                .pool
+                .backends
+                .iter()
+                .map(|b| BackendJson {
+                    backend: b.addr.to_string(),
+                    state: b.state().to_owned(),
+                    health: b.health.to_string(),
+                    admin: b.admin.to_string(),
+                    weight: b.weight,
+                    active: b.active,
+                    peak: b.peak_active,
+                    total: b.connections,
+                    failures: b.connect_failures,
+                    bytes_in: b.bytes_in,
+                    bytes_out: b.bytes_out,
+                    picks: b.picks,
+                })
+                .collect(),
+            totals: TotalsJson {
+                backends: t.backends,
+                available: t.available,
+                active: t.active,
+                total: t.connections,
+                failures: t.connect_failures,
+                bytes_in: t.bytes_in,
+                bytes_out: t.bytes_out,
+            },
+        }
+    }
+}
+
+/// Reads the balancer's counters at scrape time and encodes them as Prometheus metrics.
+#[derive(Debug)]
+struct StatsCollector {
+    handle: Handle,
+}
+
+type Labels<'a> = [(&'static str, &'a str); 1];
+
+/// One metric family with a value per backend.
+fn per_backend<V>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: &[(String, V)],
+) -> Result<(), std::fmt::Error>
+where
+    V: prometheus_client::encoding::EncodeGaugeValue
+        + prometheus_client::encoding::EncodeCounterValue,
+{
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (backend, value) in rows {
+        let labels: Labels<'_> = [("backend", backend.as_str())];
+        let mut family = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => family.encode_counter::<NoLabelSet, _, u64>(value, None)?,
+            _ => family.encode_gauge(value)?,
+        }
+    }
+    Ok(())
+}
+
+fn single<V>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    value: V,
+) -> Result<(), std::fmt::Error>
+where
+    V: prometheus_client::encoding::EncodeGaugeValue
+        + prometheus_client::encoding::EncodeCounterValue,
+{
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
+        _ => metric.encode_gauge(&value),
+    }
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    // The encoder wants per-bucket counts and accumulates them itself.
+    let mut previous = 0;
+    let buckets: Vec<(f64, u64)> = h
+        .buckets
+        .iter()
+        .map(|&(bound, cumulative)| {
+            let own = cumulative - previous;
+            previous = cumulative;
+            (bound, own)
+        })
+        .collect();
+    metric.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let stats = self.handle.stats();
+        let health = self.handle.health();
+        let backends = &stats.pool.backends;
+        let rows = |f: &dyn Fn(&lb_core::BackendStats) -> u64| -> Vec<(String, u64)> {
+            backends.iter().map(|b| (b.addr.to_string(), f(b))).collect()
+        };
+        per_backend(
+            &mut e,
+            "lb_backend_active_connections",
+            "Connections open to the backend now.",
+            Gauge,
+            &rows(&|b| b.active),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_peak_active_connections",
+            "Most connections open to the backend at once.",
+            Gauge,
+            &rows(&|b| b.peak_active),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_connections",
+            "Connections established to the backend.",
+            Counter,
+            &rows(&|b| b.connections),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_connect_failures",
+            "Failed attempts to connect to the backend.",
+            Counter,
+            &rows(&|b| b.connect_failures),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_picks",
+            "Times the algorithm chose the backend.",
+            Counter,
+            &rows(&|b| b.picks),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_in_bytes",
+            "Bytes from clients relayed to the backend.",
+            Counter,
+            &rows(&|b| b.bytes_in),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_out_bytes",
+            "Bytes from the backend relayed to clients.",
+            Counter,
+            &rows(&|b| b.bytes_out),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_up",
+            "1 if the backend passes health checks, else 0.",
+            Gauge,
+            &rows(&|b| u64::from(b.health == Health::Up && !b.removed)),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_weight",
+            "The backend's weight.",
+            Gauge,
+            &rows(&|b| u64::from(b.weight)),
+        )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "lb_backend_admin_state",
+                "1 for the backend's admin state (ready, drain, maint), 0 for the others.",
+                None,
+                Gauge,
+            )?;
+            for b in backends.iter().filter(|b| !b.removed) {
+                let addr = b.addr.to_string();
+                for state in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
+                    let labels = [("backend", addr.as_str()), ("state", state.as_str())];
+                    metric.encode_family(&labels)?.encode_gauge(&u64::from(b.admin == state))?;
+                }
+            }
+        }
+        {
+            let mut metric = e.encode_descriptor(
+                "lb_backend_health_check_duration_seconds",
+                "How long the backend's last health check took.",
+                None,
+                Gauge,
+            )?;
+            for (addr, status) in &health {
+                if let Some(s) = status {
+                    let addr = addr.to_string();
+                    let labels: Labels<'_> = [("backend", addr.as_str())];
+                    metric.encode_family(&labels)?.encode_gauge(&s.duration.as_secs_f64())?;
+                }
+            }
+        }
+        let p = &stats.proxy;
+        single(&mut e, "lb_connections_open", "Client connections open now.", Gauge, p.open)?;
+        single(
+            &mut e,
+            "lb_connections_accepted",
+            "Client connections accepted.",
+            Counter,
+            p.accepted,
+        )?;
+        single(
+            &mut e,
+            "lb_connections_rejected",
+            "Client connections closed at once because the global limit was reached.",
+            Counter,
+            p.rejected_at_limit,
+        )?;
+        single(
+            &mut e,
+            "lb_connections_no_backend",
+            "Client connections closed because no backend was available.",
+            Counter,
+            p.no_backend,
+        )?;
+        single(
+            &mut e,
+            "lb_connections_connect_failed",
+            "Client connections closed because every backend tried failed to connect.",
+            Counter,
+            p.connect_failed,
+        )?;
+        single(
+            &mut e,
+            "lb_retries",
+            "Connect attempts beyond a connection's first.",
+            Counter,
+            p.retries,
+        )?;
+        single(
+            &mut e,
+            "lb_accept_errors",
+            "Errors accepting client connections.",
+            Counter,
+            p.accept_errors,
+        )?;
+        single(
+            &mut e,
+            "lb_backends",
+            "Backends in the pool.",
+            Gauge,
+            stats.pool.totals.backends as u64,
+        )?;
+        single(
+            &mut e,
+            "lb_backends_available",
+            "Backends that can take a new connection now.",
+            Gauge,
+            stats.pool.totals.available as u64,
+        )?;
+        {
+            let algorithm = stats.pool.algorithm.to_string();
+            let mut metric = e.encode_descriptor(
+                "lb_algorithm",
+                "The balancing algorithm in use (value 1).",
+                None,
+                Gauge,
+            )?;
+            let labels: Labels<'_> = [("algorithm", algorithm.as_str())];
+            metric.encode_family(&labels)?.encode_gauge(&1u64)?;
+        }
+        let counters = &self.handle.inner.counters;
+        histogram(
+            &mut e,
+            "lb_connection_duration_seconds",
+            "Client connection lifetimes, accept to close.",
+            &counters.connection_duration.snapshot(),
+        )?;
+        histogram(
+            &mut e,
+            "lb_backend_connect_duration_seconds",
+            "Time to connect to a backend, every attempt.",
+            &counters.connect_time.snapshot(),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! The admin endpoint over real HTTP on 127.0.0.1: metrics, JSON stats, commands and the token.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use lb_core::Pool;
+use lb_net::admin::{self, AdminConfig, StatsJson};
+use lb_net::{Balancer, Behavior, Handle, HealthCheckConfig, MemoryConnector, ProxyConfig};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A balancer with two in-memory backends (b1 accepts, b2 refuses) and its admin endpoint.
+async fn setup(token: Option<&str>) -> (Balancer<MemoryConnector>, Handle, SocketAddr) {
+    let pool = Pool::default();
+    let connector = MemoryConnector::new();
+    for i in 1..=2 {
+        pool.add(mem_addr(i), None).unwrap();
+        named_memory_backend(&connector, mem_addr(i), &format!("b{i}"));
+    }
+    connector.set_behavior(mem_addr(2), Behavior::Refuse);
+    let health = HealthCheckConfig { enabled: false, ..Default::default() };
+    let balancer = Balancer::new(pool, connector, ProxyConfig::default(), health);
+    let handle = balancer.handle();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = AdminConfig { token: token.map(str::to_owned) };
+    tokio::spawn(admin::serve(listener, handle.clone(), config, std::future::pending()));
+    (balancer, handle, addr)
+}
+
+/// Sends one HTTP/1.1 request; returns status, headers (lower-case names) and body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, HashMap<String, String>, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// Runs `n` in-memory clients through the balancer, each sending `ping` and reading the echo.
+async fn traffic(balancer: &Balancer<MemoryConnector>, n: u32) {
+    for i in 0..n {
+        let (mut client, theirs) = memory_client();
+        balancer.serve(theirs, Some(SocketAddr::from(([192, 0, 2, 1], 1000 + i as u16))));
+        read_line(&mut client).await.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"ping");
+    }
+}
+
+/// A strict reading of the Prometheus text format (0.0.4): every line is a HELP, a TYPE or a
+/// sample of a declared family with a valid name, well-formed labels and a numeric value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    fn valid_name(n: &str) -> bool {
+        let mut chars = n.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = HashMap::new();
+    assert!(text.ends_with('\n'), "exposition ends with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP has a name and text");
+            assert!(valid_name(name) && !help.is_empty(), "{line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(valid_name(name), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counters end in _total: {line}");
+            }
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "declared twice: {line}"
+            );
+        } else {
+            let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("numeric value: {line}"));
+            let name = series.split('{').next().unwrap();
+            assert!(valid_name(name), "{line}");
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    let inner = labels
+                        .strip_prefix('{')
+                        .and_then(|l| l.strip_suffix('}'))
+                        .expect("labels in braces");
+                    for pair in inner.split("\",") {
+                        let (k, v) = pair.split_once("=\"").expect("label=\"value\"");
+                        assert!(valid_name(k) && !v.contains('\n'), "{line}");
+                    }
+                }
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(types.contains_key(family), "sample of an undeclared family: {line}");
+            assert!(samples.insert(series.to_owned(), value).is_none(), "duplicate series: {line}");
+        }
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_known_traffic_exactly() {
+    let (balancer, _handle, admin) = setup(None).await;
+    traffic(&balancer, 6).await;
+    let (status, headers, body) = http(admin, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].starts_with("text/plain; version=0.0.4"), "{headers:?}");
+    let m = parse_metrics(&body);
+    let b1 = "backend=\"10.99.0.1:7000\"";
+    let b2 = "backend=\"10.99.0.2:7000\"";
+    // Round robin offers b2 to every other client; it refuses (a retry each time) until `fall`
+    // (3) failures take it down, after which b1 takes everything.
+    assert_eq!(m[&format!("lb_backend_connections_total{{{b1}}}")], 6.0);
+    assert_eq!(m[&format!("lb_backend_connections_total{{{b2}}}")], 0.0);
+    assert_eq!(m[&format!("lb_backend_connect_failures_total{{{b2}}}")], 3.0);
+    assert_eq!(m[&format!("lb_backend_up{{{b2}}}")], 0.0);
+    assert_eq!(m[&format!("lb_backend_up{{{b1}}}")], 1.0);
+    // Each client sent 4 bytes and received the greeting (3) and the echo (4).
+    assert_eq!(m[&format!("lb_backend_in_bytes_total{{{b1}}}")], 24.0);
+    assert_eq!(m[&format!("lb_backend_out_bytes_total{{{b1}}}")], 42.0);
+    assert_eq!(m[&format!("lb_backend_active_connections{{{b1}}}")], 0.0);
+    assert_eq!(m[&format!("lb_backend_weight{{{b1}}}")], 1.0);
+    assert_eq!(m[&format!("lb_backend_admin_state{{{b1},state=\"ready\"}}")], 1.0);
+    assert_eq!(m[&format!("lb_backend_admin_state{{{b1},state=\"drain\"}}")], 0.0);
+    assert_eq!(m["lb_connections_accepted_total"], 6.0);
+    assert_eq!(m["lb_retries_total"], 3.0);
+    assert_eq!(m["lb_connections_rejected_total"], 0.0);
+    assert_eq!(m["lb_connections_no_backend_total"], 0.0);
+    assert_eq!(m["lb_connections_open"], 0.0);
+    assert_eq!(m["lb_backends"], 2.0);
+    assert_eq!(m["lb_backends_available"], 1.0);
+    assert_eq!(m["lb_algorithm{algorithm=\"round_robin\"}"], 1.0);
+    assert_eq!(m["lb_connection_duration_seconds_count"], 6.0);
+    assert_eq!(m["lb_connection_duration_seconds_bucket{le=\"+Inf\"}"], 6.0);
+    assert_eq!(m["lb_backend_connect_duration_seconds_count"], 9.0, "6 connects and 3 refusals");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_json_round_trips() {
+    let (balancer, handle, admin) = setup(None).await;
+    traffic(&balancer, 3).await;
+    let (status, headers, body) = http(admin, "GET", "/stats", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    let mut got: StatsJson = serde_json::from_str(&body).unwrap();
+    let mut expected = StatsJson::from(&handle.stats());
+    got.uptime_seconds = 0.0;
+    expected.uptime_seconds = 0.0;
+    assert_eq!(got, expected);
+    assert_eq!(got.backends[0].backend, "10.99.0.1:7000");
+    assert_eq!(
+        (got.backends[0].total, got.backends[1].failures, got.backends[1].state.as_str()),
+        (3, 2, "up")
+    );
+    // And back again: the JSON text is what serde writes for the parsed value.
+    let again: StatsJson = serde_json::from_str(&serde_json::to_string(&got).unwrap()).unwrap();
+    assert_eq!(again, got);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_answer_like_the_repl_and_bad_ones_change_nothing() {
+    let (_balancer, handle, admin) = setup(None).await;
+    let (status, _, body) = http(admin, "POST", "/command", &[], "drain 10.99.0.1:7000").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "draining 10.99.0.1:7000: no new connections, open ones continue\n")
+    );
+    let before = handle.stats().pool;
+    for bad in [
+        "frobnicate",
+        "add 10.99.0.9",
+        "weight 10.99.0.1:7000 0",
+        "remove 10.99.0.9:1",
+        "add 10.99.0.1:7000",
+    ] {
+        let (status, _, body) = http(admin, "POST", "/command", &[], bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.starts_with("error: "), "{body}");
+        assert_eq!(handle.stats().pool, before, "{bad} changed nothing");
+    }
+    let (status, _, body) = http(admin, "POST", "/command", &[], "stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.trim_end().lines().count(), handle.stats().to_string().lines().count());
+    assert_eq!(http(admin, "GET", "/command", &[], "").await.0, 405);
+    assert_eq!(http(admin, "POST", "/metrics", &[], "").await.0, 405);
+    assert_eq!(http(admin, "GET", "/nope", &[], "").await.0, 404);
+    let (status, _, _) = http(admin, "POST", "/command", &[], "stats\nquit").await;
+    assert_eq!(status, 400, "one command per request");
+    assert!(!handle.is_shutting_down());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_enforced_on_commands_only() {
+    let (_balancer, handle, admin) = setup(Some("s3cret")).await;
+    let (status, headers, _) = http(admin, "POST", "/command", &[], "drain 10.99.0.1:7000").await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let (status, _, _) = http(
+        admin,
+        "POST",
+        "/command",
+        &[("Authorization", "Bearer wrong")],
+        "drain 10.99.0.1:7000",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(handle.stats().pool.backends[0].state(), "up", "refused commands change nothing");
+    let (status, _, _) = http(
+        admin,
+        "POST",
+        "/command",
+        &[("Authorization", "Bearer s3cret")],
+        "drain 10.99.0.1:7000",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(handle.stats().pool.backends[0].state(), "drain");
+    assert_eq!(http(admin, "GET", "/metrics", &[], "").await.0, 200, "scrapes need no token");
+    assert_eq!(http(admin, "GET", "/stats", &[], "").await.0, 200);
+}
