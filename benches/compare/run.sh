@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of lb against HAProxy and nginx (stream), on loopback.
+#
+#   benches/compare/run.sh [-r RUNS] [-d SECONDS] [-m] [TARGET...]
+#
+# Targets: direct (no balancer: the physical limit), haproxy, nginx, lb (default: all).
+# Each run measures, for each target in turn and with wrk (one thread):
+#   keep-alive requests/s and p99 latency (50 connections, small responses),
+#   new-connection requests/s and p99 (Connection: close: one TCP connection per request),
+#   bulk MB/s (1 MiB responses over 8 connections).
+# The machine is noisy, so targets are compared within a run, runs are repeated (-r, default 3)
+# and medians printed. -m also measures resident memory with 5,000 idle connections held.
+# Needs: nginx libnginx-mod-stream haproxy wrk python3 (Debian packages); builds lb in release.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RUNS=3 DUR=5 MEM=0
+while getopts "r:d:m" opt; do
+  case $opt in r) RUNS=$OPTARG ;; d) DUR=$OPTARG ;; m) MEM=1 ;; *) exit 2 ;; esac
+done
+shift $((OPTIND - 1))
+TARGETS=${*:-direct haproxy nginx lb}
+for tool in nginx haproxy wrk python3; do
+  command -v $tool >/dev/null || { echo "missing $tool: apt-get install nginx libnginx-mod-stream haproxy wrk" >&2; exit 1; }
+done
+W=/tmp/lb-compare
+mkdir -p $W
+[[ -f $W/big.bin ]] || head -c 1048576 /dev/urandom > $W/big.bin
+LB_BIN=${LB_BIN:-$ROOT/target/release/lb}
+[[ -n ${LB_BIN_PREBUILT:-} ]] || (cd "$ROOT" && cargo build --release -q -p lb-cli)
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+nginx -c "$HERE/backends.nginx.conf" -e $W/backends.err & PIDS+=($!)
+for p in 9001 9002 9003; do wait_port $p || { echo "backend $p did not start" >&2; exit 1; }; done
+
+start() { # target -> PORT, LBPID
+  LBPID=
+  case $1 in
+    direct) PORT=9001 ;;
+    haproxy) PORT=18081; haproxy -f "$HERE/haproxy.cfg" -db >$W/haproxy.log 2>&1 & LBPID=$! ;;
+    nginx) PORT=18082; nginx -c "$HERE/nginx-stream.conf" -e $W/lb-nginx.err & LBPID=$! ;;
+    lb) PORT=18083
+        ${LB_CMD:-$LB_BIN --host 127.0.0.1 --port 18083 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 --backend 127.0.0.1:9003 --log-file $W/lb.log} -q </dev/null >$W/lb.out 2>&1 &
+        LBPID=$! ;;
+    *) echo "unknown target $1" >&2; return 1 ;;
+  esac
+  [[ -n $LBPID ]] && PIDS+=($LBPID)
+  wait_port $PORT || { echo "$1 did not listen on $PORT" >&2; return 1; }
+  sleep 0.3
+}
+stop() { [[ -n ${LBPID:-} ]] && { kill $LBPID 2>/dev/null; wait $LBPID 2>/dev/null || true; }; LBPID=; }
+pids_of() { # the balancer's processes (nginx has workers)
+  [[ -n $LBPID ]] || return 0
+  echo $LBPID $(pgrep -P $LBPID || true)
+}
+
+# wrk output -> "rps p99_ms MBps errors"
+num() {
+  awk '
+    /Requests\/sec/ {rps=$2}
+    $1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) sub("ms","",v); else if (v ~ /s$/) {sub("s","",v); v=v*1000}; p99=v}
+    /Transfer\/sec/ {v=$2; m=1; if (v ~ /GB$/) m=1024; else if (v ~ /KB$/) m=1/1024; sub(/[KMG]?B$/,"",v); mb=v*m}
+    /Socket errors|Non-2xx/ {err=err $0 " "}
+    END {printf "%s %s %.0f %s\n", rps, p99, mb, (err=="" ? "-" : "errors")}' "$1"
+}
+
+RESULTS=$W/results.txt
+: > $RESULTS
+for run in $(seq "$RUNS"); do
+  for t in $TARGETS; do
+    start $t || continue
+    wrk -t1 -c50 -d${DUR}s --latency http://127.0.0.1:$PORT/ > $W/$t.ka 2>&1
+    wrk -t1 -c50 -d${DUR}s --latency -H 'Connection: close' http://127.0.0.1:$PORT/ > $W/$t.close 2>&1
+    wrk -t1 -c8 -d${DUR}s --latency http://127.0.0.1:$PORT/big > $W/$t.bulk 2>&1
+    read ka kp _ ke <<<"$(num $W/$t.ka)"; read cl cp _ ce <<<"$(num $W/$t.close)"; read _ _ bx be <<<"$(num $W/$t.bulk)"
+    mem=-
+    if [[ $MEM == 1 && $t != direct ]]; then
+      read held kb <<<"$(python3 "$HERE/hold.py" $PORT 5000 $(pids_of) 2>/dev/null || echo "0 0")"
+      mem=$((kb / 1024))
+    fi
+    echo "$run $t $ka $kp $cl $cp $bx $mem $ke$ce$be" | tee -a $RESULTS
+    stop
+  done
+done
+
+echo
+printf "medians of %s runs (%ss each test)\n" "$RUNS" "$DUR"
+printf "%-8s %13s %8s | %13s %8s | %10s | %8s\n" target keepalive_rps p99_ms close_rps p99_ms bulk_MBps rss_MB
+for t in $TARGETS; do
+  awk -v t=$t '
+    function median(a, n,   i, j, x) { for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
+      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+    $2 == t { n++; ka[n]=$3; kp[n]=$4; cl[n]=$5; cp[n]=$6; bx[n]=$7; mem[n]=$8 }
+    END { if (n) printf "%-8s %13.0f %8.2f | %13.0f %8.2f | %10.0f | %8s\n", t, median(ka,n), median(kp,n), median(cl,n), median(cp,n), median(bx,n), (mem[1]=="-" ? "-" : median(mem,n)) }' $RESULTS
+done
