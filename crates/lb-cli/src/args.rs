@@ -1,5 +1,6 @@
 //! Command-line flags.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -16,22 +17,13 @@ pub(crate) struct BackendSpec {
 
 pub(crate) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
     let mut parts = s.split(',');
-    let addr = parts.next().unwrap_or_default().trim();
-    let target = match addr.parse::<std::net::SocketAddr>() {
-        // Port 0 is accepted here for --demo (a free port for each demo backend); without
-        // --demo it is rejected once flags are combined.
-        Ok(a) if a.port() == 0 => Target { host: a.ip().to_string(), port: 0 },
-        _ => Target::parse_one(addr).map_err(|e| e.to_string())?,
-    };
+    let target = parse_backend_address(parts.next().unwrap_or_default())?;
     let mut spec = BackendSpec { target, weight: None, state: AdminState::Ready };
     for part in parts {
         let part = part.trim();
         if let Some(w) = part.strip_prefix("weight=") {
-            let w: u64 = w.parse().map_err(|_| {
-                format!("invalid weight {w:?}: expected a whole number from 1 to 1000")
-            })?;
-            spec.weight = Some(lb_core::validate_weight(w).map_err(|e| e.to_string())?);
-        } else if let Ok(state) = part.parse::<AdminState>() {
+            spec.weight = Some(parse_weight(w)?);
+        } else if let Ok(state) = parse_admin_state(part) {
             spec.state = state;
         } else {
             return Err(format!(
@@ -40,6 +32,31 @@ pub(crate) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
         }
     }
     Ok(spec)
+}
+
+/// The address part of a backend: `HOST:PORT` or `[V6]:PORT`.
+pub(crate) fn parse_backend_address(s: &str) -> Result<Target, String> {
+    let s = s.trim();
+    match s.parse::<std::net::SocketAddr>() {
+        // Port 0 is accepted here for --demo (a free port for each demo backend); without
+        // --demo it is rejected once flags are combined.
+        Ok(a) if a.port() == 0 => Ok(Target { host: a.ip().to_string(), port: 0 }),
+        _ => Target::parse_one(s).map_err(|e| e.to_string()),
+    }
+}
+
+/// A backend weight, 1 to 1000.
+pub(crate) fn parse_weight(s: &str) -> Result<u32, String> {
+    let w: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid weight {s:?}: expected a whole number from 1 to 1000"))?;
+    lb_core::validate_weight(w).map_err(|e| e.to_string())
+}
+
+/// An initial admin state: `ready`, `drain` or `maint`.
+pub(crate) fn parse_admin_state(s: &str) -> Result<AdminState, String> {
+    s.trim().parse().map_err(|e: lb_core::Error| e.to_string())
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h` (also combined, e.g. `1m30s`).
@@ -74,7 +91,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+/// A duration that must be more than zero (an interval or timeout of zero would spin or never
+/// succeed).
+pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("{s:?} is zero: this duration must be positive"));
@@ -87,7 +106,7 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 pub(crate) struct OptionalDuration(pub(crate) Option<Duration>);
 
 /// A duration, or `off` / `0` for none.
-fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+pub(crate) fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
     if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
         return Ok(OptionalDuration(None));
     }
@@ -95,7 +114,8 @@ fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
     Ok(OptionalDuration((!d.is_zero()).then_some(d)))
 }
 
-fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+/// An algorithm name (see [`Algorithm::ALL`]).
+pub(crate) fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse().map_err(|e: lb_core::Error| e.to_string())
 }
 
@@ -104,7 +124,7 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
 pub(crate) struct HealthCheck(pub(crate) Option<CheckKind>);
 
 /// `tcp`, `http:/path`, or `off`.
-fn parse_health_check(s: &str) -> Result<HealthCheck, String> {
+pub(crate) fn parse_health_check(s: &str) -> Result<HealthCheck, String> {
     if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
         return Ok(HealthCheck(None));
     }
@@ -115,7 +135,8 @@ fn parse_health_check(s: &str) -> Result<HealthCheck, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limit(pub(crate) Option<u64>);
 
-fn parse_limit(s: &str) -> Result<Limit, String> {
+/// A connection limit: a whole number, or `0` / `unlimited` for none.
+pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
     if s.eq_ignore_ascii_case("unlimited") || s.eq_ignore_ascii_case("none") {
         return Ok(Limit(None));
     }
@@ -125,6 +146,30 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
         Err(_) => Err(format!(
             "invalid limit {s:?}: expected a whole number (0 or \"unlimited\" for none)"
         )),
+    }
+}
+
+/// A port to listen on, 0 to 65535 (0 picks a free one).
+pub(crate) fn parse_listen_port(s: &str) -> Result<u16, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("invalid port {s:?}: expected a whole number from 0 to 65535"))
+}
+
+/// `--rise` and `--fall`: 1 to 1000 consecutive results (0 would never change state).
+pub(crate) fn parse_threshold(s: &str) -> Result<u32, String> {
+    parse_in_range(s, 1, 1000)
+}
+
+/// `--retries`: 0 to 100 further backends.
+pub(crate) fn parse_retries(s: &str) -> Result<u32, String> {
+    parse_in_range(s, 0, 100)
+}
+
+fn parse_in_range(s: &str, low: u32, high: u32) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (low..=high).contains(&n) => Ok(n),
+        _ => Err(format!("invalid number {s:?}: expected a whole number from {low} to {high}")),
     }
 }
 
@@ -154,23 +199,31 @@ Examples:
   lb --port 9000 --backend 10.0.0.5:80 --backend 10.0.0.6:80,weight=2
   lb --algorithm least_connections --health-check http:/healthz -q < /dev/null
 
+  lb --config lb.toml                          settings from a file (example: docs/lb.example.toml)
+
 While it runs, type `help` for commands (stats, add, remove, drain, enable, weight, algorithm,
-health, quit). SIGINT or SIGTERM shut it down gracefully, like `quit`.";
+health, reload, quit). `reload` or SIGHUP re-reads the --config file and applies what changed.
+SIGINT or SIGTERM shut it down gracefully, like `quit`.";
 
 /// A TCP (layer 4) load balancer.
 ///
 /// Spreads TCP connections over backends with round robin, least connections, random, ip_hash
 /// (Maglev) or p2c, checks their health, retries around dead ones, and can be changed while it
 /// runs from its command prompt.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100)]
 pub(crate) struct Args {
+    /// Settings from a TOML file, one key per flag (e.g. health-interval = "2s", [[backend]]
+    /// tables); flags given here override it. `reload` or SIGHUP re-read it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+
     /// Address to listen on: a host name or IP (0.0.0.0 or :: for every interface).
     #[arg(long, default_value = "localhost", value_name = "HOST")]
     pub(crate) host: String,
 
     /// Port to listen on (0 picks a free one, printed at start-up).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_parser = parse_listen_port)]
     pub(crate) port: u16,
 
     /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
@@ -195,11 +248,11 @@ pub(crate) struct Args {
     pub(crate) health_timeout: Duration,
 
     /// Consecutive successful checks that bring a down backend up.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 2, value_parser = parse_threshold)]
     pub(crate) rise: u32,
 
     /// Consecutive failures (checks or connects) that take a backend down.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 3, value_parser = parse_threshold)]
     pub(crate) fall: u32,
 
     /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off.
@@ -223,7 +276,7 @@ pub(crate) struct Args {
     pub(crate) max_connections_per_backend: Limit,
 
     /// Further backends to try when connecting to one fails (each backend at most once).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, default_value_t = 2, value_parser = parse_retries)]
     pub(crate) retries: u32,
 
     /// On shutdown, how long open connections may finish before they are closed.

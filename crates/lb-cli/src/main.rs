@@ -13,19 +13,24 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod config;
 mod demo;
 mod logging;
+mod reload;
 mod repl;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use lb_core::{HealthConfig, Pool, PoolConfig};
-use lb_net::{Balancer, HealthCheckConfig, ProxyConfig, TcpConnector};
+use lb_net::{Balancer, Command, HealthCheckConfig, ProxyConfig, TcpConnector};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use args::Args;
+use config::Given;
 
 /// Why `lb` stopped before serving: bad input (exit status 2) or the environment (1).
 enum Failure {
@@ -34,8 +39,13 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
+    // Matches first, then the typed struct: the matches tell a flag the user typed from a
+    // default, which decides whether the config file may override it.
+    let parsed = Args::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Args::from_arg_matches(&matches)?, Given::from_matches(&matches))));
+    let (cli, given) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -49,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args) {
+    match run(cli, given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
             eprintln!("lb: {msg}");
@@ -62,7 +72,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), Failure> {
+/// The command line as parsed, kept for reloads: typed flags still beat the file then.
+struct CommandLine {
+    cli: Args,
+    given: Given,
+}
+
+fn run(cli: Args, given: Given) -> Result<(), Failure> {
+    // A bad file is bad input, like a bad flag: exit status 2 before anything is opened.
+    let args = match &cli.config {
+        Some(path) => config::merge(&cli, &given, &config::load(path).map_err(Failure::Usage)?),
+        None => cli.clone(),
+    };
     let health = HealthConfig { rise: args.rise, fall: args.fall, ..HealthConfig::default() };
     let pool = Pool::new(PoolConfig {
         algorithm: args.algorithm,
@@ -81,7 +102,7 @@ fn run(args: Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the runtime: {e}")))?;
-    let result = runtime.block_on(serve(args, pool));
+    let result = runtime.block_on(serve(args, pool, CommandLine { cli, given }));
     if let Err(Failure::Runtime(msg) | Failure::Usage(msg)) = &result {
         // Logged here, while the log writer is still alive to flush it.
         tracing::error!("{msg}");
@@ -102,18 +123,10 @@ async fn bind(host: &str, port: u16) -> Result<TcpListener, Failure> {
         .map_err(|e| Failure::Runtime(format!("cannot listen on {addr}: {e}")))
 }
 
-async fn serve(args: Args, pool: Pool) -> Result<(), Failure> {
+async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), Failure> {
     let listener = bind(&args.host, args.port).await?;
     let local = listener.local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
-    let mut resolved: Vec<SocketAddr> = Vec::new();
-    for spec in &args.backends {
-        let addrs = spec
-            .target
-            .resolve()
-            .await
-            .map_err(|e| Failure::Runtime(format!("backend {}: {e}", spec.target)))?;
-        resolved.push(addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]));
-    }
+    let mut resolved = reload::resolve(&args.backends).await.map_err(Failure::Runtime)?;
     if args.demo {
         // A demo backend on every local backend address; port 0 becomes the port it got.
         let local: Vec<SocketAddr> = resolved.iter().copied().filter(demo::is_local).collect();
@@ -129,11 +142,17 @@ async fn serve(args: Args, pool: Pool) -> Result<(), Failure> {
             *addr = bound;
         }
     }
-    let mut added: Vec<SocketAddr> = Vec::new();
-    for (spec, addr) in args.backends.iter().zip(resolved) {
-        pool.add_with_state(addr, spec.weight, spec.state)
-            .map_err(|e| Failure::Usage(format!("backend {}: {e}", spec.target)))?;
-        added.push(addr);
+    let demo_ports: Vec<SocketAddr> = args
+        .backends
+        .iter()
+        .zip(&resolved)
+        .filter(|(spec, _)| spec.target.port == 0)
+        .map(|(_, addr)| *addr)
+        .collect();
+    let wanted = reload::wanted(&args.backends, &resolved).map_err(Failure::Usage)?;
+    for w in &wanted {
+        pool.add_with_state(w.addr, Some(w.weight), w.state)
+            .map_err(|e| Failure::Usage(format!("backend {}: {e}", w.addr)))?;
     }
     let proxy = ProxyConfig {
         connect_timeout: args.connect_timeout,
@@ -148,24 +167,57 @@ async fn serve(args: Args, pool: Pool) -> Result<(), Failure> {
         enabled: args.health_check.0.is_some(),
         kind: args.health_check.0.clone().unwrap_or_default(),
     };
-    let backends = added.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let backends = wanted.iter().map(|w| w.addr.to_string()).collect::<Vec<_>>().join(", ");
+    let config_file = args.config.as_ref().map(|p| p.display().to_string());
     tracing::info!(
         address = %local,
         algorithm = %args.algorithm,
         backends = %backends,
         health_check = %health.kind,
+        config = config_file.as_deref().unwrap_or("none"),
         "lb {} starting",
         env!("CARGO_PKG_VERSION")
     );
     let balancer = Balancer::new(pool, TcpConnector, proxy, health);
     let handle = balancer.handle();
+    if let Some(path) = &args.config {
+        let reloader = Arc::new(reload::Reloader {
+            path: path.clone(),
+            cli: command_line.cli,
+            given: command_line.given,
+            running: args.clone(),
+            demo_ports,
+            pool: handle.pool().clone(),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        });
+        handle.set_reloader(Arc::new(move || {
+            let reloader = reloader.clone();
+            Box::pin(async move { reloader.reload().await })
+        }));
+    }
+    // Installed before the banner, so a SIGHUP sent once lb is visibly up never meets the
+    // default action (ending the process).
+    match signal(SignalKind::hangup()) {
+        Ok(hangup) => {
+            tokio::spawn(reload_on_hangup(hangup, handle.clone(), args.quiet));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
+    }
     if !args.quiet {
         println!(
             "lb {} listening on {local} ({}), backends: {backends}",
             env!("CARGO_PKG_VERSION"),
             args.algorithm
         );
-        println!("logging to {}; type `help` for commands, `quit` to stop", args.log_file);
+        match &config_file {
+            Some(path) => println!(
+                "settings from {path}; logging to {}; type `help` for commands, `quit` to stop",
+                args.log_file
+            ),
+            None => {
+                println!("logging to {}; type `help` for commands, `quit` to stop", args.log_file)
+            }
+        }
     }
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;
@@ -177,10 +229,25 @@ async fn serve(args: Args, pool: Pool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Each SIGHUP runs `reload`, as typed at the prompt: the same answer (printed unless quiet)
+/// and the same log line (target `lb::control`), including "no configuration file to reload"
+/// without --config.
+async fn reload_on_hangup(mut hangup: Signal, handle: lb_net::Handle, quiet: bool) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let answer = match handle.run(Command::Reload).await {
+            Ok(reply) => reply.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        if !quiet {
+            println!("SIGHUP: {answer}");
+        }
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM. A second one ends the process at once, for when the
 /// grace period is too long to wait.
 async fn shutdown_signal(handle: lb_net::Handle) {
-    use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) =
         (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
     else {

@@ -11,24 +11,42 @@ use std::time::{Duration, Instant};
 const LB: &str = env!("CARGO_BIN_EXE_lb");
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A running `lb` with its stdin, stdout lines and log file. Killed on drop if still running.
+/// A running `lb` with its stdin, stdout lines, log file and (if started with one) config file.
+/// Killed on drop if still running.
 struct Lb {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     addr: SocketAddr,
     log: PathBuf,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Lb {
     fn start(args: &[&str]) -> Lb {
+        Lb::start_with(None, args)
+    }
+
+    /// Starts with `--config` on a file holding `config` (rewrite it with `write_config`).
+    fn start_with_config(config: &str, args: &[&str]) -> Lb {
+        Lb::start_with(Some(config), args)
+    }
+
+    fn start_with(config: Option<&str>, args: &[&str]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("lb.log");
-        let mut child = Command::new(LB)
+        let config_path = dir.path().join("lb.toml");
+        let mut command = Command::new(LB);
+        command
             .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "debug"])
             .arg("--log-file")
-            .arg(&log)
+            .arg(&log);
+        if let Some(text) = config {
+            std::fs::write(&config_path, text).unwrap();
+            command.arg("--config").arg(&config_path);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -46,7 +64,15 @@ impl Lb {
             }
         });
         let stdin = child.stdin.take();
-        let mut lb = Lb { child, stdin, lines, addr: "0.0.0.0:0".parse().unwrap(), log, _dir: dir };
+        let mut lb = Lb {
+            child,
+            stdin,
+            lines,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+            config: config_path,
+            _dir: dir,
+        };
         let addr = if args.contains(&"-q") {
             // Quiet: no banner, so learn the address from the log.
             let line = lb.expect_log("listening address=");
@@ -83,6 +109,45 @@ impl Lb {
     fn command(&mut self, command: &str, needle: &str) -> String {
         self.send(command);
         self.expect_line(needle)
+    }
+
+    /// Replaces the config file's contents (for the next `reload`).
+    fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Runs `stats`; returns the algorithm and each backend row as (address, state, weight,
+    /// active connections).
+    fn stats(&mut self) -> (String, Vec<(String, String, u32, u64)>) {
+        self.send("stats");
+        let first = self.expect_line(", up ");
+        let algorithm = first.split(' ').nth(1).unwrap().trim_end_matches(',').to_owned();
+        self.expect_line("BACKEND");
+        let mut rows = Vec::new();
+        loop {
+            let line = self.expect_line("");
+            if line.starts_with("TOTAL") {
+                return (algorithm, rows);
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() == 9 {
+                rows.push((f[0].into(), f[1].into(), f[2].parse().unwrap(), f[3].parse().unwrap()));
+            }
+        }
+    }
+
+    /// Runs `stats` until no connection is open any more (a closed client connection is
+    /// accounted for a moment later); returns that stats.
+    fn stats_when_idle(&mut self) -> (String, Vec<(String, String, u32, u64)>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.stats();
+            if stats.1.iter().all(|row| row.3 == 0) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "connections still open: {stats:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn log_text(&self) -> String {
@@ -303,6 +368,10 @@ fn bad_flags_give_one_line_and_status_2() {
         (&["--log-level", "verbose"], "invalid log level \"verbose\""),
         (&["--max-connections", "-3"], "-3"),
         (&["--backend", "127.0.0.1:0"], "port 0 is only allowed with --demo"),
+        (
+            &["--port", "0", "--backend", "127.0.0.1:80", "--backend", "127.0.0.1:80"],
+            "duplicate backend 127.0.0.1:80",
+        ),
     ];
     for (args, needle) in cases {
         let (code, stderr) = fails(args);
@@ -356,6 +425,7 @@ fn help_explains_every_flag_with_its_default() {
         "--log-level",
         "--quiet",
         "--demo",
+        "--config",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -369,4 +439,249 @@ fn help_explains_every_flag_with_its_default() {
     ] {
         assert!(help.contains(default), "--help lacks {default}");
     }
+}
+
+/// A config file's `[[backend]]` table.
+fn backend_table(addr: SocketAddr, weight: u32, state: &str) -> String {
+    format!("[[backend]]\naddress = \"{addr}\"\nweight = {weight}\nstate = \"{state}\"\n\n")
+}
+
+/// A client connection held open through the balancer: greeting read, then echo.
+struct Held {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    greeting: String,
+}
+
+impl Held {
+    fn open(lb: SocketAddr) -> Held {
+        let stream = TcpStream::connect(lb).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting).unwrap();
+        Held { stream, reader, greeting: greeting.trim().to_owned() }
+    }
+
+    /// Sends a line and checks it comes back: the connection still works end to end.
+    fn echo(&mut self, text: &str) {
+        writeln!(self.stream, "{text}").unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), text, "the held connection no longer echoes");
+    }
+}
+
+#[test]
+fn config_file_then_reload_adds_removes_and_reweights_without_cutting_connections() {
+    let (a, b, c) = (backend("alpha"), backend("beta"), backend("gamma"));
+    // host and port in the file lose to the flags the test helper gives (127.0.0.1, port 0):
+    // were the file to win, binding 192.0.2.1 (a documentation address) would fail.
+    let head = "host = \"192.0.2.1\"\nport = 1\nalgorithm = \"round_robin\"\n\n";
+    let config = format!("{head}{}{}", backend_table(a, 1, "ready"), backend_table(b, 1, "ready"));
+    let mut lb = Lb::start_with_config(&config, &[]);
+    let (algorithm, rows) = lb.stats();
+    assert_eq!(algorithm, "round_robin");
+    let addrs: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(addrs, [a.to_string(), b.to_string()]);
+
+    // A client holds a connection open through the balancer across the reload.
+    let mut held = Held::open(lb.addr);
+    held.echo("before");
+    let (gone, kept) = if held.greeting == "alpha" { (a, b) } else { (b, a) };
+
+    // The held connection's backend leaves, the other is reweighted, a third is added in
+    // drain, the algorithm changes, and a setting that needs a restart changes too.
+    let config = format!(
+        "{head}idle-timeout = \"1m\"\nalgorithm = \"least_connections\"\n\n{}{}",
+        backend_table(kept, 3, "ready"),
+        backend_table(c, 2, "drain")
+    )
+    .replacen("algorithm = \"round_robin\"\n", "", 1);
+    lb.write_config(&config);
+    let answer = lb.command("reload", "reload");
+    let expected = format!(
+        "reloaded {}: added {c} (weight 2, drain), removed {gone}, weight {kept} 1->3, \
+         algorithm round_robin->least_connections; needs a restart: idle-timeout",
+        lb.config.display()
+    );
+    assert_eq!(answer, expected);
+
+    // The held connection still works; its backend is listed as removed while it lasts.
+    held.echo("after");
+    let (algorithm, rows) = lb.stats();
+    assert_eq!(algorithm, "least_connections");
+    let row = |addr: SocketAddr| rows.iter().find(|r| r.0 == addr.to_string()).cloned();
+    assert_eq!(row(gone), Some((gone.to_string(), "removed".into(), 1, 1)));
+    assert_eq!(row(kept), Some((kept.to_string(), "up".into(), 3, 0)));
+    assert_eq!(row(c), Some((c.to_string(), "drain".into(), 2, 0)));
+    // New connections reach only the kept backend (the added one is draining).
+    let kept_name = if kept == a { "alpha" } else { "beta" };
+    assert!((0..4).all(|_| via(lb.addr) == kept_name));
+
+    // The same file again: nothing to do, and the restart-only change is still reported.
+    let answer = lb.command("reload", "reload");
+    assert!(answer.ends_with(": no changes; needs a restart: idle-timeout"), "{answer}");
+    held.echo("still");
+    drop(held);
+    lb.expect_log("command=reload");
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
+fn sighup_reloads_the_config_file() {
+    let (a, b) = (backend("alpha"), backend("beta"));
+    let mut lb = Lb::start_with_config(&backend_table(a, 1, "ready"), &[]);
+    lb.write_config(&format!("{}{}", backend_table(a, 1, "maint"), backend_table(b, 5, "ready")));
+    lb.signal("HUP");
+    let answer = lb.expect_line("SIGHUP:");
+    assert_eq!(
+        answer,
+        format!(
+            "SIGHUP: reloaded {}: added {b} (weight 5), state {a} ready->maint",
+            lb.config.display()
+        )
+    );
+    assert_eq!(via(lb.addr), "beta");
+    lb.expect_log("SIGHUP: reloading");
+    lb.expect_log("command=reload");
+    // Still running: SIGHUP's default action (ending the process) is replaced.
+    assert!(lb.child.try_wait().unwrap().is_none());
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_broken_file_on_reload_changes_nothing() {
+    let (a, b) = (backend("alpha"), backend("beta"));
+    let good = format!("algorithm = \"random\"\n\n{}", backend_table(a, 2, "ready"));
+    let mut lb = Lb::start_with_config(&good, &[]);
+    assert_eq!(via(lb.addr), "alpha");
+    let before = lb.stats_when_idle();
+
+    // Each file would also add b, reweight a and switch the algorithm, were it valid.
+    let change = format!(
+        "algorithm = \"p2c\"\n{}{}",
+        backend_table(a, 7, "ready"),
+        backend_table(b, 1, "ready")
+    );
+    let broken: [(String, String); 5] = [
+        (format!("{change}[[backend]\n"), "line 12: unclosed array table".into()),
+        (format!("retries = 1\nretires = 2\n{change}"), "line 2: unknown key `retires`".into()),
+        (
+            format!("health-interval = \"5\"\n{change}"),
+            "line 1: health-interval: invalid duration \"5\": expected a number with a unit".into(),
+        ),
+        (
+            format!("{change}[[backend]]\naddress = \"no-such-host.invalid:80\"\n"),
+            "backend no-such-host.invalid:80: cannot resolve".into(),
+        ),
+        (format!("{change}{}", backend_table(b, 1, "drain")), format!("duplicate backend {b}")),
+    ];
+    let unchanged = "error: reload failed, configuration unchanged: ";
+    for (text, needle) in &broken {
+        lb.write_config(text);
+        let answer = lb.command("reload", "reload");
+        assert!(answer.starts_with(unchanged) && answer.contains(needle), "{needle:?}: {answer}");
+        assert_eq!(lb.stats(), before, "after {answer}");
+    }
+    std::fs::remove_file(&lb.config).unwrap();
+    let answer = lb.command("reload", "reload");
+    let needle = format!("cannot read config file {}: ", lb.config.display());
+    assert!(answer.starts_with(unchanged) && answer.contains(&needle), "{answer}");
+    assert_eq!(lb.stats(), before);
+    assert_eq!(via(lb.addr), "alpha");
+    lb.expect_log("reload failed, configuration unchanged");
+
+    // Fixed, it applies.
+    lb.write_config(&change);
+    let answer = lb.command("reload", "reload");
+    assert!(answer.starts_with("reloaded ") && answer.contains(&format!("added {b}")), "{answer}");
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
+fn backend_flags_beat_the_file_on_reload_too() {
+    let (a, b) = (backend("alpha"), backend("beta"));
+    let mut lb =
+        Lb::start_with_config(&backend_table(b, 1, "ready"), &["--backend", &a.to_string()]);
+    assert_eq!(via(lb.addr), "alpha");
+    lb.write_config(&format!("algorithm = \"p2c\"\n{}", backend_table(b, 4, "ready")));
+    let answer = lb.command("reload", "reload");
+    assert!(
+        answer.ends_with(
+            ": algorithm round_robin->p2c; backends from the --backend flags, not the file"
+        ),
+        "{answer}"
+    );
+    assert_eq!(lb.stats().1.len(), 1);
+}
+
+#[test]
+fn without_a_config_file_reload_and_sighup_say_so() {
+    let a = backend("alpha");
+    let mut lb = Lb::start(&["--backend", &a.to_string()]);
+    let answer = lb.command("reload", "reload");
+    assert_eq!(
+        answer,
+        "error: reload failed, configuration unchanged: no configuration file to reload (start lb with --config FILE)"
+    );
+    lb.signal("HUP");
+    let answer = lb.expect_line("SIGHUP:");
+    assert!(answer.contains("no configuration file to reload"), "{answer}");
+    assert_eq!(via(lb.addr), "alpha");
+    lb.expect_log("no configuration file to reload");
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_bad_config_file_at_startup_gives_one_line_and_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let missing = dir.path().join("missing.toml").to_str().unwrap().to_owned();
+    let cases = [
+        (missing.clone(), format!("cannot read config file {missing}: ")),
+        (file("syntax.toml", "port = 8080\nhost = \n"), "syntax.toml line 2: ".into()),
+        (file("key.toml", "\nprot = 8080\n"), "key.toml line 2: unknown key `prot`".into()),
+        (
+            file("value.toml", "idle-timeout = \"soon\"\n"),
+            "value.toml line 1: idle-timeout: invalid duration \"soon\"".into(),
+        ),
+        (
+            file("backend.toml", "[[backend]]\naddress = \"127.0.0.1:80\"\nweight = 0\n"),
+            "backend.toml line 3: backend.weight: weight 0 is out of range".into(),
+        ),
+    ];
+    for (path, needle) in cases {
+        let (code, stderr) = fails(&["--port", "0", "--config", &path]);
+        assert_eq!(code, Some(2), "{path}: {stderr}");
+        assert!(stderr.starts_with("lb: ") && stderr.contains(&needle), "{needle:?}: {stderr}");
+    }
+}
+
+#[test]
+fn demo_backends_on_free_ports_survive_a_reload() {
+    // Port 0 means "a free port" for a demo backend; on reload each such entry stands for the
+    // demo backend started for it, not for a new port-0 backend.
+    let two = "demo = true\n[[backend]]\naddress = \"127.0.0.1:0\"\n[[backend]]\naddress = \"127.0.0.1:0\"\n";
+    let mut lb = Lb::start_with_config(two, &[]);
+    let (_, rows) = lb.stats();
+    assert_eq!(rows.len(), 2);
+    let answer = lb.command("reload", "reload");
+    assert!(answer.ends_with(": no changes"), "{answer}");
+    // One fewer: the second demo backend leaves the pool.
+    lb.write_config("demo = true\n[[backend]]\naddress = \"127.0.0.1:0\"\n");
+    let answer = lb.command("reload", "reload");
+    assert!(answer.ends_with(&format!(": removed {}", rows[1].0)), "{answer}");
+    // One more than were started: there is no demo backend for it.
+    lb.write_config(&format!("{two}[[backend]]\naddress = \"127.0.0.1:0\"\n"));
+    let answer = lb.command("reload", "reload");
+    assert!(answer.contains("port 0 is only allowed with --demo"), "{answer}");
 }
