@@ -211,7 +211,7 @@ SIGINT or SIGTERM shut it down gracefully, like `quit`.";
 /// (Maglev) or p2c, checks their health, retries around dead ones, and can be changed while it
 /// runs from its command prompt.
 #[derive(Debug, Clone, PartialEq, Parser)]
-#[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100, args_conflicts_with_subcommands = true)]
 pub(crate) struct Args {
     /// Settings from a TOML file, one key per flag (e.g. health-interval = "2s", [[backend]]
     /// tables); flags given here override it. `reload` or SIGHUP re-read it.
@@ -301,6 +301,55 @@ pub(crate) struct Args {
     /// `curl localhost:8080`.
     #[arg(long)]
     pub(crate) demo: bool,
+
+    /// Serve the admin endpoint (GET /metrics, GET /stats, POST /command) on ADDR; PORT or
+    /// :PORT listen on 127.0.0.1 only [default: off].
+    #[arg(long, value_name = "ADDR", value_parser = parse_admin)]
+    pub(crate) admin: Option<Target>,
+
+    /// Require `Authorization: Bearer TOKEN` for admin commands (POST /command); reads
+    /// (/metrics, /stats) stay open.
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
+
+    /// `lb ctl ...`: send a command to a running lb instead of starting one.
+    #[command(subcommand)]
+    pub(crate) command: Option<Sub>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub(crate) enum Sub {
+    /// Send one command to a running lb's admin endpoint and print the answer, e.g.
+    /// `lb ctl stats` or `lb ctl drain 127.0.0.1:8002`.
+    Ctl(CtlArgs),
+}
+
+/// `lb ctl` arguments.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub(crate) struct CtlArgs {
+    /// The admin endpoint: PORT, :PORT (127.0.0.1) or HOST:PORT [default: the `admin` of
+    /// --config, else 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR", value_parser = parse_admin)]
+    pub(crate) admin: Option<Target>,
+
+    /// Bearer token for the admin endpoint [default: the `admin-token` of --config].
+    #[arg(long, value_name = "TOKEN", env = "LB_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+
+    /// Read the admin address and token from this lb configuration file.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// The command, in the prompt's grammar (`help` lists them).
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub(crate) words: Vec<String>,
+}
+
+/// `--admin`: `PORT` and `:PORT` mean 127.0.0.1, so the endpoint is on loopback unless a host
+/// is given on purpose.
+pub(crate) fn parse_admin(s: &str) -> Result<Target, String> {
+    crate::ctl::parse_admin_addr(s)
 }
 
 #[cfg(test)]

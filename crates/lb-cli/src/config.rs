@@ -28,6 +28,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
 use lb_core::Algorithm;
+use lb_net::Target;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
@@ -57,6 +58,8 @@ pub(crate) struct FileConfig {
     pub(crate) log_level: Option<String>,
     pub(crate) quiet: Option<bool>,
     pub(crate) demo: Option<bool>,
+    pub(crate) admin: Option<Target>,
+    pub(crate) admin_token: Option<String>,
 }
 
 /// Reads and checks a configuration file. The error is one line: the file, the line (when there
@@ -172,6 +175,8 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
         log_level: value(&at, "log-level", raw.log_level, args::parse_log_level)?,
         quiet: flag(raw.quiet, "quiet")?,
         demo: flag(raw.demo, "demo")?,
+        admin: value(&at, "admin", raw.admin, args::parse_admin)?,
+        admin_token: value(&at, "admin-token", raw.admin_token, |s| Ok(s.to_owned()))?,
     })
 }
 
@@ -206,6 +211,8 @@ struct Raw {
     log_level: Option<Spanned<Scalar>>,
     quiet: Option<Spanned<Scalar>>,
     demo: Option<Spanned<Scalar>>,
+    admin: Option<Spanned<Scalar>>,
+    admin_token: Option<Spanned<Scalar>>,
 }
 
 /// One `[[backend]]` table.
@@ -339,14 +346,20 @@ impl Given {
 pub(crate) fn merge(cli: &Args, given: &Given, file: &FileConfig) -> Args {
     let mut args = cli.clone();
     macro_rules! file_under_flags {
-        ($($field:ident),* $(,)?) => {
+        ($($field:ident),* ; optional: $($opt:ident),* $(,)?) => {
             // Destructured so that a key added to the file without a line here does not compile.
-            let FileConfig { $($field),* } = file;
+            let FileConfig { $($field,)* $($opt,)* } = file;
             $(
                 if !given.has(stringify!($field)) {
                     if let Some(value) = $field {
                         args.$field = value.clone();
                     }
+                }
+            )*
+            // Flags that are off unless given: the file can turn them on.
+            $(
+                if !given.has(stringify!($opt)) && $opt.is_some() {
+                    args.$opt = $opt.clone();
                 }
             )*
         };
@@ -370,7 +383,9 @@ pub(crate) fn merge(cli: &Args, given: &Given, file: &FileConfig) -> Args {
         log_file,
         log_level,
         quiet,
-        demo,
+        demo;
+        optional: admin,
+        admin_token,
     );
     args
 }
@@ -590,6 +605,18 @@ weight = 3
     }
 
     #[test]
+    fn the_admin_endpoint_can_be_set_in_the_file_and_a_flag_wins() {
+        let args = effective(&["lb"], "admin = \"9090\"\nadmin-token = \"t\"\n");
+        assert_eq!(args.admin.unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(args.admin_token.as_deref(), Some("t"));
+        let args = effective(&["lb", "--admin", "0.0.0.0:7000"], "admin = \"9090\"\n");
+        assert_eq!(args.admin.unwrap().to_string(), "0.0.0.0:7000");
+        assert!(effective(&["lb"], "").admin.is_none(), "off by default");
+        let e = parse("lb.toml", "admin = \"nine\"\n").unwrap_err();
+        assert!(e.starts_with("lb.toml line 1: admin: invalid admin address"), "{e}");
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let e = load(Path::new("/nonexistent-dir/lb.toml")).unwrap_err();
         assert!(e.starts_with("cannot read config file /nonexistent-dir/lb.toml: "), "{e}");
@@ -620,7 +647,13 @@ weight = 3
             log_level,
             quiet,
             demo,
+            admin,
+            admin_token,
         } = file.clone();
+        // ... except the admin endpoint, off by default: shown commented out.
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(admin.is_none() && admin_token.is_none());
+        assert!(text.contains("\n# admin = ") && text.contains("\n# admin-token = "), "{text}");
         assert!(
             host.is_some()
                 && port.is_some()

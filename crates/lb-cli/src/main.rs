@@ -14,6 +14,7 @@
 
 mod args;
 mod config;
+mod ctl;
 mod demo;
 mod logging;
 mod reload;
@@ -59,6 +60,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(args::Sub::Ctl(ctl)) = &cli.command {
+        return ctl::main(ctl);
+    }
     match run(cli, given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
@@ -218,6 +222,24 @@ async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), 
                 println!("logging to {}; type `help` for commands, `quit` to stop", args.log_file)
             }
         }
+    }
+    if let Some(admin) = &args.admin {
+        let listener = bind(&admin.host, admin.port).await.map_err(|f| match f {
+            Failure::Runtime(msg) | Failure::Usage(msg) => {
+                Failure::Runtime(format!("admin endpoint: {msg}"))
+            }
+        })?;
+        let config = lb_net::admin::AdminConfig { token: args.admin_token.clone() };
+        let stop = {
+            let handle = handle.clone();
+            async move { handle.shutdown_requested().await }
+        };
+        if let Ok(addr) = listener.local_addr() {
+            if !args.quiet {
+                println!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
+            }
+        }
+        tokio::spawn(lb_net::admin::serve(listener, handle.clone(), config, stop));
     }
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;

@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use lb_core::{AdminState, Algorithm, Pool, PoolStats, DEFAULT_WEIGHT};
+use lb_core::{AdminState, Algorithm, HealthConfig, Pool, PoolStats, DEFAULT_WEIGHT};
 
 use crate::args::{Args, BackendSpec};
 use crate::config::{self, Given};
@@ -179,19 +179,18 @@ pub(crate) fn needs_restart(running: &Args, next: &Args) -> Vec<&'static str> {
         port => "port",
         health_interval => "health-interval",
         health_timeout => "health-timeout",
-        rise => "rise",
-        fall => "fall",
         health_check => "health-check",
         connect_timeout => "connect-timeout",
         idle_timeout => "idle-timeout",
         max_connections => "max-connections",
-        max_connections_per_backend => "max-connections-per-backend",
         retries => "retries",
         shutdown_grace => "shutdown-grace",
         log_file => "log-file",
         log_level => "log-level",
         quiet => "quiet",
         demo => "demo",
+        admin => "admin",
+        admin_token => "admin-token",
     );
     keys
 }
@@ -242,7 +241,33 @@ impl Reloader {
         // command at the prompt.
         let plan = Plan::new(&self.pool.stats(), &wanted, next.algorithm);
         let failed = plan.apply(&self.pool);
-        let mut answer = format!("reloaded {}: {plan}", self.path.display());
+        // Pool settings that apply to the next connection or check, so they need no restart.
+        let mut live = Vec::new();
+        let running = self.pool.config();
+        if (running.health.rise, running.health.fall) != (next.rise, next.fall) {
+            let health = HealthConfig { rise: next.rise, fall: next.fall, ..running.health };
+            self.pool.set_health_config(health).map_err(|e| e.to_string())?;
+            live.push(format!(
+                "rise/fall {}/{}->{}/{}",
+                running.health.rise, running.health.fall, next.rise, next.fall
+            ));
+        }
+        let limit = next.max_connections_per_backend.0;
+        if running.max_connections_per_backend != limit {
+            self.pool.set_max_connections_per_backend(limit);
+            let show = |l: Option<u64>| l.map_or("unlimited".to_owned(), |n| n.to_string());
+            live.push(format!(
+                "max-connections-per-backend {}->{}",
+                show(running.max_connections_per_backend),
+                show(limit)
+            ));
+        }
+        let changes = match (plan.is_empty(), live.is_empty()) {
+            (true, false) => live.join(", "),
+            (false, false) => format!("{plan}, {}", live.join(", ")),
+            _ => plan.to_string(),
+        };
+        let mut answer = format!("reloaded {}: {changes}", self.path.display());
         if self.given.has("backends") {
             answer.push_str("; backends from the --backend flags, not the file");
         }

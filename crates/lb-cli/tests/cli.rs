@@ -425,6 +425,8 @@ fn help_explains_every_flag_with_its_default() {
         "--log-level",
         "--quiet",
         "--demo",
+        "--admin",
+        "--admin-token",
         "--config",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
@@ -523,6 +525,14 @@ fn config_file_then_reload_adds_removes_and_reweights_without_cutting_connection
     let answer = lb.command("reload", "reload");
     assert!(answer.ends_with(": no changes; needs a restart: idle-timeout"), "{answer}");
     held.echo("still");
+
+    // Health thresholds and the per-backend limit apply live.
+    lb.write_config(&format!("rise = 4\nmax-connections-per-backend = 7\n{config}"));
+    let answer = lb.command("reload", "reload");
+    assert!(
+        answer.ends_with(": rise/fall 2/3->4/3, max-connections-per-backend unlimited->7; needs a restart: idle-timeout"),
+        "{answer}"
+    );
     drop(held);
     lb.expect_log("command=reload");
     lb.command("quit", "shutting down");
@@ -684,4 +694,100 @@ fn demo_backends_on_free_ports_survive_a_reload() {
     lb.write_config(&format!("{two}[[backend]]\naddress = \"127.0.0.1:0\"\n"));
     let answer = lb.command("reload", "reload");
     assert!(answer.contains("port 0 is only allowed with --demo"), "{answer}");
+}
+
+/// Runs `lb ctl` with `args`; returns exit status, stdout and stderr.
+fn ctl(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(LB)
+        .arg("ctl")
+        .args(args)
+        .env_remove("LB_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code(), stdout, stderr)
+}
+
+#[test]
+fn ctl_drives_a_running_balancer_through_the_admin_endpoint() {
+    let (a, b) = (backend("alpha"), backend("beta"));
+    let mut lb = Lb::start(&[
+        "--backend",
+        &a.to_string(),
+        "--backend",
+        &b.to_string(),
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-token",
+        "s3cret",
+    ]);
+    let line = lb.expect_line("admin endpoint on http://");
+    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+
+    let (code, out, _) = ctl(&["--admin", &admin, "--token", "s3cret", "stats"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&a.to_string()) && out.contains("TOTAL"), "{out}");
+
+    // The token may come from the environment.
+    let (code, out, _) =
+        ctl(&["--admin", &admin, "drain", &a.to_string()], &[("LB_ADMIN_TOKEN", "s3cret")]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("draining {a}: no new connections, open ones continue").as_str())
+    );
+    assert!((0..4).all(|_| via(lb.addr) == "beta"));
+
+    // Errors: one line on stderr, status 1, nothing changed.
+    let (code, out, err) =
+        ctl(&["--admin", &admin, "--token", "s3cret", "weight", &a.to_string(), "0"], &[]);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert_eq!(
+        err.trim(),
+        "lb: weight 0 is out of range: a weight is a whole number from 1 to 1000"
+    );
+    let (code, _, err) = ctl(&["--admin", &admin, "enable", &a.to_string()], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Bearer") && err.contains("LB_ADMIN_TOKEN"), "{err}");
+    lb.command("stats", &format!("{a}  drain"));
+
+    // Metrics and JSON need no token.
+    let metrics = http_get(&admin, "/metrics");
+    assert!(
+        metrics.contains(&format!("lb_backend_admin_state{{backend=\"{a}\",state=\"drain\"}} 1")),
+        "{metrics}"
+    );
+    let stats = http_get(&admin, "/stats");
+    assert!(stats.contains("\"algorithm\": \"round_robin\""), "{stats}");
+
+    let (code, out, _) = ctl(&["--admin", &admin, "--token", "s3cret", "quit"], &[]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "shutting down: no new connections; open ones may finish")
+    );
+    assert_eq!(lb.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn ctl_without_a_balancer_says_where_it_looked() {
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (code, _, err) = ctl(&["--admin", &free.port().to_string(), "stats"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with(&format!("lb: cannot reach the admin endpoint at {free}")), "{err}");
+    let (code, _, err) = ctl(&[], &[]);
+    assert_eq!(code, Some(2), "a command is required: {err}");
+}
+
+/// A plain HTTP GET; returns the body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }

@@ -1,0 +1,159 @@
+//! `lb ctl`: sends one command to a running balancer's admin endpoint and prints the answer,
+//! so `lb ctl stats` or `lb ctl drain 127.0.0.1:8002` work from another shell.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::args::CtlArgs;
+
+/// How long `lb ctl` waits for an answer before giving up.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parses an admin address: `PORT` or `:PORT` mean 127.0.0.1 (the admin endpoint is on
+/// loopback unless a host is given), `HOST:PORT` as given.
+pub(crate) fn parse_admin_addr(s: &str) -> Result<lb_net::Target, String> {
+    let s = s.trim();
+    let with_host = match s.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => format!("127.0.0.1:{s}"),
+        None => s.to_owned(),
+    };
+    // Port 0 (any free port, printed at start-up) is fine for an endpoint we bind.
+    if let Ok(addr) = with_host.parse::<SocketAddr>() {
+        return Ok(lb_net::Target { host: addr.ip().to_string(), port: addr.port() });
+    }
+    lb_net::Target::parse_one(&with_host).map_err(|e| format!("invalid admin address {s:?}: {e}"))
+}
+
+/// The admin address `lb ctl` uses when none is given and no config file names one.
+const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+
+/// Runs `lb ctl`: exit status 0 when the command succeeded, 1 when it failed or the endpoint
+/// could not be reached, 2 for bad arguments (a config file that does not load).
+pub(crate) fn main(args: &CtlArgs) -> ExitCode {
+    let file = match &args.config {
+        Some(path) => match crate::config::load(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!("lb: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let admin =
+        args.admin.clone().or_else(|| file.as_ref().and_then(|f| f.admin.clone())).unwrap_or_else(
+            || parse_admin_addr(DEFAULT_ADMIN).expect("the default address parses"),
+        );
+    let token = args.token.clone().or_else(|| file.and_then(|f| f.admin_token));
+    let command = args.words.join(" ");
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lb: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(send(&admin, token.as_deref(), &command)) {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lb: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Sends `command` and returns the answer text, or what went wrong: the endpoint's error
+/// (a bad command, a refused token) or why it could not be reached.
+pub(crate) async fn send(
+    admin: &lb_net::Target,
+    token: Option<&str>,
+    command: &str,
+) -> Result<String, String> {
+    let addrs: Vec<SocketAddr> = admin.resolve().await.map_err(|e| e.to_string())?;
+    let exchange = async {
+        let mut last_error = None;
+        let mut stream = None;
+        for addr in &addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(format!("{addr}: {e}")),
+            }
+        }
+        let Some(stream) = stream else {
+            return Err(format!(
+                "cannot reach the admin endpoint at {admin} ({}); is lb running with --admin {}?",
+                last_error.unwrap_or_default(),
+                admin.port
+            ));
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("admin endpoint at {admin}: {e}"))?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/command")
+            .header(HOST, admin.to_string())
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(command.to_owned())))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("admin endpoint at {admin}: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("admin endpoint at {admin}: {e}"))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body).trim_end().to_owned();
+        match status {
+            StatusCode::OK => Ok(text),
+            StatusCode::UNAUTHORIZED => Err(format!(
+                "{} (pass --token or set LB_ADMIN_TOKEN)",
+                text.trim_start_matches("error: ")
+            )),
+            _ => Err(text.trim_start_matches("error: ").to_owned()),
+        }
+    };
+    match tokio::time::timeout(TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer from the admin endpoint at {admin} within {TIMEOUT:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_addresses_default_to_loopback() {
+        assert_eq!(parse_admin_addr("9090").unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(parse_admin_addr(":9090").unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(parse_admin_addr("0.0.0.0:9090").unwrap().to_string(), "0.0.0.0:9090");
+        assert_eq!(parse_admin_addr("[::1]:9090").unwrap().to_string(), "[::1]:9090");
+        assert!(parse_admin_addr("nine").unwrap_err().contains("invalid admin address"));
+        assert!(parse_admin_addr("99999").is_err());
+    }
+}
