@@ -312,6 +312,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
 
+    /// Worker threads, each with its own event loop and its own listening socket on the same
+    /// port (SO_REUSEPORT, the kernel spreads new connections over them) [default: one per CPU].
+    #[arg(long, value_name = "N", default_value_t = default_workers(), hide_default_value = true, value_parser = parse_workers)]
+    pub(crate) workers: usize,
+
     /// `lb ctl ...`: send a command to a running lb instead of starting one.
     #[command(subcommand)]
     pub(crate) command: Option<Sub>,
@@ -344,6 +349,19 @@ pub(crate) struct CtlArgs {
     /// The command, in the prompt's grammar (`help` lists them).
     #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub(crate) words: Vec<String>,
+}
+
+/// One worker per CPU the process may use.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--workers`: 1 to 1024.
+pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("invalid worker count {s:?}: expected a whole number from 1 to 1024")),
+    }
 }
 
 /// `--admin`: `PORT` and `:PORT` mean 127.0.0.1, so the endpoint is on loopback unless a host

@@ -58,6 +58,7 @@ pub(crate) struct FileConfig {
     pub(crate) log_level: Option<String>,
     pub(crate) quiet: Option<bool>,
     pub(crate) demo: Option<bool>,
+    pub(crate) workers: Option<usize>,
     pub(crate) admin: Option<Target>,
     pub(crate) admin_token: Option<String>,
 }
@@ -175,6 +176,7 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
         log_level: value(&at, "log-level", raw.log_level, args::parse_log_level)?,
         quiet: flag(raw.quiet, "quiet")?,
         demo: flag(raw.demo, "demo")?,
+        workers: value(&at, "workers", raw.workers, args::parse_workers)?,
         admin: value(&at, "admin", raw.admin, args::parse_admin)?,
         admin_token: value(&at, "admin-token", raw.admin_token, |s| Ok(s.to_owned()))?,
     })
@@ -211,6 +213,7 @@ struct Raw {
     log_level: Option<Spanned<Scalar>>,
     quiet: Option<Spanned<Scalar>>,
     demo: Option<Spanned<Scalar>>,
+    workers: Option<Spanned<Scalar>>,
     admin: Option<Spanned<Scalar>>,
     admin_token: Option<Spanned<Scalar>>,
 }
@@ -383,7 +386,8 @@ pub(crate) fn merge(cli: &Args, given: &Given, file: &FileConfig) -> Args {
         log_file,
         log_level,
         quiet,
-        demo;
+        demo,
+        workers;
         optional: admin,
         admin_token,
     );
@@ -647,13 +651,17 @@ weight = 3
             log_level,
             quiet,
             demo,
+            workers,
             admin,
             admin_token,
         } = file.clone();
         // ... except the admin endpoint, off by default: shown commented out.
         let text = std::fs::read_to_string(path).unwrap();
-        assert!(admin.is_none() && admin_token.is_none());
-        assert!(text.contains("\n# admin = ") && text.contains("\n# admin-token = "), "{text}");
+        // (and the worker count, whose default depends on the machine).
+        assert!(admin.is_none() && admin_token.is_none() && workers.is_none());
+        for key in ["admin", "admin-token", "workers"] {
+            assert!(text.contains(&format!("\n# {key} = ")), "{key} is shown: {text}");
+        }
         assert!(
             host.is_some()
                 && port.is_some()

@@ -102,11 +102,19 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
         )));
     }
     let _log_guard = logging::init(&args.log_file, &args.log_level).map_err(Failure::Runtime)?;
+    // The control runtime: health checks, the admin endpoint, commands, signals. The data path
+    // runs on the worker threads (see `spawn_workers`), so one thread is plenty here.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("lb-control")
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the runtime: {e}")))?;
-    let result = runtime.block_on(serve(args, pool, CommandLine { cli, given }));
+    let result = runtime.block_on(async {
+        tokio::spawn(serve(args, pool, CommandLine { cli, given }))
+            .await
+            .unwrap_or_else(|e| Err(Failure::Runtime(format!("lb stopped unexpectedly: {e}"))))
+    });
     if let Err(Failure::Runtime(msg) | Failure::Usage(msg)) = &result {
         // Logged here, while the log writer is still alive to flush it.
         tracing::error!("{msg}");
@@ -114,22 +122,78 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
     result
 }
 
-/// Resolves `host` (preferring IPv4, as `localhost` may resolve to ::1 first) and binds.
-async fn bind(host: &str, port: u16) -> Result<TcpListener, Failure> {
+/// Resolves `host`, preferring IPv4 (`localhost` may resolve to ::1 first).
+async fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, Failure> {
     let target = lb_net::Target { host: host.to_owned(), port };
     let addrs = target
         .resolve()
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {host}: {e}")))?;
-    let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| Failure::Runtime(format!("cannot listen on {addr}: {e}")))
+    Ok(addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]))
+}
+
+/// Binds `count` listening sockets sharing `addr` with SO_REUSEPORT (after the first, on the
+/// port it got, so port 0 works), one per worker.
+fn bind_workers(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, Failure> {
+    let fail = |e: std::io::Error| Failure::Runtime(format!("cannot listen on {addr}: {e}"));
+    let first = lb_net::bind(addr, true).map_err(fail)?;
+    let local = first.local_addr().map_err(fail)?;
+    let mut listeners = vec![first];
+    for _ in 1..count {
+        listeners.push(lb_net::bind(local, true).map_err(fail)?);
+    }
+    Ok(listeners)
+}
+
+/// Resolves and binds one listener on the current runtime.
+async fn bind(host: &str, port: u16) -> Result<TcpListener, Failure> {
+    let addr = resolve_listen(host, port).await?;
+    let fail = |e: std::io::Error| Failure::Runtime(format!("cannot listen on {addr}: {e}"));
+    TcpListener::from_std(lb_net::bind(addr, false).map_err(fail)?).map_err(fail)
+}
+
+/// Starts one thread per listener, each with its own single-threaded runtime accepting on its
+/// listener and serving the connections it accepts. Connections never move between threads,
+/// so there are no cross-thread wake-ups on the data path.
+fn spawn_workers(
+    acceptor: lb_net::Acceptor,
+    listeners: Vec<std::net::TcpListener>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, Failure> {
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let acceptor = acceptor.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("lb-worker-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(worker = i, error = %e, "cannot start a worker runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => acceptor.run(listener).await,
+                        Err(e) => {
+                            tracing::error!(worker = i, error = %e, "cannot register the listener")
+                        }
+                    }
+                });
+            })
+            .map_err(|e| Failure::Runtime(format!("cannot start worker thread: {e}")))?;
+        threads.push(thread);
+    }
+    Ok(threads)
 }
 
 async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), Failure> {
-    let listener = bind(&args.host, args.port).await?;
-    let local = listener.local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
+    let listen = resolve_listen(&args.host, args.port).await?;
+    let listeners = bind_workers(listen, args.workers)?;
+    let local = listeners[0].local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
     let mut resolved = reload::resolve(&args.backends).await.map_err(Failure::Runtime)?;
     if args.demo {
         // A demo backend on every local backend address; port 0 becomes the port it got.
@@ -244,7 +308,12 @@ async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), 
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;
     let signals = shutdown_signal(handle.clone());
-    let report = balancer.run(listener, signals).await;
+    tracing::info!(address = %local, workers = args.workers, "listening");
+    let workers = spawn_workers(balancer.acceptor(), listeners)?;
+    let report = balancer.supervise(signals).await;
+    // The workers return once shutdown is complete; joining is then immediate.
+    let _ =
+        tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
     if !args.quiet {
         println!("stopped ({} connections closed at the end of the grace period)", report.cut);
     }

@@ -189,6 +189,7 @@ pub(crate) fn needs_restart(running: &Args, next: &Args) -> Vec<&'static str> {
         log_level => "log-level",
         quiet => "quiet",
         demo => "demo",
+        workers => "workers",
         admin => "admin",
         admin_token => "admin-token",
     );

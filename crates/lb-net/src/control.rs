@@ -506,6 +506,8 @@ pub(crate) struct HandleInner {
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) checks: CheckLog,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Set once shutdown is complete (connections finished or cut).
+    pub(crate) drained: watch::Sender<bool>,
     pub(crate) started: Instant,
     pub(crate) reloader: ReloadSlot,
 }
@@ -543,6 +545,7 @@ impl Handle {
                 tracker,
                 checks: Arc::new(Mutex::new(HashMap::new())),
                 shutdown: watch::channel(false).0,
+                drained: watch::channel(false).0,
                 started: Instant::now(),
                 reloader: ReloadSlot::default(),
             }),
@@ -700,6 +703,12 @@ impl Handle {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         *self.inner.shutdown.borrow()
+    }
+
+    /// Resolves once shutdown is complete: every connection has finished or been cut.
+    pub async fn drained(&self) {
+        let mut rx = self.inner.drained.subscribe();
+        let _ = rx.wait_for(|&done| done).await;
     }
 
     /// Resolves once shutdown has begun.

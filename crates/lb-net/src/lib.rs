@@ -131,6 +131,12 @@ impl<C: Connector> Balancer<C> {
         self.shared.spawn_connection(stream, peer);
     }
 
+    /// An accept loop that can run on another runtime (or thread) than the balancer itself:
+    /// for one listener per worker thread, each bound with `SO_REUSEPORT` (see [`bind`]).
+    pub fn acceptor(&self) -> Acceptor<C> {
+        Acceptor { shared: Arc::clone(&self.shared), handle: self.handle.clone() }
+    }
+
     /// Runs until `shutdown` resolves or [`Handle::shutdown`] is called, then shuts down
     /// gracefully: stops accepting (the listener is closed), lets open connections finish for
     /// the grace period, closes the rest, stops health checks, and returns.
@@ -142,14 +148,21 @@ impl<C: Connector> Balancer<C> {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> ShutdownReport {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(address = %addr, "listening");
+        }
+        let acceptor = tokio::spawn(self.acceptor().run(listener));
+        let report = self.supervise(shutdown).await;
+        let _ = acceptor.await;
+        report
+    }
+
+    /// Like [`run`](Self::run), for acceptors running elsewhere ([`Balancer::acceptor`]): runs
+    /// the health checker until `shutdown` resolves or [`Handle::shutdown`] is called, then
+    /// (the acceptors having stopped) drains open connections for the grace period and returns.
+    pub async fn supervise(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let handle = self.handle.clone();
-        let stop = async {
-            tokio::select! {
-                () = shutdown => handle.shutdown(),
-                () = handle.shutdown_requested() => {}
-            }
-        };
-        tokio::pin!(stop);
+        tracing::info!(algorithm = %self.shared.pool.algorithm(), "running");
         let checker = tokio::spawn(health_check::run(
             self.shared.pool.clone(),
             Arc::clone(&self.shared.connector),
@@ -160,11 +173,10 @@ impl<C: Connector> Balancer<C> {
                 async move { handle.shutdown_requested().await }
             },
         ));
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(address = %addr, algorithm = %self.shared.pool.algorithm(), "listening");
+        tokio::select! {
+            () = shutdown => handle.shutdown(),
+            () = handle.shutdown_requested() => {}
         }
-        self.shared.accept_loop(&listener, &mut stop).await;
-        drop(listener);
         let open = self.shared.tracker.open();
         let grace = self.shared.config.shutdown_grace;
         tracing::info!(
@@ -177,7 +189,60 @@ impl<C: Connector> Balancer<C> {
             tracing::warn!(cut, "grace period over: closed connections still open");
         }
         let _ = checker.await;
+        self.handle.inner.drained.send_replace(true);
         tracing::info!("shut down");
         ShutdownReport { cut }
     }
+}
+
+/// One accept loop of a [`Balancer`], movable to any runtime. Connections it accepts are served
+/// on the runtime it runs on.
+#[derive(Debug)]
+pub struct Acceptor<C: Connector = TcpConnector> {
+    shared: Arc<ProxyShared<C>>,
+    handle: Handle,
+}
+
+impl<C: Connector> Clone for Acceptor<C> {
+    fn clone(&self) -> Self {
+        Acceptor { shared: Arc::clone(&self.shared), handle: self.handle.clone() }
+    }
+}
+
+impl<C: Connector> Acceptor<C> {
+    /// Accepts on `listener` until shutdown begins, then closes it and waits until shutdown is
+    /// complete, so that the connections this runtime serves can finish during the grace period
+    /// (a caller that drops its runtime when this returns cuts nothing early). Never returns
+    /// early: accept errors are logged and, when resources are exhausted, waited out.
+    pub async fn run(self, listener: TcpListener) {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::debug!(address = %addr, "accepting");
+        }
+        let handle = self.handle.clone();
+        let stop = async move { handle.shutdown_requested().await };
+        tokio::pin!(stop);
+        self.shared.accept_loop(&listener, &mut stop).await;
+        drop(listener);
+        self.handle.drained().await;
+    }
+}
+
+/// Binds a listening socket the way the balancer wants it: `SO_REUSEADDR` (restart without
+/// waiting for old connections in TIME_WAIT), `SO_REUSEPORT` when `reuse_port` (several
+/// listeners, one per worker thread, share the port and the kernel spreads connections over
+/// them), and a backlog of 4096 so a burst of connections is queued rather than refused.
+///
+/// Returns a standard listener in non-blocking mode: turn it into a tokio one
+/// (`TcpListener::from_std`) on the runtime that will accept on it.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }

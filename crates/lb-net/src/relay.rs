@@ -76,6 +76,7 @@ impl Half {
         cx: &mut Context<'_>,
         reader: &mut R,
         writer: &mut W,
+        other_done: bool,
         record: &impl Fn(u64),
     ) -> Poll<Result<Step, (Side, io::Error)>>
     where
@@ -108,9 +109,14 @@ impl Half {
                 self.pending = Vec::new();
                 self.written = 0;
             }
-            // 2. After end of stream, pass the half-close on.
+            // 2. After end of stream, pass the half-close on. If the other direction is already
+            // finished, both sockets are about to be closed, and closing sends the FIN anyway:
+            // only flush (a no-op for TCP), saving a `shutdown` call per connection.
             if self.eof {
-                match Pin::new(&mut *writer).poll_shutdown(cx) {
+                let writer = Pin::new(&mut *writer);
+                let done =
+                    if other_done { writer.poll_flush(cx) } else { writer.poll_shutdown(cx) };
+                match done {
                     Poll::Ready(Ok(())) => {}
                     // The peer already went away: nothing left to tell it.
                     Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::NotConnected => {}
@@ -236,13 +242,14 @@ where
         let mut moved = false;
         loop {
             // One writer per counter, so a plain load and store (no locked instruction) suffice.
-            let up = this.up.poll_copy(cx, this.client, this.backend, &|n| {
+            let down_done = this.down.done;
+            let up = this.up.poll_copy(cx, this.client, this.backend, down_done, &|n| {
                 lease.record_bytes_in(n);
                 traffic.bytes_in.store(traffic.bytes_in.load(Relaxed) + n, Relaxed);
             });
             let down = this
                 .down
-                .poll_copy(cx, this.backend, this.client, &|n| {
+                .poll_copy(cx, this.backend, this.client, this.up.done, &|n| {
                     lease.record_bytes_out(n);
                     traffic.bytes_out.store(traffic.bytes_out.load(Relaxed) + n, Relaxed);
                 })
