@@ -50,6 +50,8 @@ pub mod metrics;
 pub mod proxy;
 mod relay;
 mod shutdown;
+#[cfg(target_os = "linux")]
+mod splice;
 
 use std::future::Future;
 use std::net::SocketAddr;

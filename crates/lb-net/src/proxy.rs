@@ -232,7 +232,7 @@ impl<C: Connector> ProxyShared<C> {
     /// Picks, connects (with retries) and relays one client connection to the end.
     pub(crate) async fn serve<S>(&self, mut client: S, peer: Option<SocketAddr>)
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         // Logged when dropped, however this ends: also when shutdown aborts the task.
         let mut session = Session::new(peer, &self.counters);

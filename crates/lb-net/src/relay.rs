@@ -26,6 +26,9 @@ use crate::proxy::Traffic;
 /// bulk transfers move a full socket buffer per read.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
+/// Rounds of progress a relay makes per poll before it yields to other connections.
+const MAX_ROUNDS: u32 = 16;
+
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
 }
@@ -60,6 +63,33 @@ struct Half {
     eof: bool,
     /// The writer has been shut down after `eof`: this direction is finished.
     done: bool,
+    /// A read filled the whole scratch buffer between two TCP sockets: from now on this
+    /// direction splices (Linux), keeping its bytes out of user space.
+    bulk: bool,
+    /// The pipe it splices through, only while data is flowing.
+    #[cfg(target_os = "linux")]
+    pipe: Option<crate::splice::Pipe>,
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Half {
+    fn drop(&mut self) {
+        if let Some(pipe) = self.pipe.take() {
+            pipe.give_back();
+        }
+    }
+}
+
+/// Both ends as TCP sockets, when they are (the only case `splice` applies to).
+#[cfg(target_os = "linux")]
+fn as_tcp<'a, R: 'static, W: 'static>(
+    reader: &'a R,
+    writer: &'a W,
+) -> Option<(&'a tokio::net::TcpStream, &'a tokio::net::TcpStream)> {
+    use std::any::Any;
+    let reader = (reader as &dyn Any).downcast_ref::<tokio::net::TcpStream>()?;
+    let writer = (writer as &dyn Any).downcast_ref::<tokio::net::TcpStream>()?;
+    Some((reader, writer))
 }
 
 /// Poll outcome of a half: whether bytes moved, and whether it is finished.
@@ -80,8 +110,8 @@ impl Half {
         record: &impl Fn(u64),
     ) -> Poll<Result<Step, (Side, io::Error)>>
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
     {
         // Errors are tagged by the caller's orientation: reader errors as `Side::Client` and
         // writer errors as `Side::Backend`, swapped by the caller for the other direction.
@@ -109,6 +139,24 @@ impl Half {
                 self.pending = Vec::new();
                 self.written = 0;
             }
+            #[cfg(target_os = "linux")]
+            if self.bulk {
+                if let Some((tcp_reader, tcp_writer)) = as_tcp(&*reader, &*writer) {
+                    match self.poll_splice(cx, tcp_reader, tcp_writer, record) {
+                        // A round moved data: let the relay poll the other direction too (it
+                        // comes back here while there is more).
+                        Poll::Ready(Ok(true)) if !self.eof => {
+                            return Poll::Ready(Ok(Step::Progress))
+                        }
+                        // End of stream: on to the half-close below.
+                        Poll::Ready(Ok(true)) => moved = true,
+                        // No pipe to be had: copying through user space resumes below.
+                        Poll::Ready(Ok(false)) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return self.pending_or(moved),
+                    }
+                }
+            }
             // 2. After end of stream, pass the half-close on. If the other direction is already
             // finished, both sockets are about to be closed, and closing sends the FIN anyway:
             // only flush (a no-op for TCP), saving a `shutdown` call per connection.
@@ -128,6 +176,7 @@ impl Half {
             }
             // 3. Read a chunk and write it straight on.
             let step = SCRATCH.with_borrow_mut(|scratch| {
+                let scratch_len = scratch.len();
                 let mut buf = ReadBuf::new(scratch);
                 match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
                     Poll::Pending => return Ok(false),
@@ -140,6 +189,10 @@ impl Half {
                     return Ok(true);
                 }
                 record(data.len() as u64);
+                #[cfg(target_os = "linux")]
+                if data.len() == scratch_len && as_tcp(&*reader, &*writer).is_some() {
+                    self.bulk = true;
+                }
                 let mut off = 0;
                 while off < data.len() {
                     match Pin::new(&mut *writer).poll_write(cx, &data[off..]) {
@@ -166,6 +219,64 @@ impl Half {
             }
             if !self.pending.is_empty() {
                 return self.pending_or(true);
+            }
+        }
+    }
+
+    /// One round of splicing: empty the pipe into the writer, then fill it from the reader.
+    /// `Ready(Ok(moved))` once a round completes (or end of stream is reached); `Pending` when
+    /// a socket is not ready (its waker is registered).
+    #[cfg(target_os = "linux")]
+    fn poll_splice(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &tokio::net::TcpStream,
+        writer: &tokio::net::TcpStream,
+        record: &impl Fn(u64),
+    ) -> Poll<Result<bool, (Side, io::Error)>> {
+        let mut moved = false;
+        if let Some(pipe) = self.pipe.as_mut() {
+            match pipe.poll_drain(cx, writer) {
+                Poll::Ready(Ok(n)) => moved = n > 0,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err((Side::Backend, e))),
+                Poll::Pending => return Poll::Pending,
+            }
+            if pipe.len > 0 {
+                // Partly drained; the writer is registered for more room.
+                return if moved { Poll::Ready(Ok(true)) } else { Poll::Pending };
+            }
+        }
+        let pipe = match self.pipe.as_mut() {
+            Some(pipe) => pipe,
+            None => match crate::splice::Pipe::take() {
+                Ok(pipe) => self.pipe.insert(pipe),
+                // Out of descriptors for a pipe: carry on copying through user space.
+                Err(_) => {
+                    self.bulk = false;
+                    return Poll::Ready(Ok(moved));
+                }
+            },
+        };
+        match pipe.poll_fill(cx, reader) {
+            Poll::Ready(Ok(0)) => {
+                self.eof = true;
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Ok(n)) => {
+                record(n as u64);
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err((Side::Client, e))),
+            Poll::Pending => {
+                // Caught up: the empty pipe goes back to the pool until data flows again.
+                if let Some(pipe) = self.pipe.take() {
+                    pipe.give_back();
+                }
+                if moved {
+                    Poll::Ready(Ok(true))
+                } else {
+                    Poll::Pending
+                }
             }
         }
     }
@@ -197,8 +308,8 @@ pub(crate) struct Relay<'a, C, B> {
 
 impl<'a, C, B> Relay<'a, C, B>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+    B: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     pub(crate) fn new(
         client: &'a mut C,
@@ -231,8 +342,8 @@ fn flip(side: Side) -> Side {
 
 impl<C, B> Future for Relay<'_, C, B>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+    B: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     type Output = RelayEnd;
 
@@ -240,6 +351,7 @@ where
         let this = &mut *self;
         let (lease, traffic) = (this.lease, this.traffic);
         let mut moved = false;
+        let mut rounds = 0;
         loop {
             // One writer per counter, so a plain load and store (no locked instruction) suffice.
             let down_done = this.down.done;
@@ -271,6 +383,13 @@ where
             // A half that made progress stopped early (backpressure handed over, or a budget);
             // poll again until both are genuinely waiting, so every waker is registered.
             if !again {
+                break;
+            }
+            rounds += 1;
+            if rounds == MAX_ROUNDS {
+                // A connection that always has more to move would otherwise keep this thread
+                // from every other connection: yield, and ask to be polled again at once.
+                cx.waker().wake_by_ref();
                 break;
             }
         }

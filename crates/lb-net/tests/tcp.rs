@@ -388,3 +388,45 @@ fn emfile_child() {
         backend_task.abort();
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_transfer_to_a_slow_reader_is_byte_exact() {
+    // 16 MiB from the backend, read by the client a little at a time, so the relay (splicing on
+    // Linux) spends most of the transfer with a full socket on the client side.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let data = random_bytes(16 << 20, 7);
+    let to_send = data.clone();
+    let backend_task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&to_send).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+    });
+    let health = HealthCheckConfig { enabled: false, ..Default::default() };
+    let (lb, handle, task) = start(one_backend_pool(backend), ProxyConfig::default(), health).await;
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.len() % (1 << 20) < 1024 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "byte-exact");
+    s.shutdown().await.unwrap();
+    backend_task.await.unwrap();
+    eventually(Duration::from_secs(10), "accounted", || async {
+        handle.stats().pool.totals.active == 0
+    })
+    .await;
+    assert_eq!(handle.stats().pool.totals.bytes_out, 16 << 20);
+    stop(handle, task).await;
+}

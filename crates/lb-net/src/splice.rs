@@ -1,0 +1,151 @@
+//! Zero-copy relaying on Linux: `splice(2)` from one TCP socket into a pipe and from the pipe into
+//! the other socket, so bulk data never crosses into user space.
+//!
+//! A direction switches to splicing only once a plain read has filled the whole scratch buffer
+//! (it is carrying bulk data), so request/response traffic never pays for a pipe. Pipes come
+//! from a small per-thread pool and go back to it whenever a direction catches up (empty pipe,
+//! nothing to read), so idle connections hold no pipe and a busy thread creates few.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::task::{Context, Poll};
+
+use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Most bytes moved per `splice` call: the default pipe capacity on Linux.
+const CHUNK: usize = 64 * 1024;
+
+/// Empty pipes kept per thread for reuse.
+const POOL_SIZE: usize = 64;
+
+/// A pipe, and how many bytes sit in it.
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    pub(crate) len: usize,
+}
+
+thread_local! {
+    static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Pipe {
+    /// An empty pipe, from the pool if it has one.
+    pub(crate) fn take() -> io::Result<Pipe> {
+        if let Some(pipe) = POOL.with_borrow_mut(Vec::pop) {
+            return Ok(pipe);
+        }
+        let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        Ok(Pipe { read, write, len: 0 })
+    }
+
+    /// Returns an empty pipe to the pool; one holding data (its connection ended mid-transfer)
+    /// is closed instead, so the pool only ever holds empty pipes.
+    pub(crate) fn give_back(self) {
+        if self.len == 0 {
+            POOL.with_borrow_mut(|pool| {
+                if pool.len() < POOL_SIZE {
+                    pool.push(self);
+                }
+            });
+        }
+    }
+
+    /// Moves what is in the pipe into `writer`, until the pipe is empty or the socket is full.
+    /// `Ready(Ok(n))` is the bytes moved (the pipe is then empty).
+    pub(crate) fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &TcpStream,
+    ) -> Poll<io::Result<usize>> {
+        let mut moved = 0;
+        while self.len > 0 {
+            let result = writer.try_io(Interest::WRITABLE, || {
+                splice(
+                    &self.read,
+                    None,
+                    writer,
+                    None,
+                    self.len,
+                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+                )
+                .map_err(io::Error::from)
+            });
+            match result {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.len -= n;
+                    moved += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness was cleared by `try_io`; register for the next edge.
+                    match writer.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending if moved > 0 => return Poll::Ready(Ok(moved)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(moved))
+    }
+
+    /// Moves what `reader` has into the (empty) pipe. `Ready(Ok(0))` is end of stream.
+    pub(crate) fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &TcpStream,
+    ) -> Poll<io::Result<usize>> {
+        debug_assert_eq!(self.len, 0, "fill only an empty pipe");
+        loop {
+            let result = reader.try_io(Interest::READABLE, || {
+                splice(
+                    reader,
+                    None,
+                    &self.write,
+                    None,
+                    CHUNK,
+                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+                )
+                .map_err(io::Error::from)
+            });
+            match result {
+                Ok(n) => {
+                    self.len = n;
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match reader.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_keeps_only_empty_pipes() {
+        let pipe = Pipe::take().unwrap();
+        let before = POOL.with_borrow(Vec::len);
+        pipe.give_back();
+        assert_eq!(POOL.with_borrow(Vec::len), before + 1);
+        let mut full = Pipe::take().unwrap();
+        full.len = 10;
+        full.give_back();
+        assert_eq!(POOL.with_borrow(Vec::len), before, "a pipe with data is closed, not pooled");
+    }
+}
