@@ -172,23 +172,27 @@ pub(crate) fn least_loaded_from(
     skip: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let n = candidates.len();
-    let mut best: Option<(usize, u64, u64)> = None;
-    for step in 0..n {
-        let i = (start + step) % n;
-        if skip(i) {
-            continue;
-        }
-        let c = &candidates[i];
-        // As in `less_loaded`, the connection about to be placed is counted.
-        let load = c.active() + 1;
-        let weight = u64::from(c.weight);
-        match best {
+    let start = start.min(n);
+    // Two plain ranges rather than `(start + step) % n`, which put a division in every step.
+    // The best so far is kept as plain values rather than an `Option`: a weight of 0 stands for
+    // "none yet", since `load * 0 < 1 * weight` holds for every real weight (at least 1).
+    let (mut best, mut best_load, mut best_weight) = (usize::MAX, 1u64, 0u64);
+    for range in [start..n, 0..start] {
+        for i in range {
+            if skip(i) {
+                continue;
+            }
+            let c = &candidates[i];
+            // As in `less_loaded`, the connection about to be placed is counted.
+            let load = c.active() + 1;
+            let weight = u64::from(c.weight);
             // load/weight < best_load/best_weight, without division; equal keeps the first.
-            Some((_, best_load, best_weight)) if load * best_weight >= best_load * weight => {}
-            _ => best = Some((i, load, weight)),
+            if load * best_weight < best_load * weight {
+                (best, best_load, best_weight) = (i, load, weight);
+            }
         }
     }
-    best.map(|(i, _, _)| i)
+    (best != usize::MAX).then_some(best)
 }
 
 /// Is `(a_active + 1) / a_weight` strictly below `(b_active + 1) / b_weight`? The `+ 1` counts
