@@ -19,7 +19,7 @@ use fastrand::Rng;
 use crate::backend::{validate_weight, AdminState, Backend, BackendId, Counters, DEFAULT_WEIGHT};
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthConfig, HealthMachine, Reason};
-use crate::selection::{Algorithm, PickCtx, Selector};
+use crate::selection::{Algorithm, PickCtx, Randomness, Selector};
 use crate::stats::{BackendStats, PoolStats};
 
 /// How a pool starts.
@@ -436,16 +436,26 @@ impl Pool {
     /// pick.
     #[inline]
     pub fn pick(&self, client: Option<IpAddr>, exclude: &[BackendId]) -> Result<Lease> {
-        let mut rng = Rng::with_seed(fastrand::u64(..));
-        self.pick_with_rng(client, exclude, &mut rng)
+        self.pick_from(client, exclude, Randomness::Lazy(None))
     }
 
     /// [`pick`](Self::pick) with the caller's random number generator, for reproducible runs.
+    #[inline]
     pub fn pick_with_rng(
         &self,
         client: Option<IpAddr>,
         exclude: &[BackendId],
         rng: &mut Rng,
+    ) -> Result<Lease> {
+        self.pick_from(client, exclude, Randomness::Given(rng))
+    }
+
+    #[inline]
+    fn pick_from(
+        &self,
+        client: Option<IpAddr>,
+        exclude: &[BackendId],
+        rng: Randomness<'_>,
     ) -> Result<Lease> {
         let snap = self.inner.snapshot.load();
         let candidates = &snap.candidates[..];

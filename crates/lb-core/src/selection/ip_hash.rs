@@ -200,7 +200,7 @@ impl Select for IpHash {
         // be sticky to: any slot will do.
         let hash = match ctx.client {
             Some(ip) => hash_client(ip),
-            None => ctx.rng.u64(..),
+            None => ctx.rng().u64(..),
         };
         self.table.lookup_skipping(hash, skip)
     }

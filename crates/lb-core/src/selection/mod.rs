@@ -93,16 +93,33 @@ pub(crate) struct PickCtx<'a> {
     /// The client's address, for `ip_hash`.
     pub(crate) client: Option<IpAddr>,
     /// Randomness, injected so tests can seed it.
-    pub(crate) rng: &'a mut Rng,
+    pub(crate) rng: Randomness<'a>,
     /// A counter that lives as long as the pool (not the snapshot), so round robin continues
     /// its cycle and least-connections rotates its ties across rebuilds.
     pub(crate) cursor: &'a AtomicU64,
+}
+
+/// Where a pick's random numbers come from.
+pub(crate) enum Randomness<'a> {
+    /// The caller's generator, for reproducible runs.
+    Given(&'a mut Rng),
+    /// A generator seeded from the thread-local one when first needed: round robin, least
+    /// connections and ip_hash with a client address draw nothing, so they skip the seeding.
+    Lazy(Option<Rng>),
 }
 
 impl PickCtx<'_> {
     #[inline]
     pub(crate) fn next_cursor(&self) -> u64 {
         self.cursor.fetch_add(1, Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn rng(&mut self) -> &mut Rng {
+        match &mut self.rng {
+            Randomness::Given(rng) => rng,
+            Randomness::Lazy(rng) => rng.get_or_insert_with(|| Rng::with_seed(fastrand::u64(..))),
+        }
     }
 }
 
