@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{PickCtx, Select};
+use super::{FastMod, PickCtx, Select};
 use crate::pool::Candidate;
 
 /// Table sizes: primes, each at least 100 slots per backend up to the given backend count.
@@ -79,6 +79,8 @@ fn addr_bytes(addr: &SocketAddr) -> Vec<u8> {
 pub struct MaglevTable {
     /// Slot -> index into the `backends` slice given to [`MaglevTable::build`].
     slots: Box<[u32]>,
+    /// Reduces a hash to a slot.
+    slot_of: FastMod,
 }
 
 impl MaglevTable {
@@ -87,7 +89,7 @@ impl MaglevTable {
     pub fn build(backends: &[(SocketAddr, u32)]) -> MaglevTable {
         let n = backends.len();
         if n == 0 {
-            return MaglevTable { slots: Box::new([]) };
+            return MaglevTable { slots: Box::new([]), slot_of: FastMod::new(1) };
         }
         let m = table_size(n);
         // Process in address order so the result is independent of the input order.
@@ -135,7 +137,7 @@ impl MaglevTable {
                 }
             }
         }
-        MaglevTable { slots: slots.into_boxed_slice() }
+        MaglevTable { slots: slots.into_boxed_slice(), slot_of: FastMod::new(m) }
     }
 
     /// Number of slots (a prime), or 0 for an empty table.
@@ -151,20 +153,19 @@ impl MaglevTable {
     /// The index (into the slice given to `build`) of the backend for `hash`.
     #[inline]
     pub fn lookup(&self, hash: u64) -> Option<usize> {
-        let len = self.slots.len();
-        (len > 0).then(|| self.slots[(hash % len as u64) as usize] as usize)
+        let slot = self.slot_of.rem(hash) as usize;
+        self.slots.get(slot).map(|&i| i as usize)
     }
 
     /// Like [`lookup`](Self::lookup), but walks on from the hash's slot past backends `skip`
     /// rejects, so a key's second choice is as stable as its first.
     #[inline]
     pub fn lookup_skipping(&self, hash: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        let len = self.slots.len();
-        if len == 0 {
+        if self.slots.is_empty() {
             return None;
         }
-        let start = (hash % len as u64) as usize;
-        (0..len).map(|step| self.slots[(start + step) % len] as usize).find(|&i| !skip(i))
+        let (before, after) = self.slots.split_at(self.slot_of.rem(hash) as usize);
+        after.iter().chain(before).map(|&i| i as usize).find(|&i| !skip(i))
     }
 
     /// How many slots each backend (by index into the slice given to `build`) owns.

@@ -179,6 +179,33 @@ impl Selector {
     }
 }
 
+/// `x % d` for a divisor fixed when a selector is built, by multiplications instead of a
+/// division (Lemire, Kaser and Kurz, "Faster Remainder by Direct Computation", 2019). Maglev
+/// reduces a full 64-bit hash on every pick, where a hardware division is at its slowest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastMod {
+    d: u64,
+    /// `ceil(2^128 / d)`; 0 for `d == 1`, which makes every remainder 0 as it should be.
+    m: u128,
+}
+
+impl FastMod {
+    pub(crate) fn new(d: u64) -> Self {
+        let d = d.max(1);
+        FastMod { d, m: (u128::MAX / u128::from(d)).wrapping_add(1) }
+    }
+
+    #[inline]
+    pub(crate) fn rem(self, x: u64) -> u64 {
+        // The fractional part of x / d, as a 128-bit fixed-point number, times d: the high 64
+        // bits of the 192-bit product are the remainder.
+        let fraction = self.m.wrapping_mul(u128::from(x));
+        let d = u128::from(self.d);
+        let low = (u128::from(fraction as u64) * d) >> 64;
+        (((fraction >> 64) * d + low) >> 64) as u64
+    }
+}
+
 /// The candidate with the fewest active connections per unit of weight among those `skip`
 /// allows, scanning from `start` so that ties go to whoever comes first after `start`.
 /// Shared by least-connections (its whole algorithm) and p2c (its fallback).
@@ -230,6 +257,21 @@ mod tests {
             assert_eq!(a.to_string(), a.as_str());
         }
         assert_eq!("Least-Connections".parse::<Algorithm>().unwrap(), Algorithm::LeastConnections);
+    }
+
+    #[test]
+    fn fast_mod_matches_the_remainder_operator() {
+        let mut rng = Rng::with_seed(7);
+        let divisors =
+            [1, 2, 3, 7, 1000, 65_537, 131_071, 1_048_573, 1 << 32, u64::MAX - 1, u64::MAX];
+        let random: Vec<u64> = (0..2000).map(|i| rng.u64(1..(1 << (i % 64)).max(2))).collect();
+        for d in divisors.into_iter().chain(random) {
+            let f = FastMod::new(d);
+            let edges = [0, 1, d - 1, d, d.saturating_add(1), 1 << 32, u64::MAX - 1, u64::MAX];
+            for x in edges.into_iter().chain((0..200).map(|_| rng.u64(..))) {
+                assert_eq!(f.rem(x), x % d, "{x} % {d}");
+            }
+        }
     }
 
     #[test]
