@@ -90,6 +90,11 @@ pub(crate) struct Snapshot {
     limit: u64,
 }
 
+/// A value alone on its cache line (128 bytes: x86 prefetches lines in pairs).
+#[derive(Debug)]
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
 /// What only writers touch, under the mutex.
 #[derive(Debug)]
 struct WriterState {
@@ -113,8 +118,10 @@ struct Inner {
     snapshot: ArcSwap<Snapshot>,
     writer: Mutex<WriterState>,
     /// Round robin's position in its cycle and least-connections' tie rotation; outlives
-    /// snapshots so a rebuild does not restart the cycle.
-    cursor: AtomicU64,
+    /// snapshots so a rebuild does not restart the cycle. Every such pick writes it, so it gets
+    /// a cache line of its own rather than invalidating the snapshot pointer next to it, which
+    /// every pick on every thread reads.
+    cursor: CacheLine<AtomicU64>,
     /// Picks that found no backend.
     no_backend: AtomicU64,
 }
@@ -243,7 +250,7 @@ impl Pool {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 writer: Mutex::new(writer),
-                cursor: AtomicU64::new(0),
+                cursor: CacheLine(AtomicU64::new(0)),
                 no_backend: AtomicU64::new(0),
             }),
         })
@@ -460,7 +467,7 @@ impl Pool {
         let snap = self.inner.snapshot.load();
         let candidates = &snap.candidates[..];
         let limit = snap.limit;
-        let mut ctx = PickCtx { client, rng, cursor: &self.inner.cursor };
+        let mut ctx = PickCtx { client, rng, cursor: &self.inner.cursor.0 };
         let skip = |i: usize| {
             let c = &candidates[i];
             (!exclude.is_empty() && exclude.contains(&c.slot.backend.id))
