@@ -112,7 +112,9 @@ pub struct Backend {
 /// release one; both counters only ever grow, so the active count cannot underflow.
 ///
 /// [`Lease`]: crate::Lease
+/// `repr(C)`: the counters a pick and a release write come first, see `Slot`.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Counters {
     /// Successful picks, each of which opened a lease: the stats' `picks`.
     opened: AtomicU64,

@@ -35,10 +35,14 @@ pub struct PoolConfig {
 
 /// One backend's shared, long-lived part: identity and counters. Leases hold it, so accounting
 /// outlives the backend's removal.
+///
+/// `repr(C)` with the counters first puts the ones every pick and release writes right after
+/// the `Arc`'s reference count, which both also write: usually one cache line for all of it.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Slot {
-    pub(crate) backend: Backend,
     pub(crate) counters: Counters,
+    pub(crate) backend: Backend,
     /// The pool, for reporting passive failures from a lease; weak so a leaked lease cannot keep
     /// a dropped pool alive.
     pool: Weak<Inner>,
