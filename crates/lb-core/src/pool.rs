@@ -19,7 +19,7 @@ use fastrand::Rng;
 use crate::backend::{validate_weight, AdminState, Backend, BackendId, Counters, DEFAULT_WEIGHT};
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthConfig, HealthMachine, Reason};
-use crate::selection::{Algorithm, PickCtx, Selector};
+use crate::selection::{Algorithm, PickCtx, Randomness, Selector};
 use crate::stats::{BackendStats, PoolStats};
 
 /// How a pool starts.
@@ -35,10 +35,14 @@ pub struct PoolConfig {
 
 /// One backend's shared, long-lived part: identity and counters. Leases hold it, so accounting
 /// outlives the backend's removal.
+///
+/// `repr(C)` with the counters first puts the ones every pick and release writes right after
+/// the `Arc`'s reference count, which both also write: usually one cache line for all of it.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Slot {
-    pub(crate) backend: Backend,
     pub(crate) counters: Counters,
+    pub(crate) backend: Backend,
     /// The pool, for reporting passive failures from a lease; weak so a leaked lease cannot keep
     /// a dropped pool alive.
     pool: Weak<Inner>,
@@ -90,6 +94,11 @@ pub(crate) struct Snapshot {
     limit: u64,
 }
 
+/// A value alone on its cache line (128 bytes: x86 prefetches lines in pairs).
+#[derive(Debug)]
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
 /// What only writers touch, under the mutex.
 #[derive(Debug)]
 struct WriterState {
@@ -113,8 +122,10 @@ struct Inner {
     snapshot: ArcSwap<Snapshot>,
     writer: Mutex<WriterState>,
     /// Round robin's position in its cycle and least-connections' tie rotation; outlives
-    /// snapshots so a rebuild does not restart the cycle.
-    cursor: AtomicU64,
+    /// snapshots so a rebuild does not restart the cycle. Every such pick writes it, so it gets
+    /// a cache line of its own rather than invalidating the snapshot pointer next to it, which
+    /// every pick on every thread reads.
+    cursor: CacheLine<AtomicU64>,
     /// Picks that found no backend.
     no_backend: AtomicU64,
 }
@@ -243,7 +254,7 @@ impl Pool {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 writer: Mutex::new(writer),
-                cursor: AtomicU64::new(0),
+                cursor: CacheLine(AtomicU64::new(0)),
                 no_backend: AtomicU64::new(0),
             }),
         })
@@ -436,21 +447,31 @@ impl Pool {
     /// pick.
     #[inline]
     pub fn pick(&self, client: Option<IpAddr>, exclude: &[BackendId]) -> Result<Lease> {
-        let mut rng = Rng::with_seed(fastrand::u64(..));
-        self.pick_with_rng(client, exclude, &mut rng)
+        self.pick_from(client, exclude, Randomness::Lazy(None))
     }
 
     /// [`pick`](Self::pick) with the caller's random number generator, for reproducible runs.
+    #[inline]
     pub fn pick_with_rng(
         &self,
         client: Option<IpAddr>,
         exclude: &[BackendId],
         rng: &mut Rng,
     ) -> Result<Lease> {
+        self.pick_from(client, exclude, Randomness::Given(rng))
+    }
+
+    #[inline]
+    fn pick_from(
+        &self,
+        client: Option<IpAddr>,
+        exclude: &[BackendId],
+        rng: Randomness<'_>,
+    ) -> Result<Lease> {
         let snap = self.inner.snapshot.load();
         let candidates = &snap.candidates[..];
         let limit = snap.limit;
-        let mut ctx = PickCtx { client, rng, cursor: &self.inner.cursor };
+        let mut ctx = PickCtx { client, rng, cursor: &self.inner.cursor.0 };
         let skip = |i: usize| {
             let c = &candidates[i];
             (!exclude.is_empty() && exclude.contains(&c.slot.backend.id))

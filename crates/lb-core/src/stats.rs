@@ -25,7 +25,8 @@ pub struct BackendStats {
     pub removed: bool,
     /// Connections open now.
     pub active: u64,
-    /// Most connections open at once since the backend was added.
+    /// Most connections open at once since the backend was added. A connection closing while
+    /// another is being picked can make this miss that one pick's peak; it never overstates.
     pub peak_active: u64,
     /// Times an algorithm chose this backend (including attempts whose connect then failed).
     pub picks: u64,
@@ -57,9 +58,9 @@ impl BackendStats {
             health,
             admin,
             removed,
-            active: counters.active.load(Relaxed),
+            active: counters.active(),
             peak_active: counters.peak_active.load(Relaxed),
-            picks: counters.picks.load(Relaxed),
+            picks: counters.picks(),
             connections: counters.connections.load(Relaxed),
             connect_failures: counters.connect_failures.load(Relaxed),
             bytes_in: counters.bytes_in.load(Relaxed),

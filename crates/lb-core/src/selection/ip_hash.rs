@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{PickCtx, Select};
+use super::{FastMod, PickCtx, Select};
 use crate::pool::Candidate;
 
 /// Table sizes: primes, each at least 100 slots per backend up to the given backend count.
@@ -78,7 +78,29 @@ fn addr_bytes(addr: &SocketAddr) -> Vec<u8> {
 #[derive(Debug, Clone)]
 pub struct MaglevTable {
     /// Slot -> index into the `backends` slice given to [`MaglevTable::build`].
-    slots: Box<[u32]>,
+    slots: Slots,
+    /// Reduces a hash to a slot.
+    slot_of: FastMod,
+}
+
+/// The slots, two bytes each when every backend index fits: each lookup reads one slot at a
+/// random place in a table of hundreds of kilobytes, so halving it keeps more of it in cache.
+#[derive(Debug, Clone)]
+enum Slots {
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
+}
+
+/// Walks `slots` from `start` to the end and then from the beginning, returning the first
+/// backend `skip` does not reject.
+#[inline]
+fn first_from<T: Copy + Into<u32>>(
+    slots: &[T],
+    start: usize,
+    skip: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let (before, after) = slots.split_at(start);
+    after.iter().chain(before).map(|&i| i.into() as usize).find(|&i| !skip(i))
 }
 
 impl MaglevTable {
@@ -87,93 +109,134 @@ impl MaglevTable {
     pub fn build(backends: &[(SocketAddr, u32)]) -> MaglevTable {
         let n = backends.len();
         if n == 0 {
-            return MaglevTable { slots: Box::new([]) };
+            return MaglevTable { slots: Slots::Wide(Box::new([])), slot_of: FastMod::new(1) };
         }
         let m = table_size(n);
-        // Process in address order so the result is independent of the input order.
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by_key(|&i| backends[i].0);
-        // Backend k's permutation is offset, offset + skip, offset + 2 skip, ... (mod m);
-        // `position[k]` is the next slot it will try, advanced by addition, not multiplication
-        // and division, which keeps the fill loop cheap.
-        let mut position = Vec::with_capacity(n);
-        let skips: Vec<u64> = order
-            .iter()
-            .map(|&i| {
-                let bytes = addr_bytes(&backends[i].0);
-                position.push(hash_bytes(0x6d61_676c_6576_0001, &bytes) % m);
-                hash_bytes(0x6d61_676c_6576_0002, &bytes) % (m - 1) + 1
-            })
-            .collect();
-        let max_weight = backends.iter().map(|b| u64::from(b.1)).max().unwrap_or(1).max(1);
-        // Credit towards a turn: a backend takes one turn per `max_weight` of credit, so turns
-        // are proportional to weight and the heaviest backend takes one every round.
-        let mut credit = vec![0u64; n];
-        let mut slots = vec![u32::MAX; m as usize];
-        let mut filled = 0u64;
-        'fill: loop {
-            for (k, &i) in order.iter().enumerate() {
-                credit[k] += u64::from(backends[i].1);
-                if credit[k] < max_weight {
-                    continue;
-                }
-                credit[k] -= max_weight;
-                let slot = loop {
-                    let candidate = position[k];
-                    position[k] += skips[k];
-                    if position[k] >= m {
-                        position[k] -= m;
-                    }
-                    if slots[candidate as usize] == u32::MAX {
-                        break candidate;
-                    }
-                };
-                slots[slot as usize] = i as u32;
-                filled += 1;
-                if filled == m {
-                    break 'fill;
-                }
-            }
-        }
-        MaglevTable { slots: slots.into_boxed_slice() }
+        let slots = if n <= usize::from(u16::MAX) + 1 {
+            Slots::Narrow(fill(backends, m, |i| i as u16))
+        } else {
+            Slots::Wide(fill(backends, m, |i| i))
+        };
+        MaglevTable { slots, slot_of: FastMod::new(m) }
     }
 
     /// Number of slots (a prime), or 0 for an empty table.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        match &self.slots {
+            Slots::Narrow(s) => s.len(),
+            Slots::Wide(s) => s.len(),
+        }
     }
 
     /// Whether the table has no backends.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
     /// The index (into the slice given to `build`) of the backend for `hash`.
     #[inline]
     pub fn lookup(&self, hash: u64) -> Option<usize> {
-        let len = self.slots.len();
-        (len > 0).then(|| self.slots[(hash % len as u64) as usize] as usize)
+        let slot = self.slot_of.rem(hash) as usize;
+        match &self.slots {
+            Slots::Narrow(s) => s.get(slot).map(|&i| usize::from(i)),
+            Slots::Wide(s) => s.get(slot).map(|&i| i as usize),
+        }
     }
 
     /// Like [`lookup`](Self::lookup), but walks on from the hash's slot past backends `skip`
     /// rejects, so a key's second choice is as stable as its first.
     #[inline]
     pub fn lookup_skipping(&self, hash: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        let len = self.slots.len();
-        if len == 0 {
+        if self.is_empty() {
             return None;
         }
-        let start = (hash % len as u64) as usize;
-        (0..len).map(|step| self.slots[(start + step) % len] as usize).find(|&i| !skip(i))
+        let start = self.slot_of.rem(hash) as usize;
+        match &self.slots {
+            Slots::Narrow(s) => first_from(s, start, skip),
+            Slots::Wide(s) => first_from(s, start, skip),
+        }
     }
 
     /// How many slots each backend (by index into the slice given to `build`) owns.
     pub fn slot_counts(&self, backends: usize) -> Vec<u64> {
         let mut counts = vec![0; backends];
-        for &s in self.slots.iter() {
-            counts[s as usize] += 1;
+        match &self.slots {
+            Slots::Narrow(s) => s.iter().for_each(|&i| counts[usize::from(i)] += 1),
+            Slots::Wide(s) => s.iter().for_each(|&i| counts[i as usize] += 1),
         }
         counts
+    }
+}
+
+/// One backend's walk through the table while it is being filled.
+struct Walk {
+    /// The next slot it will try: its permutation is offset, offset + skip, offset + 2 skip, ...
+    /// (mod m), advanced by addition, not multiplication and division.
+    position: u64,
+    skip: u64,
+    weight: u64,
+    /// Credit towards a turn: a backend takes one turn per `max_weight` of credit, so turns are
+    /// proportional to weight and the heaviest backend takes one every round.
+    credit: u64,
+    /// Its index in the caller's slice.
+    index: u32,
+}
+
+/// Maglev's fill: backends in address order take turns claiming the next free slot of their
+/// permutation until all `m` slots are taken.
+fn fill<T: Copy + Default>(
+    backends: &[(SocketAddr, u32)],
+    m: u64,
+    entry: impl Fn(u32) -> T,
+) -> Box<[T]> {
+    let mut walks: Vec<Walk> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, weight))| {
+            let bytes = addr_bytes(&addr);
+            Walk {
+                position: hash_bytes(0x6d61_676c_6576_0001, &bytes) % m,
+                skip: hash_bytes(0x6d61_676c_6576_0002, &bytes) % (m - 1) + 1,
+                weight: u64::from(weight),
+                credit: 0,
+                index: i as u32,
+            }
+        })
+        .collect();
+    // Address order makes the result independent of the input order.
+    walks.sort_by_key(|w| backends[w.index as usize].0);
+    let max_weight = walks.iter().map(|w| w.weight).max().unwrap_or(1).max(1);
+    let mut slots = vec![T::default(); m as usize];
+    // Which slots are taken, one bit each. Most probes find a taken slot (filling m slots takes
+    // about m ln m probes), and a bitmap of m / 8 bytes (16 KiB for 131071 slots) answers them
+    // from the L1 cache, where the table itself would miss.
+    let mut taken = vec![0u64; (m as usize).div_ceil(64)];
+    let mut filled = 0u64;
+    loop {
+        for w in &mut walks {
+            w.credit += w.weight;
+            if w.credit < max_weight {
+                continue;
+            }
+            w.credit -= max_weight;
+            let slot = loop {
+                let candidate = w.position as usize;
+                w.position += w.skip;
+                if w.position >= m {
+                    w.position -= m;
+                }
+                let (word, bit) = (candidate / 64, 1u64 << (candidate % 64));
+                if taken[word] & bit == 0 {
+                    taken[word] |= bit;
+                    break candidate;
+                }
+            };
+            slots[slot] = entry(w.index);
+            filled += 1;
+            if filled == m {
+                return slots.into_boxed_slice();
+            }
+        }
     }
 }
 
@@ -200,7 +263,7 @@ impl Select for IpHash {
         // be sticky to: any slot will do.
         let hash = match ctx.client {
             Some(ip) => hash_client(ip),
-            None => ctx.rng.u64(..),
+            None => ctx.rng().u64(..),
         };
         self.table.lookup_skipping(hash, skip)
     }
@@ -241,6 +304,32 @@ mod tests {
 
     const PINNED_V4: u64 = 17_208;
     const PINNED_V6: u64 = 49_936;
+
+    #[test]
+    fn tables_are_stable_across_releases() {
+        // Pinned digests of whole tables, narrow and wide: a faster build must fill exactly the
+        // same slots, or every deployed balancer would remap its clients on upgrade.
+        let digest = |n: usize, weights: &[u32]| {
+            let backends: Vec<(SocketAddr, u32)> = (0..n)
+                .map(|i| {
+                    let addr =
+                        SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9000));
+                    (addr, weights[i % weights.len()])
+                })
+                .collect();
+            let table = MaglevTable::build(&backends);
+            (0..table.len() as u64).fold(0u64, |h, slot| {
+                h.wrapping_mul(31).wrapping_add(table.lookup(slot).unwrap() as u64)
+            })
+        };
+        assert_eq!(digest(10, &[3, 1, 1]), PINNED_10);
+        assert_eq!(digest(1000, &[1]), PINNED_1000);
+        assert_eq!(digest(70_000, &[1, 2]), PINNED_70000);
+    }
+
+    const PINNED_10: u64 = 0x5026_6be1_419d_6a28;
+    const PINNED_1000: u64 = 0x8bd1_cfea_c46c_f419;
+    const PINNED_70000: u64 = 0x04fa_b3ac_5349_7fd8;
 
     #[test]
     fn every_slot_is_filled_and_weights_are_honoured() {

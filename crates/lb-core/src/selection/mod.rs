@@ -93,16 +93,33 @@ pub(crate) struct PickCtx<'a> {
     /// The client's address, for `ip_hash`.
     pub(crate) client: Option<IpAddr>,
     /// Randomness, injected so tests can seed it.
-    pub(crate) rng: &'a mut Rng,
+    pub(crate) rng: Randomness<'a>,
     /// A counter that lives as long as the pool (not the snapshot), so round robin continues
     /// its cycle and least-connections rotates its ties across rebuilds.
     pub(crate) cursor: &'a AtomicU64,
+}
+
+/// Where a pick's random numbers come from.
+pub(crate) enum Randomness<'a> {
+    /// The caller's generator, for reproducible runs.
+    Given(&'a mut Rng),
+    /// A generator seeded from the thread-local one when first needed: round robin, least
+    /// connections and ip_hash with a client address draw nothing, so they skip the seeding.
+    Lazy(Option<Rng>),
 }
 
 impl PickCtx<'_> {
     #[inline]
     pub(crate) fn next_cursor(&self) -> u64 {
         self.cursor.fetch_add(1, Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn rng(&mut self) -> &mut Rng {
+        match &mut self.rng {
+            Randomness::Given(rng) => rng,
+            Randomness::Lazy(rng) => rng.get_or_insert_with(|| Rng::with_seed(fastrand::u64(..))),
+        }
     }
 }
 
@@ -162,6 +179,33 @@ impl Selector {
     }
 }
 
+/// `x % d` for a divisor fixed when a selector is built, by multiplications instead of a
+/// division (Lemire, Kaser and Kurz, "Faster Remainder by Direct Computation", 2019). Maglev
+/// reduces a full 64-bit hash on every pick, where a hardware division is at its slowest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastMod {
+    d: u64,
+    /// `ceil(2^128 / d)`; 0 for `d == 1`, which makes every remainder 0 as it should be.
+    m: u128,
+}
+
+impl FastMod {
+    pub(crate) fn new(d: u64) -> Self {
+        let d = d.max(1);
+        FastMod { d, m: (u128::MAX / u128::from(d)).wrapping_add(1) }
+    }
+
+    #[inline]
+    pub(crate) fn rem(self, x: u64) -> u64 {
+        // The fractional part of x / d, as a 128-bit fixed-point number, times d: the high 64
+        // bits of the 192-bit product are the remainder.
+        let fraction = self.m.wrapping_mul(u128::from(x));
+        let d = u128::from(self.d);
+        let low = (u128::from(fraction as u64) * d) >> 64;
+        (((fraction >> 64) * d + low) >> 64) as u64
+    }
+}
+
 /// The candidate with the fewest active connections per unit of weight among those `skip`
 /// allows, scanning from `start` so that ties go to whoever comes first after `start`.
 /// Shared by least-connections (its whole algorithm) and p2c (its fallback).
@@ -172,23 +216,27 @@ pub(crate) fn least_loaded_from(
     skip: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let n = candidates.len();
-    let mut best: Option<(usize, u64, u64)> = None;
-    for step in 0..n {
-        let i = (start + step) % n;
-        if skip(i) {
-            continue;
-        }
-        let c = &candidates[i];
-        // As in `less_loaded`, the connection about to be placed is counted.
-        let load = c.active() + 1;
-        let weight = u64::from(c.weight);
-        match best {
+    let start = start.min(n);
+    // Two plain ranges rather than `(start + step) % n`, which put a division in every step.
+    // The best so far is kept as plain values rather than an `Option`: a weight of 0 stands for
+    // "none yet", since `load * 0 < 1 * weight` holds for every real weight (at least 1).
+    let (mut best, mut best_load, mut best_weight) = (usize::MAX, 1u64, 0u64);
+    for range in [start..n, 0..start] {
+        for i in range {
+            if skip(i) {
+                continue;
+            }
+            let c = &candidates[i];
+            // As in `less_loaded`, the connection about to be placed is counted.
+            let load = c.active() + 1;
+            let weight = u64::from(c.weight);
             // load/weight < best_load/best_weight, without division; equal keeps the first.
-            Some((_, best_load, best_weight)) if load * best_weight >= best_load * weight => {}
-            _ => best = Some((i, load, weight)),
+            if load * best_weight < best_load * weight {
+                (best, best_load, best_weight) = (i, load, weight);
+            }
         }
     }
-    best.map(|(i, _, _)| i)
+    (best != usize::MAX).then_some(best)
 }
 
 /// Is `(a_active + 1) / a_weight` strictly below `(b_active + 1) / b_weight`? The `+ 1` counts
@@ -209,6 +257,21 @@ mod tests {
             assert_eq!(a.to_string(), a.as_str());
         }
         assert_eq!("Least-Connections".parse::<Algorithm>().unwrap(), Algorithm::LeastConnections);
+    }
+
+    #[test]
+    fn fast_mod_matches_the_remainder_operator() {
+        let mut rng = Rng::with_seed(7);
+        let divisors =
+            [1, 2, 3, 7, 1000, 65_537, 131_071, 1_048_573, 1 << 32, u64::MAX - 1, u64::MAX];
+        let random: Vec<u64> = (0..2000).map(|i| rng.u64(1..(1 << (i % 64)).max(2))).collect();
+        for d in divisors.into_iter().chain(random) {
+            let f = FastMod::new(d);
+            let edges = [0, 1, d - 1, d, d.saturating_add(1), 1 << 32, u64::MAX - 1, u64::MAX];
+            for x in edges.into_iter().chain((0..200).map(|_| rng.u64(..))) {
+                assert_eq!(f.rem(x), x % d, "{x} % {d}");
+            }
+        }
     }
 
     #[test]

@@ -35,13 +35,14 @@ impl Select for P2c {
         skip: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = candidates.len();
+        let rng = ctx.rng();
         for _ in 0..DRAWS {
-            let a = self.draw.draw(ctx);
-            let mut b = self.draw.draw(ctx);
+            let a = self.draw.draw(rng);
+            let mut b = self.draw.draw(rng);
             // A heavy backend may be drawn twice; one more draw usually gives a real pair, and
             // if not, the heavy backend is the right answer anyway.
             if b == a && n > 1 {
-                b = self.draw.draw(ctx);
+                b = self.draw.draw(rng);
             }
             match (skip(a), skip(b)) {
                 (false, false) => {
@@ -53,6 +54,6 @@ impl Select for P2c {
             }
         }
         // Most candidates are skipped: fall back to the exact answer among those left.
-        least_loaded_from(candidates, ctx.rng.usize(..n), skip)
+        least_loaded_from(candidates, rng.usize(..n), skip)
     }
 }

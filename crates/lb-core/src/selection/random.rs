@@ -3,6 +3,8 @@
 //! The table is built with exact integer arithmetic (Vose's construction), so each candidate's
 //! probability is exactly `weight / total`, with no floating-point rounding.
 
+use fastrand::Rng;
+
 use super::{PickCtx, Select};
 use crate::pool::Candidate;
 
@@ -20,9 +22,10 @@ pub(crate) struct WeightedRandom {
 }
 
 impl WeightedRandom {
-    pub(crate) fn draw(&self, ctx: &mut PickCtx<'_>) -> usize {
-        let bucket = ctx.rng.usize(..self.threshold.len());
-        if ctx.rng.u64(..self.total) < self.threshold[bucket] {
+    #[inline]
+    pub(crate) fn draw(&self, rng: &mut Rng) -> usize {
+        let bucket = rng.usize(..self.threshold.len());
+        if rng.u64(..self.total) < self.threshold[bucket] {
             bucket
         } else {
             self.alias[bucket] as usize
@@ -64,8 +67,9 @@ impl Select for WeightedRandom {
         ctx: &mut PickCtx<'_>,
         skip: impl Fn(usize) -> bool,
     ) -> Option<usize> {
+        let rng = ctx.rng();
         for _ in 0..DRAWS {
-            let i = self.draw(ctx);
+            let i = self.draw(rng);
             if !skip(i) {
                 return Some(i);
             }
@@ -77,7 +81,7 @@ impl Select for WeightedRandom {
         if total == 0 {
             return None;
         }
-        let mut point = ctx.rng.u64(..total);
+        let mut point = rng.u64(..total);
         (0..candidates.len()).filter(allowed).find(|&i| {
             let w = u64::from(candidates[i].weight);
             if point < w {

@@ -122,10 +122,13 @@ impl Select for RoundRobin {
         if len == 0 {
             return None;
         }
+        // A plain `%` here: with the cursor's small quotient the division is as fast as `FastMod`
+        // (measured), unlike Maglev's full 64-bit hashes.
         let start = (ctx.next_cursor() % len as u64) as usize;
         // The common case: the next turn is usable. Otherwise walk on through the cycle, which
         // keeps the weights' proportions among the remaining candidates.
-        (0..len).map(|step| self.cycle[(start + step) % len] as usize).find(|&i| !skip(i))
+        let (before, after) = self.cycle.split_at(start);
+        after.iter().chain(before).map(|&i| i as usize).find(|&i| !skip(i))
     }
 }
 
