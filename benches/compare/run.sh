@@ -70,21 +70,31 @@ num() {
 
 RESULTS=$W/results.txt
 : > $RESULTS
+# Targets are interleaved test by test (not one target's three tests, then the next target's),
+# so a burst of background load on a shared machine hits every target about equally.
 for run in $(seq "$RUNS"); do
-  for t in $TARGETS; do
-    start $t || continue
-    wrk -t1 -c50 -d${DUR}s --latency http://127.0.0.1:$PORT/ > $W/$t.ka 2>&1
-    wrk -t1 -c50 -d${DUR}s --latency -H 'Connection: close' http://127.0.0.1:$PORT/ > $W/$t.close 2>&1
-    wrk -t1 -c8 -d${DUR}s --latency http://127.0.0.1:$PORT/big > $W/$t.bulk 2>&1
-    read ka kp _ ke <<<"$(num $W/$t.ka)"; read cl cp _ ce <<<"$(num $W/$t.close)"; read _ _ bx be <<<"$(num $W/$t.bulk)"
-    mem=-
-    if [[ $MEM == 1 && $t != direct ]]; then
-      read held kb <<<"$(python3 "$HERE/hold.py" $PORT 5000 $(pids_of) 2>/dev/null || echo "0 0")"
-      mem=$((kb / 1024))
-    fi
-    echo "$run $t $ka $kp $cl $cp $bx $mem $ke$ce$be" | tee -a $RESULTS
-    stop
+  for test in ka close bulk; do
+    for t in $TARGETS; do
+      start $t || continue
+      case $test in
+        ka) wrk -t1 -c50 -d${DUR}s --latency http://127.0.0.1:$PORT/ > $W/$t.ka 2>&1 ;;
+        close) wrk -t1 -c50 -d${DUR}s --latency -H 'Connection: close' http://127.0.0.1:$PORT/ > $W/$t.close 2>&1 ;;
+        bulk) wrk -t1 -c8 -d${DUR}s --latency http://127.0.0.1:$PORT/big > $W/$t.bulk 2>&1 ;;
+      esac
+      read rps p99 mb err <<<"$(num $W/$t.$test)"
+      echo "$run $t $test $rps $p99 $mb $err" | tee -a $RESULTS
+      stop
+    done
   done
+  if [[ $MEM == 1 ]]; then
+    for t in $TARGETS; do
+      [[ $t == direct ]] && continue
+      start $t || continue
+      read held kb <<<"$(python3 "$HERE/hold.py" $PORT 5000 $(pids_of) 2>/dev/null || echo "0 0")"
+      echo "$run $t mem $((kb / 1024)) - - -" | tee -a $RESULTS
+      stop
+    done
+  fi
 done
 
 echo
@@ -92,8 +102,11 @@ printf "medians of %s runs (%ss each test)\n" "$RUNS" "$DUR"
 printf "%-8s %13s %8s | %13s %8s | %10s | %8s\n" target keepalive_rps p99_ms close_rps p99_ms bulk_MBps rss_MB
 for t in $TARGETS; do
   awk -v t=$t '
-    function median(a, n,   i, j, x) { for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
+    function median(a, n,   i, j, x) { if (n == 0) return "-"; for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
       return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
-    $2 == t { n++; ka[n]=$3; kp[n]=$4; cl[n]=$5; cp[n]=$6; bx[n]=$7; mem[n]=$8 }
-    END { if (n) printf "%-8s %13.0f %8.2f | %13.0f %8.2f | %10.0f | %8s\n", t, median(ka,n), median(kp,n), median(cl,n), median(cp,n), median(bx,n), (mem[1]=="-" ? "-" : median(mem,n)) }' $RESULTS
+    $2 == t && $3 == "ka" { nk++; ka[nk]=$4; kp[nk]=$5 }
+    $2 == t && $3 == "close" { nc++; cl[nc]=$4; cp[nc]=$5 }
+    $2 == t && $3 == "bulk" { nb++; bx[nb]=$6 }
+    $2 == t && $3 == "mem" { nm++; mem[nm]=$4 }
+    END { printf "%-8s %13.0f %8.2f | %13.0f %8.2f | %10.0f | %8s\n", t, median(ka,nk), median(kp,nk), median(cl,nc), median(cp,nc), median(bx,nb), median(mem,nm) }' $RESULTS
 done

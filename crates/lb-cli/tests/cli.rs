@@ -130,7 +130,7 @@ impl Lb {
                 return (algorithm, rows);
             }
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() == 9 {
+            if f.len() == 10 {
                 rows.push((f[0].into(), f[1].into(), f[2].parse().unwrap(), f[3].parse().unwrap()));
             }
         }

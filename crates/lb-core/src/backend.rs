@@ -123,6 +123,7 @@ pub(crate) struct Counters {
     pub(crate) peak_active: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
+    pub(crate) retries: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
 }
@@ -135,6 +136,7 @@ impl Counters {
             peak_active: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         }

@@ -228,6 +228,12 @@ impl Lease {
         self.slot.counters.bytes_out.fetch_add(n, Relaxed);
     }
 
+    /// Records that, after a failed connect here, the connection is being retried on another
+    /// backend (the `retries` in stats and metrics).
+    pub fn record_retried(&self) {
+        self.slot.counters.retries.fetch_add(1, Relaxed);
+    }
+
     /// Records that connecting to the backend failed, counting as a passive health failure.
     /// Returns the health transition this causes, if any. `detail` says what failed (e.g.
     /// "connection refused") and ends up in the transition's reason.

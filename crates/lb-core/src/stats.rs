@@ -34,6 +34,8 @@ pub struct BackendStats {
     pub connections: u64,
     /// Attempts to connect that failed (refused, timed out, ...).
     pub connect_failures: u64,
+    /// Failed connects after which the connection was retried on another backend.
+    pub retries: u64,
     /// Bytes from clients, sent to this backend.
     pub bytes_in: u64,
     /// Bytes from this backend, sent to clients.
@@ -63,6 +65,7 @@ impl BackendStats {
             picks: counters.picks(),
             connections: counters.connections.load(Relaxed),
             connect_failures: counters.connect_failures.load(Relaxed),
+            retries: counters.retries.load(Relaxed),
             bytes_in: counters.bytes_in.load(Relaxed),
             bytes_out: counters.bytes_out.load(Relaxed),
             last_change,
@@ -96,6 +99,8 @@ pub struct Totals {
     pub connections: u64,
     /// Failed connection attempts.
     pub connect_failures: u64,
+    /// Failed connects retried on another backend.
+    pub retries: u64,
     /// Bytes from clients.
     pub bytes_in: u64,
     /// Bytes to clients.
@@ -133,6 +138,7 @@ impl PoolStats {
             totals.picks += b.picks;
             totals.connections += b.connections;
             totals.connect_failures += b.connect_failures;
+            totals.retries += b.retries;
             totals.bytes_in += b.bytes_in;
             totals.bytes_out += b.bytes_out;
         }

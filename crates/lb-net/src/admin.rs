@@ -229,6 +229,8 @@ pub struct BackendJson {
     pub total: u64,
     /// Failed connects.
     pub failures: u64,
+    /// Failed connects retried on another backend.
+    pub retries: u64,
     /// Bytes from clients.
     pub bytes_in: u64,
     /// Bytes to clients.
@@ -320,6 +322,7 @@ impl From<&Stats> for StatsJson {
                     peak: b.peak_active,
                     total: b.connections,
                     failures: b.connect_failures,
+                    retries: b.retries,
                     bytes_in: b.bytes_in,
                     bytes_out: b.bytes_out,
                     picks: b.picks,
@@ -452,6 +455,13 @@ impl Collector for StatsCollector {
             "Times the algorithm chose the backend.",
             Counter,
             &rows(&|b| b.picks),
+        )?;
+        per_backend(
+            &mut e,
+            "lb_backend_retries",
+            "Failed connects to the backend after which another backend was tried.",
+            Counter,
+            &rows(&|b| b.retries),
         )?;
         per_backend(
             &mut e,

@@ -396,7 +396,7 @@ impl fmt::Display for Stats {
             self.pool.backends.iter().map(|b| b.addr.to_string().len()).max().unwrap_or(0).max(7);
         writeln!(
             f,
-            "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>12}  {:>12}",
+            "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
             "BACKEND",
             "STATE",
             "WEIGHT",
@@ -404,13 +404,14 @@ impl fmt::Display for Stats {
             "PEAK",
             "TOTAL",
             "FAILURES",
+            "RETRIES",
             "BYTES_IN",
             "BYTES_OUT"
         )?;
         for b in &self.pool.backends {
             writeln!(
                 f,
-                "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>12}  {:>12}",
+                "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
                 b.addr.to_string(),
                 b.state(),
                 b.weight,
@@ -418,6 +419,7 @@ impl fmt::Display for Stats {
                 b.peak_active,
                 b.connections,
                 b.connect_failures,
+                b.retries,
                 b.bytes_in,
                 b.bytes_out
             )?;
@@ -427,7 +429,7 @@ impl fmt::Display for Stats {
         }
         write!(
             f,
-            "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>12}  {:>12}",
+            "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
             "TOTAL",
             "",
             "",
@@ -435,6 +437,7 @@ impl fmt::Display for Stats {
             "",
             t.connections,
             t.connect_failures,
+            t.retries,
             t.bytes_in,
             t.bytes_out
         )

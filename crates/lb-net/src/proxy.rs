@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lb_core::{BackendId, Pool};
+use lb_core::{BackendId, Lease, Pool};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -239,6 +239,7 @@ impl<C: Connector> ProxyShared<C> {
         let client_ip = peer.map(|p| p.ip());
         let mut tried: Vec<BackendId> = Vec::new();
         let mut timeouts = 0usize;
+        let mut last_failed: Option<Lease> = None;
         let (lease, mut backend) = loop {
             let lease = match self.pool.pick(client_ip, &tried) {
                 Ok(lease) => lease,
@@ -257,7 +258,9 @@ impl<C: Connector> ProxyShared<C> {
                     return;
                 }
             };
-            if !tried.is_empty() {
+            if let Some(failed) = last_failed.take() {
+                // Counted once another backend is really tried, on the one that failed.
+                failed.record_retried();
                 self.counters.retries.fetch_add(1, Relaxed);
                 session.retries += 1;
             }
@@ -301,6 +304,7 @@ impl<C: Connector> ProxyShared<C> {
                 });
                 return;
             }
+            last_failed = Some(lease);
         };
         let mut relay = Relay::new(
             &mut client,

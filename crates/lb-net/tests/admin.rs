@@ -148,6 +148,12 @@ async fn metrics_count_known_traffic_exactly() {
     assert_eq!(m[&format!("lb_backend_connections_total{{{b1}}}")], 6.0);
     assert_eq!(m[&format!("lb_backend_connections_total{{{b2}}}")], 0.0);
     assert_eq!(m[&format!("lb_backend_connect_failures_total{{{b2}}}")], 3.0);
+    assert_eq!(
+        m[&format!("lb_backend_retries_total{{{b2}}}")],
+        3.0,
+        "each refusal was retried on b1"
+    );
+    assert_eq!(m[&format!("lb_backend_retries_total{{{b1}}}")], 0.0);
     assert_eq!(m[&format!("lb_backend_up{{{b2}}}")], 0.0);
     assert_eq!(m[&format!("lb_backend_up{{{b1}}}")], 1.0);
     // Each client sent 4 bytes and received the greeting (3) and the echo (4).
