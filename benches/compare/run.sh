@@ -3,7 +3,8 @@
 #
 #   benches/compare/run.sh [-r RUNS] [-d SECONDS] [-m] [TARGET...]
 #
-# Targets: direct (no balancer: the physical limit), haproxy, nginx, lb (default: all).
+# Targets: direct (no balancer: the physical limit), haproxy, nginx, lb (default: all), and
+# lbalt (a second lb command, LB_ALT_CMD, for A/B comparisons).
 # Each run measures, for each target in turn and with wrk (one thread):
 #   keep-alive requests/s and p99 latency (50 connections, small responses),
 #   new-connection requests/s and p99 (Connection: close: one TCP connection per request),
@@ -46,6 +47,10 @@ start() { # target -> PORT, LBPID
     lb) PORT=18083
         ${LB_CMD:-$LB_BIN --host 127.0.0.1 --port 18083 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 --backend 127.0.0.1:9003 --log-file $W/lb.log} -q </dev/null >$W/lb.out 2>&1 &
         LBPID=$! ;;
+    # A second lb command on port 18084, to compare two builds or two sets of flags in one run:
+    # LB_ALT_CMD="path/to/lb --port 18084 ... --workers 1" run.sh lb lbalt
+    lbalt) PORT=18084; [[ -n ${LB_ALT_CMD:-} ]] || { echo "lbalt: set LB_ALT_CMD" >&2; return 1; }
+        $LB_ALT_CMD -q </dev/null >$W/lbalt.out 2>&1 & LBPID=$! ;;
     *) echo "unknown target $1" >&2; return 1 ;;
   esac
   [[ -n $LBPID ]] && PIDS+=($LBPID)
