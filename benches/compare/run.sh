@@ -10,7 +10,9 @@
 #   new-connection requests/s and p99 (Connection: close: one TCP connection per request),
 #   bulk MB/s (1 MiB responses over 8 connections).
 # The machine is noisy, so targets are compared within a run, runs are repeated (-r, default 3)
-# and medians printed. -m also measures resident memory with 5,000 idle connections held.
+# and medians printed, with the balancer's CPU time per request (per MB for bulk), which depends
+# much less than throughput on other load. -m also measures resident memory with 5,000 idle
+# connections held.
 # Needs: nginx libnginx-mod-stream haproxy wrk python3 (Debian packages); builds lb in release.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -63,6 +65,16 @@ pids_of() { # the balancer's processes (nginx has workers)
   echo $LBPID $(pgrep -P $LBPID || true)
 }
 
+# CPU time (clock ticks) used so far by the balancer's processes, all threads.
+cpu_ticks() {
+  local total=0 p
+  for p in $(pids_of); do
+    [[ -r /proc/$p/stat ]] && total=$((total + $(awk '{print $14 + $15}' /proc/$p/stat)))
+  done
+  echo $total
+}
+HZ=$(getconf CLK_TCK)
+
 # wrk output -> "rps p99_ms MBps errors"
 num() {
   awk '
@@ -81,13 +93,20 @@ for run in $(seq "$RUNS"); do
   for test in ka close bulk; do
     for t in $TARGETS; do
       start $t || continue
+      before=$(cpu_ticks)
       case $test in
         ka) wrk -t1 -c50 -d${DUR}s --latency http://127.0.0.1:$PORT/ > $W/$t.ka 2>&1 ;;
         close) wrk -t1 -c50 -d${DUR}s --latency -H 'Connection: close' http://127.0.0.1:$PORT/ > $W/$t.close 2>&1 ;;
         bulk) wrk -t1 -c8 -d${DUR}s --latency http://127.0.0.1:$PORT/big > $W/$t.bulk 2>&1 ;;
       esac
+      after=$(cpu_ticks)
       read rps p99 mb err <<<"$(num $W/$t.$test)"
-      echo "$run $t $test $rps $p99 $mb $err" | tee -a $RESULTS
+      # CPU per unit of work: microseconds per request (per MB for bulk). It depends far less
+      # than throughput on what else the machine is doing.
+      cpu=$(awk -v d=$((after - before)) -v hz=$HZ -v r="$rps" -v m="$mb" -v dur=$DUR -v t=$test \
+        'BEGIN { s = d / hz; if (t == "bulk") printf "%.0f", (m > 0 ? s * 1e6 / (m * dur) : 0); else printf "%.1f", (r > 0 ? s * 1e6 / (r * dur) : 0) }')
+      [[ $t == direct ]] && cpu=-
+      echo "$run $t $test $rps $p99 $mb $err $cpu" | tee -a $RESULTS
       stop
     done
   done
@@ -104,14 +123,14 @@ done
 
 echo
 printf "medians of %s runs (%ss each test)\n" "$RUNS" "$DUR"
-printf "%-8s %13s %8s | %13s %8s | %10s | %8s\n" target keepalive_rps p99_ms close_rps p99_ms bulk_MBps rss_MB
+printf "%-8s %13s %8s %7s | %13s %8s %7s | %10s %8s | %8s\n" target keepalive_rps p99_ms cpu_us close_rps p99_ms cpu_us bulk_MBps cpu_usMB rss_MB
 for t in $TARGETS; do
   awk -v t=$t '
     function median(a, n,   i, j, x) { if (n == 0) return "-"; for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
       return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
-    $2 == t && $3 == "ka" { nk++; ka[nk]=$4; kp[nk]=$5 }
-    $2 == t && $3 == "close" { nc++; cl[nc]=$4; cp[nc]=$5 }
-    $2 == t && $3 == "bulk" { nb++; bx[nb]=$6 }
+    $2 == t && $3 == "ka" { nk++; ka[nk]=$4; kp[nk]=$5; kc[nk]=$8 }
+    $2 == t && $3 == "close" { nc++; cl[nc]=$4; cp[nc]=$5; cc[nc]=$8 }
+    $2 == t && $3 == "bulk" { nb++; bx[nb]=$6; bc[nb]=$8 }
     $2 == t && $3 == "mem" { nm++; mem[nm]=$4 }
-    END { printf "%-8s %13.0f %8.2f | %13.0f %8.2f | %10.0f | %8s\n", t, median(ka,nk), median(kp,nk), median(cl,nc), median(cp,nc), median(bx,nb), median(mem,nm) }' $RESULTS
+    END { printf "%-8s %13.0f %8.2f %7s | %13.0f %8.2f %7s | %10.0f %8s | %8s\n", t, median(ka,nk), median(kp,nk), median(kc,nk), median(cl,nc), median(cp,nc), median(cc,nc), median(bx,nb), median(bc,nb), median(mem,nm) }' $RESULTS
 done
