@@ -4,12 +4,15 @@
 //! serialise on a mutex, rebuild a whole [`Snapshot`] — members, eligible candidates, and the
 //! algorithm's selector together — and publish it with one atomic pointer swap (`arc-swap`).
 //! A reader therefore never sees half of one update and half of another, and a pick takes no
-//! lock: it loads the current snapshot, asks the selector, and counts the connection on the
-//! chosen backend's atomics.
+//! lock: it loads the current snapshot (usually from a per-thread cache, checked against a
+//! generation counter), asks the selector, and counts the connection on the chosen backend's
+//! atomics.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -117,8 +120,32 @@ struct WriterMember {
     last_change: Option<Instant>,
 }
 
+/// The snapshot this thread last picked from, so that the next pick from the same pool skips
+/// `ArcSwap::load`, whose two atomic read-modify-writes (taking a debt slot and giving it back)
+/// measured about 6 ns of a 23 ns round-robin pick; checking `generation`, a plain load, and
+/// this thread-local took under 2 ns. The price: a thread keeps the last snapshot it used
+/// alive until its next pick (from any pool) or its exit, one snapshot per thread, which is
+/// memory only (a removed backend's accounting lives in its counters, not in who holds it).
+/// A thread alternating between pools loads afresh each time, at about the old cost.
+struct LastSnapshot {
+    pool: u64,
+    generation: u64,
+    snapshot: Arc<Snapshot>,
+}
+
+thread_local! {
+    static LAST_SNAPSHOT: RefCell<Option<LastSnapshot>> = const { RefCell::new(None) };
+}
+
+/// Source of pool ids: unlike addresses, never reused, so a cached snapshot cannot be taken
+/// for that of a later pool.
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Debug)]
 struct Inner {
+    id: u64,
+    /// Bumped after each new snapshot is stored.
+    generation: AtomicU64,
     snapshot: ArcSwap<Snapshot>,
     writer: Mutex<WriterState>,
     /// Round robin's position in its cycle and least-connections' tie rotation; outlives
@@ -258,6 +285,8 @@ impl Pool {
         let snapshot = build_snapshot(&writer);
         Ok(Pool {
             inner: Arc::new(Inner {
+                id: NEXT_POOL_ID.fetch_add(1, Relaxed),
+                generation: AtomicU64::new(0),
                 snapshot: ArcSwap::from_pointee(snapshot),
                 writer: Mutex::new(writer),
                 cursor: CacheLine(AtomicU64::new(0)),
@@ -276,6 +305,8 @@ impl Pool {
         // Writers prune here: a removed backend with nothing open is gone for good.
         writer.retired.retain(|m| m.slot.counters.active() > 0);
         self.inner.snapshot.store(Arc::new(build_snapshot(writer)));
+        // After the store: see `pick_from`.
+        self.inner.generation.fetch_add(1, Release);
     }
 
     /// Adds a backend with a weight ([`DEFAULT_WEIGHT`] if `None`), ready and in the configured
@@ -474,7 +505,41 @@ impl Pool {
         exclude: &[BackendId],
         rng: Randomness<'_>,
     ) -> Result<Lease> {
-        let snap = self.inner.snapshot.load();
+        let inner = &*self.inner;
+        // The writer stores a snapshot before bumping the generation, so a snapshot loaded after
+        // reading `generation` is at least that recent; at worst it is newer than its tag says
+        // and the next pick loads it again.
+        let generation = inner.generation.load(Acquire);
+        let mut rng = Some(rng);
+        let cached = LAST_SNAPSHOT.try_with(|last| {
+            let mut last = last.borrow_mut();
+            let last = match &mut *last {
+                Some(l) if l.pool == inner.id && l.generation == generation => l,
+                stale => stale.insert(LastSnapshot {
+                    pool: inner.id,
+                    generation,
+                    snapshot: inner.snapshot.load_full(),
+                }),
+            };
+            self.pick_in(&last.snapshot, client, exclude, rng.take().expect("taken once"))
+        });
+        // Without thread-locals (the thread is being torn down), through `ArcSwap` as usual.
+        cached.unwrap_or_else(|_| {
+            let rng = rng.take().expect("not taken: the closure did not run");
+            self.pick_in(&inner.snapshot.load(), client, exclude, rng)
+        })
+    }
+
+    // Always: otherwise it stays an out-of-line call from the two paths in `pick_from`, which
+    // measured as more instructions than the cached snapshot saves.
+    #[inline(always)]
+    fn pick_in(
+        &self,
+        snap: &Snapshot,
+        client: Option<IpAddr>,
+        exclude: &[BackendId],
+        rng: Randomness<'_>,
+    ) -> Result<Lease> {
         let candidates = &snap.candidates[..];
         let limit = snap.limit;
         let mut ctx = PickCtx { client, rng, cursor: &self.inner.cursor.0 };
@@ -570,5 +635,64 @@ fn build_snapshot(w: &WriterState) -> Snapshot {
         selector,
         retired: w.retired.clone(),
         limit: w.config.max_connections_per_backend.unwrap_or(u64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 8000))
+    }
+
+    fn pool_of(addrs: &[u8]) -> Pool {
+        let pool = Pool::default();
+        for &i in addrs {
+            pool.add(addr(i), None).unwrap();
+        }
+        pool
+    }
+
+    #[test]
+    fn picks_from_pools_used_in_turn_on_one_thread_stay_apart() {
+        let (a, b) = (pool_of(&[1, 2]), pool_of(&[3]));
+        for _ in 0..10 {
+            assert!([addr(1), addr(2)].contains(&a.pick(None, &[]).unwrap().addr()));
+            assert_eq!(b.pick(None, &[]).unwrap().addr(), addr(3));
+        }
+    }
+
+    #[test]
+    fn a_new_pool_never_picks_from_a_dropped_ones_snapshot() {
+        for i in 1..50 {
+            // A new pool may well be allocated where the dropped one was.
+            let pool = pool_of(&[i]);
+            assert_eq!(pool.pick(None, &[]).unwrap().addr(), addr(i));
+        }
+    }
+
+    #[test]
+    fn a_change_is_seen_by_the_next_pick_on_another_thread() {
+        let pool = pool_of(&[1, 2]);
+        let (picking, drained) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Pick before and after: the thread's cached snapshot must not outlive the drain.
+                while !drained.load(Acquire) {
+                    drop(pool.pick(None, &[]).unwrap());
+                    picking.store(true, Release);
+                }
+                for _ in 0..100 {
+                    assert_eq!(pool.pick(None, &[]).unwrap().addr(), addr(2));
+                }
+            });
+            while !picking.load(Acquire) {
+                std::hint::spin_loop();
+            }
+            pool.set_admin_state(addr(1), AdminState::Drain).unwrap();
+            drained.store(true, Release);
+        });
     }
 }

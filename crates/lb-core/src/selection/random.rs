@@ -13,22 +13,31 @@ const DRAWS: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct WeightedRandom {
-    /// Per bucket: keep the bucket's own candidate when a draw in `0..total` is below this.
-    threshold: Box<[u64]>,
-    /// Per bucket: the candidate taken otherwise.
-    alias: Box<[u32]>,
+    buckets: Box<[Bucket]>,
     /// Sum of the weights: each bucket holds `total` units of probability mass.
     total: u64,
+}
+
+/// One bucket of the alias table, both halves together so that a draw reads one cache line:
+/// with a thousand backends the draws of a busy pool land all over the table.
+#[derive(Debug, Clone, Copy)]
+#[repr(align(16))]
+struct Bucket {
+    /// Keep the bucket's own candidate when a draw in `0..total` is below this.
+    threshold: u64,
+    /// The candidate taken otherwise.
+    alias: u32,
 }
 
 impl WeightedRandom {
     #[inline]
     pub(crate) fn draw(&self, rng: &mut Rng) -> usize {
-        let bucket = rng.usize(..self.threshold.len());
-        if rng.u64(..self.total) < self.threshold[bucket] {
-            bucket
+        let index = rng.usize(..self.buckets.len());
+        let bucket = self.buckets[index];
+        if rng.u64(..self.total) < bucket.threshold {
+            index
         } else {
-            self.alias[bucket] as usize
+            bucket.alias as usize
         }
     }
 }
@@ -53,11 +62,9 @@ impl Select for WeightedRandom {
             }
         }
         // Whatever is left holds exactly `total` (integer arithmetic leaves no rounding).
-        WeightedRandom {
-            threshold: threshold.into_boxed_slice(),
-            alias: alias.into_boxed_slice(),
-            total: total.max(1),
-        }
+        let buckets =
+            threshold.into_iter().zip(alias).map(|(threshold, alias)| Bucket { threshold, alias });
+        WeightedRandom { buckets: buckets.collect(), total: total.max(1) }
     }
 
     #[inline]
