@@ -16,6 +16,7 @@ mod args;
 mod config;
 mod ctl;
 mod demo;
+mod limits;
 mod logging;
 mod reload;
 mod repl;
@@ -246,6 +247,20 @@ async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), 
         "lb {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(files) = limits::raise_open_files_limit() {
+        let room = files.connections();
+        tracing::info!(
+            open_files = files.now,
+            raised_from = files.before,
+            "open files limit allows about {room} connections at once"
+        );
+        if args.max_connections.0.is_some_and(|max| max > room) {
+            tracing::warn!(
+                open_files = files.now,
+                "--max-connections is above what the open files limit allows (about {room}); beyond that, accepting pauses until connections end (raise `ulimit -n` or systemd's LimitNOFILE=)"
+            );
+        }
+    }
     let balancer = Balancer::new(pool, TcpConnector, proxy, health);
     let handle = balancer.handle();
     if let Some(path) = &args.config {

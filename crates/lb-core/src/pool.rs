@@ -64,6 +64,21 @@ impl Candidate {
         self.slot.counters.active()
     }
 
+    /// A candidate outside any pool with `active` connections open, for selector tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(i: u16, weight: u32, active: u64) -> Candidate {
+        let addr = SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80));
+        let slot = Arc::new(Slot {
+            backend: Backend { id: BackendId(u64::from(i)), addr, weight },
+            counters: Counters::new(),
+            pool: Weak::new(),
+        });
+        for _ in 0..active {
+            assert!(slot.counters.try_acquire(u64::MAX));
+        }
+        Candidate { slot, weight }
+    }
+
     pub(crate) fn addr(&self) -> SocketAddr {
         self.slot.backend.addr
     }

@@ -256,6 +256,9 @@ pub struct ClientsJson {
     pub retries: u64,
     /// Accept errors.
     pub accept_errors: u64,
+    /// Closed for want of a local descriptor, port or memory (not the backends' fault).
+    #[serde(default)]
+    pub resource_errors: u64,
 }
 
 /// The TOTAL row in `GET /stats`.
@@ -307,6 +310,7 @@ impl From<&Stats> for StatsJson {
                 connect_failed: p.connect_failed,
                 retries: p.retries,
                 accept_errors: p.accept_errors,
+                resource_errors: p.resource_errors,
             },
             backends: s
                 .pool
@@ -564,6 +568,13 @@ impl Collector for StatsCollector {
             "Errors accepting client connections.",
             Counter,
             p.accept_errors,
+        )?;
+        single(
+            &mut e,
+            "lb_connections_resource_errors",
+            "Client connections closed because the balancer had no descriptor, local port or memory for a backend connection within the connect timeout.",
+            Counter,
+            p.resource_errors,
         )?;
         single(
             &mut e,

@@ -23,8 +23,31 @@ pub trait Connector: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     /// Connects to `addr`. An error is a failed attempt: it counts as a passive health failure
-    /// and the proxy retries another backend.
+    /// and the proxy retries another backend, unless [`is_local_exhaustion`] says the balancer
+    /// itself ran out of resources, which says nothing about the backend.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Whether `e` means this process or host ran out of something a connection needs (file
+/// descriptors, local ports, kernel buffers or memory) rather than the peer failing.
+///
+/// Such an error must not count against a backend: under a flood of connections every connect
+/// would fail this way, and blaming the backends would take every one of them down at once. The
+/// proxy instead waits for resources to free up (within the connect timeout) and the health
+/// checker skips the check.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    if matches!(e.kind(), io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        let errno = Errno::from_io_error(e);
+        if matches!(errno, Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Plain TCP, with `TCP_NODELAY` set: a balancer relays whatever it has at once, and Nagle's
@@ -207,5 +230,30 @@ impl AsyncWrite for MemoryStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_local_exhaustion_from_backend_failures() {
+        #[cfg(unix)]
+        for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE, rustix::io::Errno::NOBUFS]
+        {
+            let e = io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(is_local_exhaustion(&e), "{e}");
+        }
+        assert!(is_local_exhaustion(&io::Error::from(io::ErrorKind::AddrNotAvailable)));
+        assert!(is_local_exhaustion(&io::Error::from(io::ErrorKind::OutOfMemory)));
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::HostUnreachable,
+        ] {
+            assert!(!is_local_exhaustion(&io::Error::from(kind)), "{kind:?}");
+        }
     }
 }

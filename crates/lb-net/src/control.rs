@@ -352,6 +352,9 @@ pub struct ProxyStats {
     pub retries: u64,
     /// Errors from accept itself.
     pub accept_errors: u64,
+    /// Closed because the balancer was out of descriptors, ports or memory for a backend
+    /// connection (not counted against any backend).
+    pub resource_errors: u64,
 }
 
 /// Everything `stats` shows.
@@ -392,6 +395,13 @@ impl fmt::Display for Stats {
             "clients: {} open, {} accepted, {} rejected at limit, {} with no backend, {} failed to connect, {} retries",
             p.open, p.accepted, p.rejected_at_limit, p.no_backend, p.connect_failed, p.retries
         )?;
+        if p.resource_errors > 0 || p.accept_errors > 0 {
+            writeln!(
+                f,
+                "balancer out of resources: {} accept errors, {} clients closed for want of a descriptor or port",
+                p.accept_errors, p.resource_errors
+            )?;
+        }
         let width =
             self.pool.backends.iter().map(|b| b.addr.to_string().len()).max().unwrap_or(0).max(7);
         writeln!(
@@ -683,6 +693,7 @@ impl Handle {
                 connect_failed: c.connect_failed.load(Relaxed),
                 retries: c.retries.load(Relaxed),
                 accept_errors: c.accept_errors.load(Relaxed),
+                resource_errors: c.resource_errors.load(Relaxed),
             },
             uptime: self.inner.started.elapsed(),
         }

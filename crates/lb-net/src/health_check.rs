@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::connector::Connector;
+use crate::connector::{is_local_exhaustion, Connector};
 use crate::error::Error;
 
 /// How a backend is checked.
@@ -110,23 +110,41 @@ pub struct CheckStatus {
 /// Last check per backend, shared with the control handle.
 pub(crate) type CheckLog = Arc<Mutex<HashMap<BackendId, CheckStatus>>>;
 
+/// Why a check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CheckError {
+    /// The backend failed it.
+    Failed(String),
+    /// The check could not run: the balancer itself was out of descriptors, ports or memory.
+    /// Says nothing about the backend, so it is not counted.
+    NotRun(String),
+}
+
 /// Runs one check of `addr`.
 pub(crate) async fn check_once<C: Connector>(
     connector: &C,
     addr: SocketAddr,
     kind: &CheckKind,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     let attempt = async {
-        let mut stream = connector.connect(addr).await.map_err(|e| e.to_string())?;
+        let mut stream = connector.connect(addr).await.map_err(|e| {
+            if is_local_exhaustion(&e) {
+                CheckError::NotRun(e.to_string())
+            } else {
+                CheckError::Failed(e.to_string())
+            }
+        })?;
         match kind {
             CheckKind::Tcp => Ok(()),
-            CheckKind::Http { path } => http_check(&mut stream, addr, path).await,
+            CheckKind::Http { path } => {
+                http_check(&mut stream, addr, path).await.map_err(CheckError::Failed)
+            }
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(format!("check timed out after {timeout:?}")),
+        Err(_) => Err(CheckError::Failed(format!("check timed out after {timeout:?}"))),
     }
 }
 
@@ -220,20 +238,31 @@ pub(crate) async fn run<C: Connector>(
 }
 
 /// Feeds one check result to the pool, logs a transition, and keeps it for the `health` command.
+/// A check that could not run for want of local resources is shown but not counted.
 fn record(
     pool: &Pool,
     log: &CheckLog,
     backend: lb_core::Backend,
-    result: Result<(), String>,
+    result: Result<(), CheckError>,
     duration: Duration,
 ) {
     let now = Instant::now();
-    if let Err(why) = &result {
-        tracing::debug!(backend = %backend.addr, error = %why, "health check failed");
-    }
-    let outcome = result.as_ref().map(|_| ()).map_err(String::as_str);
-    if let Some(transition) = pool.observe(backend.id, outcome, now.into_std()) {
-        crate::log_transition(&transition);
+    let (result, counted) = match result {
+        Ok(()) => (Ok(()), true),
+        Err(CheckError::Failed(why)) => {
+            tracing::debug!(backend = %backend.addr, error = %why, "health check failed");
+            (Err(why), true)
+        }
+        Err(CheckError::NotRun(why)) => {
+            tracing::warn!(backend = %backend.addr, error = %why, "health check not run: the balancer is out of resources; not counted");
+            (Err(format!("not run ({why}); not counted")), false)
+        }
+    };
+    if counted {
+        let outcome = result.as_ref().map(|_| ()).map_err(String::as_str);
+        if let Some(transition) = pool.observe(backend.id, outcome, now.into_std()) {
+            crate::log_transition(&transition);
+        }
     }
     let status = CheckStatus { id: backend.id, addr: backend.addr, result, duration, at: now };
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());

@@ -61,7 +61,9 @@ use lb_core::{Pool, Transition};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-pub use connector::{Behavior, Connector, MemoryConnector, MemoryListener, TcpConnector};
+pub use connector::{
+    is_local_exhaustion, Behavior, Connector, MemoryConnector, MemoryListener, TcpConnector,
+};
 pub use control::{Command, Handle, Reply, Stats, Target};
 pub use error::Error;
 pub use health_check::{CheckKind, HealthCheckConfig};

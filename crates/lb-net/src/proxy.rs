@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::connector::Connector;
+use crate::connector::{is_local_exhaustion, Connector};
 use crate::metrics::{Histogram, CONNECT_BUCKETS, DURATION_BUCKETS};
 use crate::relay::{Relay, RelayEnd, Side};
 use crate::shutdown::Tracker;
@@ -71,6 +71,9 @@ pub struct ProxyCounters {
     pub retries: AtomicU64,
     /// Errors from `accept` itself (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// Client connections closed because the balancer itself stayed out of descriptors, local
+    /// ports or memory for a backend connection for the whole connect timeout.
+    pub resource_errors: AtomicU64,
     /// Time to connect to a backend, every attempt.
     pub connect_time: Histogram,
     /// Time from accept to close, every client connection.
@@ -86,6 +89,7 @@ impl Default for ProxyCounters {
             connect_failed: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            resource_errors: AtomicU64::new(0),
             connect_time: Histogram::new(CONNECT_BUCKETS),
             connection_duration: Histogram::new(DURATION_BUCKETS),
         }
@@ -105,6 +109,9 @@ pub enum Termination {
     ConnectFailed,
     /// Every backend tried timed out connecting.
     ConnectTimeout,
+    /// The balancer itself had no descriptor, local port or memory for a backend connection
+    /// for the whole connect timeout. Not counted against any backend.
+    Resource,
     /// No byte moved for the idle timeout.
     IdleTimeout,
     /// No backend was available (all down, draining, at their limit, or none configured).
@@ -124,6 +131,7 @@ impl Termination {
             Termination::BackendError => "backend-reset",
             Termination::ConnectFailed => "backend-refused",
             Termination::ConnectTimeout => "connect-timeout",
+            Termination::Resource => "resource",
             Termination::IdleTimeout => "idle-timeout",
             Termination::NoBackend => "no-backend",
             Termination::Limit => "limit",
@@ -266,23 +274,32 @@ impl<C: Connector> ProxyShared<C> {
             }
             session.backend = Some(lease.addr());
             let started = Instant::now();
-            let attempt = tokio::time::timeout(
-                self.config.connect_timeout,
-                self.connector.connect(lease.addr()),
-            )
-            .await;
+            let attempt = self.connect(lease.addr()).await;
             let connect_time = started.elapsed();
             self.counters.connect_time.observe(connect_time);
             let error = match attempt {
-                Ok(Ok(stream)) => {
+                Ok(stream) => {
                     lease.record_connected();
                     session.connect_time = Some(connect_time);
                     break (lease, stream);
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => {
+                Err(ConnectError::Backend(e)) => e.to_string(),
+                Err(ConnectError::TimedOut) => {
                     timeouts += 1;
                     format!("connect timed out after {:?}", self.config.connect_timeout)
+                }
+                Err(ConnectError::Local(e)) => {
+                    // Ours, not the backend's: nothing is recorded against it, and another
+                    // backend would fail the same way.
+                    tracing::warn!(
+                        client = %DisplayPeer(peer),
+                        backend = %lease.addr(),
+                        error = %e,
+                        "cannot open a backend connection: the balancer is out of resources (raise the open files limit or lower --max-connections)"
+                    );
+                    self.counters.resource_errors.fetch_add(1, Relaxed);
+                    session.end = Some(Termination::Resource);
+                    return;
                 }
             };
             tracing::warn!(
@@ -324,6 +341,45 @@ impl<C: Connector> ProxyShared<C> {
                 }
             }
         });
+    }
+}
+
+/// Why a connect to a backend failed.
+enum ConnectError {
+    /// The backend refused, reset, or was unreachable.
+    Backend(io::Error),
+    /// No answer within the connect timeout.
+    TimedOut,
+    /// The balancer had no descriptor, port or memory to connect with, for the whole timeout.
+    Local(io::Error),
+}
+
+/// First and longest pause before trying again to connect after a local resource shortage.
+const LOCAL_RETRY_PAUSE: (Duration, Duration) =
+    (Duration::from_millis(5), Duration::from_millis(100));
+
+impl<C: Connector> ProxyShared<C> {
+    /// Connects to `addr` within the connect timeout. A local resource shortage (see
+    /// [`is_local_exhaustion`]) is waited out rather than reported at once: descriptors and
+    /// ports come back as other connections end, so under a brief flood a client waits a little
+    /// instead of losing its connection.
+    async fn connect(&self, addr: SocketAddr) -> Result<C::Stream, ConnectError> {
+        let deadline = Instant::now() + self.config.connect_timeout;
+        let (mut pause, max_pause) = LOCAL_RETRY_PAUSE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.connector.connect(addr)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) if is_local_exhaustion(&e) => {
+                    if Instant::now() + pause >= deadline {
+                        return Err(ConnectError::Local(e));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(max_pause);
+                }
+                Ok(Err(e)) => return Err(ConnectError::Backend(e)),
+                Err(_) => return Err(ConnectError::TimedOut),
+            }
+        }
     }
 }
 

@@ -348,3 +348,106 @@ async fn global_limit_closes_extra_connections_at_once() {
     .await;
     connect(&balancer, client_addr(10)).await;
 }
+
+/// Fails the first `failures` connects with EMFILE, as when the balancer itself is out of file
+/// descriptors, then connects through the in-memory connector.
+#[derive(Clone)]
+struct OutOfDescriptors {
+    inner: MemoryConnector,
+    failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl OutOfDescriptors {
+    fn new(inner: MemoryConnector, failures: u64) -> Self {
+        OutOfDescriptors { inner, failures: std::sync::Arc::new(failures.into()) }
+    }
+}
+
+impl lb_net::Connector for OutOfDescriptors {
+    type Stream = <MemoryConnector as lb_net::Connector>::Stream;
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<Self::Stream> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.failures.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+            // EMFILE: 24 on Linux, the BSDs and macOS alike.
+            return Err(std::io::Error::from_raw_os_error(24));
+        }
+        self.inner.connect(addr).await
+    }
+}
+
+#[cfg(unix)]
+fn setup_out_of_descriptors(
+    failures: u64,
+    health: HealthCheckConfig,
+) -> (Balancer<OutOfDescriptors>, MemoryConnector) {
+    let pool = Pool::default();
+    let connector = MemoryConnector::new();
+    for i in [1, 2] {
+        pool.add(mem_addr(i), None).unwrap();
+        named_memory_backend(&connector, mem_addr(i), &format!("b{i}"));
+    }
+    let exhausted = OutOfDescriptors::new(connector.clone(), failures);
+    (Balancer::new(pool, exhausted, ProxyConfig::default(), health), connector)
+}
+
+#[cfg(unix)]
+#[tokio::test(start_paused = true)]
+async fn a_brief_shortage_of_descriptors_is_waited_out_and_blames_no_backend() {
+    let (balancer, connector) = setup_out_of_descriptors(3, no_checks());
+    let (mut ours, theirs) = memory_client();
+    balancer.serve(theirs, Some(client_addr(1)));
+    assert_eq!(read_line(&mut ours).await.unwrap(), "b1", "served by its first pick, late");
+    let stats = balancer.handle().stats();
+    let b1 = stats.pool.backend(mem_addr(1)).unwrap();
+    assert_eq!((b1.connect_failures, b1.health), (0, Health::Up));
+    assert_eq!((stats.proxy.retries, stats.proxy.resource_errors), (0, 0));
+    assert_eq!(connector.attempts(mem_addr(2)), 0);
+}
+
+#[cfg(unix)]
+#[tokio::test(start_paused = true)]
+async fn a_lasting_shortage_closes_the_client_after_the_connect_timeout_and_blames_no_backend() {
+    let (balancer, connector) = setup_out_of_descriptors(u64::MAX, no_checks());
+    for i in 0..5 {
+        let started = tokio::time::Instant::now();
+        let (mut client, theirs) = memory_client();
+        balancer.serve(theirs, Some(client_addr(i)));
+        let mut buf = [0u8; 16];
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed without a byte");
+        let waited = started.elapsed();
+        assert!(
+            waited > Duration::from_millis(1500) && waited <= Duration::from_secs(2),
+            "{waited:?}"
+        );
+    }
+    let stats = balancer.handle().stats();
+    assert_eq!(stats.proxy.resource_errors, 5);
+    assert_eq!((stats.proxy.connect_failed, stats.proxy.retries), (0, 0));
+    for i in [1, 2] {
+        let b = stats.pool.backend(mem_addr(i)).unwrap();
+        assert_eq!((b.connect_failures, b.health), (0, Health::Up), "b{i}");
+        assert_eq!(b.active, 0);
+    }
+    // Another backend would have failed the same way: none was tried.
+    assert_eq!(connector.attempts(mem_addr(1)) + connector.attempts(mem_addr(2)), 0);
+}
+
+#[cfg(unix)]
+#[tokio::test(start_paused = true)]
+async fn health_checks_that_cannot_run_for_want_of_descriptors_are_not_counted() {
+    let health =
+        HealthCheckConfig { interval: Duration::from_secs(1), ..HealthCheckConfig::default() };
+    let (balancer, _connector) = setup_out_of_descriptors(u64::MAX, health);
+    let handle = balancer.handle();
+    let supervisor = tokio::spawn(balancer.supervise(std::future::pending()));
+    // Ten rounds of checks, far more than `fall` (3).
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    for (addr, status) in handle.health() {
+        let status = status.expect("checked");
+        assert!(status.result.unwrap_err().starts_with("not run"), "{addr}");
+        assert_eq!(handle.stats().pool.backend(addr).unwrap().health, Health::Up, "{addr}");
+    }
+    handle.shutdown();
+    supervisor.await.unwrap();
+}

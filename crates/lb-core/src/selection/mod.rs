@@ -275,6 +275,31 @@ mod tests {
     }
 
     #[test]
+    fn least_loaded_from_matches_a_single_pass_in_scan_order() {
+        let mut rng = Rng::with_seed(11);
+        for _ in 0..2000 {
+            let n = rng.usize(0..40);
+            let candidates: Vec<Candidate> = (0..n)
+                .map(|i| Candidate::for_test(i as u16, rng.u32(1..5), rng.u64(0..6)))
+                .collect();
+            let skipped: Vec<bool> = (0..n).map(|_| rng.u8(..) < 64).collect();
+            let start = rng.usize(0..=n);
+            // The reference: one pass from `start`, wrapping, strictly less replaces.
+            let mut expected: Option<usize> = None;
+            for i in (start.min(n)..n).chain(0..start.min(n)) {
+                if skipped[i] {
+                    continue;
+                }
+                if expected.is_none_or(|b| less_loaded(&candidates[i], &candidates[b])) {
+                    expected = Some(i);
+                }
+            }
+            let got = least_loaded_from(&candidates, start, |i| skipped[i]);
+            assert_eq!(got, expected, "n {n} start {start}");
+        }
+    }
+
+    #[test]
     fn unknown_name_lists_the_valid_ones() {
         let err = "fastest".parse::<Algorithm>().unwrap_err();
         assert_eq!(
