@@ -63,9 +63,69 @@ fn execute(handle: &Handle, runtime: &Runtime, line: &str) -> bool {
     !handle.is_shutting_down()
 }
 
+/// Longest command line read from a pipe; the rest of a longer line is skipped unread into
+/// memory, so no input, however long or binary, can make the prompt hold more than this.
+const MAX_LINE: usize = 4096;
+
+/// One line from a pipe, at most [`MAX_LINE`] bytes of it kept.
+enum PlainLine {
+    Line(String),
+    TooLong(usize),
+    NotUtf8,
+}
+
+/// Reads the next line, or `None` at end of input (or a read error, which ends input too).
+fn read_plain_line(input: &mut impl BufRead) -> Option<PlainLine> {
+    let (mut kept, mut total) = (Vec::new(), 0usize);
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        if chunk.is_empty() {
+            if total == 0 {
+                return None;
+            }
+            break; // a last line without a newline
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        let room = MAX_LINE.saturating_sub(kept.len());
+        kept.extend_from_slice(&part[..part.len().min(room)]);
+        total += part.len();
+        let newline = done > part.len();
+        input.consume(done);
+        if newline {
+            break;
+        }
+    }
+    Some(if total > MAX_LINE {
+        PlainLine::TooLong(total)
+    } else {
+        match String::from_utf8(kept) {
+            Ok(line) => PlainLine::Line(line),
+            Err(_) => PlainLine::NotUtf8,
+        }
+    })
+}
+
 fn plain_loop(handle: &Handle, runtime: &Runtime) {
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
+    let mut input = std::io::stdin().lock();
+    while let Some(line) = read_plain_line(&mut input) {
+        let line = match line {
+            PlainLine::Line(line) => line,
+            PlainLine::TooLong(len) => {
+                println!("error: line of {len} bytes ignored: a command is at most {MAX_LINE}");
+                continue;
+            }
+            PlainLine::NotUtf8 => {
+                println!("error: line ignored: not valid UTF-8 text");
+                continue;
+            }
+        };
         if !execute(handle, runtime, &line) {
             return;
         }
@@ -145,3 +205,34 @@ impl Hinter for Completion {
 impl Highlighter for Completion {}
 impl Validator for Completion {}
 impl Helper for Completion {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<String> {
+        // A tiny buffer, so lines and the cap straddle reads.
+        let mut reader = std::io::BufReader::with_capacity(7, input);
+        std::iter::from_fn(|| read_plain_line(&mut reader))
+            .map(|l| match l {
+                PlainLine::Line(s) => s,
+                PlainLine::TooLong(n) => format!("<too long {n}>"),
+                PlainLine::NotUtf8 => "<not utf-8>".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plain_lines_survive_binary_and_overlong_input() {
+        let mut input = b"stats\n\xff\xfe garbage\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.extend(b"\nadd 127.0.0.1 8004\r\n\nquit");
+        assert_eq!(
+            lines(&input),
+            ["stats", "<not utf-8>", "<too long 100000>", "add 127.0.0.1 8004\r", "", "quit"]
+        );
+        assert_eq!(lines(b""), Vec::<String>::new());
+        let exact = vec![b'a'; MAX_LINE];
+        assert_eq!(lines(&exact), [String::from_utf8(exact.clone()).unwrap()]);
+    }
+}
