@@ -54,9 +54,12 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line: clap's first line names the flag and the problem.
+            // One line: clap's first paragraph names the flag and the problem (for missing
+            // arguments, the first line ends in a colon and the names follow, one per line).
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first: Vec<&str> =
+                text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            let first = if first.is_empty() { "invalid arguments".into() } else { first.join(" ") };
             eprintln!("lb: {} (see lb --help)", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
