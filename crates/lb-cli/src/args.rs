@@ -213,7 +213,7 @@ SIGINT or SIGTERM shut it down gracefully, like `quit`.";
 #[derive(Debug, Clone, PartialEq, Parser)]
 #[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100, args_conflicts_with_subcommands = true)]
 pub(crate) struct Args {
-    /// Settings from a TOML file, one key per flag (e.g. health-interval = "2s", [[backend]]
+    /// Settings from a TOML file, one key per flag (e.g. health-interval = "2s", `[[backend]]`
     /// tables); flags given here override it. `reload` or SIGHUP re-read it.
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,

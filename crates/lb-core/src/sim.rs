@@ -7,7 +7,7 @@
 //! connections and p2c steer around them, ip_hash stays sticky whatever the load.
 //!
 //! Everything is driven by a seeded generator and virtual time, so the same [`Workload`] gives
-//! the same [`Report`] on every run. It runs the real [`Pool`](crate::Pool) (the same code as the
+//! the same [`Report`] on every run. It runs the real [`Pool`] (the same code as the
 //! proxy), so the numbers are those of the shipped algorithms, not of a model of them.
 //!
 //! ```

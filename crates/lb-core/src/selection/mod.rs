@@ -2,7 +2,7 @@
 //!
 //! A selector is built (`build`) whenever membership, weights, health or admin state change and
 //! is published inside the pool's snapshot; picking only reads it plus a few atomics. Every
-//! algorithm gets the same inputs through [`PickCtx`], and a `skip` predicate that rejects
+//! algorithm gets the same inputs through `PickCtx`, and a `skip` predicate that rejects
 //! candidates excluded by the caller (retries) or at their connection limit. When `skip`
 //! rejects everything, a selector returns `None`; it never panics and never loops unboundedly.
 
