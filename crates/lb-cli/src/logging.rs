@@ -8,6 +8,10 @@
 //! connections a second, the channel cost three system calls per connection (a `write`, a
 //! `futex` wake and `sched_yield` spins of the writer thread), and the batch costs none.
 //!
+//! [`LogReopener::request`] (lb calls it on SIGHUP) makes the writer close the file and open the
+//! path again after the lines already pending, so `logrotate` can rename the file and have a new
+//! one started without `copytruncate`.
+//!
 //! Nothing is lost on a normal exit: the guard returned by [`init`] flushes what is pending when
 //! dropped. If the disk cannot keep up, the batch is capped at [`MAX_PENDING`] bytes; lines
 //! beyond it are counted and the count is written to the file once it catches up, rather than
@@ -15,6 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,6 +40,8 @@ struct Pending {
     /// Lines dropped because `buf` was full, not yet reported in the file.
     dropped: u64,
     closing: bool,
+    /// Open the file again (it was renamed by log rotation) once `buf` is written.
+    reopen: bool,
 }
 
 #[derive(Default)]
@@ -88,6 +95,26 @@ pub(crate) struct LogGuard {
     thread: Option<JoinHandle<()>>,
 }
 
+impl LogGuard {
+    /// A handle for asking the writer to reopen the log file.
+    pub(crate) fn reopener(&self) -> LogReopener {
+        LogReopener(Arc::clone(&self.shared))
+    }
+}
+
+/// Asks the log writer to reopen its file by path, after what is already pending.
+#[derive(Clone)]
+pub(crate) struct LogReopener(Arc<Shared>);
+
+impl LogReopener {
+    /// Lines logged before this call go to the old file, later ones to the file now at the
+    /// path (created if missing). If it cannot be opened the old one is kept, and it says so.
+    pub(crate) fn request(&self) {
+        self.0.lock().reopen = true;
+        self.0.wake.notify_one();
+    }
+}
+
 impl Drop for LogGuard {
     fn drop(&mut self) {
         self.shared.lock().closing = true;
@@ -98,14 +125,18 @@ impl Drop for LogGuard {
     }
 }
 
+fn open(path: &PathBuf) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
 /// The writer thread: takes the whole batch at each tick (or when woken) and writes it.
-fn write_batches(shared: &Shared, mut file: File) {
+fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
     let mut batch = Vec::with_capacity(WAKE_AT);
     let mut failing = false;
     loop {
-        let (closing, dropped) = {
+        let (closing, dropped, reopen) = {
             let mut pending = shared.lock();
-            if !pending.closing && pending.buf.len() < WAKE_AT {
+            if !pending.closing && !pending.reopen && pending.buf.len() < WAKE_AT {
                 pending = shared
                     .wake
                     .wait_timeout(pending, FLUSH_EVERY)
@@ -113,7 +144,8 @@ fn write_batches(shared: &Shared, mut file: File) {
                     .unwrap_or_else(|p| p.into_inner().0);
             }
             std::mem::swap(&mut pending.buf, &mut batch);
-            (pending.closing, std::mem::take(&mut pending.dropped))
+            let reopen = std::mem::take(&mut pending.reopen);
+            (pending.closing, std::mem::take(&mut pending.dropped), reopen)
         };
         if dropped > 0 {
             let note = format!("lb: {dropped} log lines dropped: the log file could not keep up\n");
@@ -134,17 +166,27 @@ fn write_batches(shared: &Shared, mut file: File) {
         if closing {
             return;
         }
+        if reopen {
+            match open(&path) {
+                Ok(new) => file = new,
+                Err(e) => {
+                    let note = format!(
+                        "lb: cannot reopen log file {}: {e}; still writing to the file opened before\n",
+                        path.display()
+                    );
+                    let _ = file.write_all(note.as_bytes());
+                    eprint!("{note}");
+                }
+            }
+        }
     }
 }
 
 /// Opens (appends to) `path` and sends all `tracing` events at `level` there. Keep the guard
 /// alive until exit: dropping it writes what is still pending.
 pub(crate) fn init(path: &str, level: &str) -> Result<LogGuard, String> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("cannot open log file {path}: {e}"))?;
+    let file =
+        open(&PathBuf::from(path)).map_err(|e| format!("cannot open log file {path}: {e}"))?;
     let filter =
         EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))?;
     let shared = Arc::new(Shared::default());
@@ -152,7 +194,10 @@ pub(crate) fn init(path: &str, level: &str) -> Result<LogGuard, String> {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("lb-log".into())
-            .spawn(move || write_batches(&shared, file))
+            .spawn({
+                let path = PathBuf::from(path);
+                move || write_batches(&shared, file, path)
+            })
             .map_err(|e| format!("cannot start the log writer: {e}"))?
     };
     tracing_subscriber::fmt()
@@ -176,7 +221,8 @@ mod tests {
         let shared = Arc::new(Shared::default());
         let thread = {
             let shared = Arc::clone(&shared);
-            std::thread::spawn(move || write_batches(&shared, file))
+            let path = path.clone();
+            std::thread::spawn(move || write_batches(&shared, file, path))
         };
         let guard = LogGuard { shared: Arc::clone(&shared), thread: Some(thread) };
         let mut writer = Batch(Arc::clone(&shared));
@@ -203,12 +249,42 @@ mod tests {
         let path = dir.path().join("t.log");
         let file = OpenOptions::new().create(true).append(true).open(&path).unwrap();
         shared.lock().closing = true;
-        write_batches(&shared, file);
+        write_batches(&shared, file, path.clone());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with("lb: 2 log lines dropped: the log file could not keep up\n"));
         assert_eq!(
             text.len(),
             big.len() + "lb: 2 log lines dropped: the log file could not keep up\n".len()
         );
+    }
+
+    #[test]
+    fn reopen_starts_a_new_file_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        let rotated = dir.path().join("t.log.1");
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let (shared, path) = (Arc::clone(&shared), path.clone());
+            let file = open(&path).unwrap();
+            std::thread::spawn(move || write_batches(&shared, file, path))
+        };
+        let guard = LogGuard { shared: Arc::clone(&shared), thread: Some(thread) };
+        let mut writer = Batch(Arc::clone(&shared));
+        writer.write_all(b"before\n").unwrap();
+        // What logrotate does: rename, then signal.
+        std::fs::rename(&path, &rotated).unwrap();
+        guard.reopener().request();
+        // The writer takes the request with the lines pending at that moment; poll until it
+        // has made the new file, then log more.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "no new log file");
+            std::thread::yield_now();
+        }
+        writer.write_all(b"after\n").unwrap();
+        drop(guard);
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
     }
 }

@@ -105,7 +105,8 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
             spec.target
         )));
     }
-    let _log_guard = logging::init(&args.log_file, &args.log_level).map_err(Failure::Runtime)?;
+    let log_guard = logging::init(&args.log_file, &args.log_level).map_err(Failure::Runtime)?;
+    let log_reopener = log_guard.reopener();
     // The control runtime: health checks, the admin endpoint, commands, signals. The data path
     // runs on the worker threads (see `spawn_workers`), so one thread is plenty here.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,7 +116,7 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
-        tokio::spawn(serve(args, pool, CommandLine { cli, given }))
+        tokio::spawn(serve(args, pool, CommandLine { cli, given }, log_reopener))
             .await
             .unwrap_or_else(|e| Err(Failure::Runtime(format!("lb stopped unexpectedly: {e}"))))
     });
@@ -123,6 +124,7 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
         // Logged here, while the log writer is still alive to flush it.
         tracing::error!("{msg}");
     }
+    // `log_guard` drops after `runtime` (declared later, dropped first): it writes what is pending.
     result
 }
 
@@ -194,7 +196,12 @@ fn spawn_workers(
     Ok(threads)
 }
 
-async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), Failure> {
+async fn serve(
+    args: Args,
+    pool: Pool,
+    command_line: CommandLine,
+    log_reopener: logging::LogReopener,
+) -> Result<(), Failure> {
     let listen = resolve_listen(&args.host, args.port).await?;
     let listeners = bind_workers(listen, args.workers)?;
     let local = listeners[0].local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
@@ -285,7 +292,7 @@ async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), 
     // default action (ending the process).
     match signal(SignalKind::hangup()) {
         Ok(hangup) => {
-            tokio::spawn(reload_on_hangup(hangup, handle.clone(), args.quiet));
+            tokio::spawn(reload_on_hangup(hangup, handle.clone(), args.quiet, log_reopener));
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
@@ -338,12 +345,19 @@ async fn serve(args: Args, pool: Pool, command_line: CommandLine) -> Result<(), 
     Ok(())
 }
 
-/// Each SIGHUP runs `reload`, as typed at the prompt: the same answer (printed unless quiet)
-/// and the same log line (target `lb::control`), including "no configuration file to reload"
-/// without --config.
-async fn reload_on_hangup(mut hangup: Signal, handle: lb_net::Handle, quiet: bool) {
+/// Each SIGHUP reopens the log file (for log rotation: lines from now on go to the file at the
+/// `--log-file` path) and runs `reload`, as typed at the prompt: the same answer (printed
+/// unless quiet) and the same log line (target `lb::control`), including "no configuration
+/// file to reload" without --config.
+async fn reload_on_hangup(
+    mut hangup: Signal,
+    handle: lb_net::Handle,
+    quiet: bool,
+    log: logging::LogReopener,
+) {
     while hangup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the configuration");
+        log.request();
+        tracing::info!("SIGHUP: log file reopened; reloading the configuration");
         let answer = match handle.run(Command::Reload).await {
             Ok(reply) => reply.to_string(),
             Err(e) => format!("error: {e}"),
