@@ -356,8 +356,9 @@ async fn reload_on_hangup(
     log: logging::LogReopener,
 ) {
     while hangup.recv().await.is_some() {
+        // Logged first, so this line is the last of the old file.
+        tracing::info!("SIGHUP: reopening the log file and reloading the configuration");
         log.request();
-        tracing::info!("SIGHUP: log file reopened; reloading the configuration");
         let answer = match handle.run(Command::Reload).await {
             Ok(reply) => reply.to_string(),
             Err(e) => format!("error: {e}"),

@@ -554,7 +554,7 @@ fn sighup_reloads_the_config_file() {
         )
     );
     assert_eq!(via(lb.addr), "beta");
-    lb.expect_log("SIGHUP: reloading");
+    lb.expect_log("SIGHUP: reopening the log file and reloading the configuration");
     lb.expect_log("command=reload");
     // Still running: SIGHUP's default action (ending the process) is replaced.
     assert!(lb.child.try_wait().unwrap().is_none());
@@ -790,4 +790,27 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn sighup_reopens_a_rotated_log_file() {
+    let a = backend("alpha");
+    let mut lb = Lb::start(&["--backend", &a.to_string()]);
+    lb.expect_log("listening");
+    let rotated = lb.log.with_extension("log.1");
+    std::fs::rename(&lb.log, &rotated).unwrap();
+    lb.signal("HUP");
+    // The old file ends with the SIGHUP line; a new one at the --log-file path gets what follows.
+    let deadline = Instant::now() + WAIT;
+    while !lb.log.exists() {
+        assert!(Instant::now() < deadline, "no new log file after SIGHUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(via(lb.addr), "alpha");
+    lb.expect_log("lb::access");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("starting") && old.contains("SIGHUP: reopening"), "{old}");
+    assert!(!old.contains("lb::access"), "{old}");
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit().code(), Some(0));
 }
