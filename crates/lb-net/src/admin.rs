@@ -118,7 +118,7 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
 impl Server {
     async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/metrics") => {
+            (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut body = String::new();
                 match prometheus_client::encoding::prometheus_text::encode(
                     &mut body,
@@ -139,7 +139,7 @@ impl Server {
                     }
                 }
             }
-            (&Method::GET, "/stats") => {
+            (&Method::GET | &Method::HEAD, "/stats") => {
                 let json = StatsJson::from(&self.handle.stats());
                 match serde_json::to_vec_pretty(&json) {
                     Ok(body) => {
@@ -152,7 +152,7 @@ impl Server {
                 }
             }
             (&Method::POST, "/command") => self.command(req, peer).await,
-            (_, "/metrics" | "/stats") => method_not_allowed("GET"),
+            (_, "/metrics" | "/stats") => method_not_allowed("GET, HEAD"),
             (_, "/command") => method_not_allowed("POST"),
             _ => text(
                 StatusCode::NOT_FOUND,

@@ -225,6 +225,14 @@ async fn commands_answer_like_the_repl_and_bad_ones_change_nothing() {
     assert_eq!(http(admin, "GET", "/command", &[], "").await.0, 405);
     assert_eq!(http(admin, "POST", "/metrics", &[], "").await.0, 405);
     assert_eq!(http(admin, "GET", "/nope", &[], "").await.0, 404);
+    // HEAD is GET without the body, for probes that only want the status.
+    for path in ["/metrics", "/stats"] {
+        let (status, headers, body) = http(admin, "HEAD", path, &[], "").await;
+        assert_eq!((status, body.as_str()), (200, ""), "{path}");
+        assert!(headers.contains_key("content-type"), "{path}");
+    }
+    let (status, headers, _) = http(admin, "DELETE", "/stats", &[], "").await;
+    assert_eq!((status, headers.get("allow").map(String::as_str)), (405, Some("GET, HEAD")));
     let (status, _, _) = http(admin, "POST", "/command", &[], "stats\nquit").await;
     assert_eq!(status, 400, "one command per request");
     assert!(!handle.is_shutting_down());
