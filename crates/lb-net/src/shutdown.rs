@@ -1,5 +1,6 @@
 //! Keeping track of connection tasks, so shutdown can wait for them and then close the rest.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,9 @@ use tokio::task::AbortHandle;
 pub(crate) struct Tracker {
     open: AtomicU64,
     next_id: AtomicU64,
-    tasks: Mutex<HashMap<u64, AbortHandle>>,
+    /// Running tasks by id. `None` is a task that ended before `spawn` could register it: the
+    /// marker tells `spawn` not to register it after all.
+    tasks: Mutex<HashMap<u64, Option<AbortHandle>>>,
     idle: Notify,
 }
 
@@ -33,7 +36,14 @@ struct Exit {
 
 impl Drop for Exit {
     fn drop(&mut self) {
-        self.tracker.lock().remove(&self.id);
+        match self.tracker.lock().entry(self.id) {
+            Entry::Occupied(entry) => {
+                entry.remove();
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(None);
+            }
+        }
         if self.tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.tracker.idle.notify_waiters();
         }
@@ -41,7 +51,7 @@ impl Drop for Exit {
 }
 
 impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<AbortHandle>>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -74,13 +84,21 @@ impl Tracker {
         let Ticket(()) = ticket; // the place it reserved is now released by `Exit`
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let exit = Exit { tracker: Arc::clone(self), id };
-        // Held while spawning, so the task cannot remove its entry before it is inserted.
-        let mut tasks = self.lock();
+        // Not holding the lock while spawning: on a runtime that is shutting down, `spawn`
+        // drops the task (and so `Exit`, which takes the lock) before returning.
         let handle = tokio::spawn(async move {
             let _exit = exit;
             task.await;
         });
-        tasks.insert(id, handle.abort_handle());
+        match self.lock().entry(id) {
+            // It already ended and left a marker.
+            Entry::Occupied(entry) => {
+                entry.remove();
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(Some(handle.abort_handle()));
+            }
+        }
     }
 
     /// Waits until no connection is open.
@@ -102,11 +120,55 @@ impl Tracker {
         if tokio::time::timeout(grace, self.wait_idle()).await.is_ok() {
             return 0;
         }
-        let handles: Vec<AbortHandle> = self.lock().values().cloned().collect();
+        let handles: Vec<AbortHandle> = self.lock().values().flatten().cloned().collect();
         for h in &handles {
             h.abort();
         }
         self.wait_idle().await;
         handles.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_that_end_at_once_leave_no_entry_behind() {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let tracker = Arc::new(Tracker::default());
+        runtime.block_on(async {
+            for _ in 0..10_000 {
+                let ticket = tracker.try_enter(u64::MAX).unwrap();
+                // Ends as soon as it runs, often before `spawn` has registered it.
+                tracker.spawn(ticket, async {});
+            }
+            tracker.wait_idle().await;
+        });
+        // Either order of end and registration leaves nothing behind.
+        assert_eq!(tracker.open(), 0);
+        assert!(tracker.lock().is_empty(), "{} entries left", tracker.lock().len());
+    }
+
+    #[test]
+    fn spawning_on_a_runtime_that_has_shut_down_does_not_deadlock() {
+        let (done, finished) = std::sync::mpsc::channel();
+        let tracker = Arc::new(Tracker::default());
+        let in_thread = Arc::clone(&tracker);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+            let handle = runtime.handle().clone();
+            runtime.shutdown_background();
+            let _entered = handle.enter();
+            let ticket = in_thread.try_enter(u64::MAX).unwrap();
+            // The runtime drops the task, and with it the `Exit` that takes the lock, inside
+            // `spawn`.
+            in_thread.spawn(ticket, async {});
+            let _ = done.send(());
+        });
+        finished.recv_timeout(Duration::from_secs(30)).expect("spawn returned");
+        assert_eq!(tracker.open(), 0);
+        assert!(tracker.lock().is_empty());
     }
 }
