@@ -159,7 +159,9 @@ mod tests {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().build().unwrap();
             let handle = runtime.handle().clone();
-            runtime.shutdown_background();
+            // Wait until it is fully down: its task list is closed, so `spawn` drops a new task
+            // at once, on this thread.
+            runtime.shutdown_timeout(Duration::from_secs(10));
             let _entered = handle.enter();
             let ticket = in_thread.try_enter(u64::MAX).unwrap();
             // The runtime drops the task, and with it the `Exit` that takes the lock, inside
@@ -167,7 +169,7 @@ mod tests {
             in_thread.spawn(ticket, async {});
             let _ = done.send(());
         });
-        finished.recv_timeout(Duration::from_secs(30)).expect("spawn returned");
+        finished.recv_timeout(Duration::from_secs(20)).expect("spawn returned");
         assert_eq!(tracker.open(), 0);
         assert!(tracker.lock().is_empty());
     }
