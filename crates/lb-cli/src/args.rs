@@ -202,8 +202,9 @@ Examples:
   lb --config lb.toml                          settings from a file (example: docs/lb.example.toml)
 
 While it runs, type `help` for commands (stats, add, remove, drain, enable, weight, algorithm,
-health, reload, quit). `reload` or SIGHUP re-reads the --config file and applies what changed.
-SIGINT or SIGTERM shut it down gracefully, like `quit`.";
+health, reload, quit). `reload` or SIGHUP re-reads the --config file and applies what changed;
+SIGHUP also reopens the log file (for log rotation). SIGINT or SIGTERM shut it down gracefully,
+like `quit`.";
 
 /// A TCP (layer 4) load balancer.
 ///
