@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::control::{Handle, Stats};
+use crate::control::{Handle, ProxyStats, Stats};
 use crate::metrics::HistogramSnapshot;
 
 /// Largest `POST /command` body accepted: a command is one short line.
@@ -239,27 +239,8 @@ pub struct BackendJson {
     pub picks: u64,
 }
 
-/// The client-side counters in `GET /stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientsJson {
-    /// Open now.
-    pub open: u64,
-    /// Accepted since start.
-    pub accepted: u64,
-    /// Closed at once at the global limit.
-    pub rejected_at_limit: u64,
-    /// Closed with no backend available.
-    pub no_backend: u64,
-    /// Closed after every backend tried failed to connect.
-    pub connect_failed: u64,
-    /// Connect attempts beyond the first.
-    pub retries: u64,
-    /// Accept errors.
-    pub accept_errors: u64,
-    /// Closed for want of a local descriptor, port or memory (not the backends' fault).
-    #[serde(default)]
-    pub resource_errors: u64,
-}
+/// The client-side counters in `GET /stats`: the proxy's own counters, serialised as they are.
+pub type ClientsJson = ProxyStats;
 
 /// The TOTAL row in `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,16 +283,7 @@ impl From<&Stats> for StatsJson {
         StatsJson {
             algorithm: s.pool.algorithm.to_string(),
             uptime_seconds: s.uptime.as_secs_f64(),
-            clients: ClientsJson {
-                open: p.open,
-                accepted: p.accepted,
-                rejected_at_limit: p.rejected_at_limit,
-                no_backend: p.no_backend,
-                connect_failed: p.connect_failed,
-                retries: p.retries,
-                accept_errors: p.accept_errors,
-                resource_errors: p.resource_errors,
-            },
+            clients: *p,
             backends: s
                 .pool
                 .backends

@@ -335,8 +335,9 @@ impl FromStr for Command {
     }
 }
 
-/// Counters of the proxy as a whole at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Counters of the proxy as a whole at one moment; also the `clients` object of `GET /stats`,
+/// with the same field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProxyStats {
     /// Client connections open now.
     pub open: u64,
@@ -354,6 +355,7 @@ pub struct ProxyStats {
     pub accept_errors: u64,
     /// Closed because the balancer was out of descriptors, ports or memory for a backend
     /// connection (not counted against any backend).
+    #[serde(default)]
     pub resource_errors: u64,
 }
 
