@@ -36,14 +36,7 @@ struct Exit {
 
 impl Drop for Exit {
     fn drop(&mut self) {
-        match self.tracker.lock().entry(self.id) {
-            Entry::Occupied(entry) => {
-                entry.remove();
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(None);
-            }
-        }
+        self.tracker.meet(self.id, None);
         if self.tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.tracker.idle.notify_waiters();
         }
@@ -90,13 +83,19 @@ impl Tracker {
             let _exit = exit;
             task.await;
         });
+        self.meet(id, Some(handle.abort_handle()));
+    }
+
+    /// The task's end and its registration by `spawn` meet here, in either order: whichever
+    /// comes first leaves its entry (a marker `None` from the end, the abort handle from
+    /// `spawn`), and the second removes it.
+    fn meet(&self, id: u64, entry: Option<AbortHandle>) {
         match self.lock().entry(id) {
-            // It already ended and left a marker.
-            Entry::Occupied(entry) => {
-                entry.remove();
+            Entry::Occupied(first) => {
+                first.remove();
             }
-            Entry::Vacant(entry) => {
-                entry.insert(Some(handle.abort_handle()));
+            Entry::Vacant(slot) => {
+                slot.insert(entry);
             }
         }
     }
