@@ -7,8 +7,7 @@
 /// health checks, the admin endpoint, pipes.
 const RESERVED: u64 = 64;
 
-/// The soft open files limit before and after raising it to the hard limit, or `None` where
-/// there is no such limit.
+/// The soft open files limit before and after raising it to the hard limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OpenFiles {
     pub(crate) before: u64,

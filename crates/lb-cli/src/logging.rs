@@ -19,7 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -125,7 +125,7 @@ impl Drop for LogGuard {
     }
 }
 
-fn open(path: &PathBuf) -> io::Result<File> {
+fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
@@ -185,8 +185,8 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
 /// Opens (appends to) `path` and sends all `tracing` events at `level` there. Keep the guard
 /// alive until exit: dropping it writes what is still pending.
 pub(crate) fn init(path: &str, level: &str) -> Result<LogGuard, String> {
-    let file =
-        open(&PathBuf::from(path)).map_err(|e| format!("cannot open log file {path}: {e}"))?;
+    let file_path = PathBuf::from(path);
+    let file = open(&file_path).map_err(|e| format!("cannot open log file {path}: {e}"))?;
     let filter =
         EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))?;
     let shared = Arc::new(Shared::default());
@@ -194,10 +194,7 @@ pub(crate) fn init(path: &str, level: &str) -> Result<LogGuard, String> {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("lb-log".into())
-            .spawn({
-                let path = PathBuf::from(path);
-                move || write_batches(&shared, file, path)
-            })
+            .spawn(move || write_batches(&shared, file, file_path))
             .map_err(|e| format!("cannot start the log writer: {e}"))?
     };
     tracing_subscriber::fmt()
