@@ -342,23 +342,7 @@ impl<C: Connector> ProxyShared<C> {
             }
         });
     }
-}
 
-/// Why a connect to a backend failed.
-enum ConnectError {
-    /// The backend refused, reset, or was unreachable.
-    Backend(io::Error),
-    /// No answer within the connect timeout.
-    TimedOut,
-    /// The balancer had no descriptor, port or memory to connect with, for the whole timeout.
-    Local(io::Error),
-}
-
-/// First and longest pause before trying again to connect after a local resource shortage.
-const LOCAL_RETRY_PAUSE: (Duration, Duration) =
-    (Duration::from_millis(5), Duration::from_millis(100));
-
-impl<C: Connector> ProxyShared<C> {
     /// Connects to `addr` within the connect timeout. A local resource shortage (see
     /// [`is_local_exhaustion`]) is waited out rather than reported at once: descriptors and
     /// ports come back as other connections end, so under a brief flood a client waits a little
@@ -382,6 +366,20 @@ impl<C: Connector> ProxyShared<C> {
         }
     }
 }
+
+/// Why a connect to a backend failed.
+enum ConnectError {
+    /// The backend refused, reset, or was unreachable.
+    Backend(io::Error),
+    /// No answer within the connect timeout.
+    TimedOut,
+    /// The balancer had no descriptor, port or memory to connect with, for the whole timeout.
+    Local(io::Error),
+}
+
+/// First and longest pause before trying again to connect after a local resource shortage.
+const LOCAL_RETRY_PAUSE: (Duration, Duration) =
+    (Duration::from_millis(5), Duration::from_millis(100));
 
 /// Bytes relayed by one connection, readable after the relay is gone (even if aborted).
 #[derive(Debug, Default)]
