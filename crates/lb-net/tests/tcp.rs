@@ -10,7 +10,7 @@ use lb_core::{Health, HealthConfig, Pool, PoolConfig};
 use lb_net::{Balancer, Handle, HealthCheckConfig, ProxyConfig, TcpConnector};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 /// Starts a balancer on 127.0.0.1:0 over `pool`; returns its address, handle and task.
@@ -365,33 +365,104 @@ fn emfile_child() {
             HealthCheckConfig { enabled: false, ..Default::default() },
         )
         .await;
-        // Open connections until this process runs out of descriptors: the proxy's accepts
-        // start failing with EMFILE while the kernel keeps completing handshakes.
+        // Client sockets are created first; then every descriptor left is taken, so that when
+        // they connect the kernel completes the handshakes but the proxy's accept fails with
+        // EMFILE. (Opening clients until connect fails would race the proxy for the last
+        // descriptors: the clients may lose first and the proxy never see an error.)
+        const CLIENTS: usize = 8;
+        let sockets: Vec<_> = (0..CLIENTS).map(|_| TcpSocket::new_v4().unwrap()).collect();
+        let fillers = take_every_free_descriptor();
         let mut clients = Vec::new();
-        while let Ok(s) = TcpStream::connect(lb).await {
-            clients.push(s);
-            if clients.len() > 200 {
-                break;
-            }
+        for socket in sockets {
+            clients.push(socket.connect(lb).await.expect("the kernel completes the handshake"));
         }
         eventually(Duration::from_secs(10), "accept errors seen", || async {
             handle.stats().proxy.accept_errors > 0
         })
         .await;
-        // Free the descriptors: the loop must still be accepting.
-        drop(clients);
-        eventually(Duration::from_secs(20), "service resumes", || async {
-            let Ok(mut s) = TcpStream::connect(lb).await else { return false };
-            if s.write_all(b"ping").await.is_err() {
-                return false;
+        assert_eq!(handle.stats().proxy.accepted, 0, "nothing can be accepted yet");
+        // Free the descriptors: the loop must still be accepting, and the clients that waited
+        // in the backlog meanwhile are served, none lost.
+        drop(fillers);
+        for (i, client) in clients.iter_mut().enumerate() {
+            let msg = format!("ping {i}");
+            client.write_all(msg.as_bytes()).await.unwrap();
+            let mut buf = vec![0u8; msg.len()];
+            tokio::time::timeout(Duration::from_secs(20), client.read_exact(&mut buf))
+                .await
+                .expect("a waiting client is served once descriptors are free")
+                .unwrap();
+            assert_eq!(buf, msg.as_bytes());
+        }
+        let mut s = TcpStream::connect(lb).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        drop((s, clients));
+        stop(handle, task).await;
+        backend_task.abort();
+    });
+}
+
+/// Opens /dev/null until this process has no descriptor left; dropping the files frees them.
+fn take_every_free_descriptor() -> Vec<std::fs::File> {
+    let mut files = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => files.push(f),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(24), "expected EMFILE, got {e}");
+                return files;
             }
-            let mut buf = [0u8; 4];
-            matches!(
-                tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await,
-                Ok(Ok(_))
-            ) && &buf == b"ping"
-        })
-        .await;
+        }
+    }
+}
+
+#[test]
+fn backend_connect_without_descriptors_blames_no_backend() {
+    run_in_child_with_fd_limit("emfile_backend_child", 64);
+}
+
+/// The child half of the test above: only runs when started by it.
+#[test]
+fn emfile_backend_child() {
+    if std::env::var_os("LB_NET_CHILD").is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (backend, backend_task) = echo_backend().await;
+        let config =
+            ProxyConfig { connect_timeout: Duration::from_millis(300), ..Default::default() };
+        let health = HealthCheckConfig { enabled: false, ..Default::default() };
+        let (lb, handle, task) = start(one_backend_pool(backend), config, health).await;
+        // One descriptor left, for the proxy's accept: its connect to the backend then fails
+        // with EMFILE for the whole connect timeout. That is the balancer's shortage, not the
+        // backend's fault: the client is closed as `resource`, the backend keeps a clean record.
+        let client = TcpSocket::new_v4().unwrap();
+        let mut fillers = take_every_free_descriptor();
+        fillers.pop();
+        let mut client = client.connect(lb).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("the client is closed once the connect timeout has passed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let stats = handle.stats();
+        assert_eq!((stats.proxy.accepted, stats.proxy.resource_errors), (1, 1), "{stats:?}");
+        assert_eq!((stats.proxy.connect_failed, stats.proxy.retries), (0, 0), "{stats:?}");
+        let b = stats.pool.backend(backend).unwrap();
+        assert_eq!((b.connect_failures, b.health), (0, Health::Up), "{b:?}");
+        // Descriptors back: the same backend serves at once.
+        drop((fillers, client));
+        let mut s = TcpStream::connect(lb).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        drop(s);
         stop(handle, task).await;
         backend_task.abort();
     });
