@@ -4,6 +4,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use lb_core::Pool;
 use lb_net::admin::{self, AdminConfig, StatsJson};
@@ -74,6 +75,13 @@ async fn traffic(balancer: &Balancer<MemoryConnector>, n: u32) {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"ping");
+        // The client sees the end of stream a moment before the proxy's task has finished its
+        // accounting (duration, bytes, open count); wait for that too, so counts are exact.
+        let handle = balancer.handle();
+        eventually(Duration::from_secs(10), "connection accounted", || async {
+            handle.stats().proxy.open == 0
+        })
+        .await;
     }
 }
 
