@@ -41,6 +41,7 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
+    install_panic_hook();
     // Matches first, then the typed struct: the matches tell a flag the user typed from a
     // default, which decides whether the config file may override it.
     let parsed = Args::command()
@@ -77,6 +78,33 @@ fn main() -> ExitCode {
             eprintln!("lb: {msg}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// A bug must not greet a user with a stack trace: a panic prints one line to stderr and is
+/// logged (with a backtrace when `RUST_BACKTRACE` asks for one). A panic in a connection or
+/// command task ends only that task; the balancer keeps serving.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let place = place.unwrap_or_default();
+        let message = panic_text(info.payload());
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        eprintln!(
+            "lb: internal error in thread {thread}{place}: {message} (a bug: please report it)"
+        );
+        // Inside the logging code itself this event is dropped (tracing does not re-enter a
+        // subscriber), so the hook cannot deadlock on the writer.
+        let backtrace = std::backtrace::Backtrace::capture();
+        tracing::error!(thread, "internal error{place}: {message}\n{backtrace}");
+    }));
+}
+
+/// The text a panic was raised with.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    match payload.downcast_ref::<&str>() {
+        Some(s) => s,
+        None => payload.downcast_ref::<String>().map_or("(no message)", String::as_str),
     }
 }
 
@@ -393,4 +421,19 @@ async fn shutdown_signal(handle: lb_net::Handle) {
         eprintln!("lb: stopping at once");
         std::process::exit(1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_text;
+
+    #[test]
+    fn panic_text_reads_both_payload_kinds() {
+        let literal = std::panic::catch_unwind(|| panic!("static text")).unwrap_err();
+        assert_eq!(panic_text(literal.as_ref()), "static text");
+        let formatted = std::panic::catch_unwind(|| panic!("n = {}", 3)).unwrap_err();
+        assert_eq!(panic_text(formatted.as_ref()), "n = 3");
+        let other = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_text(other.as_ref()), "(no message)");
+    }
 }

@@ -348,7 +348,7 @@ impl<C: Connector> ProxyShared<C> {
     /// ports come back as other connections end, so under a brief flood a client waits a little
     /// instead of losing its connection.
     async fn connect(&self, addr: SocketAddr) -> Result<C::Stream, ConnectError> {
-        let deadline = Instant::now() + self.config.connect_timeout;
+        let deadline = crate::deadline(Instant::now(), self.config.connect_timeout);
         let (mut pause, max_pause) = LOCAL_RETRY_PAUSE;
         loop {
             match tokio::time::timeout_at(deadline, self.connector.connect(addr)).await {

@@ -333,7 +333,7 @@ where
             down: Half::default(),
             idle_timeout,
             last_activity: now,
-            idle: idle_timeout.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
+            idle: idle_timeout.map(|d| Box::pin(tokio::time::sleep_until(crate::deadline(now, d)))),
         }
     }
 }
@@ -422,7 +422,7 @@ where
         let sleep = this.idle.as_mut().expect("a timer exists when a timeout is set");
         loop {
             ready!(sleep.as_mut().poll(cx));
-            let deadline = this.last_activity + timeout;
+            let deadline = crate::deadline(this.last_activity, timeout);
             if Instant::now() >= deadline {
                 return Poll::Ready(RelayEnd::IdleTimeout);
             }

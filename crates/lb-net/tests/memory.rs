@@ -451,3 +451,25 @@ async fn health_checks_that_cannot_run_for_want_of_descriptors_are_not_counted()
     handle.shutdown();
     supervisor.await.unwrap();
 }
+
+#[tokio::test]
+async fn timeouts_as_long_as_a_duration_can_be_do_not_overflow() {
+    // Timeouts are plain Durations; a deadline computed from Duration::MAX must not panic.
+    let pool = Pool::default();
+    let connector = MemoryConnector::new();
+    pool.add(mem_addr(1), None).unwrap();
+    named_memory_backend(&connector, mem_addr(1), "b1");
+    let config = ProxyConfig {
+        connect_timeout: Duration::MAX,
+        idle_timeout: Some(Duration::MAX),
+        ..ProxyConfig::default()
+    };
+    let balancer = Balancer::new(pool, connector, config, no_checks());
+    let (mut client, name) = connect(&balancer, client_addr(1)).await;
+    assert_eq!(name, "b1");
+    client.write_all(b"ping").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"ping");
+}
