@@ -293,7 +293,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "info", value_parser = parse_log_level, value_name = "LEVEL")]
     pub(crate) log_level: String,
 
-    /// No banner and no prompt (commands on stdin are still read).
+    /// No banner and no prompt (commands on stdin are still read); a port picked by --port 0
+    /// or --admin 0 is still printed.
     #[arg(short, long)]
     pub(crate) quiet: bool,
 

@@ -166,17 +166,10 @@ async fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, Failure> {
     Ok(addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]))
 }
 
-/// Binds `count` listening sockets sharing `addr` with SO_REUSEPORT (after the first, on the
-/// port it got, so port 0 works), one per worker.
+/// Binds one listener per worker sharing `addr` (see [`lb_net::bind_shared`]).
 fn bind_workers(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, Failure> {
-    let fail = |e: std::io::Error| Failure::Runtime(format!("cannot listen on {addr}: {e}"));
-    let first = lb_net::bind(addr, true).map_err(fail)?;
-    let local = first.local_addr().map_err(fail)?;
-    let mut listeners = vec![first];
-    for _ in 1..count {
-        listeners.push(lb_net::bind(local, true).map_err(fail)?);
-    }
-    Ok(listeners)
+    lb_net::bind_shared(addr, count)
+        .map_err(|e| Failure::Runtime(format!("cannot listen on {addr}: {e}")))
 }
 
 /// Resolves and binds one listener on the current runtime.
@@ -324,7 +317,12 @@ async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
-    if !args.quiet {
+    if args.quiet {
+        // Quiet still says what nobody could know otherwise: the port picked for --port 0.
+        if args.port == 0 {
+            println!("listening on {local}");
+        }
+    } else {
         println!(
             "lb {} listening on {local} ({}), backends: {backends}",
             env!("CARGO_PKG_VERSION"),
@@ -352,7 +350,7 @@ async fn serve(
             async move { handle.shutdown_requested().await }
         };
         if let Ok(addr) = listener.local_addr() {
-            if !args.quiet {
+            if !args.quiet || admin.port == 0 {
                 println!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
             }
         }

@@ -73,14 +73,10 @@ impl Lb {
             config: config_path,
             _dir: dir,
         };
-        let addr = if args.contains(&"-q") {
-            // Quiet: no banner, so learn the address from the log.
-            let line = lb.expect_log("listening address=");
-            line.split("listening address=").nth(1).unwrap().split(' ').next().unwrap().to_owned()
-        } else {
-            let banner = lb.expect_line("listening on");
-            banner.split("listening on ").nth(1).unwrap().split(' ').next().unwrap().to_owned()
-        };
+        // Quiet prints no banner, but still the port that --port 0 picked.
+        let banner = lb.expect_line("listening on");
+        let addr = banner.split("listening on ").nth(1).unwrap().split(' ').next().unwrap();
+        let addr = addr.to_owned();
         lb.addr = addr.parse().unwrap();
         lb
     }
@@ -390,6 +386,15 @@ fn runtime_failures_give_one_line_and_status_1() {
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")) && stderr.contains("in use"),
         "{stderr}"
     );
+
+    // A running lb listens with SO_REUSEPORT; a second one must not quietly join its port.
+    let a = backend("alpha");
+    let running = Lb::start(&["-q", "--backend", &a.to_string()]);
+    let port = running.addr.port().to_string();
+    let (code, stderr) = fails(&["--host", "127.0.0.1", "--port", &port]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    drop(running);
 
     let (code, stderr) = fails(&["--port", "0", "--log-file", "/nonexistent-dir/lb.log"]);
     assert_eq!(code, Some(1), "{stderr}");

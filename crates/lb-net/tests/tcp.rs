@@ -509,3 +509,21 @@ async fn bulk_transfer_to_a_slow_reader_is_byte_exact() {
     assert_eq!(handle.stats().pool.totals.bytes_out, 16 << 20);
     stop(handle, task).await;
 }
+
+#[test]
+fn bind_shared_refuses_a_port_another_reuseport_listener_holds() {
+    // Another process's listener with SO_REUSEPORT (another lb, HAProxy) on a port: joining it
+    // would silently split its traffic, so binding must fail as for any port in use.
+    let other = lb_net::bind("127.0.0.1:0".parse().unwrap(), true).unwrap();
+    let taken = other.local_addr().unwrap();
+    let err = lb_net::bind_shared(taken, 2).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    // Port 0: one free port, shared by every listener of the group.
+    let group = lb_net::bind_shared("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+    let port = group[0].local_addr().unwrap().port();
+    assert!(group.iter().all(|l| l.local_addr().unwrap().port() == port));
+    // Once the port is free again, a fixed port binds.
+    drop(other);
+    let group = lb_net::bind_shared(taken, 2).unwrap();
+    assert_eq!(group.len(), 2);
+}
