@@ -256,7 +256,9 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 3, value_parser = parse_threshold)]
     pub(crate) fall: u32,
 
-    /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off.
+    /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off (then
+    /// failed connects are retried elsewhere but take no backend down: nothing would bring it
+    /// back up).
     #[arg(long, default_value = "tcp", value_parser = parse_health_check, value_name = "KIND")]
     pub(crate) health_check: HealthCheck,
 

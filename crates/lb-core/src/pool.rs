@@ -276,11 +276,18 @@ impl Lease {
         self.slot.counters.retries.fetch_add(1, Relaxed);
     }
 
+    /// Counts a failed connect in the backend's stats without touching its health: for a
+    /// balancer with no active health checks, where nothing would bring a backend that passive
+    /// failures took down back up.
+    pub fn count_connect_failure(&self) {
+        self.slot.counters.connect_failures.fetch_add(1, Relaxed);
+    }
+
     /// Records that connecting to the backend failed, counting as a passive health failure.
     /// Returns the health transition this causes, if any. `detail` says what failed (e.g.
     /// "connection refused") and ends up in the transition's reason.
     pub fn record_connect_failure(&self, detail: &str, now: Instant) -> Option<Transition> {
-        self.slot.counters.connect_failures.fetch_add(1, Relaxed);
+        self.count_connect_failure();
         let inner = self.slot.pool.upgrade()?;
         Pool { inner }.observe(self.slot.backend.id, Err(detail), now)
     }

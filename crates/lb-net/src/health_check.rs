@@ -77,7 +77,8 @@ pub struct HealthCheckConfig {
     pub timeout: Duration,
     /// What a check does.
     pub kind: CheckKind,
-    /// Whether checks run at all. Default true.
+    /// Whether checks run at all. Default true. Without them, connect failures from traffic
+    /// are counted and retried elsewhere but take no backend down: nothing would bring it back.
     pub enabled: bool,
 }
 

@@ -126,6 +126,7 @@ impl<C: Connector> Balancer<C> {
             config: proxy,
             counters,
             tracker,
+            passive_health: health.enabled,
         });
         Balancer { shared, health, handle }
     }

@@ -154,6 +154,10 @@ pub(crate) struct ProxyShared<C> {
     pub(crate) config: ProxyConfig,
     pub(crate) counters: Arc<ProxyCounters>,
     pub(crate) tracker: Arc<Tracker>,
+    /// Whether connect failures count against a backend's health. Only when active health
+    /// checks run: they are what brings a backend back up, so without them a backend that
+    /// passive failures took down would stay down for good.
+    pub(crate) passive_health: bool,
 }
 
 /// Accept errors that concern one connection only (the client gave up before we accepted):
@@ -308,8 +312,10 @@ impl<C: Connector> ProxyShared<C> {
                 error = %error,
                 "connect to backend failed"
             );
-            if let Some(transition) = lease.record_connect_failure(&error, started.into_std()) {
-                crate::log_transition(&transition);
+            if !self.passive_health {
+                lease.count_connect_failure();
+            } else if let Some(t) = lease.record_connect_failure(&error, started.into_std()) {
+                crate::log_transition(&t);
             }
             tried.push(lease.id());
             if tried.len() > self.config.retries as usize {

@@ -22,7 +22,9 @@ async fn setup(token: Option<&str>) -> (Balancer<MemoryConnector>, Handle, Socke
         named_memory_backend(&connector, mem_addr(i), &format!("b{i}"));
     }
     connector.set_behavior(mem_addr(2), Behavior::Refuse);
-    let health = HealthCheckConfig { enabled: false, ..Default::default() };
+    // Checks configured, so connect failures count against health, but never started (only
+    // `supervise` runs them): health changes come from traffic alone.
+    let health = HealthCheckConfig::default();
     let balancer = Balancer::new(pool, connector, ProxyConfig::default(), health);
     let handle = balancer.handle();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -19,13 +19,24 @@ fn setup(
     algorithm: Algorithm,
     backends: &[(u8, u32)],
 ) -> (Balancer<MemoryConnector>, MemoryConnector) {
+    setup_with_health(algorithm, backends, no_checks())
+}
+
+/// Like `setup`, with a health-check configuration. These tests never run `supervise`, so no
+/// check actually runs; what the configuration changes is whether connect failures from
+/// traffic count against a backend's health (only when checks are enabled).
+fn setup_with_health(
+    algorithm: Algorithm,
+    backends: &[(u8, u32)],
+    health: HealthCheckConfig,
+) -> (Balancer<MemoryConnector>, MemoryConnector) {
     let pool = Pool::new(PoolConfig { algorithm, ..PoolConfig::default() }).unwrap();
     let connector = MemoryConnector::new();
     for &(i, weight) in backends {
         pool.add(mem_addr(i), Some(weight)).unwrap();
         named_memory_backend(&connector, mem_addr(i), &format!("b{i}"));
     }
-    let balancer = Balancer::new(pool, connector.clone(), ProxyConfig::default(), no_checks());
+    let balancer = Balancer::new(pool, connector.clone(), ProxyConfig::default(), health);
     (balancer, connector)
 }
 
@@ -108,7 +119,8 @@ async fn random_reaches_every_backend() {
 
 #[tokio::test]
 async fn refused_backend_is_retried_around_and_marked_down_by_passive_failures() {
-    let (balancer, connector) = setup(Algorithm::RoundRobin, &[(1, 1), (2, 1)]);
+    let health = HealthCheckConfig::default();
+    let (balancer, connector) = setup_with_health(Algorithm::RoundRobin, &[(1, 1), (2, 1)], health);
     connector.set_behavior(mem_addr(1), Behavior::Refuse);
     for i in 0..6 {
         let (_s, name) = connect(&balancer, client_addr(i)).await;
@@ -472,4 +484,27 @@ async fn timeouts_as_long_as_a_duration_can_be_do_not_overflow() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).await.unwrap();
     assert_eq!(rest, b"ping");
+}
+
+#[tokio::test]
+async fn without_health_checks_connect_failures_take_no_backend_down() {
+    // Nothing would bring such a backend back up: failures are counted and retried around,
+    // and the backend gets its share again as soon as it answers.
+    let (balancer, connector) = setup(Algorithm::RoundRobin, &[(1, 1), (2, 1)]);
+    connector.set_behavior(mem_addr(1), Behavior::Refuse);
+    for i in 0..6 {
+        let (_s, name) = connect(&balancer, client_addr(i)).await;
+        assert_eq!(name, "b2", "every client reaches the live backend");
+    }
+    let stats = balancer.handle().stats();
+    let dead = stats.pool.backend(mem_addr(1)).unwrap();
+    assert_eq!(dead.health, Health::Up);
+    assert!(dead.connect_failures >= 3, "{dead:?}");
+    assert_eq!(stats.proxy.retries, dead.connect_failures, "each failure retried on b2");
+    connector.set_behavior(mem_addr(1), Behavior::Accept);
+    let mut names = std::collections::BTreeSet::new();
+    for i in 10..14 {
+        names.insert(connect(&balancer, client_addr(i)).await.1);
+    }
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["b1", "b2"]);
 }
