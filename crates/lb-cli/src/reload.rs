@@ -223,6 +223,14 @@ impl Reloader {
     pub(crate) async fn reload(&self) -> Result<String, String> {
         let _one = self.one_at_a_time.lock().await;
         let file = config::load(&self.path)?;
+        if file.backends.is_none() && !self.given.has("backends") {
+            // An empty or truncated file (a half-written save) would otherwise swap every
+            // backend for the built-in 127.0.0.1:8001-8003.
+            return Err(format!(
+                "{} lists no backends ([[backend]] tables); the built-in defaults apply only at                  start-up, never on reload",
+                self.path.display()
+            ));
+        }
         let next = config::merge(&self.cli, &self.given, &file);
         let mut addrs = resolve(&next.backends).await?;
         let mut demo = self.demo_ports.iter();

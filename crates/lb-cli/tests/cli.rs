@@ -601,6 +601,11 @@ fn a_broken_file_on_reload_changes_nothing() {
         assert!(answer.starts_with(unchanged) && answer.contains(needle), "{needle:?}: {answer}");
         assert_eq!(lb.stats(), before, "after {answer}");
     }
+    // An empty (say, truncated) file would fall back to the built-in default backends.
+    lb.write_config("");
+    let answer = lb.command("reload", "reload");
+    assert!(answer.starts_with(unchanged) && answer.contains("lists no backends"), "{answer}");
+    assert_eq!(lb.stats(), before);
     std::fs::remove_file(&lb.config).unwrap();
     let answer = lb.command("reload", "reload");
     let needle = format!("cannot read config file {}: ", lb.config.display());
