@@ -415,8 +415,17 @@ async fn shutdown_signal(handle: lb_net::Handle) {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        tracing::warn!("second signal: stopping at once");
+        tracing::warn!("second signal: closing open connections now");
         eprintln!("lb: stopping at once");
+        handle.shutdown_now();
+        // The normal path then ends lb within moments (logging each cut connection); a third
+        // signal, or a shutdown stuck beyond that, ends the process regardless.
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        eprintln!("lb: shutdown did not complete; exiting");
         std::process::exit(1);
     });
 }

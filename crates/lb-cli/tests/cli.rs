@@ -324,6 +324,22 @@ fn demo_backends_answer_over_http() {
 }
 
 #[test]
+fn a_second_signal_cuts_open_connections_at_once_and_exits_cleanly() {
+    let a = backend("alpha");
+    let mut lb = Lb::start(&["-q", "--shutdown-grace", "10m", "--backend", &a.to_string()]);
+    let mut held = Held::open(lb.addr);
+    held.echo("still here");
+    lb.signal("TERM");
+    lb.expect_log("shutting down gracefully");
+    lb.signal("INT");
+    assert_eq!(lb.wait_exit().code(), Some(0), "not the 10 minute grace period");
+    lb.expect_log("second signal: closing open connections now");
+    // The cut connection still gets its access line.
+    let access = lb.expect_log("lb::access");
+    assert!(access.contains(" shutdown "), "{access}");
+}
+
+#[test]
 fn keeps_serving_with_stdin_closed_until_sigterm() {
     let a = backend("alpha");
     let mut lb = Lb::start(&["-q", "--backend", &a.to_string()]);

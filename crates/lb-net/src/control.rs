@@ -523,6 +523,8 @@ pub(crate) struct HandleInner {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Set once shutdown is complete (connections finished or cut).
     pub(crate) drained: watch::Sender<bool>,
+    /// Set by [`Handle::shutdown_now`]: the grace period ends at once.
+    pub(crate) cut_now: watch::Sender<bool>,
     pub(crate) started: Instant,
     pub(crate) reloader: ReloadSlot,
 }
@@ -561,6 +563,7 @@ impl Handle {
                 checks: Arc::new(Mutex::new(HashMap::new())),
                 shutdown: watch::channel(false).0,
                 drained: watch::channel(false).0,
+                cut_now: watch::channel(false).0,
                 started: Instant::now(),
                 reloader: ReloadSlot::default(),
             }),
@@ -714,6 +717,20 @@ impl Handle {
     /// [`Balancer::run`]: crate::Balancer::run
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+
+    /// Shuts down without waiting: like [`shutdown`](Self::shutdown), but connections still
+    /// open are closed at once instead of at the end of the grace period (also when a graceful
+    /// shutdown is already under way). Each is logged and counted as cut by shutdown.
+    pub fn shutdown_now(&self) {
+        self.inner.cut_now.send_replace(true);
+        self.shutdown();
+    }
+
+    /// Resolves once [`shutdown_now`](Self::shutdown_now) has been called.
+    pub(crate) async fn cut_requested(&self) {
+        let mut rx = self.inner.cut_now.subscribe();
+        let _ = rx.wait_for(|&cut| cut).await;
     }
 
     /// Whether shutdown has begun.

@@ -200,7 +200,7 @@ impl<C: Connector> Balancer<C> {
             grace_ms = grace.as_millis() as u64,
             "shutting down: no longer accepting"
         );
-        let cut = self.shared.tracker.drain(grace).await;
+        let cut = self.shared.tracker.drain(grace, handle.cut_requested()).await;
         if cut > 0 {
             tracing::warn!(cut, "grace period over: closed connections still open");
         }

@@ -113,10 +113,16 @@ impl Tracker {
         }
     }
 
-    /// Lets open connections finish for up to `grace`, then aborts the rest and waits for them
-    /// to be gone. Returns how many were cut.
-    pub(crate) async fn drain(&self, grace: Duration) -> usize {
-        if tokio::time::timeout(grace, self.wait_idle()).await.is_ok() {
+    /// Lets open connections finish for up to `grace` (or until `cut_now` resolves), then
+    /// aborts the rest and waits for them to be gone. Returns how many were cut.
+    pub(crate) async fn drain(&self, grace: Duration, cut_now: impl Future<Output = ()>) -> usize {
+        let idle = tokio::time::timeout(grace, async {
+            tokio::select! {
+                () = self.wait_idle() => true,
+                () = cut_now => false,
+            }
+        });
+        if idle.await == Ok(true) {
             return 0;
         }
         let handles: Vec<AbortHandle> = self.lock().values().flatten().cloned().collect();

@@ -306,6 +306,30 @@ async fn shutdown_lets_connections_finish_then_cuts_the_rest() {
     assert_eq!(handle.stats().pool.totals.active, 0, "leases released by the cut connection");
 }
 
+#[tokio::test(start_paused = true)]
+async fn shutdown_now_cuts_at_once_even_during_a_graceful_shutdown() {
+    let (pool, connector) = (Pool::default(), MemoryConnector::new());
+    pool.add(mem_addr(1), None).unwrap();
+    named_memory_backend(&connector, mem_addr(1), "b1");
+    let config = ProxyConfig { shutdown_grace: Duration::from_secs(60), ..ProxyConfig::default() };
+    let balancer = Balancer::new(pool, connector, config, no_checks());
+    let handle = balancer.handle();
+    let (mut lingering, _) = connect(&balancer, client_addr(1)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let run = tokio::spawn(balancer.run(listener, std::future::pending()));
+    let started = tokio::time::Instant::now();
+    handle.shutdown();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A second request (lb: a second signal) ends the grace period there and then.
+    handle.shutdown_now();
+    let report = run.await.unwrap();
+    assert_eq!(report.cut, 1);
+    assert_eq!(started.elapsed().as_secs(), 5, "cut at once, not after the 60 s grace");
+    let mut rest = Vec::new();
+    assert_eq!(lingering.read_to_end(&mut rest).await.unwrap(), 0);
+    assert_eq!(handle.stats().pool.totals.active, 0);
+}
+
 #[tokio::test]
 async fn per_backend_limit_skips_full_backends() {
     let pool =
