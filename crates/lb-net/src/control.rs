@@ -520,6 +520,8 @@ pub(crate) struct HandleInner {
     pub(crate) counters: Arc<ProxyCounters>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) checks: CheckLog,
+    /// Whether the health checker runs at all (for the `health` command's answer).
+    pub(crate) checks_enabled: bool,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Set once shutdown is complete (connections finished or cut).
     pub(crate) drained: watch::Sender<bool>,
@@ -554,12 +556,18 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub(crate) fn new(pool: Pool, counters: Arc<ProxyCounters>, tracker: Arc<Tracker>) -> Handle {
+    pub(crate) fn new(
+        pool: Pool,
+        counters: Arc<ProxyCounters>,
+        tracker: Arc<Tracker>,
+        checks_enabled: bool,
+    ) -> Handle {
         Handle {
             inner: Arc::new(HandleInner {
                 pool,
                 counters,
                 tracker,
+                checks_enabled,
                 checks: Arc::new(Mutex::new(HashMap::new())),
                 shutdown: watch::channel(false).0,
                 drained: watch::channel(false).0,
@@ -656,6 +664,11 @@ impl Handle {
                 Reply::Done(format!("algorithm {a}"))
             }
             Command::Stats => Reply::Stats(Box::new(self.stats())),
+            Command::Health if !self.inner.checks_enabled => Reply::Done(
+                "health checks are off: backends are not checked (failed connects are retried \
+                 elsewhere)"
+                    .into(),
+            ),
             Command::Health => Reply::Health(self.health()),
             Command::Help => Reply::Help,
             Command::Reload => {

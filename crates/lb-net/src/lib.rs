@@ -119,7 +119,8 @@ impl<C: Connector> Balancer<C> {
     pub fn new(pool: Pool, connector: C, proxy: ProxyConfig, health: HealthCheckConfig) -> Self {
         let counters = Arc::new(ProxyCounters::default());
         let tracker = Arc::new(Tracker::default());
-        let handle = Handle::new(pool.clone(), Arc::clone(&counters), Arc::clone(&tracker));
+        let handle =
+            Handle::new(pool.clone(), Arc::clone(&counters), Arc::clone(&tracker), health.enabled);
         let shared = Arc::new(ProxyShared {
             pool,
             connector: Arc::new(connector),

@@ -524,6 +524,8 @@ async fn without_health_checks_connect_failures_take_no_backend_down() {
     let dead = stats.pool.backend(mem_addr(1)).unwrap();
     assert_eq!(dead.health, Health::Up);
     assert!(dead.connect_failures >= 3, "{dead:?}");
+    let health = balancer.handle().execute("health").await.unwrap().to_string();
+    assert!(health.starts_with("health checks are off"), "{health}");
     assert_eq!(stats.proxy.retries, dead.connect_failures, "each failure retried on b2");
     connector.set_behavior(mem_addr(1), Behavior::Accept);
     let mut names = std::collections::BTreeSet::new();
