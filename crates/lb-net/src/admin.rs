@@ -8,31 +8,69 @@
 //!   or fails. With a token configured, POST requires `Authorization: Bearer <token>`.
 //!
 //! HTTP is handled by `hyper`; nothing here parses HTTP by hand.
+//!
+//! The endpoint shares the process (and its file descriptors) with the proxy, so what a client
+//! can hold is bounded: a request head must arrive within [`HEADER_READ_TIMEOUT`] (which also
+//! closes a kept-alive connection idle for that long), no connection lives longer than
+//! [`MAX_CONNECTION_AGE`] (plus [`CLOSE_GRACE`] to finish a request in progress), and at most
+//! [`MAX_ADMIN_CONNECTIONS`] are open at once: beyond that a new one is closed at once and
+//! counted in `lb_admin_connections_rejected_total`. Accept errors are waited out with the same
+//! doubling pause as the proxy's accept loop.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use lb_core::{AdminState, Health};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use crate::accept::{is_connection_error, AcceptBackoff};
 use crate::control::{Handle, ProxyStats, Stats};
 use crate::metrics::HistogramSnapshot;
 
 /// Largest `POST /command` body accepted: a command is one short line.
 const MAX_BODY: usize = 64 * 1024;
+
+/// Longest wait for a complete request head (request line and headers), counted from the
+/// connection's start or from the previous response: a client that sends part of a request and
+/// stops (slowloris), or a kept-alive connection with no next request, is closed after this.
+/// A scrape or a command is one small request sent at once, so 10 s is generous.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest life of one admin connection, however busy: once reached, the connection is closed
+/// as soon as its request in progress is answered (at once if it has none). Bounds clients that
+/// trickle a request body or never read their answer. A scraper keeping its connection alive
+/// simply reconnects.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+
+/// How long a connection past [`MAX_CONNECTION_AGE`] may take to finish its request in
+/// progress before it is closed anyway.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Most admin connections open at once. Beyond it a new connection is closed at once (and
+/// counted), so the endpoint never holds more than this many descriptors that the proxy might
+/// need. Scrapers and `lb ctl` use one each, briefly.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// At most one warning per this interval about connections refused at
+/// [`MAX_ADMIN_CONNECTIONS`]; the warning says how many were refused since the last one.
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Admin endpoint settings.
 #[derive(Clone, Default)]
@@ -50,45 +88,126 @@ impl std::fmt::Debug for AdminConfig {
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown` resolves.
+///
+/// Stops accepting when `shutdown` resolves; connections already open finish on their own
+/// (each within [`MAX_CONNECTION_AGE`] and [`CLOSE_GRACE`]).
 pub async fn serve(
     listener: TcpListener,
     handle: Handle,
     config: AdminConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let rejected = Arc::new(AtomicU64::new(0));
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(StatsCollector { handle: handle.clone() }));
+    registry.register_collector(Box::new(StatsCollector {
+        handle: handle.clone(),
+        rejected: Arc::clone(&rejected),
+    }));
     let state = Arc::new(Server { handle, config, registry });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(target: "lb::admin", address = %addr, "admin endpoint listening");
     }
-    tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let mut refused = RefusedLog::default();
+    let mut backoff = AcceptBackoff::new();
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             biased;
             () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(target: "lb::admin", error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(state.respond(req, peer).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(target: "lb::admin", error = %e, "admin connection ended with an error");
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff.reset();
+                a
             }
-        });
+            Err(e) if is_connection_error(&e) => {
+                tracing::debug!(target: "lb::admin", error = %e, "admin accept: client gave up before being accepted");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    target: "lb::admin",
+                    error = %e,
+                    pause_ms = backoff.pause().as_millis() as u64,
+                    "admin accept failed (out of file descriptors or memory?); pausing before accepting again"
+                );
+                if !backoff.wait(&mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Dropping the stream closes it.
+            rejected.fetch_add(1, Relaxed);
+            refused.refused(peer);
+            continue;
+        };
+        tokio::spawn(serve_connection(Arc::clone(&state), stream, peer, slot));
+    }
+}
+
+/// Serves one admin connection, holding one of the [`MAX_ADMIN_CONNECTIONS`] slots until it
+/// closes.
+async fn serve_connection(
+    state: Arc<Server>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(state.respond(req, peer).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+            // Answer the request in progress, if any, then close; but not for ever.
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!(target: "lb::admin", %peer, "admin connection closed: too old and its request unfinished");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(target: "lb::admin", %peer, error = %e, "admin connection ended with an error");
+    }
+}
+
+/// Warns about connections refused at [`MAX_ADMIN_CONNECTIONS`], at most once per
+/// [`REFUSED_LOG_INTERVAL`].
+#[derive(Debug, Default)]
+struct RefusedLog {
+    last: Option<Instant>,
+    since_last: u64,
+}
+
+impl RefusedLog {
+    fn refused(&mut self, peer: SocketAddr) {
+        self.since_last += 1;
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < REFUSED_LOG_INTERVAL) {
+            return;
+        }
+        tracing::warn!(
+            target: "lb::admin",
+            %peer,
+            refused = self.since_last,
+            limit = MAX_ADMIN_CONNECTIONS,
+            "admin connection closed at once: too many admin connections open (at most one such warning per 10 s)"
+        );
+        self.last = Some(now);
+        self.since_last = 0;
     }
 }
 
@@ -321,6 +440,8 @@ impl From<&Stats> for StatsJson {
 #[derive(Debug)]
 struct StatsCollector {
     handle: Handle,
+    /// Admin connections closed at once at [`MAX_ADMIN_CONNECTIONS`].
+    rejected: Arc<AtomicU64>,
 }
 
 type Labels<'a> = [(&'static str, &'a str); 1];
@@ -573,6 +694,13 @@ impl Collector for StatsCollector {
             let labels: Labels<'_> = [("algorithm", algorithm.as_str())];
             metric.encode_family(&labels)?.encode_gauge(&1u64)?;
         }
+        single(
+            &mut e,
+            "lb_admin_connections_rejected",
+            "Admin endpoint connections closed at once because the admin connection limit was reached.",
+            Counter,
+            self.rejected.load(Relaxed),
+        )?;
         let counters = &self.handle.inner.counters;
         histogram(
             &mut e,

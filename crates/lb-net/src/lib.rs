@@ -41,6 +41,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![deny(unsafe_code)]
 
+mod accept;
 pub mod admin;
 pub mod connector;
 pub mod control;

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use crate::accept::{is_connection_error, AcceptBackoff};
 use crate::connector::{is_local_exhaustion, Connector};
 use crate::metrics::{Histogram, CONNECT_BUCKETS, DURATION_BUCKETS};
 use crate::relay::{Relay, RelayEnd, Side};
@@ -160,27 +161,6 @@ pub(crate) struct ProxyShared<C> {
     pub(crate) passive_health: bool,
 }
 
-/// Accept errors that concern one connection only (the client gave up before we accepted):
-/// accepting again at once is right. Anything else (out of file descriptors, out of memory)
-/// needs a pause, or the loop would spin on the same error.
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
-}
-
-/// First pause after a resource error in `accept`; doubled on each further error up to
-/// [`MAX_ACCEPT_BACKOFF`], reset by a successful accept.
-const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
-/// Longest pause between accepts while resources are exhausted: long enough not to burn a CPU,
-/// short enough that service resumes within a second of descriptors being freed.
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
-
 impl<C: Connector> ProxyShared<C> {
     /// Accepts until `stop` resolves. Never returns early: every accept error is logged and,
     /// for resource exhaustion, waited out.
@@ -189,7 +169,7 @@ impl<C: Connector> ProxyShared<C> {
         listener: &TcpListener,
         stop: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) {
-        let mut backoff = MIN_ACCEPT_BACKOFF;
+        let mut backoff = AcceptBackoff::new();
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -198,7 +178,7 @@ impl<C: Connector> ProxyShared<C> {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    backoff = MIN_ACCEPT_BACKOFF;
+                    backoff.reset();
                     // Relayed bytes should leave at once, not wait for Nagle's algorithm.
                     let _ = stream.set_nodelay(true);
                     self.spawn_connection(stream, Some(peer));
@@ -210,15 +190,12 @@ impl<C: Connector> ProxyShared<C> {
                     self.counters.accept_errors.fetch_add(1, Relaxed);
                     tracing::error!(
                         error = %e,
-                        pause_ms = backoff.as_millis() as u64,
+                        pause_ms = backoff.pause().as_millis() as u64,
                         "accept failed (out of file descriptors or memory?); pausing before accepting again"
                     );
-                    tokio::select! {
-                        biased;
-                        () = &mut *stop => return,
-                        () = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                 }
             }
         }

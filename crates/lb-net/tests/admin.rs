@@ -277,3 +277,138 @@ async fn the_token_is_enforced_on_commands_only() {
     assert_eq!(http(admin, "GET", "/metrics", &[], "").await.0, 200, "scrapes need no token");
     assert_eq!(http(admin, "GET", "/stats", &[], "").await.0, 200);
 }
+
+/// Sends `GET path` on a kept-alive connection and reads one answer: status and body.
+async fn get_kept_alive(s: &mut TcpStream, path: &str) -> (u16, String) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before a whole answer");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8(raw[..head_end].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = raw[head_end..].to_vec();
+    while body.len() < length {
+        let mut buf = vec![0u8; length - body.len()];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed in the body");
+        body.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(body.len(), length, "nothing beyond the answer");
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// Reads until the server closes the connection; returns what it sent. A reset counts as closed.
+/// Fails the test if the server keeps the connection open for 100 s (virtual time in the paused
+/// tests, where that is longer than any of the admin endpoint's limits).
+async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(100), read_all)
+        .await
+        .expect("the server closes the connection");
+    got
+}
+
+// Paused time: the runtime jumps to the next timer whenever every task waits, so these wait
+// for the server's timeouts without taking that long, and measure them exactly.
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_request_is_closed_after_the_header_timeout() {
+    let (_balancer, _handle, admin) = setup(None).await;
+    let start = tokio::time::Instant::now();
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\n").await.unwrap();
+    read_until_closed(&mut s).await;
+    let waited = start.elapsed();
+    assert!(
+        waited >= admin::HEADER_READ_TIMEOUT
+            && waited < admin::HEADER_READ_TIMEOUT + Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
+    let (_balancer, _handle, admin) = setup(None).await;
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    assert_eq!(get_kept_alive(&mut s, "/stats").await.0, 200);
+    let answered = tokio::time::Instant::now();
+    assert_eq!(read_until_closed(&mut s).await, b"");
+    let waited = answered.elapsed();
+    assert!(
+        waited >= admin::HEADER_READ_TIMEOUT
+            && waited < admin::HEADER_READ_TIMEOUT + Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_trickling_a_body_is_closed_at_the_age_limit() {
+    let (_balancer, handle, admin) = setup(None).await;
+    let start = tokio::time::Instant::now();
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    // A whole head, then 5 of the 100 body bytes announced, then nothing: only the age limit
+    // (and the grace for the unfinished request) ends this.
+    s.write_all(b"POST /command HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\ndrain")
+        .await
+        .unwrap();
+    read_until_closed(&mut s).await;
+    let waited = start.elapsed();
+    let limit = admin::MAX_CONNECTION_AGE + admin::CLOSE_GRACE;
+    assert!(waited >= limit && waited < limit + Duration::from_secs(1), "closed after {waited:?}");
+    assert!(handle.stats().pool.backends.iter().all(|b| b.state() == "up"), "nothing ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_at_once_and_the_others_keep_working() {
+    let (_balancer, _handle, admin) = setup(None).await;
+    // Fill every slot with a kept-alive connection that has been answered once, so each is
+    // known to be accepted and open.
+    let mut open = Vec::new();
+    for _ in 0..admin::MAX_ADMIN_CONNECTIONS {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        assert_eq!(get_kept_alive(&mut s, "/stats").await.0, 200);
+        open.push(s);
+    }
+    // One more: closed without an answer (a request sent on it may meet a reset).
+    let mut extra = TcpStream::connect(admin).await.unwrap();
+    let _ = extra.write_all(b"GET /stats HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    assert_eq!(read_until_closed(&mut extra).await, b"", "refused without an answer");
+    // The earlier ones still work, and the refusal is counted.
+    let (status, body) = get_kept_alive(&mut open[0], "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(parse_metrics(&body)["lb_admin_connections_rejected_total"], 1.0);
+    let last = open.last_mut().unwrap();
+    assert_eq!(get_kept_alive(last, "/stats").await.0, 200);
+    // Closing one frees its slot for a new connection (once the server has seen the close).
+    drop(open.pop());
+    eventually(Duration::from_secs(5), "a freed slot is reused", || async {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        let _ =
+            s.write_all(b"GET /stats HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+        read_until_closed(&mut s).await.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+}

@@ -1,0 +1,105 @@
+//! What every accept loop in the crate shares: which `accept` errors to skip, and the pause
+//! (doubling, bounded) after the others.
+//!
+//! Used by the proxy's accept loop and by the admin endpoint's, so both wait out a shortage of
+//! file descriptors or memory the same way instead of spinning on it.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+/// Accept errors that concern one connection only (the client gave up before we accepted):
+/// accepting again at once is right. Anything else (out of file descriptors, out of memory)
+/// needs a pause, or the loop would spin on the same error.
+pub(crate) fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// First pause after a resource error in `accept`; doubled on each further error up to
+/// [`MAX_ACCEPT_BACKOFF`], reset by a successful accept.
+pub(crate) const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+/// Longest pause between accepts while resources are exhausted: long enough not to burn a CPU,
+/// short enough that service resumes within a second of descriptors being freed.
+pub(crate) const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The pause an accept loop takes after a resource error: [`MIN_ACCEPT_BACKOFF`], doubled after
+/// each further error up to [`MAX_ACCEPT_BACKOFF`], back to the minimum after a successful
+/// accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AcceptBackoff {
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    /// A backoff at its minimum.
+    pub(crate) fn new() -> Self {
+        AcceptBackoff { next: MIN_ACCEPT_BACKOFF }
+    }
+
+    /// The pause the next [`wait`](Self::wait) takes (for the log line).
+    pub(crate) fn pause(&self) -> Duration {
+        self.next
+    }
+
+    /// After a successful accept: the next error pauses for the minimum again.
+    pub(crate) fn reset(&mut self) {
+        self.next = MIN_ACCEPT_BACKOFF;
+    }
+
+    /// Sleeps for [`pause`](Self::pause), or until `stop` resolves, and doubles the pause (up to
+    /// the maximum). Returns `false` if `stop` resolved: the loop should return.
+    pub(crate) async fn wait(&mut self, stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+        let pause = self.next;
+        self.next = (self.next * 2).min(MAX_ACCEPT_BACKOFF);
+        tokio::select! {
+            biased;
+            () = &mut *stop => false,
+            () = tokio::time::sleep(pause) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_double_up_to_the_maximum_and_reset_to_the_minimum() {
+        let mut backoff = AcceptBackoff::new();
+        let mut never = std::pin::pin!(std::future::pending::<()>());
+        let mut pauses = Vec::new();
+        for _ in 0..10 {
+            let start = Instant::now();
+            let announced = backoff.pause();
+            assert!(backoff.wait(&mut never).await);
+            assert_eq!(start.elapsed(), announced, "waits exactly what it announced");
+            pauses.push(announced.as_millis());
+        }
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 500, 500, 500]);
+        backoff.reset();
+        assert_eq!(backoff.pause(), MIN_ACCEPT_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_cuts_the_pause_short() {
+        let mut backoff = AcceptBackoff::new();
+        let mut stop = std::pin::pin!(std::future::ready(()));
+        let start = Instant::now();
+        assert!(!backoff.wait(&mut stop).await);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_per_connection_errors_are_skipped() {
+        assert!(is_connection_error(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+        assert!(!is_connection_error(&io::Error::from_raw_os_error(24))); // EMFILE
+    }
+}
