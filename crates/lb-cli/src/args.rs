@@ -274,7 +274,9 @@ impl<P: TypedValueParser> TypedValueParser for Secret<P> {
 }
 
 /// Escapes control characters (`\n`, `\r`, ...) in the values a clap error quotes (the
-/// offending value, argument or suggestion), so the rendered message keeps to its lines.
+/// offending value, argument or suggestion), so the rendered message keeps to its lines. The
+/// value parsers here apply it through [`OneLine`]; errors clap raises itself (an unknown
+/// argument such as `--bogus$'\n\n'x`) need it applied where they are rendered, in `main`.
 pub(crate) fn one_line_error(mut error: clap::Error) -> clap::Error {
     let escaped: Vec<(ContextKind, ContextValue)> = error
         .context()
@@ -574,6 +576,11 @@ mod tests {
         }
         let e = Args::try_parse_from(["lb", "--health-check", "http:/a\r\nX: y"]).unwrap_err();
         assert!(e.render().to_string().contains("must not contain spaces or control characters"));
+        // Errors raised by clap itself (an unknown flag) quote the word too; `one_line_error`
+        // escapes them the same way, for main to apply before rendering (not done yet there).
+        let e = Args::try_parse_from(["lb", "--bogus\n\nx"]).unwrap_err();
+        let text = one_line_error(e).render().to_string();
+        assert!(text.lines().next().unwrap().contains("'--bogus\\n\\nx'"), "{text:?}");
     }
 
     #[test]
