@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 use lb_core::{AdminState, Algorithm};
+use lb_net::control::BackendOptions;
 use lb_net::{CheckKind, Target};
 
 /// A `--backend` value: `HOST:PORT[,weight=N][,drain|maint]`.
@@ -15,23 +18,14 @@ pub(crate) struct BackendSpec {
     pub(crate) state: AdminState,
 }
 
+/// Parses a `--backend` value. The options after the address are those of the `add` command,
+/// read by the same code ([`BackendOptions::parse`]), so both accept the same words and reject
+/// a weight or state given twice alike.
 pub(crate) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
     let mut parts = s.split(',');
     let target = parse_backend_address(parts.next().unwrap_or_default())?;
-    let mut spec = BackendSpec { target, weight: None, state: AdminState::Ready };
-    for part in parts {
-        let part = part.trim();
-        if let Some(w) = part.strip_prefix("weight=") {
-            spec.weight = Some(parse_weight(w)?);
-        } else if let Ok(state) = parse_admin_state(part) {
-            spec.state = state;
-        } else {
-            return Err(format!(
-                "unexpected {part:?}: expected weight=N, drain or maint after the address"
-            ));
-        }
-    }
-    Ok(spec)
+    let options = BackendOptions::parse(parts.map(str::trim)).map_err(|e| e.to_string())?;
+    Ok(BackendSpec { target, weight: options.weight, state: options.state.unwrap_or_default() })
 }
 
 /// The address part of a backend: `HOST:PORT` or `[V6]:PORT`.
@@ -57,6 +51,50 @@ pub(crate) fn parse_weight(s: &str) -> Result<u32, String> {
 /// An initial admin state: `ready`, `drain` or `maint`.
 pub(crate) fn parse_admin_state(s: &str) -> Result<AdminState, String> {
     s.trim().parse().map_err(|e: lb_core::Error| e.to_string())
+}
+
+/// `--host`: a host name or IP address to listen on. An IPv6 literal may be bracketed as in
+/// backend addresses (`[::1]`) or bare (`::1`); either way the brackets are dropped here, so
+/// the rest of `lb` sees one form.
+pub(crate) fn parse_host(s: &str) -> Result<String, String> {
+    let expected = "expected a host name or IP address, e.g. localhost, 0.0.0.0, :: or [::1]";
+    if let Some(inner) = s.strip_prefix('[') {
+        return match inner.strip_suffix(']') {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => Ok(v6.to_owned()),
+            _ => Err(format!(
+                "invalid host {s:?}: brackets hold an IPv6 address alone, e.g. [::1] (the port is --port)"
+            )),
+        };
+    }
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("invalid host {s:?}: {expected}"));
+    }
+    Ok(s.to_owned())
+}
+
+/// `--admin-token`: what `Authorization: Bearer TOKEN` must carry on `POST /command`. An HTTP
+/// header carries visible ASCII, and the endpoint trims what it receives, so a token that is
+/// empty or holds a space, a control character or a non-ASCII character could never match:
+/// every command would be refused. Such a token is rejected here instead. The message never
+/// shows the token itself, only the offending character.
+pub(crate) fn parse_admin_token(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the admin token is empty: give a non-empty token, or no token at all".into());
+    }
+    if let Some((i, c)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii_graphic()) {
+        let what = match c {
+            ' ' => "a space",
+            c if c.is_control() => "a control character",
+            c if c.is_whitespace() => "a space",
+            _ => "a non-ASCII character",
+        };
+        return Err(format!(
+            "the admin token contains {what} ({:?}, character {}): use visible ASCII characters only, e.g. letters, digits and - . _ ~ + /",
+            c,
+            i + 1
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h` (also combined, e.g. `1m30s`).
@@ -193,6 +231,83 @@ pub(crate) fn parse_log_level(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A flag's value parser whose errors stay on one line: clap's message quotes the value as
+/// typed, so a value holding a newline or a carriage return (`--health-check $'http:/a\r\nX'`)
+/// would split or garble it. The value is shown with such characters escaped instead.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OneLine<P>(pub(crate) P);
+
+impl<P: TypedValueParser> TypedValueParser for OneLine<P> {
+    type Value = P::Value;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        self.0.parse_ref(cmd, arg, value).map_err(one_line_error)
+    }
+}
+
+/// A value parser for a secret: its errors say what is wrong with the value without quoting it,
+/// as a rejected token would otherwise land on stderr (and in the journal, under systemd).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Secret<P>(pub(crate) P);
+
+impl<P: TypedValueParser> TypedValueParser for Secret<P> {
+    type Value = P::Value;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        self.0.parse_ref(cmd, arg, value).map_err(|mut error| {
+            if error.get(ContextKind::InvalidValue).is_some() {
+                error.insert(ContextKind::InvalidValue, ContextValue::String("(not shown)".into()));
+            }
+            error
+        })
+    }
+}
+
+/// Escapes control characters (`\n`, `\r`, ...) in the values a clap error quotes (the
+/// offending value, argument or suggestion), so the rendered message keeps to its lines. The
+/// value parsers here apply it through [`OneLine`]; errors clap raises itself (an unknown
+/// argument such as `--bogus$'\n\n'x`) need it applied where they are rendered, in `main`.
+pub(crate) fn one_line_error(mut error: clap::Error) -> clap::Error {
+    let escaped: Vec<(ContextKind, ContextValue)> = error
+        .context()
+        .filter_map(|(kind, value)| {
+            let value = match value {
+                ContextValue::String(s) if s.chars().any(char::is_control) => {
+                    ContextValue::String(escape_controls(s))
+                }
+                ContextValue::Strings(list)
+                    if list.iter().any(|s| s.chars().any(char::is_control)) =>
+                {
+                    ContextValue::Strings(list.iter().map(|s| escape_controls(s)).collect())
+                }
+                _ => return None,
+            };
+            Some((kind, value))
+        })
+        .collect();
+    for (kind, value) in escaped {
+        error.insert(kind, value);
+    }
+    error
+}
+
+/// `s` with each control character written as its Rust escape (`\n`, `\r`, `\u{1b}`).
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
+        .collect()
+}
+
 const AFTER_HELP: &str = "\
 Examples:
   lb --demo                                    three built-in backends; then: curl localhost:8080
@@ -220,70 +335,70 @@ pub(crate) struct Args {
     pub(crate) config: Option<PathBuf>,
 
     /// Address to listen on: a host name or IP (0.0.0.0 or :: for every interface).
-    #[arg(long, default_value = "localhost", value_name = "HOST")]
+    #[arg(long, default_value = "localhost", value_name = "HOST", value_parser = OneLine(parse_host))]
     pub(crate) host: String,
 
     /// Port to listen on (0 picks a free one, printed at start-up).
-    #[arg(long, default_value_t = 8080, value_parser = parse_listen_port)]
+    #[arg(long, default_value_t = 8080, value_parser = OneLine(parse_listen_port))]
     pub(crate) port: u16,
 
     /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
-    #[arg(long, default_value = "round_robin", value_parser = parse_algorithm, value_name = "NAME")]
+    #[arg(long, default_value = "round_robin", value_parser = OneLine(parse_algorithm), value_name = "NAME")]
     pub(crate) algorithm: Algorithm,
 
     /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000) and ,drain or ,maint.
     #[arg(
         long = "backend",
         value_name = "HOST:PORT[,weight=N]",
-        value_parser = parse_backend,
+        value_parser = OneLine(parse_backend),
         default_values = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
     )]
     pub(crate) backends: Vec<BackendSpec>,
 
     /// Time between health checks of each backend.
-    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "2s", value_parser = OneLine(parse_positive_duration), value_name = "DURATION")]
     pub(crate) health_interval: Duration,
 
     /// Longest wait for one health check.
-    #[arg(long, default_value = "1s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = OneLine(parse_positive_duration), value_name = "DURATION")]
     pub(crate) health_timeout: Duration,
 
     /// Consecutive successful checks that bring a down backend up.
-    #[arg(long, default_value_t = 2, value_parser = parse_threshold)]
+    #[arg(long, default_value_t = 2, value_parser = OneLine(parse_threshold))]
     pub(crate) rise: u32,
 
     /// Consecutive failures (checks or connects) that take a backend down.
-    #[arg(long, default_value_t = 3, value_parser = parse_threshold)]
+    #[arg(long, default_value_t = 3, value_parser = OneLine(parse_threshold))]
     pub(crate) fall: u32,
 
     /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off (then
     /// failed connects are retried elsewhere but take no backend down: nothing would bring it
     /// back up).
-    #[arg(long, default_value = "tcp", value_parser = parse_health_check, value_name = "KIND")]
+    #[arg(long, default_value = "tcp", value_parser = OneLine(parse_health_check), value_name = "KIND")]
     pub(crate) health_check: HealthCheck,
 
     /// Longest wait for a backend to accept a connection before trying another.
-    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "2s", value_parser = OneLine(parse_positive_duration), value_name = "DURATION")]
     pub(crate) connect_timeout: Duration,
 
     /// Close connections with no traffic either way for this long (off to never).
-    #[arg(long, default_value = "5m", value_parser = parse_optional_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "5m", value_parser = OneLine(parse_optional_duration), value_name = "DURATION")]
     pub(crate) idle_timeout: OptionalDuration,
 
     /// Most client connections open at once; more are closed at once (0 for unlimited).
-    #[arg(long, default_value = "unlimited", value_parser = parse_limit, value_name = "N")]
+    #[arg(long, default_value = "unlimited", value_parser = OneLine(parse_limit), value_name = "N")]
     pub(crate) max_connections: Limit,
 
     /// Most connections open to one backend; a full backend is skipped (0 for unlimited).
-    #[arg(long, default_value = "unlimited", value_parser = parse_limit, value_name = "N")]
+    #[arg(long, default_value = "unlimited", value_parser = OneLine(parse_limit), value_name = "N")]
     pub(crate) max_connections_per_backend: Limit,
 
     /// Further backends to try when connecting to one fails (each backend at most once).
-    #[arg(long, default_value_t = 2, value_parser = parse_retries)]
+    #[arg(long, default_value_t = 2, value_parser = OneLine(parse_retries))]
     pub(crate) retries: u32,
 
     /// On shutdown, how long open connections may finish before they are closed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = OneLine(parse_duration), value_name = "DURATION")]
     pub(crate) shutdown_grace: Duration,
 
     /// File to log to (appended).
@@ -292,7 +407,7 @@ pub(crate) struct Args {
 
     /// Log level: off, error, warn, info, debug, trace; or directives such as
     /// info,lb::access=off (no per-connection lines).
-    #[arg(long, default_value = "info", value_parser = parse_log_level, value_name = "LEVEL")]
+    #[arg(long, default_value = "info", value_parser = OneLine(parse_log_level), value_name = "LEVEL")]
     pub(crate) log_level: String,
 
     /// No banner and no prompt (commands on stdin are still read); a port picked by --port 0
@@ -308,17 +423,17 @@ pub(crate) struct Args {
 
     /// Serve the admin endpoint (GET /metrics, GET /stats, POST /command) on ADDR; PORT or
     /// :PORT listen on 127.0.0.1 only [default: off].
-    #[arg(long, value_name = "ADDR", value_parser = parse_admin)]
+    #[arg(long, value_name = "ADDR", value_parser = OneLine(parse_admin))]
     pub(crate) admin: Option<Target>,
 
     /// Require `Authorization: Bearer TOKEN` for admin commands (POST /command); reads
     /// (/metrics, /stats) stay open.
-    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = Secret(parse_admin_token))]
     pub(crate) admin_token: Option<String>,
 
     /// Worker threads, each with its own event loop and its own listening socket on the same
     /// port (SO_REUSEPORT, the kernel spreads new connections over them) [default: one per CPU].
-    #[arg(long, value_name = "N", default_value_t = default_workers(), hide_default_value = true, value_parser = parse_workers)]
+    #[arg(long, value_name = "N", default_value_t = default_workers(), hide_default_value = true, value_parser = OneLine(parse_workers))]
     pub(crate) workers: usize,
 
     /// `lb ctl ...`: send a command to a running lb instead of starting one.
@@ -339,7 +454,7 @@ pub(crate) enum Sub {
 pub(crate) struct CtlArgs {
     /// The admin endpoint: PORT, :PORT (127.0.0.1) or HOST:PORT [default: the `admin` of
     /// --config, else 127.0.0.1:9090].
-    #[arg(long, value_name = "ADDR", value_parser = parse_admin)]
+    #[arg(long, value_name = "ADDR", value_parser = OneLine(parse_admin))]
     pub(crate) admin: Option<Target>,
 
     /// Bearer token for the admin endpoint [default: the `admin-token` of --config].
@@ -406,6 +521,69 @@ mod tests {
         assert!(parse_backend("127.0.0.1").unwrap_err().contains("missing port"));
         assert!(parse_backend("127.0.0.1:80,weight=0").unwrap_err().contains("out of range"));
         assert!(parse_backend("127.0.0.1:80,fast").unwrap_err().contains("unexpected \"fast\""));
+        // The options of `add`, read by the same parser.
+        let b = parse_backend("127.0.0.1:80, weight=2 ,MAINT").unwrap();
+        assert_eq!((b.weight, b.state), (Some(2), AdminState::Maint));
+        assert_eq!(
+            parse_backend("127.0.0.1:80,weight=2,weight=3").unwrap_err(),
+            "weight given twice (\"weight=2\" and \"weight=3\"): give at most one"
+        );
+        assert_eq!(
+            parse_backend("127.0.0.1:80,weight=2,drain,maint").unwrap_err(),
+            "admin state given twice (\"drain\" and \"maint\"): give at most one"
+        );
+    }
+
+    #[test]
+    fn hosts_take_ipv6_with_or_without_brackets() {
+        assert_eq!(parse_host("[::1]").unwrap(), "::1");
+        assert_eq!(parse_host("::1").unwrap(), "::1");
+        assert_eq!(parse_host("[::]").unwrap(), "::");
+        assert_eq!(parse_host("localhost").unwrap(), "localhost");
+        assert_eq!(parse_host("0.0.0.0").unwrap(), "0.0.0.0");
+        for bad in ["[::1", "[1.2.3.4]", "[localhost]", "[::1]:80", "", "a b", "a\nb"] {
+            assert!(parse_host(bad).unwrap_err().starts_with("invalid host"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn admin_tokens_must_be_sendable() {
+        assert_eq!(parse_admin_token("s3cret-_.~+/=!").unwrap(), "s3cret-_.~+/=!");
+        assert!(parse_admin_token("").unwrap_err().contains("empty"));
+        assert!(parse_admin_token("a b").unwrap_err().contains("a space"));
+        assert!(parse_admin_token(" a").unwrap_err().contains("a space"));
+        assert!(parse_admin_token("a\tb").unwrap_err().contains("a control character"));
+        assert!(parse_admin_token("a\nb").unwrap_err().contains("a control character ('\\n'"));
+        assert!(parse_admin_token("pässword").unwrap_err().contains("a non-ASCII character"));
+        // The message never repeats the token.
+        let e = Args::try_parse_from(["lb", "--admin-token", "my secret"]).unwrap_err();
+        let text = e.render().to_string();
+        assert!(!text.contains("my secret") && text.contains("a space"), "{text}");
+    }
+
+    #[test]
+    fn flag_errors_escape_control_characters_in_the_value() {
+        for (flag, value) in [
+            ("--health-check", "http:/a\r\nX: y"),
+            ("--port", "1\n\n2"),
+            ("--backend", "127.0.0.1:1\n2"),
+            ("--host", "a\rb"),
+        ] {
+            let e = Args::try_parse_from(["lb", flag, value]).unwrap_err();
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap();
+            assert!(!first.contains('\r'), "{text:?}");
+            assert!(first.contains(&value.escape_debug().to_string()), "{text:?}");
+            // The reason is on the first line too, not cut off by a line break in the value.
+            assert!(first.contains(&format!("for '{flag} ")) && first.contains("\": "), "{text:?}");
+        }
+        let e = Args::try_parse_from(["lb", "--health-check", "http:/a\r\nX: y"]).unwrap_err();
+        assert!(e.render().to_string().contains("must not contain spaces or control characters"));
+        // Errors raised by clap itself (an unknown flag) quote the word too; `one_line_error`
+        // escapes them the same way, for main to apply before rendering (not done yet there).
+        let e = Args::try_parse_from(["lb", "--bogus\n\nx"]).unwrap_err();
+        let text = one_line_error(e).render().to_string();
+        assert!(text.lines().next().unwrap().contains("'--bogus\\n\\nx'"), "{text:?}");
     }
 
     #[test]

@@ -89,6 +89,15 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
             if let Some(key) = text.get(span.clone()) {
                 message = format!("duplicate key `{}`", key.trim());
             }
+        } else if message == "missing key `address`" {
+            // Only a [[backend]] table has a required key.
+            message = "backend: missing key `address`: each [[backend]] table needs address = \"HOST:PORT\"".into();
+        } else if !message.starts_with("unknown key") && !message.starts_with("backend: ") {
+            // A syntax error in a value (`port = 1e400`, `algorithm = `): name the key written
+            // on that line, as a bad value's message does.
+            if let Some(key) = key_at(text, span.start) {
+                message = format!("{key}: {message}");
+            }
         }
         format!("{}: {message}", at(span.start))
     })?;
@@ -137,7 +146,7 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
         }
     };
     Ok(FileConfig {
-        host: value(&at, "host", raw.host, |s| Ok(s.to_owned()))?,
+        host: value(&at, "host", raw.host, args::parse_host)?,
         port: value(&at, "port", raw.port, args::parse_listen_port)?,
         algorithm: value(&at, "algorithm", raw.algorithm, args::parse_algorithm)?,
         backends,
@@ -178,9 +187,37 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
         demo: flag(raw.demo, "demo")?,
         workers: value(&at, "workers", raw.workers, args::parse_workers)?,
         admin: value(&at, "admin", raw.admin, args::parse_admin)?,
-        admin_token: value(&at, "admin-token", raw.admin_token, |s| Ok(s.to_owned()))?,
+        admin_token: value(&at, "admin-token", raw.admin_token, args::parse_admin_token)?,
     })
 }
+
+/// The key assigned on the line holding `offset` (`port` for `port = 1e400`), as a message
+/// names it: `backend.weight` inside a `[[backend]]` table. `None` when the line assigns none.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or_default();
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return None;
+    }
+    // The table the line is in: the last header above it.
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']' || c == ' '));
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+/// How a backend is written, for messages about a malformed one.
+const BACKEND_FORM: &str =
+    "expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state)";
 
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
@@ -227,24 +264,84 @@ struct RawBackend {
     state: Option<Spanned<Scalar>>,
 }
 
-/// `backend` must be a list of tables; a custom visitor so that a plain string or a single
-/// `[backend]` table (easy mistakes) is reported with the key's name and the expected form.
+/// Visitor methods that turn down every value but the one the visitor is for, with a message in
+/// the file's words (`backend: expected ..., found a string "x"`) rather than serde's, which
+/// would name Rust types.
+macro_rules! refuse_other_values {
+    ($expected:expr) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{}, found {v}", $expected)))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{}, found the number {v}", $expected)))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{}, found the number {v}", $expected)))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{}, found the number {v}", $expected)))
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{}, found the number {v}", $expected)))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{}, found the number {v:?}", $expected)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{}, found the string {v:?}", $expected)))
+        }
+    };
+}
+
+/// `backend` must be a list of tables; a custom visitor so that a plain string, a single
+/// `[backend]` table or a list of strings (easy mistakes) is reported with the key's name and
+/// the expected form.
 fn backend_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<RawBackend>>, D::Error> {
     struct List;
     impl<'de> Visitor<'de> for List {
         type Value = Vec<RawBackend>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("backend to be a list of [[backend]] tables, each with an address")
+            write!(f, "backend: {BACKEND_FORM}")
+        }
+        refuse_other_values!(format_args!("backend: {BACKEND_FORM}"));
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(de::Error::custom(format!(
+                "backend: {BACKEND_FORM}, found a single [backend] table (write [[backend]])"
+            )))
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
-            while let Some(entry) = seq.next_element()? {
+            while let Some(BackendEntry(entry)) = seq.next_element()? {
                 out.push(entry);
             }
             Ok(out)
         }
     }
-    d.deserialize_seq(List).map(Some)
+    d.deserialize_any(List).map(Some)
+}
+
+/// One element of the `backend` list: a table, read as a [`RawBackend`]; anything else (a
+/// string, a number, an array) is turned down in the file's words.
+struct BackendEntry(RawBackend);
+
+impl<'de> Deserialize<'de> for BackendEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BackendEntry, D::Error> {
+        struct Entry;
+        impl<'de> Visitor<'de> for Entry {
+            type Value = RawBackend;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "backend: {BACKEND_FORM}")
+            }
+            refuse_other_values!(format_args!("backend: {BACKEND_FORM}"));
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawBackend, A::Error> {
+                Err(de::Error::custom(format!("backend: {BACKEND_FORM}, found an array")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBackend, A::Error> {
+                RawBackend::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(Entry).map(BackendEntry)
+    }
 }
 
 /// A value as written, before its flag's parser sees it. Any TOML value is accepted here, so
@@ -292,6 +389,14 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar::Text(v.to_string()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+            // Integers beyond 64 bits (`port = 99999999999999999999999`): kept as text too, so
+            // the flag's parser says the number is out of its range, naming the key.
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Scalar, E> {
                 Ok(Scalar::Text(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
@@ -587,15 +692,86 @@ weight = 3
         let e = err("[[backend]]\naddress = \"127.0.0.1:80\"\nstate = \"asleep\"\n");
         assert!(e.contains("line 3: backend.state: unknown admin state \"asleep\""), "{e}");
         let e = err("[[backend]]\nweight = 2\n");
-        assert_eq!(e, "lb.toml line 1: missing key `address`");
+        assert_eq!(
+            e,
+            "lb.toml line 1: backend: missing key `address`: each [[backend]] table needs address = \"HOST:PORT\""
+        );
         let e = err("backend = \"127.0.0.1:8001\"\n");
-        assert!(
-            e.contains("line 1:")
-                && e.contains("expected backend to be a list of [[backend]] tables"),
-            "{e}"
+        assert_eq!(
+            e,
+            "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found the string \"127.0.0.1:8001\""
         );
         let e = err("[backend]\naddress = \"127.0.0.1:8001\"\n");
-        assert!(e.contains("expected backend to be a list of [[backend]] tables"), "{e}");
+        assert!(e.contains("backend: expected [[backend]] tables with address = \"HOST:PORT\""));
+        assert!(e.ends_with("found a single [backend] table (write [[backend]])"), "{e}");
+    }
+
+    #[test]
+    fn no_message_names_a_rust_type() {
+        // Each is one line naming the line and the key, in the file's words.
+        for (text, expected) in [
+            (
+                "port = 99999999999999999999999",
+                "lb.toml line 1: port: invalid port \"99999999999999999999999\": expected a whole number from 0 to 65535",
+            ),
+            (
+                "\nretries = -99999999999999999999999",
+                "lb.toml line 2: retries: invalid number \"-99999999999999999999999\": expected a whole number from 0 to 100",
+            ),
+            (
+                "backend = [\"127.0.0.1:1\"]",
+                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found the string \"127.0.0.1:1\"",
+            ),
+            (
+                "backend = [\n  {address = \"127.0.0.1:1\"},\n  7,\n]",
+                "lb.toml line 3: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found the number 7",
+            ),
+            (
+                "backend = [[\"127.0.0.1:1\"]]",
+                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found an array",
+            ),
+            (
+                "backend = true",
+                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found true",
+            ),
+            (
+                "[[backend]]\naddress = \"127.0.0.1:1\"\nweight = 99999999999999999999999",
+                "lb.toml line 3: backend.weight: invalid weight \"99999999999999999999999\": expected a whole number from 1 to 1000",
+            ),
+            ("port = 1e400", "lb.toml line 1: port: floating-point number overflowed"),
+            (
+                "[[backend]]\naddress = \"127.0.0.1:1\"\nweight = 1e400",
+                "lb.toml line 3: backend.weight: floating-point number overflowed",
+            ),
+        ] {
+            let e = err(text);
+            assert_eq!(e, expected, "{text:?}");
+        }
+        // Syntax errors in a value name the key, whatever the parser's wording.
+        assert!(err("port = 9000\nalgorithm = \n").starts_with("lb.toml line 2: algorithm: "));
+        assert!(err("port = 08080").starts_with("lb.toml line 1: port: "));
+        for text in ["port = 99999999999999999999999", "backend = [1]", "backend = [[1]]"] {
+            let e = err(text);
+            for leak in ["i128", "u128", "struct", "RawBackend", "Scalar", "invalid type", "map"] {
+                assert!(!e.contains(leak), "{text:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_host_and_admin_token_are_checked_as_their_flags() {
+        assert_eq!(parse("lb.toml", "host = \"[::1]\"").unwrap().host.as_deref(), Some("::1"));
+        assert_eq!(parse("lb.toml", "host = \"::1\"").unwrap().host.as_deref(), Some("::1"));
+        assert!(err("host = \"[::1\"").starts_with("lb.toml line 1: host: invalid host \"[::1\""));
+        assert_eq!(
+            err("\nadmin-token = \"\""),
+            "lb.toml line 2: admin-token: the admin token is empty: give a non-empty token, or no token at all"
+        );
+        for token in ["\"a b\"", "\"a\\nb\"", "\" t\"", "\"\\u0007\""] {
+            let e = err(&format!("admin-token = {token}"));
+            assert!(e.starts_with("lb.toml line 1: admin-token: the admin token contains "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

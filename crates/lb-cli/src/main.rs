@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             }
             // One line: clap's first paragraph names the flag and the problem (for missing
             // arguments, the first line ends in a colon and the names follow, one per line).
-            let text = e.render().to_string();
+            let text = args::one_line_error(e).render().to_string();
             let first: Vec<&str> =
                 text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
             let first = if first.is_empty() { "invalid arguments".into() } else { first.join(" ") };

@@ -243,6 +243,13 @@ fn stats_add_remove_and_bad_commands_through_stdin() {
     // Bad input: one line of error, and the balancer carries on.
     assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, quit");
     assert!(lb.command("add 127.0.0.1", "error:").contains("missing port"));
+    assert!(lb
+        .command("add 127.0.0.1:3 weight=5 weight=6", "error:")
+        .contains("weight given twice (\"weight=5\" and \"weight=6\")"));
+    assert!(lb
+        .command("add 127.0.0.1:4 drain maint", "error:")
+        .contains("admin state given twice (\"drain\" and \"maint\")"));
+    assert!(lb.command("add ::1:8001", "error:").ends_with("e.g. `add [::1]:8001`"));
     assert!(lb.command(&format!("add {b}"), "error:").contains("already in the pool"));
     assert!(lb.command("weight 127.0.0.1:1 5", "error:").contains("no backend 127.0.0.1:1"));
     lb.command("algorithm least_connections", "algorithm least_connections");
@@ -366,6 +373,7 @@ fn fails(args: &[&str]) -> (Option<i32>, String) {
 fn bad_flags_give_one_line_and_status_2() {
     let cases: &[(&[&str], &str)] = &[
         (&["--bogus"], "unexpected argument '--bogus'"),
+        (&["--bogus\n\nx"], "unexpected argument '--bogus\\n\\nx'"),
         (&["--port", "http"], "invalid value 'http' for '--port <PORT>'"),
         (&["--port", "70000"], "70000"),
         (
@@ -384,12 +392,61 @@ fn bad_flags_give_one_line_and_status_2() {
             &["--port", "0", "--backend", "127.0.0.1:80", "--backend", "127.0.0.1:80"],
             "duplicate backend 127.0.0.1:80",
         ),
+        (&["--admin-token", ""], "the admin token is empty"),
+        (&["--admin-token", "a\nb"], "the admin token contains a control character ('\\n'"),
+        (&["--admin-token", "two words"], "the admin token contains a space"),
+        (
+            &["--backend", "127.0.0.1:80,weight=2,weight=3"],
+            "weight given twice (\"weight=2\" and \"weight=3\")",
+        ),
+        (
+            &["--backend", "127.0.0.1:80,weight=2,drain,maint"],
+            "admin state given twice (\"drain\" and \"maint\")",
+        ),
+        (&["--host", "[::1"], "invalid host \"[::1\""),
+        (
+            &["--health-check", "http:/a\r\nX: y"],
+            "'http:/a\\r\\nX: y' for '--health-check <KIND>': invalid health check \"http:/a\\r\\nX: y\": the HTTP path must not contain spaces or control characters",
+        ),
+        (&["--port", "1\n\n2"], "invalid port \"1\\n\\n2\": expected a whole number"),
     ];
     for (args, needle) in cases {
         let (code, stderr) = fails(args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.starts_with("lb: ") && stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains('\r'), "{args:?}: {stderr:?}");
     }
+    // A rejected token is not echoed.
+    let (_, stderr) = fails(&["--admin-token", "not secret enough"]);
+    assert!(!stderr.contains("not secret enough"), "{stderr}");
+}
+
+#[test]
+fn host_takes_a_bracketed_ipv6_address() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(LB)
+        .current_dir(dir.path())
+        .args(["--host", "[::1]", "--port", "0", "--backend", "127.0.0.1:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    assert!(banner.contains("listening on [::1]:"), "{banner}");
+    child.stdin.take().unwrap().write_all(b"quit\n").unwrap();
+    // Read to the end, so lb's last lines meet an open pipe.
+    stdout.read_to_string(&mut String::new()).unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
 }
 
 #[test]
@@ -597,7 +654,7 @@ fn a_broken_file_on_reload_changes_nothing() {
         backend_table(a, 7, "ready"),
         backend_table(b, 1, "ready")
     );
-    let broken: [(String, String); 5] = [
+    let broken: [(String, String); 6] = [
         (format!("{change}[[backend]\n"), "line 12: unclosed array table".into()),
         (format!("retries = 1\nretires = 2\n{change}"), "line 2: unknown key `retires`".into()),
         (
@@ -609,6 +666,10 @@ fn a_broken_file_on_reload_changes_nothing() {
             "backend no-such-host.invalid:80: cannot resolve".into(),
         ),
         (format!("{change}{}", backend_table(b, 1, "drain")), format!("duplicate backend {b}")),
+        (
+            format!("admin-token = \"\"\n{change}"),
+            "line 1: admin-token: the admin token is empty".into(),
+        ),
     ];
     let unchanged = "error: reload failed, configuration unchanged: ";
     for (text, needle) in &broken {
@@ -693,6 +754,22 @@ fn a_bad_config_file_at_startup_gives_one_line_and_status_2() {
         (
             file("backend.toml", "[[backend]]\naddress = \"127.0.0.1:80\"\nweight = 0\n"),
             "backend.toml line 3: backend.weight: weight 0 is out of range".into(),
+        ),
+        (
+            file("big.toml", "port = 99999999999999999999999\n"),
+            "big.toml line 1: port: invalid port \"99999999999999999999999\": expected a whole number from 0 to 65535".into(),
+        ),
+        (
+            file("list.toml", "backend = [\"127.0.0.1:1\"]\n"),
+            "list.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\"".into(),
+        ),
+        (
+            file("token.toml", "\nadmin-token = \"\"\n"),
+            "token.toml line 2: admin-token: the admin token is empty".into(),
+        ),
+        (
+            file("token2.toml", "admin-token = \"a\\nb\"\n"),
+            "token2.toml line 1: admin-token: the admin token contains a control character".into(),
         ),
     ];
     for (path, needle) in cases {

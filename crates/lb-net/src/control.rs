@@ -72,6 +72,17 @@ fn check_host(host: &str, whole: &str) -> Result<(), Error> {
     }
 }
 
+/// How to write the bare IPv6 address `v6` with a port: `::1:8001` most likely meant ::1 port
+/// 8001, so `[::1]:8001`; otherwise the address in brackets with an example port.
+fn bracketed_example(v6: &str) -> String {
+    if let Some((host, port)) = v6.rsplit_once(':') {
+        if host.parse::<std::net::Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return format!("[{host}]:{port}");
+        }
+    }
+    format!("[{v6}]:8001")
+}
+
 impl Target {
     /// Parses `host:port` or `[v6]:port` from one word.
     pub fn parse_one(s: &str) -> Result<Target, Error> {
@@ -105,16 +116,32 @@ impl Target {
             )));
         };
         // A bare IP (IPv6 included) or a name without a port takes the next word as its port.
-        let bare = first.parse::<IpAddr>().is_ok() || !first.contains(':');
-        if bare {
+        let ip = first.parse::<IpAddr>().ok();
+        if ip.is_some() || !first.contains(':') {
             let Some((&port, rest)) = rest.split_first() else {
+                let example = match ip {
+                    // `::1:8001` is one IPv6 address, not ::1 with a port: say how to write the
+                    // port, which `add ::1:8001 8001` would not.
+                    Some(IpAddr::V6(_)) => format!(
+                        "write an IPv6 address in brackets before its port, e.g. `{command} {}`",
+                        bracketed_example(first)
+                    ),
+                    _ => format!("e.g. `{command} {first} 8001`"),
+                };
                 return Err(Error::BadCommand(format!(
-                    "{command}: missing port after {first:?}, e.g. `{command} {first} 8001`"
+                    "{command}: missing port after {first:?}: {example}"
                 )));
             };
             check_host(first, first)?;
             let whole = format!("{first} {port}");
-            let target = Target { host: first.to_owned(), port: parse_port(port, &whole)? };
+            let port = parse_port(port, &whole).map_err(|e| match ip {
+                Some(IpAddr::V6(_)) => Error::BadCommand(format!(
+                    "{e} (an IPv6 address with its port is written in brackets, e.g. `{command} {}`)",
+                    bracketed_example(first)
+                )),
+                _ => e,
+            })?;
+            let target = Target { host: first.to_owned(), port };
             *words = rest;
             return Ok(target);
         }
@@ -234,23 +261,11 @@ impl Command {
         let cmd = match name_lc.as_str() {
             "add" => {
                 let target = Target::take(&mut rest, "add")?;
-                let (mut weight, mut state) = (None, None);
-                for &word in rest {
-                    let lower = word.to_ascii_lowercase();
-                    if let Some(w) = lower.strip_prefix("weight=").or_else(|| lower.strip_prefix("w=")) {
-                        weight = Some(parse_weight(w)?);
-                    } else if let Some(s) = lower.strip_prefix("state=") {
-                        state = Some(s.parse::<AdminState>()?);
-                    } else if let Ok(s) = lower.parse::<AdminState>() {
-                        state = Some(s);
-                    } else if lower.bytes().all(|b| b.is_ascii_digit()) && weight.is_none() {
-                        weight = Some(parse_weight(&lower)?);
-                    } else {
-                        return Err(Error::BadCommand(format!(
-                            "add: unexpected {word:?}: expected weight=N or one of ready, drain, maint"
-                        )));
-                    }
-                }
+                let BackendOptions { weight, state } =
+                    BackendOptions::parse(rest.iter().copied()).map_err(|e| match e {
+                        Error::BadCommand(msg) => Error::BadCommand(format!("add: {msg}")),
+                        other => other,
+                    })?;
                 return Ok(Command::Add { target, weight, state });
             }
             "remove" | "rm" | "del" | "delete" => Command::Remove(Target::take(&mut rest, "remove")?),
@@ -292,8 +307,65 @@ impl Command {
     }
 }
 
+/// The options that may follow a backend's address, in `add` and in `lb --backend`
+/// (`127.0.0.1:8004,weight=3,drain`): a weight and an initial admin state, each at most once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// `weight=N` (also `w=N`, or a bare `N`): 1 to 1000; `None` for the default.
+    pub weight: Option<u32>,
+    /// `ready`, `drain` or `maint` (also `state=...`); `None` for the default, ready.
+    pub state: Option<AdminState>,
+}
+
+impl BackendOptions {
+    /// Parses the option words after an address, any case. A weight or a state given twice
+    /// (`weight=5 weight=6`, `drain maint`) is an error naming both, rather than the last one
+    /// silently winning.
+    pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BackendOptions, Error> {
+        let mut options = BackendOptions::default();
+        // The words that set each option, for the message when one comes again.
+        let (mut weight_word, mut state_word): (Option<&str>, Option<&str>) = (None, None);
+        for word in words {
+            let lower = word.to_ascii_lowercase();
+            if let Some(w) = lower.strip_prefix("weight=").or_else(|| lower.strip_prefix("w=")) {
+                let w = parse_weight(w)?;
+                options.weight = Some(once(&mut weight_word, word, "weight", w)?);
+            } else if let Some(s) = lower.strip_prefix("state=") {
+                let s = s.parse::<AdminState>()?;
+                options.state = Some(once(&mut state_word, word, "admin state", s)?);
+            } else if let Ok(s) = lower.parse::<AdminState>() {
+                options.state = Some(once(&mut state_word, word, "admin state", s)?);
+            } else if !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_digit()) {
+                let w = parse_weight(&lower)?;
+                options.weight = Some(once(&mut weight_word, word, "weight", w)?);
+            } else {
+                return Err(Error::BadCommand(format!(
+                    "unexpected {word:?}: expected weight=N or one of ready, drain, maint"
+                )));
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Records that `word` set the option `what`, or fails if an earlier word already did.
+fn once<'a, T>(
+    seen: &mut Option<&'a str>,
+    word: &'a str,
+    what: &str,
+    value: T,
+) -> Result<T, Error> {
+    if let Some(first) = seen {
+        return Err(Error::BadCommand(format!(
+            "{what} given twice ({first:?} and {word:?}): give at most one"
+        )));
+    }
+    *seen = Some(word);
+    Ok(value)
+}
+
 fn parse_weight(s: &str) -> Result<u32, Error> {
-    let w: u64 = s.parse().map_err(|_| {
+    let w: u64 = s.trim().parse().map_err(|_| {
         Error::BadCommand(format!("invalid weight {s:?}: expected a whole number from 1 to 1000"))
     })?;
     Ok(lb_core::validate_weight(w)?)
@@ -867,5 +939,60 @@ mod tests {
         assert!(err("algorithm fastest").contains("expected one of round_robin"));
         assert!(err("add ::1:80").contains("missing port after \"::1:80\""), "a bare IPv6 address");
         assert!(err("add fe80::1::2:80").contains("IPv6 addresses in brackets"));
+    }
+
+    #[test]
+    fn a_repeated_or_conflicting_option_is_named() {
+        let err = |line: &str| Command::parse(line).unwrap_err().to_string();
+        assert_eq!(
+            err("add 127.0.0.1:3 weight=5 weight=6"),
+            "add: weight given twice (\"weight=5\" and \"weight=6\"): give at most one"
+        );
+        assert_eq!(
+            err("add 127.0.0.1:4 drain maint"),
+            "add: admin state given twice (\"drain\" and \"maint\"): give at most one"
+        );
+        assert!(err("add 127.0.0.1:4 w=2 7").contains("weight given twice (\"w=2\" and \"7\")"));
+        assert!(err("add 127.0.0.1:4 drain state=drain").contains("admin state given twice"));
+        assert!(err("add 127.0.0.1 4 ready READY").contains("admin state given twice"));
+        // One of each is fine, in either order.
+        assert_eq!(
+            Command::parse("add 127.0.0.1:4 maint weight=2").unwrap(),
+            Command::Add {
+                target: t("127.0.0.1", 4),
+                weight: Some(2),
+                state: Some(AdminState::Maint)
+            }
+        );
+    }
+
+    #[test]
+    fn backend_options_are_read_by_one_parser() {
+        let parse = |words: &[&str]| BackendOptions::parse(words.iter().copied());
+        assert_eq!(parse(&[]).unwrap(), BackendOptions::default());
+        assert_eq!(
+            parse(&["weight=3", "drain"]).unwrap(),
+            BackendOptions { weight: Some(3), state: Some(AdminState::Drain) }
+        );
+        assert_eq!(parse(&["W=4"]).unwrap().weight, Some(4));
+        assert_eq!(parse(&["state=maint"]).unwrap().state, Some(AdminState::Maint));
+        assert!(parse(&[""]).unwrap_err().to_string().contains("unexpected \"\""));
+        assert!(parse(&["weight=0"]).unwrap_err().to_string().contains("out of range"));
+        assert!(parse(&["fast"]).unwrap_err().to_string().contains("unexpected \"fast\""));
+    }
+
+    #[test]
+    fn an_unbracketed_ipv6_address_gets_a_bracketed_example() {
+        let err = |line: &str| Command::parse(line).unwrap_err().to_string();
+        assert_eq!(
+            err("add ::1:8001"),
+            "add: missing port after \"::1:8001\": write an IPv6 address in brackets before its port, e.g. `add [::1]:8001`"
+        );
+        assert!(err("drain ::1").contains("e.g. `drain [::1]:8001`"));
+        assert!(err("add 2001:db8::1:80").contains("e.g. `add [2001:db8::1]:80`"));
+        assert!(err("add ::1:8001 weight=2").contains("e.g. `add [::1]:8001`"));
+        // IPv4 and names keep the `host port` example.
+        assert!(err("add 127.0.0.1").contains("e.g. `add 127.0.0.1 8001`"));
+        assert!(err("remove localhost").contains("e.g. `remove localhost 8001`"));
     }
 }
