@@ -63,4 +63,4 @@ pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthMachine, Reason};
 pub use pool::{Lease, Pool, PoolConfig, Transition};
 pub use selection::Algorithm;
-pub use stats::{BackendStats, PoolStats, Totals};
+pub use stats::{BackendStats, PoolStats, RetiredTotals, Totals};

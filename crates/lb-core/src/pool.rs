@@ -23,7 +23,7 @@ use crate::backend::{validate_weight, AdminState, Backend, BackendId, Counters, 
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthConfig, HealthMachine, Reason};
 use crate::selection::{Algorithm, PickCtx, Randomness, Selector};
-use crate::stats::{BackendStats, PoolStats};
+use crate::stats::{BackendStats, PoolStats, RetiredTotals};
 
 /// How a pool starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,8 +107,12 @@ pub(crate) struct Snapshot {
     members: Vec<Member>,
     candidates: Vec<Candidate>,
     selector: Selector,
-    /// Removed backends whose connections have not all finished yet: still shown in stats.
+    /// Removed backends whose counters may still change or be read through an older snapshot:
+    /// shown in stats while they have connections open, counted in the totals until folded
+    /// into `folded`.
     retired: Vec<Member>,
+    /// The counters of removed backends dropped from `retired`, so totals never go backwards.
+    folded: RetiredTotals,
     limit: u64,
 }
 
@@ -124,6 +128,7 @@ struct WriterState {
     next_id: u64,
     members: Vec<WriterMember>,
     retired: Vec<Member>,
+    folded: RetiredTotals,
 }
 
 #[derive(Debug)]
@@ -303,7 +308,13 @@ impl Pool {
     /// An empty pool.
     pub fn new(config: PoolConfig) -> Result<Pool> {
         config.health.validate()?;
-        let writer = WriterState { config, next_id: 1, members: Vec::new(), retired: Vec::new() };
+        let writer = WriterState {
+            config,
+            next_id: 1,
+            members: Vec::new(),
+            retired: Vec::new(),
+            folded: RetiredTotals::default(),
+        };
         let snapshot = build_snapshot(&writer);
         Ok(Pool {
             inner: Arc::new(Inner {
@@ -324,8 +335,7 @@ impl Pool {
     }
 
     fn publish(&self, writer: &mut WriterState) {
-        // Writers prune here: a removed backend with nothing open is gone for good.
-        writer.retired.retain(|m| m.slot.counters.active() > 0);
+        writer.fold_retired();
         self.inner.snapshot.store(Arc::new(build_snapshot(writer)));
         // After the store: see `pick_from`.
         self.inner.generation.fetch_add(1, Release);
@@ -585,15 +595,26 @@ impl Pool {
     }
 
     /// A consistent snapshot of every backend's counters and state, plus totals.
+    ///
+    /// Removed backends are listed while they have connections open; after that their counters
+    /// are in [`PoolStats::retired`], so the totals never go backwards.
     pub fn stats(&self) -> PoolStats {
         let snap = self.inner.snapshot.load();
         let mut backends: Vec<BackendStats> = snap.members.iter().map(|m| m.stats(false)).collect();
-        backends.extend(
-            snap.retired.iter().filter(|m| m.slot.counters.active() > 0).map(|m| m.stats(true)),
-        );
+        let mut retired = snap.folded;
+        for m in &snap.retired {
+            // One read decides, so the backend is counted exactly once: listed or retired.
+            let stats = m.stats(true);
+            if stats.active > 0 {
+                backends.push(stats);
+            } else {
+                retired.add_stats(&stats);
+            }
+        }
         PoolStats::new(
             snap.algorithm,
             backends,
+            retired,
             snap.candidates.len(),
             self.inner.no_backend.load(Relaxed),
         )
@@ -601,6 +622,33 @@ impl Pool {
 }
 
 impl WriterState {
+    /// Drops the removed backends nobody else can reach any more, adding their counters to
+    /// `folded`.
+    ///
+    /// A removed backend's counters keep changing while a lease holds its slot, and a pick can
+    /// still open a lease on it through a snapshot from before its removal (a pick in flight,
+    /// or a thread's cached last snapshot). Each lease and each snapshot holds references to
+    /// the slot: the published snapshot always one at least (in `members` before the removal,
+    /// in `retired` after), two if the backend is a candidate there. So when there are only two
+    /// (this list's and one of the published snapshot's), no lease is open, no snapshot it can
+    /// be picked from is left, and nothing can reach the slot to get one: its counters are
+    /// final and folding them loses nothing. A snapshot kept by an idle thread only delays the
+    /// fold; until then every snapshot counts the backend from its `retired` list.
+    fn fold_retired(&mut self) {
+        const OURS: usize = 2;
+        let folded = &mut self.folded;
+        self.retired.retain(|m| {
+            if Arc::strong_count(&m.slot) > OURS {
+                return true;
+            }
+            // Pairs with the release in each `Arc` drop (the last leases' and snapshots'), so
+            // their counter updates are all visible before they are read.
+            std::sync::atomic::fence(Acquire);
+            folded.add(&m.slot.counters);
+            false
+        });
+    }
+
     fn position(&self, addr: SocketAddr) -> Result<usize> {
         self.members
             .iter()
@@ -656,6 +704,7 @@ fn build_snapshot(w: &WriterState) -> Snapshot {
         candidates,
         selector,
         retired: w.retired.clone(),
+        folded: w.folded,
         limit: w.config.max_connections_per_backend.unwrap_or(u64::MAX),
     }
 }
@@ -693,6 +742,81 @@ mod tests {
             let pool = pool_of(&[i]);
             assert_eq!(pool.pick(None, &[]).unwrap().addr(), addr(i));
         }
+    }
+
+    fn retired_len(pool: &Pool) -> usize {
+        pool.writer().retired.len()
+    }
+
+    #[test]
+    fn a_removed_backend_is_folded_only_once_nothing_can_reach_it() {
+        let pool = pool_of(&[1, 2]);
+        let lease = pool.pick(None, &[]).unwrap();
+        assert_eq!(lease.addr(), addr(1));
+        lease.record_connected();
+        lease.record_bytes_in(7);
+        pool.remove(addr(1)).unwrap();
+        pool.set_weight(addr(2), 2).unwrap();
+        assert_eq!(retired_len(&pool), 1, "a lease is open");
+        drop(lease);
+        // This thread's cached snapshot, from before the removal, could still pick it.
+        pool.set_weight(addr(2), 3).unwrap();
+        assert_eq!(retired_len(&pool), 1, "an older snapshot can still pick it");
+        assert_eq!(pool.stats().retired.bytes_in, 7, "counted all the same");
+        drop(pool.pick(None, &[]).unwrap());
+        pool.set_weight(addr(2), 4).unwrap();
+        assert_eq!(retired_len(&pool), 0, "folded");
+        let stats = pool.stats();
+        assert_eq!((stats.retired.backends, stats.retired.connections), (1, 1));
+        assert_eq!((stats.totals.picks, stats.totals.bytes_in), (2, 7));
+    }
+
+    #[test]
+    fn totals_never_go_backwards_under_concurrent_churn() {
+        const THREADS: usize = 3;
+        const ROUNDS: u64 = 20_000;
+        let pool = pool_of(&[1, 2, 3]);
+        let done = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    let mut held = Vec::new();
+                    for i in 0..ROUNDS {
+                        if let Ok(lease) = pool.pick(None, &[]) {
+                            lease.record_connected();
+                            lease.record_bytes_in(1);
+                            held.push(lease);
+                        }
+                        if i % 3 == 0 {
+                            held.clear();
+                        }
+                    }
+                    done.fetch_add(1, Release);
+                });
+            }
+            s.spawn(|| {
+                let mut i = 0u8;
+                while done.load(Acquire) < THREADS as u64 {
+                    let a = addr(1 + i % 3);
+                    pool.remove(a).unwrap();
+                    pool.add(a, None).unwrap();
+                    i = i.wrapping_add(1);
+                }
+            });
+            let mut previous = pool.stats().totals;
+            while done.load(Acquire) < THREADS as u64 {
+                let t = pool.stats().totals;
+                assert!(t.picks >= previous.picks, "{t:?} after {previous:?}");
+                assert!(t.connections >= previous.connections, "{t:?} after {previous:?}");
+                assert!(t.bytes_in >= previous.bytes_in, "{t:?} after {previous:?}");
+                previous = t;
+            }
+        });
+        let t = pool.stats().totals;
+        assert_eq!(t.active, 0);
+        assert_eq!(t.picks, t.connections);
+        assert_eq!(t.connections, t.bytes_in);
+        assert_eq!(t.picks + t.no_backend, THREADS as u64 * ROUNDS);
     }
 
     #[test]

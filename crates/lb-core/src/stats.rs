@@ -84,7 +84,10 @@ impl BackendStats {
     }
 }
 
-/// Sums over all backends, including removed ones still shown.
+/// Sums over every backend the pool has ever had: those listed in [`PoolStats::backends`] plus
+/// the removed ones no longer listed ([`PoolStats::retired`]). The cumulative fields (everything
+/// but `backends`, `available` and `active`) therefore never go backwards, also across removals,
+/// re-adds and reloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Totals {
     /// Backends in the pool (not counting removed ones).
@@ -109,14 +112,67 @@ pub struct Totals {
     pub no_backend: u64,
 }
 
+/// The cumulative counters of removed backends that are no longer listed in
+/// [`PoolStats::backends`] (their last connection has ended), summed.
+///
+/// [`Totals`] include them, so that dropping a removed backend's record never makes a total go
+/// backwards: `totals.connections` is the sum of the listed backends' `connections` plus
+/// `retired.connections`, and likewise for the other fields here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetiredTotals {
+    /// Removed backends counted here (records dropped or about to be).
+    pub backends: u64,
+    /// Picks.
+    pub picks: u64,
+    /// Connections established.
+    pub connections: u64,
+    /// Failed connection attempts.
+    pub connect_failures: u64,
+    /// Failed connects retried on another backend.
+    pub retries: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+}
+
+impl RetiredTotals {
+    /// Adds one removed backend's counters as they are now. The pool folds a backend in only
+    /// once nothing can change its counters any more.
+    pub(crate) fn add(&mut self, counters: &Counters) {
+        self.backends += 1;
+        self.picks += counters.picks();
+        self.connections += counters.connections.load(Relaxed);
+        self.connect_failures += counters.connect_failures.load(Relaxed);
+        self.retries += counters.retries.load(Relaxed);
+        self.bytes_in += counters.bytes_in.load(Relaxed);
+        self.bytes_out += counters.bytes_out.load(Relaxed);
+    }
+
+    /// Adds one removed backend's counters as read into `stats`.
+    pub(crate) fn add_stats(&mut self, stats: &BackendStats) {
+        self.backends += 1;
+        self.picks += stats.picks;
+        self.connections += stats.connections;
+        self.connect_failures += stats.connect_failures;
+        self.retries += stats.retries;
+        self.bytes_in += stats.bytes_in;
+        self.bytes_out += stats.bytes_out;
+    }
+}
+
 /// The whole pool at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolStats {
     /// The algorithm in use.
     pub algorithm: Algorithm,
-    /// Every backend, in the order added; removed ones with open connections last.
+    /// Every backend, in the order added; then removed ones that still have open connections.
+    /// One address can appear twice: a backend removed while connections were open, then added
+    /// again, is listed both as the new backend and (marked removed) as the old one.
     pub backends: Vec<BackendStats>,
-    /// Sums.
+    /// What removed backends no longer listed contributed to the totals.
+    pub retired: RetiredTotals,
+    /// Sums over all backends, listed or retired.
     pub totals: Totals,
 }
 
@@ -124,6 +180,7 @@ impl PoolStats {
     pub(crate) fn new(
         algorithm: Algorithm,
         backends: Vec<BackendStats>,
+        retired: RetiredTotals,
         available: usize,
         no_backend: u64,
     ) -> Self {
@@ -131,7 +188,13 @@ impl PoolStats {
             backends: backends.iter().filter(|b| !b.removed).count(),
             available,
             no_backend,
-            ..Totals::default()
+            picks: retired.picks,
+            connections: retired.connections,
+            connect_failures: retired.connect_failures,
+            retries: retired.retries,
+            bytes_in: retired.bytes_in,
+            bytes_out: retired.bytes_out,
+            active: 0,
         };
         for b in &backends {
             totals.active += b.active;
@@ -142,11 +205,41 @@ impl PoolStats {
             totals.bytes_in += b.bytes_in;
             totals.bytes_out += b.bytes_out;
         }
-        PoolStats { algorithm, backends, totals }
+        PoolStats { algorithm, backends, retired, totals }
     }
 
     /// The stats of the backend at `addr`, if listed.
     pub fn backend(&self, addr: SocketAddr) -> Option<&BackendStats> {
         self.backends.iter().find(|b| b.addr == addr && !b.removed)
+    }
+
+    /// The backends with one entry per address, for outputs keyed by address alone (the
+    /// Prometheus `backend` label).
+    ///
+    /// A removed backend still draining and a backend added again at the same address are
+    /// merged into one entry: counters, `active` and the counters' sums; `peak_active` the
+    /// larger of the two (a lower bound of the address's true peak, like each one's); identity,
+    /// weight, health, admin state and `removed` from the backend in the pool. Entries are in
+    /// the order of [`backends`](Self::backends), first occurrence of each address.
+    pub fn per_address(&self) -> Vec<BackendStats> {
+        let mut merged: Vec<BackendStats> = Vec::with_capacity(self.backends.len());
+        for b in &self.backends {
+            match merged.iter_mut().find(|m| m.addr == b.addr) {
+                Some(m) => {
+                    // Pool members come before removed backends, so `m` is the one to describe
+                    // the address when either is still in the pool.
+                    m.active += b.active;
+                    m.peak_active = m.peak_active.max(b.peak_active);
+                    m.picks += b.picks;
+                    m.connections += b.connections;
+                    m.connect_failures += b.connect_failures;
+                    m.retries += b.retries;
+                    m.bytes_in += b.bytes_in;
+                    m.bytes_out += b.bytes_out;
+                }
+                None => merged.push(b.clone()),
+            }
+        }
+        merged
     }
 }

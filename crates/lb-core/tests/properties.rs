@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use lb_core::selection::{hash_client, MaglevTable};
-use lb_core::{AdminState, Algorithm, Error, Health, HealthConfig, Lease, Pool, PoolConfig};
+use lb_core::{
+    AdminState, Algorithm, Error, Health, HealthConfig, Lease, Pool, PoolConfig, PoolStats, Totals,
+};
 use proptest::prelude::*;
 
 const ADDRS: u8 = 8;
@@ -39,6 +41,8 @@ enum Op {
     Passive(usize),
     Pick(u32, Vec<u8>),
     Release(usize),
+    /// Traffic on a held lease: connected, bytes in and out, and maybe a retry.
+    Traffic(usize, u16, bool),
     Algorithm(Algorithm),
 }
 
@@ -52,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Passive),
         6 => (any::<u32>(), prop::collection::vec(0..ADDRS, 0..3)).prop_map(|(c, x)| Op::Pick(c, x)),
         3 => any::<usize>().prop_map(Op::Release),
+        3 => (any::<usize>(), any::<u16>(), any::<bool>()).prop_map(|(k, n, r)| Op::Traffic(k, n, r)),
         1 => algorithm().prop_map(Op::Algorithm),
     ]
 }
@@ -87,6 +92,9 @@ fn run_ops(config: PoolConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let now = Instant::now();
     let mut model: HashMap<SocketAddr, Model> = HashMap::new();
     let mut held: Vec<Lease> = Vec::new();
+    // What the cumulative totals must be: everything recorded, on any backend, ever.
+    let mut expected = Totals::default();
+    let mut previous = pool.stats().totals;
     for op in ops {
         match op {
             Op::Add(a, w) => {
@@ -142,6 +150,7 @@ fn run_ops(config: PoolConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let lease = &held[k % held.len()];
                     let was_member = pool.get(lease.addr()).map(|b| b.id) == Some(lease.id());
                     let t = lease.record_connect_failure("refused", now);
+                    expected.connect_failures += 1;
                     if was_member {
                         let m = model.get_mut(&lease.addr()).unwrap();
                         let was = m.up;
@@ -177,17 +186,34 @@ fn run_ops(config: PoolConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             "picked an excluded backend"
                         );
                         prop_assert!(active(lease.addr()) < limit, "picked a backend at its limit");
+                        expected.picks += 1;
                         held.push(lease);
                     }
                     Err(e) => {
                         prop_assert_eq!(e, Error::NoBackendAvailable);
                         prop_assert!(!possible, "no backend picked although one was available");
+                        expected.no_backend += 1;
                     }
                 }
             }
             Op::Release(k) => {
                 if !held.is_empty() {
                     drop(held.swap_remove(k % held.len()));
+                }
+            }
+            Op::Traffic(k, n, retried) => {
+                if !held.is_empty() {
+                    let lease = &held[k % held.len()];
+                    lease.record_connected();
+                    lease.record_bytes_in(n.into());
+                    lease.record_bytes_out(u64::from(n) * 3);
+                    expected.connections += 1;
+                    expected.bytes_in += u64::from(n);
+                    expected.bytes_out += u64::from(n) * 3;
+                    if retried {
+                        lease.record_retried();
+                        expected.retries += 1;
+                    }
                 }
             }
             Op::Algorithm(a) => pool.set_algorithm(a),
@@ -201,11 +227,57 @@ fn run_ops(config: PoolConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         prop_assert_eq!(stats.totals.active, held.len() as u64);
         prop_assert_eq!(stats.backends.iter().filter(|b| !b.removed).count(), model.len());
+        check_totals(&stats, &expected, &previous)?;
+        previous = stats.totals;
     }
     drop(held);
     let stats = pool.stats();
     prop_assert_eq!(stats.totals.active, 0);
     prop_assert!(stats.backends.iter().all(|b| b.active == 0 && !b.removed));
+    check_totals(&stats, &expected, &previous)?;
+    // A pick (refreshing this thread's cached snapshot) and a change let the pool drop every
+    // removed backend's record; the totals stay.
+    match pool.pick(None, &[]) {
+        Ok(_) => expected.picks += 1,
+        Err(_) => expected.no_backend += 1,
+    }
+    pool.set_max_connections_per_backend(config.max_connections_per_backend);
+    let after = pool.stats();
+    check_totals(&after, &expected, &stats.totals)?;
+    Ok(())
+}
+
+/// The cumulative totals: exactly what was recorded, never below the previous reading, and
+/// the listed backends' sums plus the retired ones'.
+fn check_totals(
+    stats: &PoolStats,
+    expected: &Totals,
+    previous: &Totals,
+) -> Result<(), TestCaseError> {
+    let t = &stats.totals;
+    let cumulative = |t: &Totals| {
+        [
+            t.picks,
+            t.connections,
+            t.connect_failures,
+            t.retries,
+            t.bytes_in,
+            t.bytes_out,
+            t.no_backend,
+        ]
+    };
+    prop_assert_eq!(cumulative(t), cumulative(expected), "totals are everything recorded");
+    for (now, before) in cumulative(t).into_iter().zip(cumulative(previous)) {
+        prop_assert!(now >= before, "a total went backwards: {:?} after {:?}", t, previous);
+    }
+    let r = &stats.retired;
+    let sum = |f: fn(&lb_core::BackendStats) -> u64| stats.backends.iter().map(f).sum::<u64>();
+    prop_assert_eq!(t.picks, sum(|b| b.picks) + r.picks);
+    prop_assert_eq!(t.connections, sum(|b| b.connections) + r.connections);
+    prop_assert_eq!(t.connect_failures, sum(|b| b.connect_failures) + r.connect_failures);
+    prop_assert_eq!(t.retries, sum(|b| b.retries) + r.retries);
+    prop_assert_eq!(t.bytes_in, sum(|b| b.bytes_in) + r.bytes_in);
+    prop_assert_eq!(t.bytes_out, sum(|b| b.bytes_out) + r.bytes_out);
     Ok(())
 }
 
@@ -452,12 +524,58 @@ fn removed_backend_finishes_its_accounting() {
     assert_eq!(stats.backends[0].state(), "removed");
     lease.record_bytes_out(10);
     assert!(lease.record_connect_failure("late", Instant::now()).is_none());
+    let totals = pool.stats().totals;
     drop(lease);
-    assert!(pool.stats().backends.is_empty(), "gone once its last connection ends");
-    // Adding it again gives a new id, with fresh counters.
+    let stats = pool.stats();
+    assert!(stats.backends.is_empty(), "gone once its last connection ends");
+    assert_eq!(stats.totals.active, 0);
+    assert_eq!(Totals { active: 1, ..stats.totals }, totals, "but still in the totals");
+    assert_eq!((stats.retired.backends, stats.retired.bytes_out), (1, 10));
+    // Adding it again gives a new id, with fresh counters; the totals carry on.
     let id = pool.add(addr(1), None).unwrap();
-    assert_eq!(pool.stats().backends[0].id, id);
-    assert_eq!(pool.stats().backends[0].bytes_out, 0);
+    let stats = pool.stats();
+    assert_eq!(stats.backends[0].id, id);
+    assert_eq!(stats.backends[0].bytes_out, 0);
+    assert_eq!((stats.totals.connections, stats.totals.bytes_out), (1, 10));
+}
+
+/// The black-box report: 10 connections over two backends, one removed and added again while
+/// its connections are open; once they end, the totals still count all 10.
+#[test]
+fn totals_survive_remove_and_add_with_open_connections() {
+    let pool = Pool::default();
+    pool.add(addr(1), None).unwrap();
+    pool.add(addr(2), None).unwrap();
+    let leases: Vec<Lease> = (0..10).map(|_| pool.pick(None, &[]).unwrap()).collect();
+    for lease in &leases {
+        lease.record_connected();
+        lease.record_bytes_in(100);
+    }
+    pool.remove(addr(1)).unwrap();
+    pool.add(addr(1), None).unwrap();
+    let stats = pool.stats();
+    assert_eq!(stats.backends.len(), 3, "the old backend is listed, removed, beside the new one");
+    assert_eq!(stats.per_address().len(), 2);
+    let merged = stats.per_address().into_iter().find(|b| b.addr == addr(1)).unwrap();
+    assert_eq!(
+        (merged.addr, merged.removed, merged.active, merged.connections),
+        (addr(1), false, 5, 5)
+    );
+    let before = stats.totals;
+    drop(leases);
+    // Writes after the last connection ended, and picks that refresh this thread's snapshot,
+    // let the pool drop the old record.
+    for _ in 0..3 {
+        drop(pool.pick(None, &[]).unwrap());
+        pool.set_weight(addr(2), 2).unwrap();
+        pool.set_weight(addr(2), 1).unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.backends.len(), 2);
+    assert_eq!(stats.per_address().len(), 2);
+    assert_eq!((stats.totals.connections, stats.totals.bytes_in), (10, 1000));
+    assert_eq!(stats.totals.picks, before.picks + 3);
+    assert_eq!((stats.retired.backends, stats.retired.connections), (1, 5));
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The admin endpoint: Prometheus metrics, JSON stats and remote commands over HTTP/1.1.
 //!
 //! - `GET /metrics`: Prometheus text exposition (format 0.0.4), encoded by `prometheus-client`
-//!   from the same counters the `stats` command shows, read at scrape time.
+//!   from the same counters the `stats` command shows, read at scrape time. Series are keyed by
+//!   address alone, so a removed backend still draining and the backend added again at its
+//!   address are one series ([`PoolStats::per_address`](lb_core::PoolStats::per_address)).
 //! - `GET /stats`: the `stats` table as JSON, with the same field names ([`StatsJson`]).
 //! - `POST /command`: a command in the REPL's grammar as the body; the answer is the text the
 //!   REPL would print, with status 200, or 400 and `error: ...` for a command that does not parse
@@ -361,7 +363,8 @@ pub struct BackendJson {
 /// The client-side counters in `GET /stats`: the proxy's own counters, serialised as they are.
 pub type ClientsJson = ProxyStats;
 
-/// The TOTAL row in `GET /stats`.
+/// The TOTAL row in `GET /stats`: every backend the pool has had, listed or retired, so the
+/// cumulative fields never go backwards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TotalsJson {
     /// Backends in the pool.
@@ -374,10 +377,36 @@ pub struct TotalsJson {
     pub total: u64,
     /// Failed connects.
     pub failures: u64,
+    /// Failed connects retried on another backend.
+    #[serde(default)]
+    pub retries: u64,
     /// Bytes from clients.
     pub bytes_in: u64,
     /// Bytes to clients.
     pub bytes_out: u64,
+    /// Times the algorithm chose a backend.
+    #[serde(default)]
+    pub picks: u64,
+}
+
+/// The RETIRED row in `GET /stats`: removed backends whose connections have all ended, no longer
+/// listed in `backends` but still counted in `totals`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RetiredJson {
+    /// How many such backends.
+    pub backends: u64,
+    /// Connections established.
+    pub total: u64,
+    /// Failed connects.
+    pub failures: u64,
+    /// Failed connects retried on another backend.
+    pub retries: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+    /// Times the algorithm chose one of them.
+    pub picks: u64,
 }
 
 /// `GET /stats`: everything `stats` shows.
@@ -389,15 +418,20 @@ pub struct StatsJson {
     pub uptime_seconds: f64,
     /// Client-side counters.
     pub clients: ClientsJson,
-    /// Per backend, in pool order (removed ones with open connections last).
+    /// Per backend, in pool order (removed ones with open connections last, with state
+    /// `removed`; such a one can share its address with a backend added again).
     pub backends: Vec<BackendJson>,
-    /// Sums.
+    /// Removed backends no longer listed.
+    #[serde(default)]
+    pub retired: RetiredJson,
+    /// Sums over `backends` and `retired`.
     pub totals: TotalsJson,
 }
 
 impl From<&Stats> for StatsJson {
     fn from(s: &Stats) -> Self {
         let t = &s.pool.totals;
+        let r = &s.pool.retired;
         let p = &s.proxy;
         StatsJson {
             algorithm: s.pool.algorithm.to_string(),
@@ -423,14 +457,25 @@ impl From<&Stats> for StatsJson {
                     picks: b.picks,
                 })
                 .collect(),
+            retired: RetiredJson {
+                backends: r.backends,
+                total: r.connections,
+                failures: r.connect_failures,
+                retries: r.retries,
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+                picks: r.picks,
+            },
             totals: TotalsJson {
                 backends: t.backends,
                 available: t.available,
                 active: t.active,
                 total: t.connections,
                 failures: t.connect_failures,
+                retries: t.retries,
                 bytes_in: t.bytes_in,
                 bytes_out: t.bytes_out,
+                picks: t.picks,
             },
         }
     }
@@ -514,7 +559,9 @@ impl Collector for StatsCollector {
         use MetricType::{Counter, Gauge};
         let stats = self.handle.stats();
         let health = self.handle.health();
-        let backends = &stats.pool.backends;
+        // One entry per address: a label set must not repeat, and a removed backend still
+        // draining can share its address with the one added again.
+        let backends = &stats.pool.per_address();
         let rows = |f: &dyn Fn(&lb_core::BackendStats) -> u64| -> Vec<(String, u64)> {
             backends.iter().map(|b| (b.addr.to_string(), f(b))).collect()
         };

@@ -511,6 +511,25 @@ impl fmt::Display for Stats {
         if self.pool.backends.is_empty() {
             writeln!(f, "(no backends: add one with `add <host> <port>`)")?;
         }
+        // Removed backends whose connections have all ended are no longer listed, but what they
+        // did stays in TOTAL, so TOTAL never goes backwards; this row makes the column sums add up.
+        let r = &self.pool.retired;
+        if r.backends > 0 {
+            writeln!(
+                f,
+                "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
+                "RETIRED",
+                "",
+                "",
+                "",
+                "",
+                r.connections,
+                r.connect_failures,
+                r.retries,
+                r.bytes_in,
+                r.bytes_out
+            )?;
+        }
         write!(
             f,
             "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",

@@ -412,3 +412,73 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_the_others_keep_worki
     })
     .await;
 }
+
+/// A backend removed while connections are open and added again at once: the metrics keep one
+/// series per address (the two merged), `/stats` lists both (the old one as removed), and once
+/// the old connections end no total goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_whole() {
+    let (balancer, handle, admin) = setup(None).await;
+    let b1 = "backend=\"10.99.0.1:7000\"";
+    let post = |command: &'static str| async move {
+        let (status, _, body) = http(admin, "POST", "/command", &[], command).await;
+        assert_eq!(status, 200, "{command}: {body}");
+    };
+    post("remove 10.99.0.2:7000").await;
+    traffic(&balancer, 2).await;
+    // Four connections held open to b1.
+    let mut held = Vec::new();
+    for i in 0..4u16 {
+        let (mut client, theirs) = memory_client();
+        balancer.serve(theirs, Some(SocketAddr::from(([192, 0, 2, 2], 2000 + i))));
+        assert_eq!(read_line(&mut client).await.unwrap(), "b1");
+        held.push(client);
+    }
+    post("remove 10.99.0.1:7000").await;
+    post("add 10.99.0.1:7000").await;
+
+    let (status, _, body) = http(admin, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    let m = parse_metrics(&body); // rejects a repeated series
+    assert_eq!(m[&format!("lb_backend_connections_total{{{b1}}}")], 6.0, "old and new summed");
+    assert_eq!(m[&format!("lb_backend_picks_total{{{b1}}}")], 6.0);
+    assert_eq!(m[&format!("lb_backend_active_connections{{{b1}}}")], 4.0);
+    assert_eq!(m[&format!("lb_backend_up{{{b1}}}")], 1.0, "from the backend in the pool");
+    assert_eq!(m[&format!("lb_backend_admin_state{{{b1},state=\"ready\"}}")], 1.0);
+    assert_eq!(m["lb_backends"], 1.0);
+    assert!(!body.contains("10.99.0.2:7000"), "a removed backend with nothing open is not listed");
+
+    let (_, _, body) = http(admin, "GET", "/stats", &[], "").await;
+    let json: StatsJson = serde_json::from_str(&body).unwrap();
+    let rows: Vec<(&str, &str, u64, u64)> = json
+        .backends
+        .iter()
+        .map(|b| (b.backend.as_str(), b.state.as_str(), b.active, b.total))
+        .collect();
+    assert_eq!(rows, [("10.99.0.1:7000", "up", 0, 0), ("10.99.0.1:7000", "removed", 4, 6)]);
+    assert_eq!((json.totals.total, json.totals.active), (6, 4));
+    let table = handle.stats().to_string();
+    assert_eq!(table.lines().filter(|l| l.starts_with("10.99.0.1:7000")).count(), 2, "{table}");
+
+    // The old connections end: the old backend's record goes, its counts stay in the totals.
+    drop(held);
+    eventually(Duration::from_secs(10), "old connections accounted", || async {
+        let s = handle.stats();
+        s.proxy.open == 0 && s.pool.backends.len() == 1
+    })
+    .await;
+    let (_, _, body) = http(admin, "GET", "/stats", &[], "").await;
+    let json: StatsJson = serde_json::from_str(&body).unwrap();
+    assert_eq!((json.totals.total, json.totals.picks, json.totals.active), (6, 6, 0));
+    assert_eq!(json.totals.total, json.clients.accepted, "every accepted client is counted");
+    assert_eq!((json.retired.backends, json.retired.total), (2, 6));
+    let table = handle.stats().to_string();
+    let total_row = table.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+    assert_eq!(total_row.split_whitespace().nth(2), Some("6"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("RETIRED")), "{table}");
+    let (_, _, body) = http(admin, "GET", "/metrics", &[], "").await;
+    let m = parse_metrics(&body);
+    // The per-backend series now shows the new backend alone: a counter reset to Prometheus.
+    assert_eq!(m[&format!("lb_backend_connections_total{{{b1}}}")], 0.0);
+    assert_eq!(m[&format!("lb_backend_active_connections{{{b1}}}")], 0.0);
+}
