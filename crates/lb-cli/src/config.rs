@@ -133,6 +133,13 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
     };
     let backends = match raw.backend {
         None => None,
+        // Written out but empty: a balancer with nothing to send traffic to, and on reload the
+        // removal of every backend. Leave the key out for the built-in defaults.
+        Some(list) if list.is_empty() => {
+            return Err("backend: the list is empty: give at least one [[backend]] table with \
+                        address = \"HOST:PORT\" (or leave it out for the defaults at start-up)"
+                .into())
+        }
         Some(list) => {
             let mut specs = Vec::with_capacity(list.len());
             for entry in list {

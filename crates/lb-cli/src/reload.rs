@@ -227,7 +227,8 @@ impl Reloader {
             // An empty or truncated file (a half-written save) would otherwise swap every
             // backend for the built-in 127.0.0.1:8001-8003.
             return Err(format!(
-                "{} lists no backends ([[backend]] tables); the built-in defaults apply only at                  start-up, never on reload",
+                "{} lists no backends ([[backend]] tables); the built-in defaults apply only at \
+                 start-up, never on reload",
                 self.path.display()
             ));
         }

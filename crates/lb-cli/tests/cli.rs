@@ -678,10 +678,16 @@ fn a_broken_file_on_reload_changes_nothing() {
         assert!(answer.starts_with(unchanged) && answer.contains(needle), "{needle:?}: {answer}");
         assert_eq!(lb.stats(), before, "after {answer}");
     }
-    // An empty (say, truncated) file would fall back to the built-in default backends.
+    // An empty (say, truncated) file would fall back to the built-in default backends, and an
+    // empty list would remove them all.
     lb.write_config("");
     let answer = lb.command("reload", "reload");
     assert!(answer.starts_with(unchanged) && answer.contains("lists no backends"), "{answer}");
+    assert!(answer.contains("only at start-up, never"), "one space: {answer}");
+    assert_eq!(lb.stats(), before);
+    lb.write_config("backend = []\n");
+    let answer = lb.command("reload", "reload");
+    assert!(answer.starts_with(unchanged) && answer.contains("the list is empty"), "{answer}");
     assert_eq!(lb.stats(), before);
     std::fs::remove_file(&lb.config).unwrap();
     let answer = lb.command("reload", "reload");
@@ -747,6 +753,7 @@ fn a_bad_config_file_at_startup_gives_one_line_and_status_2() {
         (missing.clone(), format!("cannot read config file {missing}: ")),
         (file("syntax.toml", "port = 8080\nhost = \n"), "syntax.toml line 2: ".into()),
         (file("key.toml", "\nprot = 8080\n"), "key.toml line 2: unknown key `prot`".into()),
+        (file("none.toml", "backend = []\n"), "backend: the list is empty".into()),
         (
             file("value.toml", "idle-timeout = \"soon\"\n"),
             "value.toml line 1: idle-timeout: invalid duration \"soon\"".into(),
