@@ -43,7 +43,7 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
         Some(path) => match crate::config::load(path) {
             Ok(file) => Some(file),
             Err(e) => {
-                eprintln!("lb: {e}");
+                err!("lb: {e}");
                 return ExitCode::from(2);
             }
         },
@@ -53,22 +53,40 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
         args.admin.clone().or_else(|| file.as_ref().and_then(|f| f.admin.clone())).unwrap_or_else(
             || parse_admin_addr(DEFAULT_ADMIN).expect("the default address parses"),
         );
-    let token = args.token.clone().or_else(|| file.and_then(|f| f.admin_token));
+    if admin.port == 0 {
+        err!(
+            "lb: admin port 0 means a free port picked when lb started; pass --admin with the \
+             port it printed (\"admin endpoint on http://...\")"
+        );
+        return ExitCode::from(2);
+    }
+    // An empty LB_ADMIN_TOKEN is no token; anything else must be sendable in a header.
+    let token = args.token.clone().filter(|t| !t.is_empty());
+    let token = match token.or_else(|| file.and_then(|f| f.admin_token)) {
+        Some(t) => match crate::args::parse_admin_token(&t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                err!("lb: --token: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let command = args.words.join(" ");
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("lb: cannot start the runtime: {e}");
+            err!("lb: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(send(&admin, token.as_deref(), &command)) {
         Ok(answer) => {
-            println!("{answer}");
+            out!("{answer}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("lb: {e}");
+            err!("lb: {e}");
             ExitCode::from(1)
         }
     }
@@ -101,9 +119,15 @@ pub(crate) async fn send(
                 admin.port
             ));
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("admin endpoint at {admin}: {e}"))?;
+        // Anything that does not speak HTTP back (say, the proxy's own port) is not lb's
+        // admin endpoint.
+        let not_admin = |e: hyper::Error| {
+            format!(
+                "{admin} did not answer as lb's admin endpoint ({e}); is that the --admin address?"
+            )
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(not_admin)?;
         tokio::spawn(connection);
         let mut request = Request::builder()
             .method(Method::POST)
@@ -116,10 +140,7 @@ pub(crate) async fn send(
         let request = request
             .body(Full::new(Bytes::from(command.to_owned())))
             .map_err(|e| format!("cannot build the request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("admin endpoint at {admin}: {e}"))?;
+        let response = sender.send_request(request).await.map_err(not_admin)?;
         let status = response.status();
         let body = response
             .into_body()
@@ -128,13 +149,22 @@ pub(crate) async fn send(
             .map_err(|e| format!("admin endpoint at {admin}: {e}"))?
             .to_bytes();
         let text = String::from_utf8_lossy(&body).trim_end().to_owned();
+        let reason = text.trim_start_matches("error: ");
         match status {
             StatusCode::OK => Ok(text),
-            StatusCode::UNAUTHORIZED => Err(format!(
-                "{} (pass --token or set LB_ADMIN_TOKEN)",
-                text.trim_start_matches("error: ")
+            StatusCode::UNAUTHORIZED if token.is_some() => Err(format!(
+                "the admin endpoint at {admin} refused the token: it is not the --admin-token lb \
+                 was started with"
             )),
-            _ => Err(text.trim_start_matches("error: ").to_owned()),
+            StatusCode::UNAUTHORIZED => {
+                Err(format!("{reason} (pass --token or set LB_ADMIN_TOKEN)"))
+            }
+            // A bad command: the endpoint says what was wrong.
+            StatusCode::BAD_REQUEST if !reason.is_empty() => Err(reason.to_owned()),
+            _ if reason.is_empty() => {
+                Err(format!("the admin endpoint at {admin} answered {status}"))
+            }
+            _ => Err(format!("the admin endpoint at {admin} answered {status}: {reason}")),
         }
     };
     match tokio::time::timeout(TIMEOUT, exchange).await {

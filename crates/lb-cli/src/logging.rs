@@ -157,7 +157,7 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
                 // Said once per outage on stderr, the only other place left to say it.
                 Err(e) if !failing => {
                     failing = true;
-                    eprintln!("lb: cannot write the log file: {e}");
+                    err!("lb: cannot write the log file: {e}");
                 }
                 Err(_) => {}
             }
@@ -175,7 +175,7 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
                         path.display()
                     );
                     let _ = file.write_all(note.as_bytes());
-                    eprint!("{note}");
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
                 }
             }
         }

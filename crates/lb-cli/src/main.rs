@@ -12,6 +12,23 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+/// `println!` that never panics: a closed stdout (`lb ... | head -1`, a terminal gone) must not
+/// bring the balancer down, so a line that cannot be written is dropped.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics, for the same reason as [`out!`].
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod config;
 mod ctl;
@@ -61,7 +78,7 @@ fn main() -> ExitCode {
             let first: Vec<&str> =
                 text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
             let first = if first.is_empty() { "invalid arguments".into() } else { first.join(" ") };
-            eprintln!("lb: {} (see lb --help)", first.trim_start_matches("error: "));
+            err!("lb: {} (see lb --help)", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -71,11 +88,11 @@ fn main() -> ExitCode {
     match run(cli, given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
-            eprintln!("lb: {msg}");
+            err!("lb: {msg}");
             ExitCode::from(2)
         }
         Err(Failure::Runtime(msg)) => {
-            eprintln!("lb: {msg}");
+            err!("lb: {msg}");
             ExitCode::from(1)
         }
     }
@@ -90,9 +107,7 @@ fn install_panic_hook() {
         let place = place.unwrap_or_default();
         let message = panic_text(info.payload());
         let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
-        eprintln!(
-            "lb: internal error in thread {thread}{place}: {message} (a bug: please report it)"
-        );
+        err!("lb: internal error in thread {thread}{place}: {message} (a bug: please report it)");
         // Inside the logging code itself this event is dropped (tracing does not re-enter a
         // subscriber), so the hook cannot deadlock on the writer.
         let backtrace = std::backtrace::Backtrace::capture();
@@ -320,21 +335,21 @@ async fn serve(
     if args.quiet {
         // Quiet still says what nobody could know otherwise: the port picked for --port 0.
         if args.port == 0 {
-            println!("listening on {local}");
+            out!("listening on {local}");
         }
     } else {
-        println!(
+        out!(
             "lb {} listening on {local} ({}), backends: {backends}",
             env!("CARGO_PKG_VERSION"),
             args.algorithm
         );
         match &config_file {
-            Some(path) => println!(
+            Some(path) => out!(
                 "settings from {path}; logging to {}; type `help` for commands, `quit` to stop",
                 args.log_file
             ),
             None => {
-                println!("logging to {}; type `help` for commands, `quit` to stop", args.log_file)
+                out!("logging to {}; type `help` for commands, `quit` to stop", args.log_file)
             }
         }
     }
@@ -351,7 +366,7 @@ async fn serve(
         };
         if let Ok(addr) = listener.local_addr() {
             if !args.quiet || admin.port == 0 {
-                println!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
+                out!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
             }
         }
         tokio::spawn(lb_net::admin::serve(listener, handle.clone(), config, stop));
@@ -366,7 +381,7 @@ async fn serve(
     let _ =
         tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
     if !args.quiet {
-        println!("stopped ({} connections closed at the end of the grace period)", report.cut);
+        out!("stopped ({} connections closed at the end of the grace period)", report.cut);
     }
     Ok(())
 }
@@ -390,7 +405,7 @@ async fn reload_on_hangup(
             Err(e) => format!("error: {e}"),
         };
         if !quiet {
-            println!("SIGHUP: {answer}");
+            out!("SIGHUP: {answer}");
         }
     }
 }
@@ -416,7 +431,7 @@ async fn shutdown_signal(handle: lb_net::Handle) {
             _ = term.recv() => {}
         }
         tracing::warn!("second signal: closing open connections now");
-        eprintln!("lb: stopping at once");
+        err!("lb: stopping at once");
         handle.shutdown_now();
         // The normal path then ends lb within moments (logging each cut connection); a third
         // signal, or a shutdown stuck beyond that, ends the process regardless.
@@ -425,7 +440,7 @@ async fn shutdown_signal(handle: lb_net::Handle) {
             _ = term.recv() => {}
             () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
-        eprintln!("lb: shutdown did not complete; exiting");
+        err!("lb: shutdown did not complete; exiting");
         std::process::exit(1);
     });
 }

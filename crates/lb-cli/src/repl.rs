@@ -118,11 +118,11 @@ fn plain_loop(handle: &Handle, runtime: &Runtime) {
         let line = match line {
             PlainLine::Line(line) => line,
             PlainLine::TooLong(len) => {
-                println!("error: line of {len} bytes ignored: a command is at most {MAX_LINE}");
+                out!("error: line of {len} bytes ignored: a command is at most {MAX_LINE}");
                 continue;
             }
             PlainLine::NotUtf8 => {
-                println!("error: line ignored: not valid UTF-8 text");
+                out!("error: line ignored: not valid UTF-8 text");
                 continue;
             }
         };
@@ -148,12 +148,12 @@ fn interactive_loop(handle: &Handle, runtime: &Runtime) -> rustyline::Result<()>
             }
             // Ctrl-C at the prompt: the same as SIGINT, a graceful shutdown.
             Err(ReadlineError::Interrupted) => {
-                println!("{}", Reply::ShuttingDown);
+                out!("{}", Reply::ShuttingDown);
                 let _ = runtime.block_on(handle.run(Command::Quit));
                 return Ok(());
             }
             Err(ReadlineError::Eof) => {
-                println!("stdin closed: still serving; stop with Ctrl-C (SIGINT) or SIGTERM");
+                out!("stdin closed: still serving; stop with Ctrl-C (SIGINT) or SIGTERM");
                 tracing::info!("stdin closed; still serving until SIGINT or SIGTERM");
                 return Ok(());
             }

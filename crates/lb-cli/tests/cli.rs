@@ -347,6 +347,45 @@ fn a_second_signal_cuts_open_connections_at_once_and_exits_cleanly() {
 }
 
 #[test]
+fn a_closed_stdout_neither_stops_nor_fails_the_balancer() {
+    // `lb ... | head -1`: stdout is a pipe nobody reads any more. Writes to it fail (EPIPE) and
+    // must be dropped, not end the balancer or turn a clean stop into a failure.
+    let a = backend("alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("lb.log");
+    let mut child = Command::new(LB)
+        .args(["--host", "127.0.0.1", "--port", "0", "--backend", &a.to_string(), "--log-file"])
+        .arg(&log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let stdin = child.stdin.take();
+    let mut lb = Lb {
+        child,
+        stdin,
+        lines: mpsc::channel().1,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        log,
+        config: dir.path().join("unused.toml"),
+        _dir: dir,
+    };
+    let line = lb.expect_log("listening address=");
+    let addr = line.split("listening address=").nth(1).unwrap().split(' ').next().unwrap();
+    lb.addr = addr.parse().unwrap();
+    lb.send("stats");
+    lb.send("help");
+    assert_eq!(via(lb.addr), "alpha");
+    lb.send("quit");
+    assert_eq!(lb.wait_exit().code(), Some(0));
+    let mut stderr = String::new();
+    lb.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!stderr.contains("internal error"), "{stderr}");
+}
+
+#[test]
 fn keeps_serving_with_stdin_closed_until_sigterm() {
     let a = backend("alpha");
     let mut lb = Lb::start(&["-q", "--backend", &a.to_string()]);
@@ -862,6 +901,29 @@ fn ctl_drives_a_running_balancer_through_the_admin_endpoint() {
     let (code, _, err) = ctl(&["--admin", &admin, "enable", &a.to_string()], &[]);
     assert_eq!(code, Some(1));
     assert!(err.contains("Bearer") && err.contains("LB_ADMIN_TOKEN"), "{err}");
+    let (code, _, err) =
+        ctl(&["--admin", &admin, "--token", "wrong", "enable", &a.to_string()], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("refused the token"), "{err}");
+    let (code, _, err) = ctl(&["--admin", &admin, "--token", "a b", "stats"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--token: the admin token contains a space"), "{err}");
+    // The proxy's port is not the admin endpoint.
+    let (code, _, err) = ctl(&["--admin", &lb.addr.to_string(), "stats"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("did not answer as lb's admin endpoint"), "{err}");
+    // Output into a closed pipe is dropped, not an internal error.
+    let mut piped = Command::new(LB)
+        .args(["ctl", "--admin", &admin, "--token", "s3cret", "help"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let status = piped.wait().unwrap();
+    let mut stderr = String::new();
+    piped.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
     lb.command("stats", &format!("{a}  drain"));
 
     // Metrics and JSON need no token.
@@ -889,6 +951,9 @@ fn ctl_without_a_balancer_says_where_it_looked() {
     assert!(err.starts_with(&format!("lb: cannot reach the admin endpoint at {free}")), "{err}");
     let (code, _, err) = ctl(&[], &[]);
     assert_eq!(code, Some(2), "a command is required: {err}");
+    let (code, _, err) = ctl(&["--admin", "0", "stats"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("admin port 0 means a free port"), "{err}");
 }
 
 /// A plain HTTP GET; returns the body.
