@@ -17,7 +17,9 @@ pub(crate) struct OpenFiles {
 impl OpenFiles {
     /// About how many connections can be relayed at once within this limit.
     pub(crate) fn connections(&self) -> u64 {
-        self.now.saturating_sub(RESERVED) / 2
+        // Under a tiny limit the balancer itself needs fewer than RESERVED (one listener per
+        // worker, the log, a few checks): keep a quarter instead of claiming room for none.
+        self.now.saturating_sub(RESERVED.min(self.now / 4)) / 2
     }
 }
 
@@ -53,7 +55,9 @@ mod tests {
     #[test]
     fn two_descriptors_a_connection_after_the_reserve() {
         assert_eq!(OpenFiles { before: 1024, now: 20_000 }.connections(), 9_968);
-        assert_eq!(OpenFiles { before: 10, now: 10 }.connections(), 0);
+        assert_eq!(OpenFiles { before: 10, now: 10 }.connections(), 4);
+        assert_eq!(OpenFiles { before: 64, now: 64 }.connections(), 24);
+        assert_eq!(OpenFiles { before: 256, now: 256 }.connections(), 96);
     }
 
     #[cfg(unix)]

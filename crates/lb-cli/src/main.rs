@@ -362,7 +362,8 @@ async fn serve(
         let config = lb_net::admin::AdminConfig { token: args.admin_token.clone() };
         let stop = {
             let handle = handle.clone();
-            async move { handle.shutdown_requested().await }
+            // Up until shutdown is complete, so the drain can be watched and scraped.
+            async move { handle.drained().await }
         };
         if let Ok(addr) = listener.local_addr() {
             if !args.quiet || admin.port == 0 {

@@ -333,11 +333,17 @@ fn demo_backends_answer_over_http() {
 #[test]
 fn a_second_signal_cuts_open_connections_at_once_and_exits_cleanly() {
     let a = backend("alpha");
-    let mut lb = Lb::start(&["-q", "--shutdown-grace", "10m", "--backend", &a.to_string()]);
+    let args = ["-q", "--shutdown-grace", "10m", "--admin", "127.0.0.1:0", "--backend"];
+    let mut lb = Lb::start(&[&args[..], &[a.to_string().as_str()]].concat());
+    let line = lb.expect_line("admin endpoint on http://");
+    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
     let mut held = Held::open(lb.addr);
     held.echo("still here");
     lb.signal("TERM");
     lb.expect_log("shutting down gracefully");
+    // The admin endpoint stays up through the grace period, to watch the drain.
+    let stats = http_get(&admin, "/stats");
+    assert!(stats.contains("\"open\": 1"), "{stats}");
     lb.signal("INT");
     assert_eq!(lb.wait_exit().code(), Some(0), "not the 10 minute grace period");
     lb.expect_log("second signal: closing open connections now");

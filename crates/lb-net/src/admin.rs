@@ -288,7 +288,9 @@ impl Server {
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(|v| v.trim_start().split_once(' '))
+                // The scheme name is case-insensitive (RFC 9110, 11.1).
+                .and_then(|(scheme, rest)| scheme.eq_ignore_ascii_case("bearer").then_some(rest));
             if !given.is_some_and(|g| same_token(g.trim().as_bytes(), token.as_bytes())) {
                 tracing::warn!(target: "lb::admin", %peer, "command refused: missing or wrong bearer token");
                 let mut r = text(

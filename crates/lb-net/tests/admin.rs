@@ -274,6 +274,14 @@ async fn the_token_is_enforced_on_commands_only() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(handle.stats().pool.backends[0].state(), "drain");
+    // The scheme name is case-insensitive; a wrong scheme is refused.
+    let enable = "enable 10.99.0.1:7000";
+    let (status, _, _) =
+        http(admin, "POST", "/command", &[("Authorization", "bearer s3cret")], enable).await;
+    assert_eq!(status, 200);
+    let (status, _, _) =
+        http(admin, "POST", "/command", &[("Authorization", "Basic s3cret")], enable).await;
+    assert_eq!(status, 401);
     assert_eq!(http(admin, "GET", "/metrics", &[], "").await.0, 200, "scrapes need no token");
     assert_eq!(http(admin, "GET", "/stats", &[], "").await.0, 200);
 }
