@@ -112,7 +112,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(bad());
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        // Only digits here, so a parse failure is a number beyond u64.
+        let n: u64 = rest[..digits].parse().map_err(|_| {
+            format!("invalid duration {s:?}: too large (at most about 584 billion years)")
+        })?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let part = match &rest[..unit_len] {
@@ -181,6 +184,9 @@ pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
     match s.parse::<u64>() {
         Ok(0) => Ok(Limit(None)),
         Ok(n) => Ok(Limit(Some(n))),
+        Err(_) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("invalid limit {s:?}: too large (0 or \"unlimited\" for no limit)"))
+        }
         Err(_) => Err(format!(
             "invalid limit {s:?}: expected a whole number (0 or \"unlimited\" for none)"
         )),
@@ -507,6 +513,9 @@ mod tests {
         assert_eq!(parse_optional_duration("off").unwrap().0, None);
         assert_eq!(parse_optional_duration("0").unwrap().0, None);
         assert!(parse_positive_duration("0s").unwrap_err().contains("must be positive"));
+        assert!(parse_duration("99999999999999999999999h").unwrap_err().contains("too large"));
+        assert!(parse_limit("99999999999999999999").unwrap_err().contains("too large"));
+        assert!(parse_limit("ten").unwrap_err().contains("expected a whole number"));
     }
 
     #[test]

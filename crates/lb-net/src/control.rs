@@ -99,6 +99,12 @@ impl Target {
                 "missing port in {s:?}: expected host:port, e.g. 127.0.0.1:8001"
             ))
         })?;
+        if host.starts_with('[') && host.contains('%') {
+            return Err(Error::BadCommand(format!(
+                "invalid address {s:?}: IPv6 zone IDs (%...) are not supported; use a global or \
+                 loopback address"
+            )));
+        }
         if host.contains(':') {
             return Err(Error::BadCommand(format!(
                 "invalid address {s:?}: write IPv6 addresses in brackets, e.g. [::1]:8001"
@@ -958,6 +964,7 @@ mod tests {
         assert!(err("algorithm fastest").contains("expected one of round_robin"));
         assert!(err("add ::1:80").contains("missing port after \"::1:80\""), "a bare IPv6 address");
         assert!(err("add fe80::1::2:80").contains("IPv6 addresses in brackets"));
+        assert!(err("add [fe80::1%lo]:80").contains("zone IDs (%...) are not supported"));
     }
 
     #[test]
