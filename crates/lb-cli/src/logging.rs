@@ -148,7 +148,10 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
             (pending.closing, std::mem::take(&mut pending.dropped), reopen)
         };
         if dropped > 0 {
-            let note = format!("lb: {dropped} log lines dropped: the log file could not keep up\n");
+            let note = own_line(
+                "WARN",
+                &format!("{dropped} log lines dropped: the log file could not keep up"),
+            );
             batch.extend_from_slice(note.as_bytes());
         }
         if !batch.is_empty() {
@@ -168,18 +171,34 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
         }
         if reopen {
             match open(&path) {
-                Ok(new) => file = new,
+                Ok(new) => {
+                    file = new;
+                    let note = own_line("INFO", "log file reopened (SIGHUP)");
+                    let _ = file.write_all(note.as_bytes());
+                }
                 Err(e) => {
-                    let note = format!(
-                        "lb: cannot reopen log file {}: {e}; still writing to the file opened before\n",
+                    let message = format!(
+                        "cannot reopen log file {}: {e}; still writing to the file opened before",
                         path.display()
                     );
-                    let _ = file.write_all(note.as_bytes());
-                    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+                    let _ = file.write_all(own_line("ERROR", &message).as_bytes());
+                    err!("lb: {message}");
                 }
             }
         }
     }
+}
+
+/// A line about the log file itself, written by the writer thread (which cannot go through
+/// `tracing`: it is the end of that pipeline), in the same format as every other line:
+/// timestamp, level, target `lb::log`, message.
+fn own_line(level: &str, message: &str) -> String {
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    let mut line = String::new();
+    let _ = SystemTime.format_time(&mut Writer::new(&mut line));
+    line.push_str(&format!(" {level:>5} lb::log: {message}\n"));
+    line
 }
 
 /// Opens (appends to) `path` and sends all `tracing` events at `level` there. Keep the guard
@@ -248,10 +267,12 @@ mod tests {
         shared.lock().closing = true;
         write_batches(&shared, file, path.clone());
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.ends_with("lb: 2 log lines dropped: the log file could not keep up\n"));
-        assert_eq!(
-            text.len(),
-            big.len() + "lb: 2 log lines dropped: the log file could not keep up\n".len()
+        let note = text.strip_prefix(std::str::from_utf8(&big).unwrap()).expect("the batch first");
+        // One line in the usual format: timestamp, level, target, message.
+        assert!(note.starts_with("20") && note.lines().count() == 1, "{note:?}");
+        assert!(
+            note.ends_with("  WARN lb::log: 2 log lines dropped: the log file could not keep up\n"),
+            "{note:?}"
         );
     }
 
@@ -282,6 +303,9 @@ mod tests {
         writer.write_all(b"after\n").unwrap();
         drop(guard);
         assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\n");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        let new = std::fs::read_to_string(&path).unwrap();
+        let (first, rest) = new.split_once('\n').unwrap();
+        assert!(first.ends_with("  INFO lb::log: log file reopened (SIGHUP)"), "{first}");
+        assert_eq!(rest, "after\n");
     }
 }

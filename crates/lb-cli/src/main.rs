@@ -328,7 +328,10 @@ async fn serve(
     // default action (ending the process).
     match signal(SignalKind::hangup()) {
         Ok(hangup) => {
-            tokio::spawn(reload_on_hangup(hangup, handle.clone(), args.quiet, log_reopener));
+            let has_config = args.config.is_some();
+            let hup =
+                reload_on_hangup(hangup, handle.clone(), args.quiet, has_config, log_reopener);
+            tokio::spawn(hup);
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
@@ -395,10 +398,20 @@ async fn reload_on_hangup(
     mut hangup: Signal,
     handle: lb_net::Handle,
     quiet: bool,
+    has_config: bool,
     log: logging::LogReopener,
 ) {
     while hangup.recv().await.is_some() {
         // Logged first, so this line is the last of the old file.
+        if !has_config {
+            // Log rotation without a config file: nothing failed, so no error.
+            tracing::info!("SIGHUP: reopening the log file (no --config file to reload)");
+            log.request();
+            if !quiet {
+                out!("SIGHUP: log file reopened; no --config file to reload");
+            }
+            continue;
+        }
         tracing::info!("SIGHUP: reopening the log file and reloading the configuration");
         log.request();
         let answer = match handle.run(Command::Reload).await {

@@ -776,11 +776,13 @@ fn without_a_config_file_reload_and_sighup_say_so() {
         answer,
         "error: reload failed, configuration unchanged: no configuration file to reload (start lb with --config FILE)"
     );
+    // SIGHUP (log rotation) without a config file is not an error: the log is reopened.
     lb.signal("HUP");
     let answer = lb.expect_line("SIGHUP:");
-    assert!(answer.contains("no configuration file to reload"), "{answer}");
+    assert_eq!(answer, "SIGHUP: log file reopened; no --config file to reload");
     assert_eq!(via(lb.addr), "alpha");
-    lb.expect_log("no configuration file to reload");
+    let line = lb.expect_log("SIGHUP: reopening the log file (no --config file to reload)");
+    assert!(line.contains(" INFO "), "{line}");
     lb.signal("TERM");
     assert_eq!(lb.wait_exit().code(), Some(0));
 }
@@ -992,6 +994,13 @@ fn sighup_reopens_a_rotated_log_file() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("starting") && old.contains("SIGHUP: reopening"), "{old}");
     assert!(!old.contains("lb::access"), "{old}");
+    // The new file says why it starts, in the usual line format.
+    let new = std::fs::read_to_string(&lb.log).unwrap();
+    let first = new.lines().next().unwrap();
+    assert!(
+        first.starts_with("20") && first.ends_with(" INFO lb::log: log file reopened (SIGHUP)"),
+        "{first}"
+    );
     lb.signal("TERM");
     assert_eq!(lb.wait_exit().code(), Some(0));
 }
