@@ -644,7 +644,7 @@ impl WriterState {
             // Pairs with the release in each `Arc` drop (the last leases' and snapshots'), so
             // their counter updates are all visible before they are read.
             std::sync::atomic::fence(Acquire);
-            folded.add(&m.slot.counters);
+            folded.add_stats(&m.stats(true));
             false
         });
     }

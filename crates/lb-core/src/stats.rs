@@ -112,6 +112,20 @@ pub struct Totals {
     pub no_backend: u64,
 }
 
+/// Adds the cumulative counters (picks, connections, connect failures, retries, bytes each
+/// way) of `$from` to `$to`: the one list of them, for every struct that sums backends.
+macro_rules! add_cumulative {
+    ($to:expr, $from:expr) => {{
+        let (to, from) = (&mut $to, &$from);
+        to.picks += from.picks;
+        to.connections += from.connections;
+        to.connect_failures += from.connect_failures;
+        to.retries += from.retries;
+        to.bytes_in += from.bytes_in;
+        to.bytes_out += from.bytes_out;
+    }};
+}
+
 /// The cumulative counters of removed backends that are no longer listed in
 /// [`PoolStats::backends`] (their last connection has ended), summed.
 ///
@@ -137,27 +151,10 @@ pub struct RetiredTotals {
 }
 
 impl RetiredTotals {
-    /// Adds one removed backend's counters as they are now. The pool folds a backend in only
-    /// once nothing can change its counters any more.
-    pub(crate) fn add(&mut self, counters: &Counters) {
-        self.backends += 1;
-        self.picks += counters.picks();
-        self.connections += counters.connections.load(Relaxed);
-        self.connect_failures += counters.connect_failures.load(Relaxed);
-        self.retries += counters.retries.load(Relaxed);
-        self.bytes_in += counters.bytes_in.load(Relaxed);
-        self.bytes_out += counters.bytes_out.load(Relaxed);
-    }
-
     /// Adds one removed backend's counters as read into `stats`.
     pub(crate) fn add_stats(&mut self, stats: &BackendStats) {
         self.backends += 1;
-        self.picks += stats.picks;
-        self.connections += stats.connections;
-        self.connect_failures += stats.connect_failures;
-        self.retries += stats.retries;
-        self.bytes_in += stats.bytes_in;
-        self.bytes_out += stats.bytes_out;
+        add_cumulative!(*self, *stats);
     }
 }
 
@@ -188,22 +185,12 @@ impl PoolStats {
             backends: backends.iter().filter(|b| !b.removed).count(),
             available,
             no_backend,
-            picks: retired.picks,
-            connections: retired.connections,
-            connect_failures: retired.connect_failures,
-            retries: retired.retries,
-            bytes_in: retired.bytes_in,
-            bytes_out: retired.bytes_out,
-            active: 0,
+            ..Totals::default()
         };
+        add_cumulative!(totals, retired);
         for b in &backends {
             totals.active += b.active;
-            totals.picks += b.picks;
-            totals.connections += b.connections;
-            totals.connect_failures += b.connect_failures;
-            totals.retries += b.retries;
-            totals.bytes_in += b.bytes_in;
-            totals.bytes_out += b.bytes_out;
+            add_cumulative!(totals, *b);
         }
         PoolStats { algorithm, backends, retired, totals }
     }
@@ -230,12 +217,7 @@ impl PoolStats {
                     // the address when either is still in the pool.
                     m.active += b.active;
                     m.peak_active = m.peak_active.max(b.peak_active);
-                    m.picks += b.picks;
-                    m.connections += b.connections;
-                    m.connect_failures += b.connect_failures;
-                    m.retries += b.retries;
-                    m.bytes_in += b.bytes_in;
-                    m.bytes_out += b.bytes_out;
+                    add_cumulative!(*m, *b);
                 }
                 None => merged.push(b.clone()),
             }
