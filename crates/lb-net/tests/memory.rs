@@ -40,6 +40,15 @@ fn setup_with_health(
     (balancer, connector)
 }
 
+/// A balancer over one in-memory backend `b1` at `mem_addr(1)`, with `config` and no checks.
+fn one_backend(config: ProxyConfig) -> Balancer<MemoryConnector> {
+    let pool = Pool::default();
+    pool.add(mem_addr(1), None).unwrap();
+    let connector = MemoryConnector::new();
+    named_memory_backend(&connector, mem_addr(1), "b1");
+    Balancer::new(pool, connector, config, no_checks())
+}
+
 fn client_addr(i: u32) -> SocketAddr {
     SocketAddr::from(([192, 0, 2, (i % 250) as u8 + 1], 40_000 + (i % 1000) as u16))
 }
@@ -254,13 +263,9 @@ async fn remove_takes_a_backend_out_at_once_and_lets_its_connections_finish() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_a_silent_connection() {
-    let pool = Pool::default();
-    pool.add(mem_addr(1), None).unwrap();
-    let connector = MemoryConnector::new();
-    named_memory_backend(&connector, mem_addr(1), "b1");
     let config =
         ProxyConfig { idle_timeout: Some(Duration::from_secs(30)), ..ProxyConfig::default() };
-    let balancer = Balancer::new(pool, connector, config, no_checks());
+    let balancer = one_backend(config);
     let (mut client, _) = connect(&balancer, client_addr(1)).await;
     let start = tokio::time::Instant::now();
     // Activity at 20 s pushes the deadline to 50 s.
@@ -277,11 +282,8 @@ async fn idle_timeout_closes_a_silent_connection() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_lets_connections_finish_then_cuts_the_rest() {
-    let (pool, connector) = (Pool::default(), MemoryConnector::new());
-    pool.add(mem_addr(1), None).unwrap();
-    named_memory_backend(&connector, mem_addr(1), "b1");
     let config = ProxyConfig { shutdown_grace: Duration::from_secs(10), ..ProxyConfig::default() };
-    let balancer = Balancer::new(pool, connector, config, no_checks());
+    let balancer = one_backend(config);
     let handle = balancer.handle();
     let (mut finishing, _) = connect(&balancer, client_addr(1)).await;
     let (mut lingering, _) = connect(&balancer, client_addr(2)).await;
@@ -308,11 +310,8 @@ async fn shutdown_lets_connections_finish_then_cuts_the_rest() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_now_cuts_at_once_even_during_a_graceful_shutdown() {
-    let (pool, connector) = (Pool::default(), MemoryConnector::new());
-    pool.add(mem_addr(1), None).unwrap();
-    named_memory_backend(&connector, mem_addr(1), "b1");
     let config = ProxyConfig { shutdown_grace: Duration::from_secs(60), ..ProxyConfig::default() };
-    let balancer = Balancer::new(pool, connector, config, no_checks());
+    let balancer = one_backend(config);
     let handle = balancer.handle();
     let (mut lingering, _) = connect(&balancer, client_addr(1)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -363,11 +362,8 @@ async fn per_backend_limit_skips_full_backends() {
 
 #[tokio::test]
 async fn global_limit_closes_extra_connections_at_once() {
-    let (pool, connector) = (Pool::default(), MemoryConnector::new());
-    pool.add(mem_addr(1), None).unwrap();
-    named_memory_backend(&connector, mem_addr(1), "b1");
     let config = ProxyConfig { max_connections: Some(3), ..ProxyConfig::default() };
-    let balancer = Balancer::new(pool, connector, config, no_checks());
+    let balancer = one_backend(config);
     let mut open = Vec::new();
     for i in 0..3 {
         open.push(connect(&balancer, client_addr(i)).await);
@@ -491,16 +487,12 @@ async fn health_checks_that_cannot_run_for_want_of_descriptors_are_not_counted()
 #[tokio::test]
 async fn timeouts_as_long_as_a_duration_can_be_do_not_overflow() {
     // Timeouts are plain Durations; a deadline computed from Duration::MAX must not panic.
-    let pool = Pool::default();
-    let connector = MemoryConnector::new();
-    pool.add(mem_addr(1), None).unwrap();
-    named_memory_backend(&connector, mem_addr(1), "b1");
     let config = ProxyConfig {
         connect_timeout: Duration::MAX,
         idle_timeout: Some(Duration::MAX),
         ..ProxyConfig::default()
     };
-    let balancer = Balancer::new(pool, connector, config, no_checks());
+    let balancer = one_backend(config);
     let (mut client, name) = connect(&balancer, client_addr(1)).await;
     assert_eq!(name, "b1");
     client.write_all(b"ping").await.unwrap();
