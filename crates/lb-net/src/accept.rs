@@ -2,7 +2,8 @@
 //! (doubling, bounded) after the others.
 //!
 //! Used by the proxy's accept loop and by the admin endpoint's, so both wait out a shortage of
-//! file descriptors or memory the same way instead of spinning on it.
+//! file descriptors or memory the same way instead of spinning on it; the proxy's connect
+//! retry during such a shortage uses the same [`Backoff`] with its own bounds.
 
 use std::future::Future;
 use std::io;
@@ -29,35 +30,49 @@ pub(crate) const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 /// short enough that service resumes within a second of descriptors being freed.
 pub(crate) const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 
-/// The pause an accept loop takes after a resource error: [`MIN_ACCEPT_BACKOFF`], doubled after
-/// each further error up to [`MAX_ACCEPT_BACKOFF`], back to the minimum after a successful
-/// accept.
+/// A doubling, bounded pause: an accept loop's after a resource error ([`Backoff::accept`]:
+/// [`MIN_ACCEPT_BACKOFF`] doubling up to [`MAX_ACCEPT_BACKOFF`], back to the minimum after a
+/// successful accept), and the proxy's between connect attempts while the balancer is short
+/// of descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AcceptBackoff {
+pub(crate) struct Backoff {
     next: Duration,
+    min: Duration,
+    max: Duration,
 }
 
-impl AcceptBackoff {
-    /// A backoff at its minimum.
-    pub(crate) fn new() -> Self {
-        AcceptBackoff { next: MIN_ACCEPT_BACKOFF }
+impl Backoff {
+    /// A backoff from `min`, doubling up to `max`.
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Backoff { next: min, min, max }
     }
 
-    /// The pause the next [`wait`](Self::wait) takes (for the log line).
+    /// An accept loop's backoff, at its minimum.
+    pub(crate) fn accept() -> Self {
+        Backoff::new(MIN_ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF)
+    }
+
+    /// The pause the next [`wait`](Self::wait) or [`advance`](Self::advance) takes.
     pub(crate) fn pause(&self) -> Duration {
         self.next
     }
 
-    /// After a successful accept: the next error pauses for the minimum again.
+    /// After a success: the next pause is the minimum again.
     pub(crate) fn reset(&mut self) {
-        self.next = MIN_ACCEPT_BACKOFF;
+        self.next = self.min;
+    }
+
+    /// Returns the pause to take now and doubles the next one (up to the maximum).
+    pub(crate) fn advance(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.max);
+        pause
     }
 
     /// Sleeps for [`pause`](Self::pause), or until `stop` resolves, and doubles the pause (up to
     /// the maximum). Returns `false` if `stop` resolved: the loop should return.
     pub(crate) async fn wait(&mut self, stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
-        let pause = self.next;
-        self.next = (self.next * 2).min(MAX_ACCEPT_BACKOFF);
+        let pause = self.advance();
         tokio::select! {
             biased;
             () = &mut *stop => false,
@@ -73,7 +88,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pauses_double_up_to_the_maximum_and_reset_to_the_minimum() {
-        let mut backoff = AcceptBackoff::new();
+        let mut backoff = Backoff::accept();
         let mut never = std::pin::pin!(std::future::pending::<()>());
         let mut pauses = Vec::new();
         for _ in 0..10 {
@@ -90,7 +105,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stop_cuts_the_pause_short() {
-        let mut backoff = AcceptBackoff::new();
+        let mut backoff = Backoff::accept();
         let mut stop = std::pin::pin!(std::future::ready(()));
         let start = Instant::now();
         assert!(!backoff.wait(&mut stop).await);

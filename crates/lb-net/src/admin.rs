@@ -42,7 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::accept::{is_connection_error, AcceptBackoff};
+use crate::accept::{is_connection_error, Backoff};
 use crate::control::{Handle, ProxyStats, Stats};
 use crate::metrics::HistogramSnapshot;
 
@@ -111,7 +111,7 @@ pub async fn serve(
     }
     let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut refused = RefusedLog::default();
-    let mut backoff = AcceptBackoff::new();
+    let mut backoff = Backoff::accept();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

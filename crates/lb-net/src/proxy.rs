@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::accept::{is_connection_error, AcceptBackoff};
+use crate::accept::{is_connection_error, Backoff};
 use crate::connector::{is_local_exhaustion, Connector};
 use crate::metrics::{Histogram, CONNECT_BUCKETS, DURATION_BUCKETS};
 use crate::relay::{Relay, RelayEnd, Side};
@@ -169,7 +169,7 @@ impl<C: Connector> ProxyShared<C> {
         listener: &TcpListener,
         stop: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) {
-        let mut backoff = AcceptBackoff::new();
+        let mut backoff = Backoff::accept();
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -332,16 +332,16 @@ impl<C: Connector> ProxyShared<C> {
     /// instead of losing its connection.
     async fn connect(&self, addr: SocketAddr) -> Result<C::Stream, ConnectError> {
         let deadline = crate::deadline(Instant::now(), self.config.connect_timeout);
-        let (mut pause, max_pause) = LOCAL_RETRY_PAUSE;
+        let (min, max) = LOCAL_RETRY_PAUSE;
+        let mut backoff = Backoff::new(min, max);
         loop {
             match tokio::time::timeout_at(deadline, self.connector.connect(addr)).await {
                 Ok(Ok(stream)) => return Ok(stream),
                 Ok(Err(e)) if is_local_exhaustion(&e) => {
-                    if Instant::now() + pause >= deadline {
+                    if Instant::now() + backoff.pause() >= deadline {
                         return Err(ConnectError::Local(e));
                     }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(max_pause);
+                    tokio::time::sleep(backoff.advance()).await;
                 }
                 Ok(Err(e)) => return Err(ConnectError::Backend(e)),
                 Err(_) => return Err(ConnectError::TimedOut),
