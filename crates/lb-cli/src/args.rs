@@ -7,6 +7,7 @@ use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 use lb_core::{AdminState, Algorithm};
+use lb_net::admin::AllowedHost;
 use lb_net::control::BackendOptions;
 use lb_net::{CheckKind, Target};
 
@@ -95,6 +96,21 @@ pub(crate) fn parse_admin_token(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_owned())
+}
+
+/// `--admin-allowed-hosts`: host names the admin endpoint answers to besides IP addresses and
+/// `localhost`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HostList(pub(crate) Vec<AllowedHost>);
+
+/// A comma-separated list of names (`lb1.internal,*.corp.example`); empty for none.
+pub(crate) fn parse_allowed_hosts(s: &str) -> Result<HostList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| name.parse::<AllowedHost>().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()
+        .map(HostList)
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h` (also combined, e.g. `1m30s`).
@@ -436,6 +452,12 @@ pub(crate) struct Args {
     /// (/metrics, /stats) stay open.
     #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = Secret(parse_admin_token))]
     pub(crate) admin_token: Option<String>,
+
+    /// Host names the admin endpoint answers to besides IP addresses and localhost, comma
+    /// separated (lb1.internal, *.corp.example, or * for any); requests naming another Host
+    /// are refused, which keeps web pages out through DNS rebinding.
+    #[arg(long, value_name = "NAMES", default_value = "", hide_default_value = true, value_parser = OneLine(parse_allowed_hosts))]
+    pub(crate) admin_allowed_hosts: HostList,
 
     /// Worker threads, each with its own event loop and its own listening socket on the same
     /// port (SO_REUSEPORT, the kernel spreads new connections over them) [default: one per CPU].

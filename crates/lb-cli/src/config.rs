@@ -33,7 +33,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::args::{self, Args, BackendSpec, HealthCheck, Limit, OptionalDuration};
+use crate::args::{self, Args, BackendSpec, HealthCheck, HostList, Limit, OptionalDuration};
 
 /// What a configuration file sets, parsed and checked; `None` for a key it leaves out (the flag
 /// or its default then applies). Field names are those of [`Args`], so [`merge`] can pair them.
@@ -61,6 +61,7 @@ pub(crate) struct FileConfig {
     pub(crate) workers: Option<usize>,
     pub(crate) admin: Option<Target>,
     pub(crate) admin_token: Option<String>,
+    pub(crate) admin_allowed_hosts: Option<HostList>,
 }
 
 /// Reads and checks a configuration file. The error is one line: the file, the line (when there
@@ -195,6 +196,12 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
         workers: value(&at, "workers", raw.workers, args::parse_workers)?,
         admin: value(&at, "admin", raw.admin, args::parse_admin)?,
         admin_token: value(&at, "admin-token", raw.admin_token, args::parse_admin_token)?,
+        admin_allowed_hosts: value(
+            &at,
+            "admin-allowed-hosts",
+            raw.admin_allowed_hosts,
+            args::parse_allowed_hosts,
+        )?,
     })
 }
 
@@ -260,6 +267,7 @@ struct Raw {
     workers: Option<Spanned<Scalar>>,
     admin: Option<Spanned<Scalar>>,
     admin_token: Option<Spanned<Scalar>>,
+    admin_allowed_hosts: Option<Spanned<Scalar>>,
 }
 
 /// One `[[backend]]` table.
@@ -499,7 +507,8 @@ pub(crate) fn merge(cli: &Args, given: &Given, file: &FileConfig) -> Args {
         log_level,
         quiet,
         demo,
-        workers;
+        workers,
+        admin_allowed_hosts;
         optional: admin,
         admin_token,
     );
@@ -837,6 +846,7 @@ weight = 3
             workers,
             admin,
             admin_token,
+            admin_allowed_hosts,
         } = file.clone();
         // ... except the admin endpoint, off by default: shown commented out.
         let text = std::fs::read_to_string(path).unwrap();
@@ -864,7 +874,8 @@ weight = 3
                 && log_file.is_some()
                 && log_level.is_some()
                 && quiet.is_some()
-                && demo.is_some(),
+                && demo.is_some()
+                && admin_allowed_hosts.is_some(),
             "{file:?}"
         );
         // ... with its default value, so running on the example changes nothing. (The example

@@ -106,13 +106,13 @@ pub(crate) async fn send(
         for addr in &addrs {
             match TcpStream::connect(addr).await {
                 Ok(s) => {
-                    stream = Some(s);
+                    stream = Some((s, *addr));
                     break;
                 }
                 Err(e) => last_error = Some(format!("{addr}: {e}")),
             }
         }
-        let Some(stream) = stream else {
+        let Some((stream, connected)) = stream else {
             return Err(format!(
                 "cannot reach the admin endpoint at {admin} ({}); is lb running with --admin {}?",
                 last_error.unwrap_or_default(),
@@ -132,7 +132,11 @@ pub(crate) async fn send(
         let mut request = Request::builder()
             .method(Method::POST)
             .uri("/command")
-            .header(HOST, admin.to_string())
+            // The address connected to, not the name given: the endpoint answers only to
+            // addresses and the names it was told (its DNS-rebinding guard), and a name that
+            // resolved to it is as good as the address.
+            .header(HOST, connected.to_string())
+            .header(lb_net::admin::CLIENT_HEADER, "1")
             .header(CONTENT_TYPE, "text/plain; charset=utf-8");
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));

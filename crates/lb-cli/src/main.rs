@@ -362,7 +362,10 @@ async fn serve(
                 Failure::Runtime(format!("admin endpoint: {msg}"))
             }
         })?;
-        let config = lb_net::admin::AdminConfig { token: args.admin_token.clone() };
+        let config = lb_net::admin::AdminConfig {
+            token: args.admin_token.clone(),
+            allowed_hosts: args.admin_allowed_hosts.0.clone(),
+        };
         let stop = {
             let handle = handle.clone();
             // Up until shutdown is complete, so the drain can be watched and scraped.

@@ -192,6 +192,7 @@ pub(crate) fn needs_restart(running: &Args, next: &Args) -> Vec<&'static str> {
         workers => "workers",
         admin => "admin",
         admin_token => "admin-token",
+        admin_allowed_hosts => "admin-allowed-hosts",
     );
     keys
 }

@@ -966,13 +966,56 @@ fn ctl_without_a_balancer_says_where_it_looked() {
 
 /// A plain HTTP GET; returns the body.
 fn http_get(addr: &str, path: &str) -> String {
+    let (status, body) = http_get_as(addr, addr, path);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// An HTTP GET naming `host` in its Host header; returns the status and the body.
+fn http_get_as(addr: &str, host: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+#[test]
+fn the_admin_endpoint_answers_only_to_addresses_and_allowed_names() {
+    let a = backend("alpha");
+    let mut lb = Lb::start(&[
+        "--backend",
+        &a.to_string(),
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-allowed-hosts",
+        "lb1.internal, *.corp.example",
+    ]);
+    let line = lb.expect_line("admin endpoint on http://");
+    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let port = admin.rsplit(':').next().unwrap();
+    for (host, status) in [
+        (admin.clone(), 200),
+        (format!("localhost:{port}"), 200),
+        (format!("lb1.internal:{port}"), 200),
+        (format!("ops.corp.example:{port}"), 200),
+        (format!("rebind.evil.example:{port}"), 403),
+    ] {
+        let (got, body) = http_get_as(&admin, &host, "/stats");
+        assert_eq!(got, status, "{host}: {body}");
+    }
+    // lb ctl given a name rather than an address still gets through: it names the address it
+    // connected to.
+    let (code, out, err) = ctl(&["--admin", &format!("localhost:{port}"), "health"], &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    lb.expect_log("admin request refused");
+    let (code, err) = fails(&["--admin-allowed-hosts", "127.0.0.1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("IP addresses are always allowed"), "{err}");
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit().code(), Some(0));
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub enum Error {
     /// `reload` failed; the running configuration is unchanged.
     #[error("reload failed, configuration unchanged: {0}")]
     Reload(String),
+    /// A setting whose value is not valid; the message names the setting and the expected form.
+    #[error("{0}")]
+    InvalidSetting(String),
     /// A health check specification that does not parse.
     #[error("invalid health check {0}")]
     InvalidHealthCheck(String),

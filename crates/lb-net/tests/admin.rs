@@ -29,13 +29,29 @@ async fn setup(token: Option<&str>) -> (Balancer<MemoryConnector>, Handle, Socke
     let handle = balancer.handle();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = AdminConfig { token: token.map(str::to_owned) };
+    let config = AdminConfig { token: token.map(str::to_owned), allowed_hosts: Vec::new() };
     tokio::spawn(admin::serve(listener, handle.clone(), config, std::future::pending()));
     (balancer, handle, addr)
 }
 
-/// Sends one HTTP/1.1 request; returns status, headers (lower-case names) and body.
+/// Sends one HTTP/1.1 request as `lb ctl` does (`Host` the endpoint's address, and the
+/// `X-LB-Admin` header) plus `headers`; returns status, headers (lower-case names) and body.
 async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, HashMap<String, String>, String) {
+    let host = addr.to_string();
+    let mut all = vec![("Host", host.as_str()), ("X-LB-Admin", "1")];
+    all.extend_from_slice(headers);
+    http_exactly(addr, method, path, &all, body).await
+}
+
+/// Sends one HTTP/1.1 request with exactly `headers` (and `Connection: close`,
+/// `Content-Length`), as a browser or an attacker might.
+async fn http_exactly(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -44,7 +60,7 @@ async fn http(
 ) -> (u16, HashMap<String, String>, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -286,9 +302,95 @@ async fn the_token_is_enforced_on_commands_only() {
     assert_eq!(http(admin, "GET", "/stats", &[], "").await.0, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_post_from_a_web_page_is_refused() {
+    let (_balancer, handle, admin) = setup(None).await;
+    let host = admin.to_string();
+    // What a page on another site can send without a preflight: a "simple" POST.
+    let simple = [
+        ("Host", host.as_str()),
+        ("Origin", "http://evil.example"),
+        ("Content-Type", "text/plain;charset=UTF-8"),
+    ];
+    let (status, _, body) =
+        http_exactly(admin, "POST", "/command", &simple, "drain 10.99.0.1:7000").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.starts_with("error: cross-site request refused"), "{body}");
+    // Without an Origin (older browsers, forms in some modes) the missing X-LB-Admin header
+    // gives it away.
+    let (status, _, body) =
+        http_exactly(admin, "POST", "/command", &simple[..1], "drain 10.99.0.1:7000").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("X-LB-Admin"), "{body}");
+    // A browser's own label for a request from another site.
+    let fetched = [("Host", host.as_str()), ("Sec-Fetch-Site", "cross-site"), ("X-LB-Admin", "1")];
+    assert_eq!(
+        http_exactly(admin, "POST", "/command", &fetched, "drain 10.99.0.1:7000").await.0,
+        403
+    );
+    assert_eq!(handle.stats().pool.backends[0].state(), "up", "nothing was drained");
+    // A program sending the header (lb ctl, curl -H) works; so does the endpoint's own page.
+    let own_page = [("Origin", &*format!("http://{host}")), ("Sec-Fetch-Site", "same-origin")];
+    let (status, _, body) =
+        http(admin, "POST", "/command", &own_page, "drain 10.99.0.1:7000").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(handle.stats().pool.backends[0].state(), "drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_rebinding_page_cannot_read_or_command() {
+    let (_balancer, handle, admin) = setup(None).await;
+    let rebound = format!("rebind.evil.example:{}", admin.port());
+    for (method, path) in [("GET", "/stats"), ("GET", "/metrics"), ("POST", "/command")] {
+        let headers = [("Host", rebound.as_str()), ("X-LB-Admin", "1")];
+        let (status, _, body) =
+            http_exactly(admin, method, path, &headers, "drain 10.99.0.1:7000").await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.contains("admin-allowed-hosts") && !body.contains("backends"), "{body}");
+    }
+    assert_eq!(handle.stats().pool.backends[0].state(), "up");
+    for host in [admin.to_string(), format!("localhost:{}", admin.port())] {
+        let (status, _, _) = http_exactly(admin, "GET", "/stats", &[("Host", &host)], "").await;
+        assert_eq!(status, 200, "{host}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_the_operator_allowed_are_answered() {
+    let pool = Pool::default();
+    let balancer = Balancer::new(
+        pool,
+        MemoryConnector::new(),
+        ProxyConfig::default(),
+        HealthCheckConfig::default(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let config = AdminConfig {
+        token: None,
+        allowed_hosts: vec!["lb1.internal".parse().unwrap(), "*.corp.example".parse().unwrap()],
+    };
+    tokio::spawn(admin::serve(listener, balancer.handle(), config, std::future::pending()));
+    for (host, status) in [
+        ("lb1.internal:9090", 200),
+        ("LB1.INTERNAL", 200),
+        ("ops.corp.example", 200),
+        ("corp.example", 403),
+        ("lb2.internal", 403),
+    ] {
+        assert_eq!(
+            http_exactly(admin, "GET", "/stats", &[("Host", host)], "").await.0,
+            status,
+            "{host}"
+        );
+    }
+}
+
 /// Sends `GET path` on a kept-alive connection and reads one answer: status and body.
 async fn get_kept_alive(s: &mut TcpStream, path: &str) -> (u16, String) {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut raw = Vec::new();
     let head_end = loop {
         if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -379,7 +481,7 @@ async fn a_connection_trickling_a_body_is_closed_at_the_age_limit() {
     let mut s = TcpStream::connect(admin).await.unwrap();
     // A whole head, then 5 of the 100 body bytes announced, then nothing: only the age limit
     // (and the grace for the unfinished request) ends this.
-    s.write_all(b"POST /command HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\ndrain")
+    s.write_all(b"POST /command HTTP/1.1\r\nHost: 127.0.0.1\r\nX-LB-Admin: 1\r\nContent-Length: 100\r\n\r\ndrain")
         .await
         .unwrap();
     read_until_closed(&mut s).await;
@@ -402,7 +504,7 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_the_others_keep_worki
     }
     // One more: closed without an answer (a request sent on it may meet a reset).
     let mut extra = TcpStream::connect(admin).await.unwrap();
-    let _ = extra.write_all(b"GET /stats HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let _ = extra.write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(read_until_closed(&mut extra).await, b"", "refused without an answer");
     // The earlier ones still work, and the refusal is counted.
     let (status, body) = get_kept_alive(&mut open[0], "/metrics").await;
@@ -414,8 +516,9 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_the_others_keep_worki
     drop(open.pop());
     eventually(Duration::from_secs(5), "a freed slot is reused", || async {
         let mut s = TcpStream::connect(admin).await.unwrap();
-        let _ =
-            s.write_all(b"GET /stats HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+        let _ = s
+            .write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await;
         read_until_closed(&mut s).await.starts_with(b"HTTP/1.1 200")
     })
     .await;

@@ -9,6 +9,11 @@
 //!   REPL would print, with status 200, or 400 and `error: ...` for a command that does not parse
 //!   or fails. With a token configured, POST requires `Authorization: Bearer <token>`.
 //!
+//! Before any of that, every request passes [`guard`]: a `Host` that is not an IP address,
+//! `localhost` or an allowed name, an `Origin` that is not the endpoint itself, or a command
+//! without the [`CLIENT_HEADER`] is refused with 403, so a web page open in the operator's
+//! browser can neither drive lb (cross-site requests) nor read it (DNS rebinding).
+//!
 //! HTTP is handled by `hyper`; nothing here parses HTTP by hand.
 //!
 //! The endpoint shares the process (and its file descriptors) with the proxy, so what a client
@@ -41,6 +46,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+mod guard;
+
+pub use guard::{AllowedHost, CLIENT_HEADER};
 
 use crate::accept::{is_connection_error, Backoff};
 use crate::control::{Handle, ProxyStats, Stats};
@@ -80,12 +89,18 @@ pub struct AdminConfig {
     /// If set, `POST /command` requires `Authorization: Bearer <token>`. Reads (`/metrics`,
     /// `/stats`) never do, so a scraper needs no secret.
     pub token: Option<String>,
+    /// Host names the endpoint answers to besides IP addresses and `localhost` (empty by
+    /// default: a request naming any other `Host` is refused, which defeats DNS rebinding).
+    pub allowed_hosts: Vec<AllowedHost>,
 }
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
-        f.debug_struct("AdminConfig").field("token", &self.token.as_ref().map(|_| "<set>")).finish()
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish()
     }
 }
 
@@ -238,6 +253,13 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
 
 impl Server {
     async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let changes_state = req.method() == Method::POST;
+        if let Err(why) =
+            guard::admit(req.uri(), req.headers(), &self.config.allowed_hosts, changes_state)
+        {
+            tracing::warn!(target: "lb::admin", %peer, method = %req.method(), path = req.uri().path(), reason = %why, "admin request refused");
+            return text(StatusCode::FORBIDDEN, format!("error: {why}\n"));
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut body = String::new();
