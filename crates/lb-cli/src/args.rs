@@ -8,7 +8,7 @@ use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 use lb_core::{AdminState, Algorithm};
 use lb_net::admin::AllowedHost;
-use lb_net::control::BackendOptions;
+use lb_net::BackendOptions;
 use lb_net::{CheckKind, Target};
 
 /// A `--backend` value: `HOST:PORT[,weight=N][,drain|maint]`.

@@ -219,7 +219,7 @@ fn spawn_workers(
                 };
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => acceptor.run(listener).await,
+                        Ok(listener) => acceptor.accept(listener).await,
                         Err(e) => {
                             tracing::error!(worker = i, error = %e, "cannot register the listener")
                         }
@@ -321,7 +321,7 @@ async fn serve(
         });
         handle.set_reloader(Arc::new(move || {
             let reloader = reloader.clone();
-            Box::pin(async move { reloader.reload().await })
+            Box::pin(async move { reloader.reload().await.map_err(lb_net::Error::Reload) })
         }));
     }
     // Installed before the banner, so a SIGHUP sent once lb is visibly up never meets the
@@ -376,7 +376,7 @@ async fn serve(
                 out!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
             }
         }
-        tokio::spawn(lb_net::admin::serve(listener, handle.clone(), config, stop));
+        tokio::spawn(lb_net::admin::run(listener, handle.clone(), config, stop));
     }
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;
@@ -417,7 +417,7 @@ async fn reload_on_hangup(
         }
         tracing::info!("SIGHUP: reopening the log file and reloading the configuration");
         log.request();
-        let answer = match handle.run(Command::Reload).await {
+        let answer = match handle.execute_command(Command::Reload).await {
             Ok(reply) => reply.to_string(),
             Err(e) => format!("error: {e}"),
         };

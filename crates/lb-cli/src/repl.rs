@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use lb_net::control::COMMAND_NAMES;
+use lb_net::COMMAND_NAMES;
 use lb_net::{Command, Handle, Reply};
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
@@ -149,7 +149,7 @@ fn interactive_loop(handle: &Handle, runtime: &Runtime) -> rustyline::Result<()>
             // Ctrl-C at the prompt: the same as SIGINT, a graceful shutdown.
             Err(ReadlineError::Interrupted) => {
                 out!("{}", Reply::ShuttingDown);
-                let _ = runtime.block_on(handle.run(Command::Quit));
+                let _ = runtime.block_on(handle.execute_command(Command::Quit));
                 return Ok(());
             }
             Err(ReadlineError::Eof) => {

@@ -1,18 +1,54 @@
-//! What every accept loop in the crate shares: which `accept` errors to skip, and the pause
-//! (doubling, bounded) after the others.
-//!
-//! Used by the proxy's accept loop and by the admin endpoint's, so both wait out a shortage of
-//! file descriptors or memory the same way instead of spinning on it; the proxy's connect
-//! retry during such a shortage uses the same [`Backoff`] with its own bounds.
+//! The one accept loop of the crate, used by the proxy's listeners and the admin endpoint:
+//! which `accept` errors to skip, and the pause (doubling, bounded) after the others, so a
+//! shortage of file descriptors or memory is waited out instead of spun on. The proxy's
+//! connect retry during such a shortage uses the same [`Backoff`] with its own bounds.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+/// Accepts on `listener` until `stop` resolves, handing each connection to `accepted`.
+///
+/// Never returns early and never fails: an error that concerns one connection only (the
+/// client gave up) is reported to `failed` with no pause and skipped; any other (out of file
+/// descriptors, out of memory) is reported with the pause about to be taken, then waited out
+/// with a [`Backoff::accept`] pause (cut short by `stop`).
+pub(crate) async fn accept_loop(
+    listener: &TcpListener,
+    stop: &mut (impl Future<Output = ()> + Unpin),
+    mut accepted: impl FnMut(TcpStream, SocketAddr),
+    mut failed: impl FnMut(&io::Error, Option<Duration>),
+) {
+    let mut backoff = Backoff::accept();
+    loop {
+        let result = tokio::select! {
+            biased;
+            () = &mut *stop => return,
+            result = listener.accept() => result,
+        };
+        match result {
+            Ok((stream, peer)) => {
+                backoff.reset();
+                accepted(stream, peer);
+            }
+            Err(e) if is_connection_error(&e) => failed(&e, None),
+            Err(e) => {
+                failed(&e, Some(backoff.pause()));
+                if !backoff.wait(stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// Accept errors that concern one connection only (the client gave up before we accepted):
 /// accepting again at once is right. Anything else (out of file descriptors, out of memory)
 /// needs a pause, or the loop would spin on the same error.
-pub(crate) fn is_connection_error(e: &io::Error) -> bool {
+fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted

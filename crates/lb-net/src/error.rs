@@ -18,7 +18,7 @@ pub enum Error {
     Resolve {
         /// The name as given.
         host: String,
-        /// Why.
+        /// The resolver's answer (no such name, no address, a timeout).
         #[source]
         source: io::Error,
     },
@@ -34,7 +34,7 @@ pub enum Error {
     /// The listening socket could not be set up.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        /// The address asked for.
+        /// The address the listener was to bind.
         addr: SocketAddr,
         /// Why (address in use, permission denied, ...).
         #[source]

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::{BackendId, Pool};
+use lb_core::{BackendId, Health, Pool, Transition};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -262,7 +262,7 @@ fn record(
     if counted {
         let outcome = result.as_ref().map(|_| ()).map_err(String::as_str);
         if let Some(transition) = pool.observe(backend.id, outcome, now.into_std()) {
-            crate::log_transition(&transition);
+            log_transition(&transition);
         }
     }
     let status = CheckStatus { id: backend.id, addr: backend.addr, result, duration, at: now };
@@ -272,6 +272,22 @@ fn record(
     let live = pool.backends();
     if log.len() > live.len() {
         log.retain(|id, _| live.iter().any(|b| b.id == *id));
+    }
+}
+
+/// Logs a health transition: `warn` when a backend goes down, `info` when it comes back.
+pub(crate) fn log_transition(t: &Transition) {
+    match t.to {
+        Health::Down => tracing::warn!(
+            target: "lb::health",
+            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
+            "backend is down"
+        ),
+        Health::Up => tracing::info!(
+            target: "lb::health",
+            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
+            "backend is up"
+        ),
     }
 }
 

@@ -35,70 +35,66 @@
 //! # }
 //! ```
 //!
-//! Tests use [`MemoryConnector`] instead of [`TcpConnector`]: backends are in-memory pipes that
-//! can accept, refuse, hang or reset on demand.
+//! More, runnable: `cargo run -p lb-net --example embed` (the above with backends and
+//! clients), `--example custom_connector` (backends over Unix-domain sockets through a
+//! [`Connector`] of your own).
+//!
+//! # The API in one list
+//!
+//! - [`Balancer`] (with [`Acceptor`] for one accept loop per worker thread, and
+//!   [`ShutdownReport`]): runs the proxy and the health checker.
+//! - [`Handle`]: every control action; [`Command`] / [`BackendOptions`] / [`Target`] are the
+//!   text grammar, [`Reply`] / [`Stats`] / [`ProxyStats`] / [`CheckStatus`] the answers.
+//! - [`ProxyConfig`], [`HealthCheckConfig`] / [`CheckKind`]: settings.
+//! - [`Connector`] / [`TcpConnector`] / [`ByteStream`]: how backends are reached.
+//! - [`bind`] / [`bind_shared`]: listening sockets set up as the balancer wants them.
+//! - [`AccessLine`] / [`Termination`]: the per-connection log line.
+//! - [`admin`]: the HTTP admin endpoint (metrics, JSON stats, remote commands).
+//! - [`Error`]: the one error type.
+//!
+//! With the `test-util` feature, `MemoryConnector` stands in for [`TcpConnector`]: backends
+//! are in-memory pipes that can accept, refuse, hang or reset on demand, so code embedding the
+//! balancer can be tested without sockets.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![deny(unsafe_code)]
 
 mod accept;
 pub mod admin;
-pub mod connector;
-pub mod control;
+mod connector;
+mod control;
 mod error;
-pub mod health_check;
-pub mod metrics;
-pub mod proxy;
+mod health_check;
+mod metrics;
+mod proxy;
 mod relay;
 mod shutdown;
+mod sockets;
 #[cfg(target_os = "linux")]
 mod splice;
+mod time;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lb_core::{Pool, Transition};
-use tokio::io::{AsyncRead, AsyncWrite};
+use lb_core::Pool;
 use tokio::net::TcpListener;
 
-pub use connector::{
-    is_local_exhaustion, Behavior, Connector, MemoryConnector, MemoryListener, TcpConnector,
+pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
+#[cfg(any(test, feature = "test-util"))]
+pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
+pub use control::{
+    BackendOptions, BoxFuture, Command, Handle, ProxyStats, Reloader, Reply, Stats, Target,
+    COMMAND_NAMES, HELP,
 };
-pub use control::{Command, Handle, Reply, Stats, Target};
 pub use error::Error;
-pub use health_check::{CheckKind, HealthCheckConfig};
+pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig};
 pub use proxy::{AccessLine, ProxyConfig, Termination};
+pub use sockets::{bind, bind_shared};
 
 use proxy::{ProxyCounters, ProxyShared};
 use shutdown::Tracker;
-
-/// `from + after`, or a time some 30 years away when that would overflow: timeouts are plain
-/// `Duration`s that an embedder (or a config file) may set as large as it likes, and
-/// `Instant + Duration` panics on overflow.
-pub(crate) fn deadline(
-    from: tokio::time::Instant,
-    after: std::time::Duration,
-) -> tokio::time::Instant {
-    const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
-    from.checked_add(after).unwrap_or_else(|| from + FAR)
-}
-
-/// Logs a health transition: `warn` when a backend goes down, `info` when it comes back.
-pub(crate) fn log_transition(t: &Transition) {
-    match t.to {
-        lb_core::Health::Down => tracing::warn!(
-            target: "lb::health",
-            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
-            "backend is down"
-        ),
-        lb_core::Health::Up => tracing::info!(
-            target: "lb::health",
-            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
-            "backend is up"
-        ),
-    }
-}
 
 /// How a balancer's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +129,7 @@ impl<C: Connector> Balancer<C> {
         Balancer { shared, health, handle }
     }
 
-    /// The control handle.
+    /// A handle to control this balancer (commands, stats, shutdown); clones share it.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
     }
@@ -142,9 +138,9 @@ impl<C: Connector> Balancer<C> {
     /// connection would be (limits, retries, accounting, logging). `peer` is the client's
     /// address, the key for `ip_hash`. For in-memory clients in tests, and for programs that
     /// accept connections themselves.
-    pub fn serve<S>(&self, stream: S, peer: Option<SocketAddr>)
+    pub fn serve_connection<S>(&self, stream: S, peer: Option<SocketAddr>)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: ByteStream,
     {
         self.shared.spawn_connection(stream, peer);
     }
@@ -169,7 +165,7 @@ impl<C: Connector> Balancer<C> {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, "listening");
         }
-        let acceptor = tokio::spawn(self.acceptor().run(listener));
+        let acceptor = tokio::spawn(self.acceptor().accept(listener));
         let report = self.supervise(shutdown).await;
         let _ = acceptor.await;
         report
@@ -202,12 +198,12 @@ impl<C: Connector> Balancer<C> {
             grace_ms = grace.as_millis() as u64,
             "shutting down: no longer accepting"
         );
-        let cut = self.shared.tracker.drain(grace, handle.cut_requested()).await;
+        let cut = self.shared.tracker.drain(grace, handle.inner.shutdown.cut_requested()).await;
         if cut > 0 {
             tracing::warn!(cut, "grace period over: closed connections still open");
         }
         let _ = checker.await;
-        self.handle.inner.drained.send_replace(true);
+        self.handle.inner.shutdown.finish();
         tracing::info!("shut down");
         ShutdownReport { cut }
     }
@@ -232,7 +228,7 @@ impl<C: Connector> Acceptor<C> {
     /// complete, so that the connections this runtime serves can finish during the grace period
     /// (a caller that drops its runtime when this returns cuts nothing early). Never returns
     /// early: accept errors are logged and, when resources are exhausted, waited out.
-    pub async fn run(self, listener: TcpListener) {
+    pub async fn accept(self, listener: TcpListener) {
         if let Ok(addr) = listener.local_addr() {
             tracing::debug!(address = %addr, "accepting");
         }
@@ -243,53 +239,4 @@ impl<C: Connector> Acceptor<C> {
         drop(listener);
         self.handle.drained().await;
     }
-}
-
-/// Binds `count` listeners (at least one) sharing `addr` with `SO_REUSEPORT`, one per worker
-/// thread; port 0 picks one free port for all of them.
-///
-/// `SO_REUSEPORT` alone would also let the group join a port another process already listens
-/// on with the same option (another `lb`, HAProxy), silently splitting that port's traffic
-/// between the two. So a fixed port is first bound once without it: if anything holds the port,
-/// that fails with "address in use", as it would for a single listener.
-pub fn bind_shared(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    if addr.port() != 0 {
-        drop(probe_bind(addr)?);
-    }
-    let first = bind(addr, true)?;
-    let local = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..count {
-        listeners.push(bind(local, true)?);
-    }
-    Ok(listeners)
-}
-
-/// Binds (without listening, without `SO_REUSEPORT`) to check that nobody holds `addr`.
-fn probe_bind(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket)
-}
-
-/// Binds a listening socket the way the balancer wants it: `SO_REUSEADDR` (restart without
-/// waiting for old connections in TIME_WAIT), `SO_REUSEPORT` when `reuse_port` (several
-/// listeners, one per worker thread, share the port and the kernel spreads connections over
-/// them), and a backlog of 4096 so a burst of connections is queued rather than refused.
-///
-/// Returns a standard listener in non-blocking mode: turn it into a tokio one
-/// (`TcpListener::from_std`) on the runtime that will accept on it.
-pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }

@@ -6,16 +6,16 @@ use std::time::Duration;
 
 /// Bucket upper bounds in seconds for connect times: backend connects on a LAN take well under a
 /// millisecond; anything near the connect timeout (2 s by default) is a problem.
-pub const CONNECT_BUCKETS: &[f64] =
+pub(crate) const CONNECT_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Bucket upper bounds in seconds for whole connections: from one request to long-lived streams.
-pub const DURATION_BUCKETS: &[f64] =
+pub(crate) const DURATION_BUCKETS: &[f64] =
     &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
 
 /// Counts of observations per bucket, plus their count and sum.
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     bounds: &'static [f64],
     /// Per bucket (not cumulative), plus one for values above the last bound.
     counts: Box<[AtomicU64]>,
@@ -24,7 +24,7 @@ pub struct Histogram {
 
 /// A histogram read at one moment, in Prometheus' shape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
+pub(crate) struct HistogramSnapshot {
     /// `(upper bound in seconds, observations at or below it)`, cumulative, ending with +Inf.
     pub buckets: Vec<(f64, u64)>,
     /// Number of observations.
@@ -35,7 +35,7 @@ pub struct HistogramSnapshot {
 
 impl Histogram {
     /// An empty histogram with these bucket upper bounds (seconds, increasing).
-    pub fn new(bounds: &'static [f64]) -> Self {
+    pub(crate) fn new(bounds: &'static [f64]) -> Self {
         Histogram {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -44,7 +44,7 @@ impl Histogram {
     }
 
     /// Records one observation.
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = self.bounds.iter().position(|&b| secs <= b).unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Relaxed);
@@ -52,7 +52,7 @@ impl Histogram {
     }
 
     /// Reads the histogram.
-    pub fn snapshot(&self) -> HistogramSnapshot {
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         let mut cumulative = 0;
         let mut buckets = Vec::with_capacity(self.counts.len());
         for (i, c) in self.counts.iter().enumerate() {

@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lb_core::{BackendId, Lease, Pool};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::accept::{is_connection_error, Backoff};
-use crate::connector::{is_local_exhaustion, Connector};
+use crate::accept::{accept_loop, Backoff};
+use crate::connector::{is_local_exhaustion, ByteStream, Connector};
 use crate::metrics::{Histogram, CONNECT_BUCKETS, DURATION_BUCKETS};
-use crate::relay::{Relay, RelayEnd, Side};
+use crate::relay::{Relay, RelayEnd, Side, Traffic};
 use crate::shutdown::Tracker;
 
 /// Proxy settings. Every field has a default suited to a general-purpose TCP service.
@@ -59,7 +58,7 @@ impl Default for ProxyConfig {
 
 /// Counters of the proxy as a whole (per-backend ones live in the pool).
 #[derive(Debug)]
-pub struct ProxyCounters {
+pub(crate) struct ProxyCounters {
     /// Client connections accepted.
     pub accepted: AtomicU64,
     /// Client connections closed at once because `max_connections` were open.
@@ -169,42 +168,29 @@ impl<C: Connector> ProxyShared<C> {
         listener: &TcpListener,
         stop: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) {
-        let mut backoff = Backoff::accept();
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = &mut *stop => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    backoff.reset();
-                    // Relayed bytes should leave at once, not wait for Nagle's algorithm.
-                    let _ = stream.set_nodelay(true);
-                    self.spawn_connection(stream, Some(peer));
-                }
-                Err(e) if is_connection_error(&e) => {
-                    tracing::debug!(error = %e, "accept: client gave up before being accepted");
-                }
-                Err(e) => {
-                    self.counters.accept_errors.fetch_add(1, Relaxed);
-                    tracing::error!(
-                        error = %e,
-                        pause_ms = backoff.pause().as_millis() as u64,
-                        "accept failed (out of file descriptors or memory?); pausing before accepting again"
-                    );
-                    if !backoff.wait(stop).await {
-                        return;
-                    }
-                }
+        let accepted = |stream: tokio::net::TcpStream, peer| {
+            // Relayed bytes should leave at once, not wait for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+            self.spawn_connection(stream, Some(peer));
+        };
+        let failed = |e: &io::Error, pause: Option<Duration>| match pause {
+            None => tracing::debug!(error = %e, "accept: client gave up before being accepted"),
+            Some(pause) => {
+                self.counters.accept_errors.fetch_add(1, Relaxed);
+                tracing::error!(
+                    error = %e,
+                    pause_ms = pause.as_millis() as u64,
+                    "accept failed (out of file descriptors or memory?); pausing before accepting again"
+                );
             }
-        }
+        };
+        accept_loop(listener, stop, accepted, failed).await;
     }
 
     /// Serves one client connection on its own task, unless the global limit is reached.
     pub(crate) fn spawn_connection<S>(self: &Arc<Self>, stream: S, peer: Option<SocketAddr>)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: ByteStream,
     {
         self.counters.accepted.fetch_add(1, Relaxed);
         let limit = self.config.max_connections.unwrap_or(u64::MAX);
@@ -215,13 +201,13 @@ impl<C: Connector> ProxyShared<C> {
             return; // dropping the stream closes it; dropping the session logs it
         };
         let shared = Arc::clone(self);
-        self.tracker.spawn(ticket, async move { shared.serve(stream, peer).await });
+        self.tracker.spawn(ticket, async move { shared.proxy_connection(stream, peer).await });
     }
 
     /// Picks, connects (with retries) and relays one client connection to the end.
-    pub(crate) async fn serve<S>(&self, mut client: S, peer: Option<SocketAddr>)
+    pub(crate) async fn proxy_connection<S>(&self, mut client: S, peer: Option<SocketAddr>)
     where
-        S: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: ByteStream,
     {
         // Logged when dropped, however this ends: also when shutdown aborts the task.
         let mut session = Session::new(peer, &self.counters);
@@ -292,7 +278,7 @@ impl<C: Connector> ProxyShared<C> {
             if !self.passive_health {
                 lease.count_connect_failure();
             } else if let Some(t) = lease.record_connect_failure(&error, started.into_std()) {
-                crate::log_transition(&t);
+                crate::health_check::log_transition(&t);
             }
             tried.push(lease.id());
             if tried.len() > self.config.retries as usize {
@@ -331,7 +317,7 @@ impl<C: Connector> ProxyShared<C> {
     /// ports come back as other connections end, so under a brief flood a client waits a little
     /// instead of losing its connection.
     async fn connect(&self, addr: SocketAddr) -> Result<C::Stream, ConnectError> {
-        let deadline = crate::deadline(Instant::now(), self.config.connect_timeout);
+        let deadline = crate::time::deadline(Instant::now(), self.config.connect_timeout);
         let (min, max) = LOCAL_RETRY_PAUSE;
         let mut backoff = Backoff::new(min, max);
         loop {
@@ -363,13 +349,6 @@ enum ConnectError {
 /// First and longest pause before trying again to connect after a local resource shortage.
 const LOCAL_RETRY_PAUSE: (Duration, Duration) =
     (Duration::from_millis(5), Duration::from_millis(100));
-
-/// Bytes relayed by one connection, readable after the relay is gone (even if aborted).
-#[derive(Debug, Default)]
-pub(crate) struct Traffic {
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-}
 
 /// What the access log says about one client connection. Dropping it writes the line, so
 /// every way a connection can end (including being cut by shutdown) is logged exactly once.

@@ -14,13 +14,13 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use lb_core::Lease;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::ReadBuf;
 use tokio::time::{Instant, Sleep};
 
-use crate::proxy::Traffic;
+use crate::connector::ByteStream;
 
 /// Bytes read per system call. 64 KiB matches the default socket buffer sizes on Linux, so
 /// bulk transfers move a full socket buffer per read.
@@ -31,6 +31,13 @@ const MAX_ROUNDS: u32 = 16;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// Bytes relayed by one connection, readable after the relay is gone (even if aborted).
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
 }
 
 /// Which peer a failure came from.
@@ -84,17 +91,15 @@ impl Drop for Half {
 
 /// Both ends as TCP sockets, when they are (the only case `splice` applies to).
 #[cfg(target_os = "linux")]
-fn as_tcp<'a, R: 'static, W: 'static>(
+fn as_tcp<'a, R: ByteStream, W: ByteStream>(
     reader: &'a R,
     writer: &'a W,
 ) -> Option<(&'a tokio::net::TcpStream, &'a tokio::net::TcpStream)> {
-    use std::any::Any;
-    let reader = (reader as &dyn Any).downcast_ref::<tokio::net::TcpStream>()?;
-    let writer = (writer as &dyn Any).downcast_ref::<tokio::net::TcpStream>()?;
-    Some((reader, writer))
+    Some((reader.as_tcp()?, writer.as_tcp()?))
 }
 
-/// Poll outcome of a half: whether bytes moved, and whether it is finished.
+/// What one poll of a direction achieved: bytes moved (poll again), or nothing to do until the
+/// sockets are ready (its finish is `Half::done`, not a step).
 enum Step {
     Progress,
     Idle,
@@ -112,8 +117,8 @@ impl Half {
         record: &impl Fn(u64),
     ) -> Poll<Result<Step, (Side, io::Error)>>
     where
-        R: AsyncRead + Unpin + 'static,
-        W: AsyncWrite + Unpin + 'static,
+        R: ByteStream,
+        W: ByteStream,
     {
         // Errors are tagged by the caller's orientation: reader errors as `Side::Client` and
         // writer errors as `Side::Backend`, swapped by the caller for the other direction.
@@ -313,8 +318,8 @@ pub(crate) struct Relay<'a, C, B> {
 
 impl<'a, C, B> Relay<'a, C, B>
 where
-    C: AsyncRead + AsyncWrite + Unpin + 'static,
-    B: AsyncRead + AsyncWrite + Unpin + 'static,
+    C: ByteStream,
+    B: ByteStream,
 {
     pub(crate) fn new(
         client: &'a mut C,
@@ -333,7 +338,8 @@ where
             down: Half::default(),
             idle_timeout,
             last_activity: now,
-            idle: idle_timeout.map(|d| Box::pin(tokio::time::sleep_until(crate::deadline(now, d)))),
+            idle: idle_timeout
+                .map(|d| Box::pin(tokio::time::sleep_until(crate::time::deadline(now, d)))),
         }
     }
 }
@@ -347,8 +353,8 @@ fn flip(side: Side) -> Side {
 
 impl<C, B> Future for Relay<'_, C, B>
 where
-    C: AsyncRead + AsyncWrite + Unpin + 'static,
-    B: AsyncRead + AsyncWrite + Unpin + 'static,
+    C: ByteStream,
+    B: ByteStream,
 {
     type Output = RelayEnd;
 
@@ -422,7 +428,7 @@ where
         let sleep = this.idle.as_mut().expect("a timer exists when a timeout is set");
         loop {
             ready!(sleep.as_mut().poll(cx));
-            let deadline = crate::deadline(this.last_activity, timeout);
+            let deadline = crate::time::deadline(this.last_activity, timeout);
             if Instant::now() >= deadline {
                 return Poll::Ready(RelayEnd::IdleTimeout);
             }

@@ -1,4 +1,5 @@
-//! Keeping track of connection tasks, so shutdown can wait for them and then close the rest.
+//! Shutting down: the switches that start and end it ([`Shutdown`]), and the [`Tracker`] of
+//! connection tasks that lets it wait for open connections and then close the rest.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -7,8 +8,72 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
+
+/// The stages of a balancer's shutdown, each a switch that only ever turns on, so anyone can
+/// wait for it: requested (stop accepting), cut now (end the grace period at once), finished
+/// (every connection has ended or been cut).
+#[derive(Debug)]
+pub(crate) struct Shutdown {
+    requested: watch::Sender<bool>,
+    cut_now: watch::Sender<bool>,
+    finished: watch::Sender<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            requested: watch::channel(false).0,
+            cut_now: watch::channel(false).0,
+            finished: watch::channel(false).0,
+        }
+    }
+}
+
+/// Resolves once `switch` is on. The sender outlives the wait (it is borrowed), so the wait
+/// cannot fail.
+async fn on(switch: &watch::Sender<bool>) {
+    let _ = switch.subscribe().wait_for(|&on| on).await;
+}
+
+impl Shutdown {
+    /// Starts a graceful shutdown.
+    pub(crate) fn request(&self) {
+        self.requested.send_replace(true);
+    }
+
+    /// Ends the grace period at once (also starting shutdown if it has not begun).
+    pub(crate) fn cut_now(&self) {
+        self.cut_now.send_replace(true);
+        self.request();
+    }
+
+    /// Marks shutdown complete.
+    pub(crate) fn finish(&self) {
+        self.finished.send_replace(true);
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_requested(&self) -> bool {
+        *self.requested.borrow()
+    }
+
+    /// Resolves once shutdown has begun.
+    pub(crate) async fn requested(&self) {
+        on(&self.requested).await;
+    }
+
+    /// Resolves once the grace period is to end at once.
+    pub(crate) async fn cut_requested(&self) {
+        on(&self.cut_now).await;
+    }
+
+    /// Resolves once shutdown is complete.
+    pub(crate) async fn finished(&self) {
+        on(&self.finished).await;
+    }
+}
 
 /// Counts open connections and can abort them all.
 ///

@@ -98,7 +98,7 @@ async fn normal_close() {
     let _g = log.install();
     let (balancer, _c) = memory_balancer(&[1], ProxyConfig::default());
     let (mut client, theirs) = memory_client();
-    balancer.serve(theirs, Some(peer()));
+    balancer.serve_connection(theirs, Some(peer()));
     read_line(&mut client).await.unwrap();
     client.write_all(b"ping").await.unwrap();
     client.shutdown().await.unwrap();
@@ -114,7 +114,7 @@ async fn no_backend_and_backend_refused_and_connect_timeout() {
     let _g = log.install();
     let (empty, _c) = memory_balancer(&[], ProxyConfig::default());
     let (mut client, theirs) = memory_client();
-    empty.serve(theirs, Some(peer()));
+    empty.serve_connection(theirs, Some(peer()));
     let _ = client.read(&mut [0u8; 1]).await;
     check(&log.fields(1).await, "-", ("0", "0"), "no-backend", "0");
 
@@ -122,7 +122,7 @@ async fn no_backend_and_backend_refused_and_connect_timeout() {
     connector.set_behavior(mem_addr(1), Behavior::Refuse);
     connector.set_behavior(mem_addr(2), Behavior::Refuse);
     let (mut client, theirs) = memory_client();
-    refusing.serve(theirs, Some(peer()));
+    refusing.serve_connection(theirs, Some(peer()));
     let _ = client.read(&mut [0u8; 1]).await;
     let fields = log.fields(2).await;
     assert!(fields[3].starts_with("-1/"), "no connection made: {fields:?}");
@@ -133,7 +133,7 @@ async fn no_backend_and_backend_refused_and_connect_timeout() {
     let (hanging, connector) = memory_balancer(&[1], config);
     connector.set_behavior(mem_addr(1), Behavior::Hang);
     let (mut client, theirs) = memory_client();
-    hanging.serve(theirs, Some(peer()));
+    hanging.serve_connection(theirs, Some(peer()));
     let _ = client.read(&mut [0u8; 1]).await;
     check(&log.fields(3).await, "10.99.0.1:7000", ("0", "0"), "connect-timeout", "0");
 }
@@ -147,11 +147,11 @@ async fn backend_reset_and_limit() {
     // Greeting (3 bytes) and the echo of "more" (4) get through, then the backend resets.
     connector.set_behavior(mem_addr(1), Behavior::ResetAfter(7));
     let (mut client, theirs) = memory_client();
-    balancer.serve(theirs, Some(peer()));
+    balancer.serve_connection(theirs, Some(peer()));
     read_line(&mut client).await.unwrap();
     // While it is open, a second client is over the limit of 1.
     let (mut second, theirs) = memory_client();
-    balancer.serve(theirs, Some(peer()));
+    balancer.serve_connection(theirs, Some(peer()));
     let _ = second.read(&mut [0u8; 1]).await;
     check(&log.fields(1).await, "-", ("0", "0"), "limit", "0");
     client.write_all(b"more").await.unwrap();
@@ -170,13 +170,13 @@ async fn idle_timeout_and_shutdown() {
     };
     let (balancer, _c) = memory_balancer(&[1], config);
     let (mut idle, theirs) = memory_client();
-    balancer.serve(theirs, Some(peer()));
+    balancer.serve_connection(theirs, Some(peer()));
     read_line(&mut idle).await.unwrap();
     let _ = idle.read_to_end(&mut Vec::new()).await;
     check(&log.fields(1).await, "10.99.0.1:7000", ("0", "3"), "idle-timeout", "0");
 
     let (mut held, theirs) = memory_client();
-    balancer.serve(theirs, Some(peer()));
+    balancer.serve_connection(theirs, Some(peer()));
     read_line(&mut held).await.unwrap();
     let handle = balancer.handle();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

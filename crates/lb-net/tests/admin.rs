@@ -30,7 +30,7 @@ async fn setup(token: Option<&str>) -> (Balancer<MemoryConnector>, Handle, Socke
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = AdminConfig { token: token.map(str::to_owned), allowed_hosts: Vec::new() };
-    tokio::spawn(admin::serve(listener, handle.clone(), config, std::future::pending()));
+    tokio::spawn(admin::run(listener, handle.clone(), config, std::future::pending()));
     (balancer, handle, addr)
 }
 
@@ -86,7 +86,8 @@ async fn http_exactly(
 async fn traffic(balancer: &Balancer<MemoryConnector>, n: u32) {
     for i in 0..n {
         let (mut client, theirs) = memory_client();
-        balancer.serve(theirs, Some(SocketAddr::from(([192, 0, 2, 1], 1000 + i as u16))));
+        balancer
+            .serve_connection(theirs, Some(SocketAddr::from(([192, 0, 2, 1], 1000 + i as u16))));
         read_line(&mut client).await.unwrap();
         client.write_all(b"ping").await.unwrap();
         client.shutdown().await.unwrap();
@@ -370,7 +371,7 @@ async fn names_the_operator_allowed_are_answered() {
         token: None,
         allowed_hosts: vec!["lb1.internal".parse().unwrap(), "*.corp.example".parse().unwrap()],
     };
-    tokio::spawn(admin::serve(listener, balancer.handle(), config, std::future::pending()));
+    tokio::spawn(admin::run(listener, balancer.handle(), config, std::future::pending()));
     for (host, status) in [
         ("lb1.internal:9090", 200),
         ("LB1.INTERNAL", 200),
@@ -541,7 +542,7 @@ async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_who
     let mut held = Vec::new();
     for i in 0..4u16 {
         let (mut client, theirs) = memory_client();
-        balancer.serve(theirs, Some(SocketAddr::from(([192, 0, 2, 2], 2000 + i))));
+        balancer.serve_connection(theirs, Some(SocketAddr::from(([192, 0, 2, 2], 2000 + i))));
         assert_eq!(read_line(&mut client).await.unwrap(), "b1");
         held.push(client);
     }

@@ -59,7 +59,7 @@ async fn connect(
     peer: SocketAddr,
 ) -> (tokio::io::DuplexStream, String) {
     let (mut ours, theirs) = memory_client();
-    balancer.serve(theirs, Some(peer));
+    balancer.serve_connection(theirs, Some(peer));
     let name = read_line(&mut ours).await.expect("a backend greeting");
     (ours, name)
 }
@@ -162,7 +162,7 @@ async fn hung_backend_times_out_and_the_client_is_served_elsewhere() {
 async fn no_backend_available_closes_the_client_at_once() {
     let (balancer, _c) = setup(Algorithm::RoundRobin, &[]);
     let (mut client, theirs) = memory_client();
-    balancer.serve(theirs, Some(client_addr(1)));
+    balancer.serve_connection(theirs, Some(client_addr(1)));
     let mut buf = [0u8; 16];
     assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed without a byte");
     assert_eq!(balancer.handle().stats().proxy.no_backend, 1);
@@ -176,7 +176,7 @@ async fn all_backends_refusing_closes_the_client_after_bounded_retries() {
         connector.set_behavior(mem_addr(i), Behavior::Refuse);
     }
     let (mut client, theirs) = memory_client();
-    balancer.serve(theirs, Some(client_addr(1)));
+    balancer.serve_connection(theirs, Some(client_addr(1)));
     let mut buf = [0u8; 16];
     assert_eq!(client.read(&mut buf).await.unwrap(), 0);
     let stats = balancer.handle().stats();
@@ -348,7 +348,7 @@ async fn per_backend_limit_skips_full_backends() {
     assert_eq!(b1, 2, "two on each backend");
     // Both backends are at their limit: the fifth client finds none and is closed.
     let (mut fifth, theirs) = memory_client();
-    balancer.serve(theirs, Some(client_addr(5)));
+    balancer.serve_connection(theirs, Some(client_addr(5)));
     assert_eq!(fifth.read(&mut [0u8; 4]).await.unwrap(), 0);
     assert_eq!(balancer.handle().stats().proxy.no_backend, 1);
     // One finishes: its place is free again.
@@ -369,7 +369,7 @@ async fn global_limit_closes_extra_connections_at_once() {
         open.push(connect(&balancer, client_addr(i)).await);
     }
     let (mut extra, theirs) = memory_client();
-    balancer.serve(theirs, Some(client_addr(9)));
+    balancer.serve_connection(theirs, Some(client_addr(9)));
     assert_eq!(extra.read(&mut [0u8; 4]).await.unwrap(), 0, "closed at once");
     let stats = balancer.handle().stats();
     assert_eq!((stats.proxy.rejected_at_limit, stats.proxy.open, stats.proxy.accepted), (1, 3, 4));
@@ -428,7 +428,7 @@ fn setup_out_of_descriptors(
 async fn a_brief_shortage_of_descriptors_is_waited_out_and_blames_no_backend() {
     let (balancer, connector) = setup_out_of_descriptors(3, no_checks());
     let (mut ours, theirs) = memory_client();
-    balancer.serve(theirs, Some(client_addr(1)));
+    balancer.serve_connection(theirs, Some(client_addr(1)));
     assert_eq!(read_line(&mut ours).await.unwrap(), "b1", "served by its first pick, late");
     let stats = balancer.handle().stats();
     let b1 = stats.pool.backend(mem_addr(1)).unwrap();
@@ -444,7 +444,7 @@ async fn a_lasting_shortage_closes_the_client_after_the_connect_timeout_and_blam
     for i in 0..5 {
         let started = tokio::time::Instant::now();
         let (mut client, theirs) = memory_client();
-        balancer.serve(theirs, Some(client_addr(i)));
+        balancer.serve_connection(theirs, Some(client_addr(i)));
         let mut buf = [0u8; 16];
         assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed without a byte");
         let waited = started.elapsed();

@@ -9,7 +9,7 @@
 //!   REPL would print, with status 200, or 400 and `error: ...` for a command that does not parse
 //!   or fails. With a token configured, POST requires `Authorization: Bearer <token>`.
 //!
-//! Before any of that, every request passes [`guard`]: a `Host` that is not an IP address,
+//! Before any of that, every request passes a guard: a `Host` that is not an IP address,
 //! `localhost` or an allowed name, an `Origin` that is not the endpoint itself, or a command
 //! without the [`CLIENT_HEADER`] is refused with 403, so a web page open in the operator's
 //! browser can neither drive lb (cross-site requests) nor read it (DNS rebinding).
@@ -37,23 +37,21 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use lb_core::{AdminState, Health};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 mod guard;
+mod json;
+mod prometheus;
 
 pub use guard::{AllowedHost, CLIENT_HEADER};
+pub use json::{BackendJson, ClientsJson, RetiredJson, StatsJson, TotalsJson};
 
-use crate::accept::{is_connection_error, Backoff};
-use crate::control::{Handle, ProxyStats, Stats};
-use crate::metrics::HistogramSnapshot;
+use crate::accept::accept_loop;
+use crate::control::Handle;
+use prometheus::StatsCollector;
 
 /// Largest `POST /command` body accepted: a command is one short line.
 const MAX_BODY: usize = 64 * 1024;
@@ -108,7 +106,7 @@ impl std::fmt::Debug for AdminConfig {
 ///
 /// Stops accepting when `shutdown` resolves; connections already open finish on their own
 /// (each within [`MAX_CONNECTION_AGE`] and [`CLOSE_GRACE`]).
-pub async fn serve(
+pub async fn run(
     listener: TcpListener,
     handle: Handle,
     config: AdminConfig,
@@ -126,44 +124,28 @@ pub async fn serve(
     }
     let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut refused = RefusedLog::default();
-    let mut backoff = Backoff::accept();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff.reset();
-                a
-            }
-            Err(e) if is_connection_error(&e) => {
-                tracing::debug!(target: "lb::admin", error = %e, "admin accept: client gave up before being accepted");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(
-                    target: "lb::admin",
-                    error = %e,
-                    pause_ms = backoff.pause().as_millis() as u64,
-                    "admin accept failed (out of file descriptors or memory?); pausing before accepting again"
-                );
-                if !backoff.wait(&mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
+    let accepted = |stream, peer| {
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // Dropping the stream closes it.
             rejected.fetch_add(1, Relaxed);
             refused.refused(peer);
-            continue;
+            return;
         };
         tokio::spawn(serve_connection(Arc::clone(&state), stream, peer, slot));
-    }
+    };
+    let failed = |e: &std::io::Error, pause: Option<Duration>| match pause {
+        None => {
+            tracing::debug!(target: "lb::admin", error = %e, "admin accept: client gave up before being accepted")
+        }
+        Some(pause) => tracing::warn!(
+            target: "lb::admin",
+            error = %e,
+            pause_ms = pause.as_millis() as u64,
+            "admin accept failed (out of file descriptors or memory?); pausing before accepting again"
+        ),
+    };
+    accept_loop(&listener, &mut shutdown, accepted, failed).await;
 }
 
 /// Serves one admin connection, holding one of the [`MAX_ADMIN_CONNECTIONS`] slots until it
@@ -351,440 +333,4 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("error: use {allow}\n"));
     r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
     r
-}
-
-/// One backend in `GET /stats`: the `stats` table's columns, by the same names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendJson {
-    /// `host:port`.
-    pub backend: String,
-    /// `up`, `down`, `drain`, `maint` or `removed`, as in the STATE column.
-    pub state: String,
-    /// `up` or `down`.
-    pub health: String,
-    /// `ready`, `drain` or `maint`.
-    pub admin: String,
-    /// Weight.
-    pub weight: u32,
-    /// Connections open now.
-    pub active: u64,
-    /// Most open at once.
-    pub peak: u64,
-    /// Connections established.
-    pub total: u64,
-    /// Failed connects.
-    pub failures: u64,
-    /// Failed connects retried on another backend.
-    pub retries: u64,
-    /// Bytes from clients.
-    pub bytes_in: u64,
-    /// Bytes to clients.
-    pub bytes_out: u64,
-    /// Times chosen by the algorithm.
-    pub picks: u64,
-}
-
-/// The client-side counters in `GET /stats`: the proxy's own counters, serialised as they are.
-pub type ClientsJson = ProxyStats;
-
-/// The TOTAL row in `GET /stats`: every backend the pool has had, listed or retired, so the
-/// cumulative fields never go backwards.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TotalsJson {
-    /// Backends in the pool.
-    pub backends: usize,
-    /// Backends that can take a connection now.
-    pub available: usize,
-    /// Connections open now.
-    pub active: u64,
-    /// Connections established.
-    pub total: u64,
-    /// Failed connects.
-    pub failures: u64,
-    /// Failed connects retried on another backend.
-    #[serde(default)]
-    pub retries: u64,
-    /// Bytes from clients.
-    pub bytes_in: u64,
-    /// Bytes to clients.
-    pub bytes_out: u64,
-    /// Times the algorithm chose a backend.
-    #[serde(default)]
-    pub picks: u64,
-}
-
-/// The RETIRED row in `GET /stats`: removed backends whose connections have all ended, no longer
-/// listed in `backends` but still counted in `totals`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct RetiredJson {
-    /// How many such backends.
-    pub backends: u64,
-    /// Connections established.
-    pub total: u64,
-    /// Failed connects.
-    pub failures: u64,
-    /// Failed connects retried on another backend.
-    pub retries: u64,
-    /// Bytes from clients.
-    pub bytes_in: u64,
-    /// Bytes to clients.
-    pub bytes_out: u64,
-    /// Times the algorithm chose one of them.
-    pub picks: u64,
-}
-
-/// `GET /stats`: everything `stats` shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatsJson {
-    /// The algorithm.
-    pub algorithm: String,
-    /// Seconds since start.
-    pub uptime_seconds: f64,
-    /// Client-side counters.
-    pub clients: ClientsJson,
-    /// Per backend, in pool order (removed ones with open connections last, with state
-    /// `removed`; such a one can share its address with a backend added again).
-    pub backends: Vec<BackendJson>,
-    /// Removed backends no longer listed.
-    #[serde(default)]
-    pub retired: RetiredJson,
-    /// Sums over `backends` and `retired`.
-    pub totals: TotalsJson,
-}
-
-impl From<&Stats> for StatsJson {
-    fn from(s: &Stats) -> Self {
-        let t = &s.pool.totals;
-        let r = &s.pool.retired;
-        let p = &s.proxy;
-        StatsJson {
-            algorithm: s.pool.algorithm.to_string(),
-            uptime_seconds: s.uptime.as_secs_f64(),
-            clients: *p,
-            backends: s
-                .pool
-                .backends
-                .iter()
-                .map(|b| BackendJson {
-                    backend: b.addr.to_string(),
-                    state: b.state().to_owned(),
-                    health: b.health.to_string(),
-                    admin: b.admin.to_string(),
-                    weight: b.weight,
-                    active: b.active,
-                    peak: b.peak_active,
-                    total: b.connections,
-                    failures: b.connect_failures,
-                    retries: b.retries,
-                    bytes_in: b.bytes_in,
-                    bytes_out: b.bytes_out,
-                    picks: b.picks,
-                })
-                .collect(),
-            retired: RetiredJson {
-                backends: r.backends,
-                total: r.connections,
-                failures: r.connect_failures,
-                retries: r.retries,
-                bytes_in: r.bytes_in,
-                bytes_out: r.bytes_out,
-                picks: r.picks,
-            },
-            totals: TotalsJson {
-                backends: t.backends,
-                available: t.available,
-                active: t.active,
-                total: t.connections,
-                failures: t.connect_failures,
-                retries: t.retries,
-                bytes_in: t.bytes_in,
-                bytes_out: t.bytes_out,
-                picks: t.picks,
-            },
-        }
-    }
-}
-
-/// Reads the balancer's counters at scrape time and encodes them as Prometheus metrics.
-#[derive(Debug)]
-struct StatsCollector {
-    handle: Handle,
-    /// Admin connections closed at once at [`MAX_ADMIN_CONNECTIONS`].
-    rejected: Arc<AtomicU64>,
-}
-
-type Labels<'a> = [(&'static str, &'a str); 1];
-
-/// One metric family with a value per backend.
-fn per_backend<V>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    rows: &[(String, V)],
-) -> Result<(), std::fmt::Error>
-where
-    V: prometheus_client::encoding::EncodeGaugeValue
-        + prometheus_client::encoding::EncodeCounterValue,
-{
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (backend, value) in rows {
-        let labels: Labels<'_> = [("backend", backend.as_str())];
-        let mut family = metric.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => family.encode_counter::<NoLabelSet, _, u64>(value, None)?,
-            _ => family.encode_gauge(value)?,
-        }
-    }
-    Ok(())
-}
-
-fn single<V>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    value: V,
-) -> Result<(), std::fmt::Error>
-where
-    V: prometheus_client::encoding::EncodeGaugeValue
-        + prometheus_client::encoding::EncodeCounterValue,
-{
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    match kind {
-        MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
-        _ => metric.encode_gauge(&value),
-    }
-}
-
-fn histogram(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    h: &HistogramSnapshot,
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    // The encoder wants per-bucket counts and accumulates them itself.
-    let mut previous = 0;
-    let buckets: Vec<(f64, u64)> = h
-        .buckets
-        .iter()
-        .map(|&(bound, cumulative)| {
-            let own = cumulative - previous;
-            previous = cumulative;
-            (bound, own)
-        })
-        .collect();
-    metric.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
-}
-
-impl Collector for StatsCollector {
-    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
-        let stats = self.handle.stats();
-        let health = self.handle.health();
-        // One entry per address: a label set must not repeat, and a removed backend still
-        // draining can share its address with the one added again.
-        let backends = &stats.pool.per_address();
-        let rows = |f: &dyn Fn(&lb_core::BackendStats) -> u64| -> Vec<(String, u64)> {
-            backends.iter().map(|b| (b.addr.to_string(), f(b))).collect()
-        };
-        per_backend(
-            &mut e,
-            "lb_backend_active_connections",
-            "Connections open to the backend now.",
-            Gauge,
-            &rows(&|b| b.active),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_peak_active_connections",
-            "Most connections open to the backend at once.",
-            Gauge,
-            &rows(&|b| b.peak_active),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_connections",
-            "Connections established to the backend.",
-            Counter,
-            &rows(&|b| b.connections),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_connect_failures",
-            "Failed attempts to connect to the backend.",
-            Counter,
-            &rows(&|b| b.connect_failures),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_picks",
-            "Times the algorithm chose the backend.",
-            Counter,
-            &rows(&|b| b.picks),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_retries",
-            "Failed connects to the backend after which another backend was tried.",
-            Counter,
-            &rows(&|b| b.retries),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_in_bytes",
-            "Bytes from clients relayed to the backend.",
-            Counter,
-            &rows(&|b| b.bytes_in),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_out_bytes",
-            "Bytes from the backend relayed to clients.",
-            Counter,
-            &rows(&|b| b.bytes_out),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_up",
-            "1 if the backend passes health checks, else 0.",
-            Gauge,
-            &rows(&|b| u64::from(b.health == Health::Up && !b.removed)),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_weight",
-            "The backend's weight.",
-            Gauge,
-            &rows(&|b| u64::from(b.weight)),
-        )?;
-        {
-            let mut metric = e.encode_descriptor(
-                "lb_backend_admin_state",
-                "1 for the backend's admin state (ready, drain, maint), 0 for the others.",
-                None,
-                Gauge,
-            )?;
-            for b in backends.iter().filter(|b| !b.removed) {
-                let addr = b.addr.to_string();
-                for state in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
-                    let labels = [("backend", addr.as_str()), ("state", state.as_str())];
-                    metric.encode_family(&labels)?.encode_gauge(&u64::from(b.admin == state))?;
-                }
-            }
-        }
-        {
-            let mut metric = e.encode_descriptor(
-                "lb_backend_health_check_duration_seconds",
-                "How long the backend's last health check took.",
-                None,
-                Gauge,
-            )?;
-            for (addr, status) in &health {
-                if let Some(s) = status {
-                    let addr = addr.to_string();
-                    let labels: Labels<'_> = [("backend", addr.as_str())];
-                    metric.encode_family(&labels)?.encode_gauge(&s.duration.as_secs_f64())?;
-                }
-            }
-        }
-        let p = &stats.proxy;
-        single(&mut e, "lb_connections_open", "Client connections open now.", Gauge, p.open)?;
-        single(
-            &mut e,
-            "lb_connections_accepted",
-            "Client connections accepted.",
-            Counter,
-            p.accepted,
-        )?;
-        single(
-            &mut e,
-            "lb_connections_rejected",
-            "Client connections closed at once because the global limit was reached.",
-            Counter,
-            p.rejected_at_limit,
-        )?;
-        single(
-            &mut e,
-            "lb_connections_no_backend",
-            "Client connections closed because no backend was available.",
-            Counter,
-            p.no_backend,
-        )?;
-        single(
-            &mut e,
-            "lb_connections_connect_failed",
-            "Client connections closed because every backend tried failed to connect.",
-            Counter,
-            p.connect_failed,
-        )?;
-        single(
-            &mut e,
-            "lb_retries",
-            "Connect attempts beyond a connection's first.",
-            Counter,
-            p.retries,
-        )?;
-        single(
-            &mut e,
-            "lb_accept_errors",
-            "Errors accepting client connections.",
-            Counter,
-            p.accept_errors,
-        )?;
-        single(
-            &mut e,
-            "lb_connections_resource_errors",
-            "Client connections closed because the balancer had no descriptor, local port or memory for a backend connection within the connect timeout.",
-            Counter,
-            p.resource_errors,
-        )?;
-        single(
-            &mut e,
-            "lb_backends",
-            "Backends in the pool.",
-            Gauge,
-            stats.pool.totals.backends as u64,
-        )?;
-        single(
-            &mut e,
-            "lb_backends_available",
-            "Backends that can take a new connection now.",
-            Gauge,
-            stats.pool.totals.available as u64,
-        )?;
-        {
-            let algorithm = stats.pool.algorithm.to_string();
-            let mut metric = e.encode_descriptor(
-                "lb_algorithm",
-                "The balancing algorithm in use (value 1).",
-                None,
-                Gauge,
-            )?;
-            let labels: Labels<'_> = [("algorithm", algorithm.as_str())];
-            metric.encode_family(&labels)?.encode_gauge(&1u64)?;
-        }
-        single(
-            &mut e,
-            "lb_admin_connections_rejected",
-            "Admin endpoint connections closed at once because the admin connection limit was reached.",
-            Counter,
-            self.rejected.load(Relaxed),
-        )?;
-        let counters = &self.handle.inner.counters;
-        histogram(
-            &mut e,
-            "lb_connection_duration_seconds",
-            "Client connection lifetimes, accept to close.",
-            &counters.connection_duration.snapshot(),
-        )?;
-        histogram(
-            &mut e,
-            "lb_backend_connect_duration_seconds",
-            "Time to connect to a backend, every attempt.",
-            &counters.connect_time.snapshot(),
-        )?;
-        Ok(())
-    }
 }

@@ -62,7 +62,7 @@ pub async fn read_line<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> std::
     }
 }
 
-/// A client end and the end to hand to `Balancer::serve`.
+/// A client end and the end to hand to `Balancer::serve_connection`.
 pub fn memory_client() -> (DuplexStream, DuplexStream) {
     tokio::io::duplex(64 * 1024)
 }

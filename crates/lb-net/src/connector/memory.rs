@@ -1,12 +1,7 @@
-//! How the proxy and the health checker reach a backend: the [`Connector`] trait, the real
-//! [`TcpConnector`], and an in-memory [`MemoryConnector`] for tests.
-//!
-//! Timeouts are not the connector's business: the proxy and the checker wrap every `connect`
-//! in their own timeout, so a backend that hangs is handled the same way whichever connector is
-//! in use (the in-memory one can hang on purpose).
+//! In-memory backends for tests (the `test-util` feature): addresses mapped to pipes that can
+//! accept, refuse, hang, or reset after some bytes, so proxy logic is tested without sockets.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,56 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// Opens byte streams to backends.
-pub trait Connector: Send + Sync + 'static {
-    /// The stream to a backend.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-
-    /// Connects to `addr`. An error is a failed attempt: it counts as a passive health failure
-    /// and the proxy retries another backend, unless [`is_local_exhaustion`] says the balancer
-    /// itself ran out of resources, which says nothing about the backend.
-    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
-}
-
-/// Whether `e` means this process or host ran out of something a connection needs (file
-/// descriptors, local ports, kernel buffers or memory) rather than the peer failing.
-///
-/// Such an error must not count against a backend: under a flood of connections every connect
-/// would fail this way, and blaming the backends would take every one of them down at once. The
-/// proxy instead waits for resources to free up (within the connect timeout) and the health
-/// checker skips the check.
-pub fn is_local_exhaustion(e: &io::Error) -> bool {
-    if matches!(e.kind(), io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable) {
-        return true;
-    }
-    #[cfg(unix)]
-    {
-        use rustix::io::Errno;
-        let errno = Errno::from_io_error(e);
-        if matches!(errno, Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) {
-            return true;
-        }
-    }
-    false
-}
-
-/// Plain TCP, with `TCP_NODELAY` set: a balancer relays whatever it has at once, and Nagle's
-/// algorithm would hold small writes back for up to 40 ms waiting for an ACK.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TcpConnector;
-
-impl Connector for TcpConnector {
-    type Stream = TcpStream;
-
-    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-}
+use super::{ByteStream, Connector};
 
 /// What an in-memory backend does with a connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +89,8 @@ impl MemoryConnector {
         self.lock().get(&addr).map_or(0, |b| b.attempts)
     }
 }
+
+impl ByteStream for MemoryStream {}
 
 impl Connector for MemoryConnector {
     type Stream = MemoryStream;
@@ -230,30 +180,5 @@ impl AsyncWrite for MemoryStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tells_local_exhaustion_from_backend_failures() {
-        #[cfg(unix)]
-        for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE, rustix::io::Errno::NOBUFS]
-        {
-            let e = io::Error::from_raw_os_error(errno.raw_os_error());
-            assert!(is_local_exhaustion(&e), "{e}");
-        }
-        assert!(is_local_exhaustion(&io::Error::from(io::ErrorKind::AddrNotAvailable)));
-        assert!(is_local_exhaustion(&io::Error::from(io::ErrorKind::OutOfMemory)));
-        for kind in [
-            io::ErrorKind::ConnectionRefused,
-            io::ErrorKind::ConnectionReset,
-            io::ErrorKind::TimedOut,
-            io::ErrorKind::HostUnreachable,
-        ] {
-            assert!(!is_local_exhaustion(&io::Error::from(kind)), "{kind:?}");
-        }
     }
 }

@@ -1,0 +1,158 @@
+//! Backends as commands name them: `host:port`, `[v6]:port` or `host port`, resolved only when
+//! a command runs.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// A backend as named in a command: a host (name or IP) and a port, not yet resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Host name or IP address.
+    pub host: String,
+    /// The TCP port, 1 to 65535.
+    pub port: u16,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn parse_port(s: &str, whole: &str) -> Result<u16, Error> {
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err(Error::BadCommand(format!(
+            "invalid port {s:?} in {whole:?}: expected a number from 1 to 65535"
+        ))),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn check_host(host: &str, whole: &str) -> Result<(), Error> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && (host.parse::<IpAddr>().is_ok()
+            || host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadCommand(format!("invalid host {host:?} in {whole:?}")))
+    }
+}
+
+/// How to write the bare IPv6 address `v6` with a port: `::1:8001` most likely meant ::1 port
+/// 8001, so `[::1]:8001`; otherwise the address in brackets with an example port.
+fn bracketed_example(v6: &str) -> String {
+    if let Some((host, port)) = v6.rsplit_once(':') {
+        if host.parse::<std::net::Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return format!("[{host}]:{port}");
+        }
+    }
+    format!("[{v6}]:8001")
+}
+
+impl Target {
+    /// Parses `host:port` or `[v6]:port` from one word.
+    pub fn parse_one(s: &str) -> Result<Target, Error> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            if addr.port() == 0 {
+                return Err(Error::BadCommand(format!(
+                    "invalid port \"0\" in {s:?}: expected a number from 1 to 65535"
+                )));
+            }
+            return Ok(Target { host: addr.ip().to_string(), port: addr.port() });
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+            Error::BadCommand(format!(
+                "missing port in {s:?}: expected host:port, e.g. 127.0.0.1:8001"
+            ))
+        })?;
+        if host.starts_with('[') && host.contains('%') {
+            return Err(Error::BadCommand(format!(
+                "invalid address {s:?}: IPv6 zone IDs (%...) are not supported; use a global or \
+                 loopback address"
+            )));
+        }
+        if host.contains(':') {
+            return Err(Error::BadCommand(format!(
+                "invalid address {s:?}: write IPv6 addresses in brackets, e.g. [::1]:8001"
+            )));
+        }
+        check_host(host, s)?;
+        Ok(Target { host: host.to_owned(), port: parse_port(port, s)? })
+    }
+
+    /// Takes a target from the front of `words`: either `host:port` or `host port`.
+    pub(super) fn take(words: &mut &[&str], command: &str) -> Result<Target, Error> {
+        let Some((&first, rest)) = words.split_first() else {
+            return Err(Error::BadCommand(format!(
+                "{command}: missing backend, e.g. `{command} 127.0.0.1:8001` or `{command} 127.0.0.1 8001`"
+            )));
+        };
+        // A bare IP (IPv6 included) or a name without a port takes the next word as its port.
+        let ip = first.parse::<IpAddr>().ok();
+        if ip.is_some() || !first.contains(':') {
+            let Some((&port, rest)) = rest.split_first() else {
+                let example = match ip {
+                    // `::1:8001` is one IPv6 address, not ::1 with a port: say how to write the
+                    // port, which `add ::1:8001 8001` would not.
+                    Some(IpAddr::V6(_)) => format!(
+                        "write an IPv6 address in brackets before its port, e.g. `{command} {}`",
+                        bracketed_example(first)
+                    ),
+                    _ => format!("e.g. `{command} {first} 8001`"),
+                };
+                return Err(Error::BadCommand(format!(
+                    "{command}: missing port after {first:?}: {example}"
+                )));
+            };
+            check_host(first, first)?;
+            let whole = format!("{first} {port}");
+            let port = parse_port(port, &whole).map_err(|e| match ip {
+                Some(IpAddr::V6(_)) => Error::BadCommand(format!(
+                    "{e} (an IPv6 address with its port is written in brackets, e.g. `{command} {}`)",
+                    bracketed_example(first)
+                )),
+                _ => e,
+            })?;
+            let target = Target { host: first.to_owned(), port };
+            *words = rest;
+            return Ok(target);
+        }
+        let target = Target::parse_one(first)?;
+        *words = rest;
+        Ok(target)
+    }
+
+    /// Resolves to socket addresses: an IP directly, a name through the system resolver.
+    pub async fn resolve(&self) -> Result<Vec<SocketAddr>, Error> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| Error::Resolve { host: self.host.clone(), source })?
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::Resolve {
+                host: self.host.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+            });
+        }
+        Ok(addrs)
+    }
+}
+
+impl FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Target, Error> {
+        Target::parse_one(s)
+    }
+}
