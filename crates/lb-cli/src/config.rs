@@ -576,7 +576,7 @@ address = "[::1]:8002"
         assert_eq!((file.rise, file.fall, file.retries), (Some(4), Some(5), Some(0)));
         assert_eq!(
             file.health_check,
-            Some(HealthCheck(Some(CheckKind::Http { path: "/healthz".into() })))
+            Some(HealthCheck(Some(CheckKind::Http(lb_net::HttpCheck::get("/healthz")))))
         );
         assert_eq!(file.idle_timeout, Some(OptionalDuration(None)));
         assert_eq!(file.max_connections, Some(Limit(Some(100))));

@@ -89,7 +89,7 @@ pub use control::{
     COMMAND_NAMES, HELP,
 };
 pub use error::Error;
-pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig};
+pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig, HttpCheck, StatusSet};
 pub use proxy::{AccessLine, ProxyConfig, Termination};
 pub use sockets::{bind, bind_shared};
 

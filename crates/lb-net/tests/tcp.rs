@@ -263,30 +263,31 @@ async fn killed_backend_is_retried_around_marked_down_and_back_up() {
     backends.iter().for_each(|(_, t)| t.abort());
 }
 
+/// A tiny HTTP backend answering each request with what `answer` makes of its head.
+async fn http_backend(answer: fn(&str) -> String) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let _ = s.write_all(answer(&request).as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_health_check_judges_the_status_line() {
     // Two tiny HTTP backends: one healthy (200), one failing (503).
-    async fn http_backend(status: &'static str) -> (SocketAddr, JoinHandle<()>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s
-                        .write_all(
-                            format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-                        )
-                        .await;
-                });
-            }
-        });
-        (addr, task)
-    }
-    let (good, t1) = http_backend("200 OK").await;
-    let (bad, t2) = http_backend("503 Service Unavailable").await;
+    let (good, t1) = http_backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()).await;
+    let (bad, t2) =
+        http_backend(|_| "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into())
+            .await;
     let pool = Pool::default();
     pool.add(good, None).unwrap();
     pool.add(bad, None).unwrap();
@@ -302,7 +303,56 @@ async fn http_health_check_judges_the_status_line() {
     .await;
     let rows = handle.health();
     let bad_row = rows.iter().find(|(a, _)| *a == bad).unwrap().1.clone().unwrap();
-    assert_eq!(bad_row.result.unwrap_err(), "HTTP status 503 (expected 2xx or 3xx)");
+    // The reason names what was asked.
+    assert_eq!(
+        bad_row.result.unwrap_err(),
+        format!("GET /healthz (Host: {bad}): HTTP status 503, expected 200-399")
+    );
+    assert_eq!(handle.stats().pool.backend(good).unwrap().health, Health::Up);
+    stop(handle, task).await;
+    t1.abort();
+    t2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_check_sends_the_urls_host_and_expects_the_body_text() {
+    // A virtual host: only `Host: api.internal` gets the health page, and only one of the two
+    // backends says it is ready.
+    fn ready(request: &str) -> String {
+        match request.contains("\r\nHost: api.internal\r\n") {
+            true => "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nstatus ok".into(),
+            false => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+        }
+    }
+    fn warming(request: &str) -> String {
+        match request.contains("\r\nHost: api.internal\r\n") {
+            true => "HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nstatus warming".into(),
+            false => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+        }
+    }
+    let (good, t1) = http_backend(ready).await;
+    let (cold, t2) = http_backend(warming).await;
+    let pool = Pool::default();
+    pool.add(good, None).unwrap();
+    pool.add(cold, None).unwrap();
+    let health = HealthCheckConfig {
+        interval: Duration::from_millis(30),
+        kind: "http://api.internal/healthz,status=200,body=status ok".parse().unwrap(),
+        ..Default::default()
+    };
+    let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
+    eventually(Duration::from_secs(10), "the warming backend down", || async {
+        handle.stats().pool.backend(cold).unwrap().health == Health::Down
+    })
+    .await;
+    let rows = handle.health();
+    let row = |addr| rows.iter().find(|(a, _)| *a == addr).unwrap().1.clone().unwrap();
+    assert_eq!(row(good).result, Ok(()), "the Host header reached the virtual host");
+    let why = row(cold).result.unwrap_err();
+    assert!(
+        why.starts_with("GET /healthz (Host: api.internal): HTTP status 200, but the body does not contain \"status ok\""),
+        "{why}"
+    );
     assert_eq!(handle.stats().pool.backend(good).unwrap().health, Health::Up);
     stop(handle, task).await;
     t1.abort();

@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lb_core::{BackendId, Health, Pool, Transition};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
+
+mod http;
+
+pub use http::{HttpCheck, StatusSet};
 
 use crate::connector::{is_local_exhaustion, Connector};
 use crate::error::Error;
@@ -25,18 +28,15 @@ pub enum CheckKind {
     /// The backend accepts a TCP connection. The default: it works for any TCP service.
     #[default]
     Tcp,
-    /// `GET path HTTP/1.1` answers with a 2xx or 3xx status.
-    Http {
-        /// The path requested, starting with `/`.
-        path: String,
-    },
+    /// An HTTP request whose answer must meet the check's conditions.
+    Http(HttpCheck),
 }
 
 impl fmt::Display for CheckKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CheckKind::Tcp => f.write_str("tcp"),
-            CheckKind::Http { path } => write!(f, "http:{path}"),
+            CheckKind::Http(check) => write!(f, "{check}"),
         }
     }
 }
@@ -44,24 +44,18 @@ impl fmt::Display for CheckKind {
 impl FromStr for CheckKind {
     type Err = Error;
 
-    /// `tcp`, or `http:/path` (`http` alone checks `/`).
+    /// `tcp`, or an HTTP check: `http:/path` or `http://HOST/path` (`http` alone checks `/`),
+    /// optionally followed by `,host=NAME`, `,status=200|300-399`, `,body=TEXT` (see
+    /// [`HttpCheck`]).
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::InvalidHealthCheck(format!("{s:?}: {why}"));
-        match s {
-            "tcp" => Ok(CheckKind::Tcp),
-            "http" => Ok(CheckKind::Http { path: "/".into() }),
-            _ => {
-                let path = s.strip_prefix("http:").ok_or_else(|| {
-                    bad("expected \"tcp\" or \"http:/path\" (for example http:/healthz)")
-                })?;
-                if !path.starts_with('/') {
-                    return Err(bad("the HTTP path must start with '/'"));
-                }
-                if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-                    return Err(bad("the HTTP path must not contain spaces or control characters"));
-                }
-                Ok(CheckKind::Http { path: path.into() })
+        match s.strip_prefix("http") {
+            _ if s == "tcp" => Ok(CheckKind::Tcp),
+            Some(rest) => {
+                HttpCheck::parse(rest, s).map(CheckKind::Http).map_err(Error::InvalidHealthCheck)
             }
+            None => Err(Error::InvalidHealthCheck(format!(
+                "{s:?}: expected \"tcp\" or \"http:/path\" (for example http:/healthz)"
+            ))),
         }
     }
 }
@@ -138,53 +132,14 @@ pub(crate) async fn check_once<C: Connector>(
         })?;
         match kind {
             CheckKind::Tcp => Ok(()),
-            CheckKind::Http { path } => {
-                http_check(&mut stream, addr, path).await.map_err(CheckError::Failed)
+            CheckKind::Http(check) => {
+                check.run(&mut stream, &addr.to_string()).await.map_err(CheckError::Failed)
             }
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(CheckError::Failed(format!("check timed out after {timeout:?}"))),
-    }
-}
-
-/// Sends a minimal HTTP/1.1 request and judges the status line only.
-async fn http_check<S>(stream: &mut S, addr: SocketAddr, path: &str) -> Result<(), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lb-health-check\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("sending request: {e}"))?;
-    // The status line fits well within 512 bytes; read until its end of line.
-    let mut buf = [0u8; 512];
-    let mut len = 0;
-    let line_end = loop {
-        if let Some(i) = buf[..len].iter().position(|&b| b == b'\n') {
-            break i;
-        }
-        if len == buf.len() {
-            return Err("no status line in the first 512 bytes of the response".into());
-        }
-        let n = stream.read(&mut buf[len..]).await.map_err(|e| format!("reading response: {e}"))?;
-        if n == 0 {
-            return Err("connection closed before a status line".into());
-        }
-        len += n;
-    };
-    let line = String::from_utf8_lossy(&buf[..line_end]);
-    let line = line.trim_end();
-    let mut parts = line.splitn(3, ' ');
-    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1.x response: {line:?}"));
-    }
-    match code.parse::<u16>() {
-        Ok(200..=399) => Ok(()),
-        Ok(_) => Err(format!("HTTP status {code} (expected 2xx or 3xx)")),
-        Err(_) => Err(format!("malformed status line: {line:?}")),
     }
 }
 
@@ -298,10 +253,10 @@ mod tests {
     #[test]
     fn parses_check_kinds() {
         assert_eq!("tcp".parse::<CheckKind>().unwrap(), CheckKind::Tcp);
-        assert_eq!("http".parse::<CheckKind>().unwrap(), CheckKind::Http { path: "/".into() });
+        assert_eq!("http".parse::<CheckKind>().unwrap(), CheckKind::Http(HttpCheck::get("/")));
         assert_eq!(
             "http:/healthz".parse::<CheckKind>().unwrap(),
-            CheckKind::Http { path: "/healthz".into() }
+            CheckKind::Http(HttpCheck::get("/healthz"))
         );
         assert!("http:healthz"
             .parse::<CheckKind>()
@@ -309,6 +264,6 @@ mod tests {
             .to_string()
             .contains("start with '/'"));
         assert!("udp".parse::<CheckKind>().unwrap_err().to_string().contains("expected \"tcp\""));
-        assert_eq!(CheckKind::Http { path: "/x".into() }.to_string(), "http:/x");
+        assert_eq!(CheckKind::Http(HttpCheck::get("/x")).to_string(), "http:/x");
     }
 }
