@@ -937,7 +937,9 @@ fn ctl_drives_a_running_balancer_through_the_admin_endpoint() {
     // Metrics and JSON need no token.
     let metrics = http_get(&admin, "/metrics");
     assert!(
-        metrics.contains(&format!("lb_backend_admin_state{{backend=\"{a}\",state=\"drain\"}} 1")),
+        metrics.contains(&format!(
+            "lb_backend_admin_state{{pool=\"default\",backend=\"{a}\",state=\"drain\"}} 1"
+        )),
         "{metrics}"
     );
     let stats = http_get(&admin, "/stats");

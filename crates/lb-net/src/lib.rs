@@ -63,15 +63,19 @@ mod accept;
 pub mod admin;
 mod connector;
 mod control;
+mod counters;
 mod error;
 mod health_check;
+mod listener;
 mod metrics;
+mod pools;
 mod proxy;
 mod relay;
 mod shutdown;
 mod sockets;
 #[cfg(target_os = "linux")]
 mod splice;
+mod tasks;
 mod time;
 
 use std::future::Future;
@@ -85,16 +89,23 @@ pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
 #[cfg(any(test, feature = "test-util"))]
 pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
-    BackendOptions, BoxFuture, Command, Handle, ProxyStats, Reloader, Reply, Stats, Target,
-    COMMAND_NAMES, HELP,
+    validate_pool_name, BackendOptions, BackendRef, BoxFuture, Command, Handle, ListenerStats,
+    NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply, Stats, Target, COMMAND_NAMES, HELP,
+    MAX_POOL_NAME,
 };
+pub use counters::ProxyCounter;
 pub use error::Error;
 pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig, HttpCheck, StatusSet};
+pub use listener::{ListenerConfig, Routing, ServerName, SniRoute, DEFAULT_INSPECT_TIMEOUT};
+pub use pools::{PoolSettings, DEFAULT_POOL};
 pub use proxy::{AccessLine, ProxyConfig, Termination};
 pub use sockets::{bind, bind_shared};
 
-use proxy::{ProxyCounters, ProxyShared};
-use shutdown::Tracker;
+use counters::ProxyCounters;
+use listener::ListenerRuntime;
+use proxy::ProxyShared;
+use shutdown::{Shutdown, Tracker};
+use tasks::Tasks;
 
 /// How a balancer's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,57 +114,109 @@ pub struct ShutdownReport {
     pub cut: usize,
 }
 
-/// A load balancer: proxy, health checker and control handle around one pool.
+/// The name of the listener that [`Balancer::run`], [`Balancer::serve_connection`] and
+/// [`Balancer::acceptor`] serve (created by [`Balancer::new`], routing to its pool).
+pub const DEFAULT_LISTENER: &str = "default";
+
+/// A load balancer: pools (each with its health checker), listeners routing connections to
+/// them, and the control [`Handle`].
+///
+/// [`Balancer::new`] builds the one-pool balancer (a pool and a listener both named
+/// `default`); [`Balancer::empty`] one to which pools and listeners are added through the
+/// handle ([`Handle::add_pool`], [`Handle::add_listener`]), also while it runs.
 #[derive(Debug)]
 pub struct Balancer<C: Connector = TcpConnector> {
     shared: Arc<ProxyShared<C>>,
-    health: HealthCheckConfig,
     handle: Handle,
 }
 
 impl<C: Connector> Balancer<C> {
-    /// A balancer over `pool`, reaching backends through `connector`.
+    /// A balancer over `pool`, reaching backends through `connector`: the pool is named
+    /// `default` ([`DEFAULT_POOL`]), with `proxy`'s timeouts and retries and `health`'s checks,
+    /// and the `default` listener routes to it.
     pub fn new(pool: Pool, connector: C, proxy: ProxyConfig, health: HealthCheckConfig) -> Self {
-        let counters = Arc::new(ProxyCounters::default());
-        let tracker = Arc::new(Tracker::default());
-        let handle =
-            Handle::new(pool.clone(), Arc::clone(&counters), Arc::clone(&tracker), health.enabled);
-        let shared = Arc::new(ProxyShared {
-            pool,
-            connector: Arc::new(connector),
-            config: proxy,
-            counters,
-            tracker,
-            passive_health: health.enabled,
-        });
-        Balancer { shared, health, handle }
+        let balancer = Balancer::empty(connector, proxy.clone());
+        let settings = PoolSettings::from_proxy(&proxy, health);
+        // Neither can fail: the registries are empty and the names valid.
+        let added = balancer.handle.add_pool(DEFAULT_POOL, pool, settings);
+        debug_assert!(added.is_ok(), "{added:?}");
+        let listener = ListenerConfig::to_pool(DEFAULT_LISTENER, DEFAULT_POOL);
+        let registered = balancer.handle.register_listener(listener, None);
+        debug_assert!(registered.is_ok(), "{registered:?}");
+        balancer
     }
 
-    /// A handle to control this balancer (commands, stats, shutdown); clones share it.
+    /// A balancer with no pool and no listener yet, reaching backends through `connector`;
+    /// `proxy`'s global limit and grace period apply to all its listeners.
+    pub fn empty(connector: C, proxy: ProxyConfig) -> Self {
+        let counters = Arc::new(ProxyCounters::default());
+        let tracker = Arc::new(Tracker::default());
+        let shutdown = Arc::new(Shutdown::default());
+        let shared = Arc::new(ProxyShared {
+            connector: Arc::new(connector),
+            config: proxy,
+            counters: Arc::clone(&counters),
+            tracker: Arc::clone(&tracker),
+            shutdown: Arc::clone(&shutdown),
+            workers: std::sync::Mutex::new(Vec::new()),
+            control: std::sync::Mutex::new(None),
+        });
+        let tasks: Arc<dyn Tasks> = Arc::clone(&shared) as Arc<dyn Tasks>;
+        let handle = Handle::new(tasks, counters, tracker, shutdown);
+        Balancer { shared, handle }
+    }
+
+    /// A handle to control this balancer (commands, stats, pools, listeners, shutdown); clones
+    /// share it.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
     }
 
+    /// The runtimes that accept loops of listeners added from now on run on, one socket each
+    /// in turn: typically one single-threaded runtime per worker thread, each keeping the
+    /// connections it accepts. Without any, a listener accepts on the runtime that adds it.
+    pub fn set_workers(&self, runtimes: Vec<tokio::runtime::Handle>) {
+        *self.shared.workers.lock().unwrap_or_else(|p| p.into_inner()) = runtimes;
+    }
+
+    /// The listener `run`, `serve_connection` and `acceptor` serve: the `default` one, or, on
+    /// a balancer built without it, one routing to the first pool (to none if there is none:
+    /// its connections are then closed as `no-route`).
+    fn implicit_listener(&self) -> Arc<ListenerRuntime> {
+        let existing = self.handle.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = existing.iter().find(|l| &*l.name == DEFAULT_LISTENER) {
+            return Arc::clone(l);
+        }
+        drop(existing);
+        let first = self.handle.pool_names().into_iter().next();
+        let config = ListenerConfig::to_pool(DEFAULT_LISTENER, first.unwrap_or_default());
+        self.handle.register_listener(config.clone(), None).unwrap_or_else(|_| {
+            Arc::new(ListenerRuntime::new(None, listener::Routes::nowhere(config)))
+        })
+    }
+
     /// Serves one already-accepted client stream on its own task, exactly as an accepted TCP
-    /// connection would be (limits, retries, accounting, logging). `peer` is the client's
-    /// address, the key for `ip_hash`. For in-memory clients in tests, and for programs that
-    /// accept connections themselves.
+    /// connection of the `default` listener would be (limits, retries, accounting, logging).
+    /// `peer` is the client's address, the key for `ip_hash`. For in-memory clients in tests,
+    /// and for programs that accept connections themselves.
     pub fn serve_connection<S>(&self, stream: S, peer: Option<SocketAddr>)
     where
         S: ByteStream,
     {
-        self.shared.spawn_connection(stream, peer);
+        self.shared.spawn_connection(stream, peer, &self.implicit_listener());
     }
 
-    /// An accept loop that can run on another runtime (or thread) than the balancer itself:
-    /// for one listener per worker thread, each bound with `SO_REUSEPORT` (see [`bind`]).
+    /// An accept loop for the `default` listener that can run on another runtime (or thread)
+    /// than the balancer itself: for one listening socket per worker thread, each bound with
+    /// `SO_REUSEPORT` (see [`bind_shared`]).
     pub fn acceptor(&self) -> Acceptor<C> {
-        Acceptor { shared: Arc::clone(&self.shared), handle: self.handle.clone() }
+        Acceptor { shared: Arc::clone(&self.shared), listener: self.implicit_listener() }
     }
 
-    /// Runs until `shutdown` resolves or [`Handle::shutdown`] is called, then shuts down
-    /// gracefully: stops accepting (the listener is closed), lets open connections finish for
-    /// the grace period, closes the rest, stops health checks, and returns.
+    /// Accepts on `listener` for the `default` listener and runs until `shutdown` resolves or
+    /// [`Handle::shutdown`] is called, then shuts down gracefully: stops accepting (the
+    /// listener is closed), lets open connections finish for the grace period, closes the
+    /// rest, stops health checks, and returns.
     ///
     /// Errors from `accept` never end the run; they are logged and, when resources are
     /// exhausted, waited out.
@@ -171,22 +234,22 @@ impl<C: Connector> Balancer<C> {
         report
     }
 
-    /// Like [`run`](Self::run), for acceptors running elsewhere ([`Balancer::acceptor`]): runs
-    /// the health checker until `shutdown` resolves or [`Handle::shutdown`] is called, then
-    /// (the acceptors having stopped) drains open connections for the grace period and returns.
+    /// Runs the pools' health checkers (on this runtime) until `shutdown` resolves or
+    /// [`Handle::shutdown`] is called, then, the accept loops having stopped, drains open
+    /// connections for the grace period and returns. The listeners' accept loops run on their
+    /// runtimes ([`set_workers`](Self::set_workers)); [`run`](Self::run) is the one-socket
+    /// shorthand.
     pub async fn supervise(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let handle = self.handle.clone();
-        tracing::info!(algorithm = %self.shared.pool.algorithm(), "running");
-        let checker = tokio::spawn(health_check::run(
-            self.shared.pool.clone(),
-            Arc::clone(&self.shared.connector),
-            self.health.clone(),
-            Arc::clone(&self.handle.inner.checks),
-            {
-                let handle = self.handle.clone();
-                async move { handle.shutdown_requested().await }
-            },
-        ));
+        *self.shared.control.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::runtime::Handle::current());
+        let pools = handle.inner.pools.all();
+        for pool in pools.iter() {
+            self.shared.start_checker(pool);
+        }
+        let names: Vec<String> =
+            pools.iter().map(|p| format!("{} ({})", p.name, p.pool.algorithm())).collect();
+        tracing::info!(pools = %names.join(", "), "running");
         tokio::select! {
             () = shutdown => handle.shutdown(),
             () = handle.shutdown_requested() => {}
@@ -198,28 +261,30 @@ impl<C: Connector> Balancer<C> {
             grace_ms = grace.as_millis() as u64,
             "shutting down: no longer accepting"
         );
-        let cut = self.shared.tracker.drain(grace, handle.inner.shutdown.cut_requested()).await;
+        let cut = self.shared.tracker.drain(grace, self.shared.shutdown.cut_requested()).await;
         if cut > 0 {
             tracing::warn!(cut, "grace period over: closed connections still open");
         }
-        let _ = checker.await;
-        self.handle.inner.shutdown.finish();
+        for pool in handle.inner.pools.all().iter() {
+            pool.stop_checker();
+        }
+        self.shared.shutdown.finish();
         tracing::info!("shut down");
         ShutdownReport { cut }
     }
 }
 
-/// One accept loop of a [`Balancer`], movable to any runtime. Connections it accepts are served
-/// on the runtime it runs on.
+/// One accept loop of a [`Balancer`]'s `default` listener, movable to any runtime.
+/// Connections it accepts are served on the runtime it runs on.
 #[derive(Debug)]
 pub struct Acceptor<C: Connector = TcpConnector> {
     shared: Arc<ProxyShared<C>>,
-    handle: Handle,
+    listener: Arc<ListenerRuntime>,
 }
 
 impl<C: Connector> Clone for Acceptor<C> {
     fn clone(&self) -> Self {
-        Acceptor { shared: Arc::clone(&self.shared), handle: self.handle.clone() }
+        Acceptor { shared: Arc::clone(&self.shared), listener: Arc::clone(&self.listener) }
     }
 }
 
@@ -232,11 +297,8 @@ impl<C: Connector> Acceptor<C> {
         if let Ok(addr) = listener.local_addr() {
             tracing::debug!(address = %addr, "accepting");
         }
-        let handle = self.handle.clone();
-        let stop = async move { handle.shutdown_requested().await };
-        tokio::pin!(stop);
-        self.shared.accept_loop(&listener, &mut stop).await;
+        self.shared.accept_on(&self.listener, &listener).await;
         drop(listener);
-        self.handle.drained().await;
+        self.shared.shutdown.finished().await;
     }
 }

@@ -9,19 +9,20 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lb_core::{BackendId, Lease, Pool};
+use lb_core::{BackendId, Lease};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::accept::{accept_loop, Backoff};
 use crate::connector::{is_local_exhaustion, ByteStream, Connector};
-use crate::metrics::{Histogram, CONNECT_BUCKETS, DURATION_BUCKETS};
+use crate::counters::ProxyCounters;
+use crate::listener::ListenerRuntime;
 use crate::relay::{Relay, RelayEnd, Side, Traffic};
-use crate::shutdown::Tracker;
+use crate::shutdown::{Shutdown, Tracker};
 
 /// Proxy settings. Every field has a default suited to a general-purpose TCP service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,46 +57,6 @@ impl Default for ProxyConfig {
     }
 }
 
-/// Counters of the proxy as a whole (per-backend ones live in the pool).
-#[derive(Debug)]
-pub(crate) struct ProxyCounters {
-    /// Client connections accepted.
-    pub accepted: AtomicU64,
-    /// Client connections closed at once because `max_connections` were open.
-    pub rejected_at_limit: AtomicU64,
-    /// Client connections closed because no backend could be picked at all.
-    pub no_backend: AtomicU64,
-    /// Client connections closed because every backend tried failed to connect.
-    pub connect_failed: AtomicU64,
-    /// Connect attempts beyond each connection's first.
-    pub retries: AtomicU64,
-    /// Errors from `accept` itself (e.g. out of file descriptors).
-    pub accept_errors: AtomicU64,
-    /// Client connections closed because the balancer itself stayed out of descriptors, local
-    /// ports or memory for a backend connection for the whole connect timeout.
-    pub resource_errors: AtomicU64,
-    /// Time to connect to a backend, every attempt.
-    pub connect_time: Histogram,
-    /// Time from accept to close, every client connection.
-    pub connection_duration: Histogram,
-}
-
-impl Default for ProxyCounters {
-    fn default() -> Self {
-        ProxyCounters {
-            accepted: AtomicU64::new(0),
-            rejected_at_limit: AtomicU64::new(0),
-            no_backend: AtomicU64::new(0),
-            connect_failed: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            accept_errors: AtomicU64::new(0),
-            resource_errors: AtomicU64::new(0),
-            connect_time: Histogram::new(CONNECT_BUCKETS),
-            connection_duration: Histogram::new(DURATION_BUCKETS),
-        }
-    }
-}
-
 /// How a client connection ended, as written in the connection log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
@@ -120,6 +81,13 @@ pub enum Termination {
     Limit,
     /// Closed by shutdown after the grace period.
     Shutdown,
+    /// SNI routing found no pool for the client's server name (and there is no default).
+    NoRoute,
+    /// SNI routing needed a TLS ClientHello and the client's first bytes were not one (not
+    /// TLS, malformed, too large, or not complete within the inspect timeout).
+    BadHello,
+    /// An `accept-proxy` listener got no valid PROXY protocol header in time.
+    BadProxy,
 }
 
 impl Termination {
@@ -136,6 +104,9 @@ impl Termination {
             Termination::NoBackend => "no-backend",
             Termination::Limit => "limit",
             Termination::Shutdown => "shutdown",
+            Termination::NoRoute => "no-route",
+            Termination::BadHello => "bad-hello",
+            Termination::BadProxy => "bad-proxy",
         }
     }
 }
@@ -146,53 +117,75 @@ impl fmt::Display for Termination {
     }
 }
 
-/// What the proxy needs, shared by the accept loop and every connection task.
-#[derive(Debug)]
+/// What the proxy needs, shared by the accept loops and every connection task.
 pub(crate) struct ProxyShared<C> {
-    pub(crate) pool: Pool,
     pub(crate) connector: Arc<C>,
+    /// The balancer-wide settings (the global limit, the grace period).
     pub(crate) config: ProxyConfig,
     pub(crate) counters: Arc<ProxyCounters>,
     pub(crate) tracker: Arc<Tracker>,
-    /// Whether connect failures count against a backend's health. Only when active health
-    /// checks run: they are what brings a backend back up, so without them a backend that
-    /// passive failures took down would stay down for good.
-    pub(crate) passive_health: bool,
+    pub(crate) shutdown: Arc<Shutdown>,
+    /// Runtimes for accept loops (one per worker thread); empty: the caller's runtime.
+    pub(crate) workers: std::sync::Mutex<Vec<tokio::runtime::Handle>>,
+    /// The runtime health checkers run on, once the balancer is supervised.
+    pub(crate) control: std::sync::Mutex<Option<tokio::runtime::Handle>>,
+}
+
+impl<C> fmt::Debug for ProxyShared<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyShared")
+            .field("config", &self.config)
+            .field("open", &self.tracker.open())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: Connector> ProxyShared<C> {
-    /// Accepts until `stop` resolves. Never returns early: every accept error is logged and,
-    /// for resource exhaustion, waited out.
-    pub(crate) async fn accept_loop(
+    /// Accepts on `socket` for `listener` until shutdown begins or the listener is removed.
+    /// Never returns early: every accept error is logged and, for resource exhaustion, waited
+    /// out.
+    pub(crate) async fn accept_on(
         self: &Arc<Self>,
-        listener: &TcpListener,
-        stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+        listener: &Arc<ListenerRuntime>,
+        socket: &TcpListener,
     ) {
+        let mut stop = std::pin::pin!(async {
+            tokio::select! {
+                () = self.shutdown.requested() => {}
+                () = listener.stopped() => {}
+            }
+        });
         let accepted = |stream: tokio::net::TcpStream, peer| {
             // Relayed bytes should leave at once, not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
-            self.spawn_connection(stream, Some(peer));
+            self.spawn_connection(stream, Some(peer), listener);
         };
         let failed = |e: &io::Error, pause: Option<Duration>| match pause {
             None => tracing::debug!(error = %e, "accept: client gave up before being accepted"),
             Some(pause) => {
                 self.counters.accept_errors.fetch_add(1, Relaxed);
                 tracing::error!(
+                    listener = %listener.name,
                     error = %e,
                     pause_ms = pause.as_millis() as u64,
                     "accept failed (out of file descriptors or memory?); pausing before accepting again"
                 );
             }
         };
-        accept_loop(listener, stop, accepted, failed).await;
+        accept_loop(socket, &mut stop, accepted, failed).await;
     }
 
     /// Serves one client connection on its own task, unless the global limit is reached.
-    pub(crate) fn spawn_connection<S>(self: &Arc<Self>, stream: S, peer: Option<SocketAddr>)
-    where
+    pub(crate) fn spawn_connection<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: Option<SocketAddr>,
+        listener: &Arc<ListenerRuntime>,
+    ) where
         S: ByteStream,
     {
         self.counters.accepted.fetch_add(1, Relaxed);
+        listener.count(|c| &c.accepted);
         let limit = self.config.max_connections.unwrap_or(u64::MAX);
         let Some(ticket) = self.tracker.try_enter(limit) else {
             self.counters.rejected_at_limit.fetch_add(1, Relaxed);
@@ -201,22 +194,37 @@ impl<C: Connector> ProxyShared<C> {
             return; // dropping the stream closes it; dropping the session logs it
         };
         let shared = Arc::clone(self);
-        self.tracker.spawn(ticket, async move { shared.proxy_connection(stream, peer).await });
+        let listener = Arc::clone(listener);
+        self.tracker
+            .spawn(ticket, async move { shared.proxy_connection(stream, peer, &listener).await });
     }
 
-    /// Picks, connects (with retries) and relays one client connection to the end.
-    pub(crate) async fn proxy_connection<S>(&self, mut client: S, peer: Option<SocketAddr>)
-    where
+    /// Routes, picks, connects (with retries) and relays one client connection to the end.
+    pub(crate) async fn proxy_connection<S>(
+        &self,
+        mut client: S,
+        peer: Option<SocketAddr>,
+        listener: &ListenerRuntime,
+    ) where
         S: ByteStream,
     {
         // Logged when dropped, however this ends: also when shutdown aborts the task.
         let mut session = Session::new(peer, &self.counters);
+        let routes = listener.routes.load_full();
+        let Some(pool) = routes.for_name(None).cloned() else {
+            self.counters.no_route.fetch_add(1, Relaxed);
+            listener.count(|c| &c.no_route);
+            session.end = Some(Termination::NoRoute);
+            return;
+        };
+        session.pool = pool.log_prefix().map(Arc::from);
+        let settings = pool.settings.load_full();
         let client_ip = peer.map(|p| p.ip());
         let mut tried: Vec<BackendId> = Vec::new();
         let mut timeouts = 0usize;
         let mut last_failed: Option<Lease> = None;
         let (lease, mut backend) = loop {
-            let lease = match self.pool.pick(client_ip, &tried) {
+            let lease = match pool.pool.pick(client_ip, &tried) {
                 Ok(lease) => lease,
                 Err(_) => {
                     session.end = Some(if tried.is_empty() {
@@ -241,7 +249,7 @@ impl<C: Connector> ProxyShared<C> {
             }
             session.backend = Some(lease.addr());
             let started = Instant::now();
-            let attempt = self.connect(lease.addr()).await;
+            let attempt = self.connect(lease.addr(), settings.connect_timeout).await;
             let connect_time = started.elapsed();
             self.counters.connect_time.observe(connect_time);
             let error = match attempt {
@@ -253,7 +261,7 @@ impl<C: Connector> ProxyShared<C> {
                 Err(ConnectError::Backend(e)) => e.to_string(),
                 Err(ConnectError::TimedOut) => {
                     timeouts += 1;
-                    format!("connect timed out after {:?}", self.config.connect_timeout)
+                    format!("connect timed out after {:?}", settings.connect_timeout)
                 }
                 Err(ConnectError::Local(e)) => {
                     // Ours, not the backend's: nothing is recorded against it, and another
@@ -275,13 +283,13 @@ impl<C: Connector> ProxyShared<C> {
                 error = %error,
                 "connect to backend failed"
             );
-            if !self.passive_health {
+            if !settings.health.enabled {
                 lease.count_connect_failure();
             } else if let Some(t) = lease.record_connect_failure(&error, started.into_std()) {
                 crate::health_check::log_transition(&t);
             }
             tried.push(lease.id());
-            if tried.len() > self.config.retries as usize {
+            if tried.len() > settings.retries as usize {
                 self.counters.connect_failed.fetch_add(1, Relaxed);
                 session.end = Some(if timeouts == tried.len() {
                     Termination::ConnectTimeout
@@ -292,13 +300,8 @@ impl<C: Connector> ProxyShared<C> {
             }
             last_failed = Some(lease);
         };
-        let mut relay = Relay::new(
-            &mut client,
-            &mut backend,
-            &lease,
-            &session.traffic,
-            self.config.idle_timeout,
-        );
+        let mut relay =
+            Relay::new(&mut client, &mut backend, &lease, &session.traffic, settings.idle_timeout);
         session.end = Some(match (&mut relay).await {
             RelayEnd::Closed => Termination::Normal,
             RelayEnd::IdleTimeout => Termination::IdleTimeout,
@@ -312,12 +315,16 @@ impl<C: Connector> ProxyShared<C> {
         });
     }
 
-    /// Connects to `addr` within the connect timeout. A local resource shortage (see
+    /// Connects to `addr` within `timeout`. A local resource shortage (see
     /// [`is_local_exhaustion`]) is waited out rather than reported at once: descriptors and
     /// ports come back as other connections end, so under a brief flood a client waits a little
     /// instead of losing its connection.
-    async fn connect(&self, addr: SocketAddr) -> Result<C::Stream, ConnectError> {
-        let deadline = crate::time::deadline(Instant::now(), self.config.connect_timeout);
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<C::Stream, ConnectError> {
+        let deadline = crate::time::deadline(Instant::now(), timeout);
         let (min, max) = LOCAL_RETRY_PAUSE;
         let mut backoff = Backoff::new(min, max);
         loop {
@@ -357,6 +364,10 @@ struct Session<'a> {
     accepted: Instant,
     accepted_wall: SystemTime,
     backend: Option<SocketAddr>,
+    /// The pool's name, unless it is the default pool.
+    pool: Option<Arc<str>>,
+    /// The TLS server name routing went by, if it did.
+    server_name: Option<Arc<str>>,
     connect_time: Option<Duration>,
     retries: u32,
     traffic: Traffic,
@@ -373,6 +384,8 @@ impl<'a> Session<'a> {
             accepted: Instant::now(),
             accepted_wall: SystemTime::now(),
             backend: None,
+            pool: None,
+            server_name: None,
             connect_time: None,
             retries: 0,
             traffic: Traffic::default(),
@@ -394,6 +407,8 @@ impl Drop for Session<'_> {
                 client: self.client,
                 accepted: self.accepted_wall,
                 backend: self.backend,
+                pool: self.pool.clone(),
+                server_name: self.server_name.clone(),
                 connect_time: self.connect_time,
                 total,
                 bytes_in: self.traffic.bytes_in.load(Relaxed),
@@ -408,15 +423,19 @@ impl Drop for Session<'_> {
 /// One access log line, modelled on HAProxy's `tcplog`:
 ///
 /// ```text
-/// <client> [<accept time>] <backend> <Tc>/<Tt> <bytes_in> <bytes_out> <termination> <retries>
+/// <client> [<accept time>] [<pool>/]<backend> <Tc>/<Tt> <bytes_in> <bytes_out> <termination> <retries>[ sni=<name>]
 /// 127.0.0.1:51514 [2026-11-25T22:38:16.709Z] 127.0.0.1:8001 0/3 79 108 normal 0
+/// 127.0.0.1:51520 [2026-11-25T22:38:17.002Z] api/10.0.0.7:443 1/40 517 3120 normal 0 sni=api.example.com
 /// ```
 ///
 /// `Tc` is the time to connect to the backend and `Tt` the whole connection, in milliseconds;
 /// `Tc` is `-1` when no backend connection was made and the backend is `-` when none was picked.
+/// The backend is written after its pool's name and a `/`, except in the pool named `default`
+/// (the one-pool setup), whose lines stay as they were before pools existed.
 /// Bytes are from the client (`bytes_in`) and to the client (`bytes_out`). The termination is
-/// one of the words of [`Termination`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// one of the words of [`Termination`]. `sni=` ends the line when the listener routed by the
+/// TLS server name.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLine {
     /// The client's address.
     pub client: Option<SocketAddr>,
@@ -424,6 +443,10 @@ pub struct AccessLine {
     pub accepted: SystemTime,
     /// The backend last tried (the one used, if any).
     pub backend: Option<SocketAddr>,
+    /// The backend's pool, unless it is the default pool.
+    pub pool: Option<Arc<str>>,
+    /// The TLS server name the listener routed by, if it did.
+    pub server_name: Option<Arc<str>>,
     /// Time to connect to the backend used.
     pub connect_time: Option<Duration>,
     /// Time from accept to close.
@@ -442,9 +465,16 @@ impl fmt::Display for AccessLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} [{}] {} {}/{} {} {} {} {}",
+            "{} [{}] ",
             DisplayPeer(self.client),
-            humantime::format_rfc3339_millis(self.accepted),
+            humantime::format_rfc3339_millis(self.accepted)
+        )?;
+        if let (Some(pool), Some(_)) = (&self.pool, self.backend) {
+            write!(f, "{pool}/")?;
+        }
+        write!(
+            f,
+            "{} {}/{} {} {} {} {}",
             DisplayPeer(self.backend),
             self.connect_time.map_or(-1, |d| d.as_millis() as i64),
             self.total.as_millis(),
@@ -452,7 +482,11 @@ impl fmt::Display for AccessLine {
             self.bytes_out,
             self.end,
             self.retries
-        )
+        )?;
+        if let Some(name) = &self.server_name {
+            write!(f, " sni={name}")?;
+        }
+        Ok(())
     }
 }
 

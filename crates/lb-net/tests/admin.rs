@@ -168,8 +168,8 @@ async fn metrics_count_known_traffic_exactly() {
     assert_eq!(status, 200);
     assert!(headers["content-type"].starts_with("text/plain; version=0.0.4"), "{headers:?}");
     let m = parse_metrics(&body);
-    let b1 = "backend=\"10.99.0.1:7000\"";
-    let b2 = "backend=\"10.99.0.2:7000\"";
+    let b1 = "pool=\"default\",backend=\"10.99.0.1:7000\"";
+    let b2 = "pool=\"default\",backend=\"10.99.0.2:7000\"";
     // Round robin offers b2 to every other client; it refuses (a retry each time) until `fall`
     // (3) failures take it down, after which b1 takes everything.
     assert_eq!(m[&format!("lb_backend_connections_total{{{b1}}}")], 6.0);
@@ -195,9 +195,9 @@ async fn metrics_count_known_traffic_exactly() {
     assert_eq!(m["lb_connections_rejected_total"], 0.0);
     assert_eq!(m["lb_connections_no_backend_total"], 0.0);
     assert_eq!(m["lb_connections_open"], 0.0);
-    assert_eq!(m["lb_backends"], 2.0);
-    assert_eq!(m["lb_backends_available"], 1.0);
-    assert_eq!(m["lb_algorithm{algorithm=\"round_robin\"}"], 1.0);
+    assert_eq!(m["lb_backends{pool=\"default\"}"], 2.0);
+    assert_eq!(m["lb_backends_available{pool=\"default\"}"], 1.0);
+    assert_eq!(m["lb_algorithm{pool=\"default\",algorithm=\"round_robin\"}"], 1.0);
     assert_eq!(m["lb_connection_duration_seconds_count"], 6.0);
     assert_eq!(m["lb_connection_duration_seconds_bucket{le=\"+Inf\"}"], 6.0);
     assert_eq!(m["lb_backend_connect_duration_seconds_count"], 9.0, "6 connects and 3 refusals");
@@ -233,7 +233,7 @@ async fn commands_answer_like_the_repl_and_bad_ones_change_nothing() {
         (status, body.as_str()),
         (200, "draining 10.99.0.1:7000: no new connections, open ones continue\n")
     );
-    let before = handle.stats().pool;
+    let before = handle.stats().pool().clone();
     for bad in [
         "frobnicate",
         "add 10.99.0.9",
@@ -244,7 +244,7 @@ async fn commands_answer_like_the_repl_and_bad_ones_change_nothing() {
         let (status, _, body) = http(admin, "POST", "/command", &[], bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.starts_with("error: "), "{body}");
-        assert_eq!(handle.stats().pool, before, "{bad} changed nothing");
+        assert_eq!(*handle.stats().pool(), before, "{bad} changed nothing");
     }
     let (status, _, body) = http(admin, "POST", "/command", &[], "stats").await;
     assert_eq!(status, 200);
@@ -280,7 +280,7 @@ async fn the_token_is_enforced_on_commands_only() {
     )
     .await;
     assert_eq!(status, 401);
-    assert_eq!(handle.stats().pool.backends[0].state(), "up", "refused commands change nothing");
+    assert_eq!(handle.stats().pool().backends[0].state(), "up", "refused commands change nothing");
     let (status, _, _) = http(
         admin,
         "POST",
@@ -290,7 +290,7 @@ async fn the_token_is_enforced_on_commands_only() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(handle.stats().pool.backends[0].state(), "drain");
+    assert_eq!(handle.stats().pool().backends[0].state(), "drain");
     // The scheme name is case-insensitive; a wrong scheme is refused.
     let enable = "enable 10.99.0.1:7000";
     let (status, _, _) =
@@ -329,13 +329,13 @@ async fn a_cross_site_post_from_a_web_page_is_refused() {
         http_exactly(admin, "POST", "/command", &fetched, "drain 10.99.0.1:7000").await.0,
         403
     );
-    assert_eq!(handle.stats().pool.backends[0].state(), "up", "nothing was drained");
+    assert_eq!(handle.stats().pool().backends[0].state(), "up", "nothing was drained");
     // A program sending the header (lb ctl, curl -H) works; so does the endpoint's own page.
     let own_page = [("Origin", &*format!("http://{host}")), ("Sec-Fetch-Site", "same-origin")];
     let (status, _, body) =
         http(admin, "POST", "/command", &own_page, "drain 10.99.0.1:7000").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(handle.stats().pool.backends[0].state(), "drain");
+    assert_eq!(handle.stats().pool().backends[0].state(), "drain");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +349,7 @@ async fn a_dns_rebinding_page_cannot_read_or_command() {
         assert_eq!(status, 403, "{method} {path}: {body}");
         assert!(body.contains("admin-allowed-hosts") && !body.contains("backends"), "{body}");
     }
-    assert_eq!(handle.stats().pool.backends[0].state(), "up");
+    assert_eq!(handle.stats().pool().backends[0].state(), "up");
     for host in [admin.to_string(), format!("localhost:{}", admin.port())] {
         let (status, _, _) = http_exactly(admin, "GET", "/stats", &[("Host", &host)], "").await;
         assert_eq!(status, 200, "{host}");
@@ -489,7 +489,7 @@ async fn a_connection_trickling_a_body_is_closed_at_the_age_limit() {
     let waited = start.elapsed();
     let limit = admin::MAX_CONNECTION_AGE + admin::CLOSE_GRACE;
     assert!(waited >= limit && waited < limit + Duration::from_secs(1), "closed after {waited:?}");
-    assert!(handle.stats().pool.backends.iter().all(|b| b.state() == "up"), "nothing ran");
+    assert!(handle.stats().pool().backends.iter().all(|b| b.state() == "up"), "nothing ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,7 +531,7 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_the_others_keep_worki
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_whole() {
     let (balancer, handle, admin) = setup(None).await;
-    let b1 = "backend=\"10.99.0.1:7000\"";
+    let b1 = "pool=\"default\",backend=\"10.99.0.1:7000\"";
     let post = |command: &'static str| async move {
         let (status, _, body) = http(admin, "POST", "/command", &[], command).await;
         assert_eq!(status, 200, "{command}: {body}");
@@ -557,7 +557,7 @@ async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_who
     assert_eq!(m[&format!("lb_backend_active_connections{{{b1}}}")], 4.0);
     assert_eq!(m[&format!("lb_backend_up{{{b1}}}")], 1.0, "from the backend in the pool");
     assert_eq!(m[&format!("lb_backend_admin_state{{{b1},state=\"ready\"}}")], 1.0);
-    assert_eq!(m["lb_backends"], 1.0);
+    assert_eq!(m["lb_backends{pool=\"default\"}"], 1.0);
     assert!(!body.contains("10.99.0.2:7000"), "a removed backend with nothing open is not listed");
 
     let (_, _, body) = http(admin, "GET", "/stats", &[], "").await;
@@ -576,7 +576,7 @@ async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_who
     drop(held);
     eventually(Duration::from_secs(10), "old connections accounted", || async {
         let s = handle.stats();
-        s.proxy.open == 0 && s.pool.backends.len() == 1
+        s.proxy.open == 0 && s.pool().backends.len() == 1
     })
     .await;
     let (_, _, body) = http(admin, "GET", "/stats", &[], "").await;

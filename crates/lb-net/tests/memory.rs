@@ -103,7 +103,7 @@ async fn least_connections_and_p2c_spread_open_connections_by_weight() {
             open.push(connect(&balancer, client_addr(i)).await);
         }
         let stats = balancer.handle().stats();
-        let active: Vec<u64> = stats.pool.backends.iter().map(|b| b.active).collect();
+        let active: Vec<u64> = stats.pool().backends.iter().map(|b| b.active).collect();
         assert_eq!(active.iter().sum::<u64>(), 40);
         // Least connections keeps loads within one connection per weight unit; p2c within a few.
         let slack = if algorithm == Algorithm::P2c { 4 } else { 1 };
@@ -136,14 +136,14 @@ async fn refused_backend_is_retried_around_and_marked_down_by_passive_failures()
         assert_eq!(name, "b2", "every client reaches the live backend");
     }
     let stats = balancer.handle().stats();
-    let dead = stats.pool.backend(mem_addr(1)).unwrap();
+    let dead = stats.pool().backend(mem_addr(1)).unwrap();
     // Round robin offered the dead backend first to every other client until `fall` (3)
     // failures took it out of rotation.
     assert_eq!(dead.connect_failures, 3);
     assert_eq!(dead.health, Health::Down);
     assert_eq!(connector.attempts(mem_addr(1)), 3);
     assert_eq!(stats.proxy.retries, 3);
-    assert_eq!(stats.pool.backend(mem_addr(2)).unwrap().connections, 6);
+    assert_eq!(stats.pool().backend(mem_addr(2)).unwrap().connections, 6);
 }
 
 #[tokio::test(start_paused = true)]
@@ -155,7 +155,7 @@ async fn hung_backend_times_out_and_the_client_is_served_elsewhere() {
     assert_eq!(name, "b2");
     // Exactly one connect timeout (2 s by default) was paid.
     assert_eq!(started.elapsed().as_secs(), 2);
-    assert_eq!(balancer.handle().stats().pool.backend(mem_addr(1)).unwrap().connect_failures, 1);
+    assert_eq!(balancer.handle().stats().pool().backend(mem_addr(1)).unwrap().connect_failures, 1);
 }
 
 #[tokio::test]
@@ -199,10 +199,10 @@ async fn backend_reset_mid_stream_ends_the_connection_and_counts_bytes() {
     client.read_to_end(&mut rest).await.unwrap();
     assert_eq!(rest, b"hello", "what came before the reset is delivered, then the connection ends");
     eventually(Duration::from_secs(5), "connection accounted", || async {
-        balancer.handle().stats().pool.totals.active == 0
+        balancer.handle().stats().pool().totals.active == 0
     })
     .await;
-    assert_eq!(balancer.handle().stats().pool.totals.bytes_out, 8);
+    assert_eq!(balancer.handle().stats().pool().totals.bytes_out, 8);
 }
 
 #[tokio::test]
@@ -221,7 +221,7 @@ async fn drain_stops_new_connections_and_keeps_open_ones() {
     kept.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"still here");
     let stats = handle.stats();
-    let b1 = stats.pool.backend(mem_addr(1)).unwrap();
+    let b1 = stats.pool().backend(mem_addr(1)).unwrap();
     assert_eq!((b1.admin, b1.active, b1.state()), (AdminState::Drain, 1, "drain"));
     handle.execute(&format!("enable {}", mem_addr(1))).await.unwrap();
     let names: Vec<String> = {
@@ -246,7 +246,7 @@ async fn remove_takes_a_backend_out_at_once_and_lets_its_connections_finish() {
         assert_eq!(connect(&balancer, client_addr(i)).await.1, "b2");
     }
     let stats = handle.stats();
-    let removed = stats.pool.backends.iter().find(|b| b.addr == mem_addr(1)).unwrap();
+    let removed = stats.pool().backends.iter().find(|b| b.addr == mem_addr(1)).unwrap();
     assert_eq!((removed.state(), removed.active), ("removed", 1), "still listed while open");
     kept.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
@@ -256,7 +256,7 @@ async fn remove_takes_a_backend_out_at_once_and_lets_its_connections_finish() {
     let mut rest = Vec::new();
     kept.read_to_end(&mut rest).await.unwrap();
     eventually(Duration::from_secs(5), "removed backend gone from stats", || async {
-        handle.stats().pool.backends.iter().all(|b| b.addr != mem_addr(1))
+        handle.stats().pool().backends.iter().all(|b| b.addr != mem_addr(1))
     })
     .await;
 }
@@ -305,7 +305,7 @@ async fn shutdown_lets_connections_finish_then_cuts_the_rest() {
     assert_eq!(started.elapsed().as_secs(), 10);
     let mut rest = Vec::new();
     assert_eq!(lingering.read_to_end(&mut rest).await.unwrap(), 0);
-    assert_eq!(handle.stats().pool.totals.active, 0, "leases released by the cut connection");
+    assert_eq!(handle.stats().pool().totals.active, 0, "leases released by the cut connection");
 }
 
 #[tokio::test(start_paused = true)]
@@ -326,7 +326,7 @@ async fn shutdown_now_cuts_at_once_even_during_a_graceful_shutdown() {
     assert_eq!(started.elapsed().as_secs(), 5, "cut at once, not after the 60 s grace");
     let mut rest = Vec::new();
     assert_eq!(lingering.read_to_end(&mut rest).await.unwrap(), 0);
-    assert_eq!(handle.stats().pool.totals.active, 0);
+    assert_eq!(handle.stats().pool().totals.active, 0);
 }
 
 #[tokio::test]
@@ -354,7 +354,7 @@ async fn per_backend_limit_skips_full_backends() {
     // One finishes: its place is free again.
     drop(open.pop());
     eventually(Duration::from_secs(5), "a place frees up", || async {
-        balancer.handle().stats().pool.totals.active == 3
+        balancer.handle().stats().pool().totals.active == 3
     })
     .await;
     connect(&balancer, client_addr(6)).await;
@@ -431,7 +431,7 @@ async fn a_brief_shortage_of_descriptors_is_waited_out_and_blames_no_backend() {
     balancer.serve_connection(theirs, Some(client_addr(1)));
     assert_eq!(read_line(&mut ours).await.unwrap(), "b1", "served by its first pick, late");
     let stats = balancer.handle().stats();
-    let b1 = stats.pool.backend(mem_addr(1)).unwrap();
+    let b1 = stats.pool().backend(mem_addr(1)).unwrap();
     assert_eq!((b1.connect_failures, b1.health), (0, Health::Up));
     assert_eq!((stats.proxy.retries, stats.proxy.resource_errors), (0, 0));
     assert_eq!(connector.attempts(mem_addr(2)), 0);
@@ -457,7 +457,7 @@ async fn a_lasting_shortage_closes_the_client_after_the_connect_timeout_and_blam
     assert_eq!(stats.proxy.resource_errors, 5);
     assert_eq!((stats.proxy.connect_failed, stats.proxy.retries), (0, 0));
     for i in [1, 2] {
-        let b = stats.pool.backend(mem_addr(i)).unwrap();
+        let b = stats.pool().backend(mem_addr(i)).unwrap();
         assert_eq!((b.connect_failures, b.health), (0, Health::Up), "b{i}");
         assert_eq!(b.active, 0);
     }
@@ -478,7 +478,7 @@ async fn health_checks_that_cannot_run_for_want_of_descriptors_are_not_counted()
     for (addr, status) in handle.health() {
         let status = status.expect("checked");
         assert!(status.result.unwrap_err().starts_with("not run"), "{addr}");
-        assert_eq!(handle.stats().pool.backend(addr).unwrap().health, Health::Up, "{addr}");
+        assert_eq!(handle.stats().pool().backend(addr).unwrap().health, Health::Up, "{addr}");
     }
     handle.shutdown();
     supervisor.await.unwrap();
@@ -513,7 +513,7 @@ async fn without_health_checks_connect_failures_take_no_backend_down() {
         assert_eq!(name, "b2", "every client reaches the live backend");
     }
     let stats = balancer.handle().stats();
-    let dead = stats.pool.backend(mem_addr(1)).unwrap();
+    let dead = stats.pool().backend(mem_addr(1)).unwrap();
     assert_eq!(dead.health, Health::Up);
     assert!(dead.connect_failures >= 3, "{dead:?}");
     let health = balancer.handle().execute("health").await.unwrap().to_string();

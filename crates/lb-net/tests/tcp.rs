@@ -76,11 +76,11 @@ async fn client_half_close_still_gets_the_whole_response() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "byte-exact echo through the proxy");
     eventually(Duration::from_secs(10), "accounting done", || async {
-        handle.stats().pool.totals.active == 0
+        handle.stats().pool().totals.active == 0
     })
     .await;
     let stats = handle.stats();
-    assert_eq!((stats.pool.totals.bytes_in, stats.pool.totals.bytes_out), (6 << 20, 6 << 20));
+    assert_eq!((stats.pool().totals.bytes_in, stats.pool().totals.bytes_out), (6 << 20, 6 << 20));
     stop(handle, task).await;
     backend_task.abort();
 }
@@ -173,15 +173,19 @@ async fn a_thousand_concurrent_connections_all_complete() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let stats = handle.stats();
-        if stats.pool.totals.active == 0 && stats.proxy.open == 0 {
+        if stats.pool().totals.active == 0 && stats.proxy.open == 0 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "connections not accounted: {stats}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let stats = handle.stats();
-    assert_eq!(stats.pool.totals.connections, 1000);
-    assert!(stats.pool.backends.iter().all(|b| b.peak_active >= 300), "{:?}", stats.pool.backends);
+    assert_eq!(stats.pool().totals.connections, 1000);
+    assert!(
+        stats.pool().backends.iter().all(|b| b.peak_active >= 300),
+        "{:?}",
+        stats.pool().backends
+    );
     stop(handle, task).await;
     backends.iter().for_each(JoinHandle::abort);
 }
@@ -233,24 +237,24 @@ async fn killed_backend_is_retried_around_marked_down_and_back_up() {
     };
     let (dead_addr, dead_task) = backends.remove(1);
     eventually(Duration::from_secs(10), "traffic flowing", || async {
-        handle.stats().pool.totals.connections > 20
+        handle.stats().pool().totals.connections > 20
     })
     .await;
     dead_task.abort();
     let _ = dead_task.await;
     *killed_at.lock().unwrap() = Some(tokio::time::Instant::now());
     eventually(Duration::from_secs(10), "killed backend marked down", || async {
-        handle.stats().pool.backend(dead_addr).unwrap().health == Health::Down
+        handle.stats().pool().backend(dead_addr).unwrap().health == Health::Down
     })
     .await;
     let revived = tcp_named_backend_at(dead_addr, "b").await;
     eventually(Duration::from_secs(10), "revived backend marked up", || async {
-        handle.stats().pool.backend(dead_addr).unwrap().health == Health::Up
+        handle.stats().pool().backend(dead_addr).unwrap().health == Health::Up
     })
     .await;
-    let before = handle.stats().pool.backend(dead_addr).unwrap().connections;
+    let before = handle.stats().pool().backend(dead_addr).unwrap().connections;
     eventually(Duration::from_secs(10), "revived backend serving again", || async {
-        handle.stats().pool.backend(dead_addr).unwrap().connections > before
+        handle.stats().pool().backend(dead_addr).unwrap().connections > before
     })
     .await;
     stop_traffic.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -298,7 +302,7 @@ async fn http_health_check_judges_the_status_line() {
     };
     let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
     eventually(Duration::from_secs(10), "503 backend down", || async {
-        handle.stats().pool.backend(bad).unwrap().health == Health::Down
+        handle.stats().pool().backend(bad).unwrap().health == Health::Down
     })
     .await;
     let rows = handle.health();
@@ -308,7 +312,7 @@ async fn http_health_check_judges_the_status_line() {
         bad_row.result.unwrap_err(),
         format!("GET /healthz (Host: {bad}): HTTP status 503, expected 200-399")
     );
-    assert_eq!(handle.stats().pool.backend(good).unwrap().health, Health::Up);
+    assert_eq!(handle.stats().pool().backend(good).unwrap().health, Health::Up);
     stop(handle, task).await;
     t1.abort();
     t2.abort();
@@ -342,7 +346,7 @@ async fn http_health_check_sends_the_urls_host_and_expects_the_body_text() {
     };
     let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
     eventually(Duration::from_secs(10), "the warming backend down", || async {
-        handle.stats().pool.backend(cold).unwrap().health == Health::Down
+        handle.stats().pool().backend(cold).unwrap().health == Health::Down
     })
     .await;
     let rows = handle.health();
@@ -353,7 +357,7 @@ async fn http_health_check_sends_the_urls_host_and_expects_the_body_text() {
         why.starts_with("GET /healthz (Host: api.internal): HTTP status 200, but the body does not contain \"status ok\""),
         "{why}"
     );
-    assert_eq!(handle.stats().pool.backend(good).unwrap().health, Health::Up);
+    assert_eq!(handle.stats().pool().backend(good).unwrap().health, Health::Up);
     stop(handle, task).await;
     t1.abort();
     t2.abort();
@@ -507,7 +511,7 @@ fn emfile_backend_child() {
         let stats = handle.stats();
         assert_eq!((stats.proxy.accepted, stats.proxy.resource_errors), (1, 1), "{stats:?}");
         assert_eq!((stats.proxy.connect_failed, stats.proxy.retries), (0, 0), "{stats:?}");
-        let b = stats.pool.backend(backend).unwrap();
+        let b = stats.pool().backend(backend).unwrap();
         assert_eq!((b.connect_failures, b.health), (0, Health::Up), "{b:?}");
         // Descriptors back: the same backend serves at once.
         drop((fillers, client));
@@ -557,10 +561,10 @@ async fn bulk_transfer_to_a_slow_reader_is_byte_exact() {
     s.shutdown().await.unwrap();
     backend_task.await.unwrap();
     eventually(Duration::from_secs(10), "accounted", || async {
-        handle.stats().pool.totals.active == 0
+        handle.stats().pool().totals.active == 0
     })
     .await;
-    assert_eq!(handle.stats().pool.totals.bytes_out, 16 << 20);
+    assert_eq!(handle.stats().pool().totals.bytes_out, 16 << 20);
     stop(handle, task).await;
 }
 

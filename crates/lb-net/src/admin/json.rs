@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use lb_core::PoolStats;
+
 use crate::control::{ProxyStats, Stats};
 
 /// One backend in `GET /stats`: the `stats` table's columns, by the same names.
@@ -9,6 +11,9 @@ use crate::control::{ProxyStats, Stats};
 pub struct BackendJson {
     /// `host:port`.
     pub backend: String,
+    /// The pool it belongs to.
+    #[serde(default)]
+    pub pool: String,
     /// `up`, `down`, `drain`, `maint` or `removed`, as in the STATE column.
     pub state: String,
     /// `up` or `down`.
@@ -40,7 +45,7 @@ pub type ClientsJson = ProxyStats;
 
 /// The TOTAL row in `GET /stats`: every backend the pool has had, listed or retired, so the
 /// cumulative fields never go backwards.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TotalsJson {
     /// Backends in the pool.
     pub backends: usize,
@@ -84,40 +89,80 @@ pub struct RetiredJson {
     pub picks: u64,
 }
 
+/// One pool in `GET /stats`: what `stats POOL` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolJson {
+    /// The pool's name.
+    pub name: String,
+    /// Its algorithm.
+    pub algorithm: String,
+    /// Its backends, in pool order (removed ones with open connections last, with state
+    /// `removed`).
+    pub backends: Vec<BackendJson>,
+    /// Its removed backends no longer listed.
+    pub retired: RetiredJson,
+    /// Sums over its `backends` and `retired`.
+    pub totals: TotalsJson,
+}
+
+/// One listener in `GET /stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerJson {
+    /// The listener's name.
+    pub name: String,
+    /// The address it listens on, when known.
+    pub address: Option<String>,
+    /// Connections it accepted.
+    pub accepted: u64,
+    /// Closed because no SNI route matched and there was no default pool.
+    pub no_route: u64,
+    /// Closed for want of a usable TLS ClientHello where SNI routing needed one.
+    pub bad_hello: u64,
+    /// Closed for a missing or bad PROXY header.
+    pub bad_proxy: u64,
+}
+
 /// `GET /stats`: everything `stats` shows.
+///
+/// `pools` has each pool on its own; the top-level `algorithm`, `backends`, `retired` and
+/// `totals` describe all pools together, so a one-pool balancer's answer reads as it did
+/// before pools existed (`algorithm` is `mixed` when the pools' algorithms differ).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsJson {
-    /// The algorithm.
+    /// The algorithm (`mixed` if the pools differ).
     pub algorithm: String,
     /// Seconds since start.
     pub uptime_seconds: f64,
     /// Client-side counters.
     pub clients: ClientsJson,
-    /// Per backend, in pool order (removed ones with open connections last, with state
-    /// `removed`; such a one can share its address with a backend added again).
+    /// Every backend of every pool, pool by pool.
     pub backends: Vec<BackendJson>,
-    /// Removed backends no longer listed.
+    /// Removed backends no longer listed, summed over the pools.
     #[serde(default)]
     pub retired: RetiredJson,
-    /// Sums over `backends` and `retired`.
+    /// Sums over every pool.
     pub totals: TotalsJson,
+    /// Each pool.
+    #[serde(default)]
+    pub pools: Vec<PoolJson>,
+    /// Each listener.
+    #[serde(default)]
+    pub listeners: Vec<ListenerJson>,
 }
 
-impl From<&Stats> for StatsJson {
-    fn from(s: &Stats) -> Self {
-        let t = &s.pool.totals;
-        let r = &s.pool.retired;
-        let p = &s.proxy;
-        StatsJson {
-            algorithm: s.pool.algorithm.to_string(),
-            uptime_seconds: s.uptime.as_secs_f64(),
-            clients: *p,
+impl PoolJson {
+    fn from_stats(name: &str, s: &PoolStats) -> Self {
+        let t = &s.totals;
+        let r = &s.retired;
+        PoolJson {
+            name: name.to_owned(),
+            algorithm: s.algorithm.to_string(),
             backends: s
-                .pool
                 .backends
                 .iter()
                 .map(|b| BackendJson {
                     backend: b.addr.to_string(),
+                    pool: name.to_owned(),
                     state: b.state().to_owned(),
                     health: b.health.to_string(),
                     admin: b.admin.to_string(),
@@ -152,6 +197,61 @@ impl From<&Stats> for StatsJson {
                 bytes_out: t.bytes_out,
                 picks: t.picks,
             },
+        }
+    }
+}
+
+impl From<&Stats> for StatsJson {
+    fn from(s: &Stats) -> Self {
+        let pools: Vec<PoolJson> =
+            s.pools.iter().map(|p| PoolJson::from_stats(&p.name, &p.stats)).collect();
+        let mut algorithms: Vec<&str> = pools.iter().map(|p| p.algorithm.as_str()).collect();
+        algorithms.dedup();
+        let algorithm = match algorithms.as_slice() {
+            [one] => (*one).to_owned(),
+            _ => "mixed".to_owned(),
+        };
+        let mut retired = RetiredJson::default();
+        let mut totals = TotalsJson::default();
+        for p in &pools {
+            let (r, t) = (&p.retired, &p.totals);
+            retired.backends += r.backends;
+            retired.total += r.total;
+            retired.failures += r.failures;
+            retired.retries += r.retries;
+            retired.bytes_in += r.bytes_in;
+            retired.bytes_out += r.bytes_out;
+            retired.picks += r.picks;
+            totals.backends += t.backends;
+            totals.available += t.available;
+            totals.active += t.active;
+            totals.total += t.total;
+            totals.failures += t.failures;
+            totals.retries += t.retries;
+            totals.bytes_in += t.bytes_in;
+            totals.bytes_out += t.bytes_out;
+            totals.picks += t.picks;
+        }
+        StatsJson {
+            algorithm,
+            uptime_seconds: s.uptime.as_secs_f64(),
+            clients: s.proxy,
+            backends: pools.iter().flat_map(|p| p.backends.iter().cloned()).collect(),
+            retired,
+            totals,
+            listeners: s
+                .listeners
+                .iter()
+                .map(|l| ListenerJson {
+                    name: l.name.clone(),
+                    address: l.address.map(|a| a.to_string()),
+                    accepted: l.accepted,
+                    no_route: l.no_route,
+                    bad_hello: l.bad_hello,
+                    bad_proxy: l.bad_proxy,
+                })
+                .collect(),
+            pools,
         }
     }
 }

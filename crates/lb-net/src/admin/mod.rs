@@ -47,7 +47,9 @@ mod json;
 mod prometheus;
 
 pub use guard::{AllowedHost, CLIENT_HEADER};
-pub use json::{BackendJson, ClientsJson, RetiredJson, StatsJson, TotalsJson};
+pub use json::{
+    BackendJson, ClientsJson, ListenerJson, PoolJson, RetiredJson, StatsJson, TotalsJson,
+};
 
 use crate::accept::accept_loop;
 use crate::control::Handle;

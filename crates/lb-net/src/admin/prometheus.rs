@@ -3,12 +3,12 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use lb_core::{AdminState, Health};
+use lb_core::{AdminState, BackendStats, Health};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::control::Handle;
+use crate::control::{Handle, ListenerStats};
 use crate::metrics::HistogramSnapshot;
 
 /// Reads the balancer's counters at scrape time and encodes them as Prometheus metrics.
@@ -19,43 +19,48 @@ pub(super) struct StatsCollector {
     pub(super) rejected: Arc<AtomicU64>,
 }
 
-type Labels<'a> = [(&'static str, &'a str); 1];
+/// A label set: names and values.
+type Labels = Vec<(&'static str, String)>;
 
-/// One metric family with a value per backend.
-fn per_backend<V>(
+/// A sample's value: whole numbers print without a decimal point, as they always have.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Whole(u64),
+    Real(f64),
+}
+
+/// One metric family with a value per label set.
+fn family(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     kind: MetricType,
-    rows: &[(String, V)],
-) -> Result<(), std::fmt::Error>
-where
-    V: prometheus_client::encoding::EncodeGaugeValue
-        + prometheus_client::encoding::EncodeCounterValue,
-{
+    rows: impl IntoIterator<Item = (Labels, Value)>,
+) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (backend, value) in rows {
-        let labels: Labels<'_> = [("backend", backend.as_str())];
+    for (labels, value) in rows {
         let mut family = metric.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => family.encode_counter::<NoLabelSet, _, u64>(value, None)?,
-            _ => family.encode_gauge(value)?,
+        match (kind, value) {
+            (MetricType::Counter, Value::Whole(v)) => {
+                family.encode_counter::<NoLabelSet, _, u64>(&v, None)?
+            }
+            (MetricType::Counter, Value::Real(v)) => {
+                family.encode_counter::<NoLabelSet, _, u64>(&v, None)?
+            }
+            (_, Value::Whole(v)) => family.encode_gauge(&v)?,
+            (_, Value::Real(v)) => family.encode_gauge(&v)?,
         }
     }
     Ok(())
 }
 
-fn single<V>(
+fn single(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     kind: MetricType,
-    value: V,
-) -> Result<(), std::fmt::Error>
-where
-    V: prometheus_client::encoding::EncodeGaugeValue
-        + prometheus_client::encoding::EncodeCounterValue,
-{
+    value: u64,
+) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
     match kind {
         MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
@@ -84,192 +89,158 @@ fn histogram(
     metric.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
 }
 
+/// A backend's gauges and counters other than its state: name, help, kind, value.
+type BackendFamily = (&'static str, &'static str, MetricType, fn(&BackendStats) -> u64);
+
+/// A listener's counter: name, help, value.
+type ListenerFamily = (&'static str, &'static str, fn(&ListenerStats) -> u64);
+
+const BACKEND_FAMILIES: [BackendFamily; 10] = [
+    (
+        "lb_backend_active_connections",
+        "Connections open to the backend now.",
+        MetricType::Gauge,
+        |b| b.active,
+    ),
+    (
+        "lb_backend_peak_active_connections",
+        "Most connections open to the backend at once.",
+        MetricType::Gauge,
+        |b| b.peak_active,
+    ),
+    (
+        "lb_backend_connections",
+        "Connections established to the backend.",
+        MetricType::Counter,
+        |b| b.connections,
+    ),
+    (
+        "lb_backend_connect_failures",
+        "Failed attempts to connect to the backend.",
+        MetricType::Counter,
+        |b| b.connect_failures,
+    ),
+    ("lb_backend_picks", "Times the algorithm chose the backend.", MetricType::Counter, |b| {
+        b.picks
+    }),
+    (
+        "lb_backend_retries",
+        "Failed connects to the backend after which another backend was tried.",
+        MetricType::Counter,
+        |b| b.retries,
+    ),
+    (
+        "lb_backend_in_bytes",
+        "Bytes from clients relayed to the backend.",
+        MetricType::Counter,
+        |b| b.bytes_in,
+    ),
+    (
+        "lb_backend_out_bytes",
+        "Bytes from the backend relayed to clients.",
+        MetricType::Counter,
+        |b| b.bytes_out,
+    ),
+    ("lb_backend_up", "1 if the backend passes health checks, else 0.", MetricType::Gauge, |b| {
+        u64::from(b.health == Health::Up && !b.removed)
+    }),
+    ("lb_backend_weight", "The backend's weight.", MetricType::Gauge, |b| u64::from(b.weight)),
+];
+
 impl Collector for StatsCollector {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
         let stats = self.handle.stats();
-        let health = self.handle.health();
-        // One entry per address: a label set must not repeat, and a removed backend still
-        // draining can share its address with the one added again.
-        let backends = &stats.pool.per_address();
-        let rows = |f: &dyn Fn(&lb_core::BackendStats) -> u64| -> Vec<(String, u64)> {
-            backends.iter().map(|b| (b.addr.to_string(), f(b))).collect()
+        // One entry per address within a pool: a label set must not repeat, and a removed
+        // backend still draining can share its address with the one added again.
+        let backends: Vec<(&str, BackendStats)> = stats
+            .pools
+            .iter()
+            .flat_map(|p| p.stats.per_address().into_iter().map(move |b| (p.name.as_str(), b)))
+            .collect();
+        let labels = |pool: &str, b: &BackendStats| -> Labels {
+            vec![("pool", pool.to_owned()), ("backend", b.addr.to_string())]
         };
-        per_backend(
-            &mut e,
-            "lb_backend_active_connections",
-            "Connections open to the backend now.",
-            Gauge,
-            &rows(&|b| b.active),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_peak_active_connections",
-            "Most connections open to the backend at once.",
-            Gauge,
-            &rows(&|b| b.peak_active),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_connections",
-            "Connections established to the backend.",
-            Counter,
-            &rows(&|b| b.connections),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_connect_failures",
-            "Failed attempts to connect to the backend.",
-            Counter,
-            &rows(&|b| b.connect_failures),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_picks",
-            "Times the algorithm chose the backend.",
-            Counter,
-            &rows(&|b| b.picks),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_retries",
-            "Failed connects to the backend after which another backend was tried.",
-            Counter,
-            &rows(&|b| b.retries),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_in_bytes",
-            "Bytes from clients relayed to the backend.",
-            Counter,
-            &rows(&|b| b.bytes_in),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_out_bytes",
-            "Bytes from the backend relayed to clients.",
-            Counter,
-            &rows(&|b| b.bytes_out),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_up",
-            "1 if the backend passes health checks, else 0.",
-            Gauge,
-            &rows(&|b| u64::from(b.health == Health::Up && !b.removed)),
-        )?;
-        per_backend(
-            &mut e,
-            "lb_backend_weight",
-            "The backend's weight.",
-            Gauge,
-            &rows(&|b| u64::from(b.weight)),
-        )?;
-        {
-            let mut metric = e.encode_descriptor(
-                "lb_backend_admin_state",
-                "1 for the backend's admin state (ready, drain, maint), 0 for the others.",
-                None,
-                Gauge,
-            )?;
-            for b in backends.iter().filter(|b| !b.removed) {
-                let addr = b.addr.to_string();
-                for state in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
-                    let labels = [("backend", addr.as_str()), ("state", state.as_str())];
-                    metric.encode_family(&labels)?.encode_gauge(&u64::from(b.admin == state))?;
-                }
-            }
+        for (name, help, kind, value) in BACKEND_FAMILIES {
+            let rows = backends.iter().map(|(pool, b)| (labels(pool, b), Value::Whole(value(b))));
+            family(&mut e, name, help, kind, rows)?;
         }
-        {
-            let mut metric = e.encode_descriptor(
-                "lb_backend_health_check_duration_seconds",
-                "How long the backend's last health check took.",
-                None,
-                Gauge,
-            )?;
-            for (addr, status) in &health {
-                if let Some(s) = status {
-                    let addr = addr.to_string();
-                    let labels: Labels<'_> = [("backend", addr.as_str())];
-                    metric.encode_family(&labels)?.encode_gauge(&s.duration.as_secs_f64())?;
-                }
-            }
-        }
-        let p = &stats.proxy;
-        single(&mut e, "lb_connections_open", "Client connections open now.", Gauge, p.open)?;
-        single(
+        let states = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
+        family(
             &mut e,
-            "lb_connections_accepted",
-            "Client connections accepted.",
-            Counter,
-            p.accepted,
+            "lb_backend_admin_state",
+            "1 for the backend's admin state (ready, drain, maint), 0 for the others.",
+            Gauge,
+            backends.iter().filter(|(_, b)| !b.removed).flat_map(|(pool, b)| {
+                states.into_iter().map(move |state| {
+                    let mut l = labels(pool, b);
+                    l.push(("state", state.as_str().to_owned()));
+                    (l, Value::Whole(u64::from(b.admin == state)))
+                })
+            }),
         )?;
-        single(
+        let health = self.handle.health_by_pool();
+        family(
             &mut e,
-            "lb_connections_rejected",
-            "Client connections closed at once because the global limit was reached.",
-            Counter,
-            p.rejected_at_limit,
+            "lb_backend_health_check_duration_seconds",
+            "How long the backend's last health check took.",
+            Gauge,
+            health.iter().flat_map(|p| {
+                p.backends.iter().filter_map(|(addr, status)| {
+                    let labels = vec![("pool", p.pool.clone()), ("backend", addr.to_string())];
+                    status.as_ref().map(|s| (labels, Value::Real(s.duration.as_secs_f64())))
+                })
+            }),
         )?;
-        single(
-            &mut e,
-            "lb_connections_no_backend",
-            "Client connections closed because no backend was available.",
-            Counter,
-            p.no_backend,
-        )?;
-        single(
-            &mut e,
-            "lb_connections_connect_failed",
-            "Client connections closed because every backend tried failed to connect.",
-            Counter,
-            p.connect_failed,
-        )?;
-        single(
-            &mut e,
-            "lb_retries",
-            "Connect attempts beyond a connection's first.",
-            Counter,
-            p.retries,
-        )?;
-        single(
-            &mut e,
-            "lb_accept_errors",
-            "Errors accepting client connections.",
-            Counter,
-            p.accept_errors,
-        )?;
-        single(
-            &mut e,
-            "lb_connections_resource_errors",
-            "Client connections closed because the balancer had no descriptor, local port or memory for a backend connection within the connect timeout.",
-            Counter,
-            p.resource_errors,
-        )?;
-        single(
+        let pool_rows = |f: fn(&lb_core::PoolStats) -> u64| {
+            stats
+                .pools
+                .iter()
+                .map(move |p| (vec![("pool", p.name.clone())], Value::Whole(f(&p.stats))))
+        };
+        family(
             &mut e,
             "lb_backends",
             "Backends in the pool.",
             Gauge,
-            stats.pool.totals.backends as u64,
+            pool_rows(|s| s.totals.backends as u64),
         )?;
-        single(
+        family(
             &mut e,
             "lb_backends_available",
             "Backends that can take a new connection now.",
             Gauge,
-            stats.pool.totals.available as u64,
+            pool_rows(|s| s.totals.available as u64),
         )?;
-        {
-            let algorithm = stats.pool.algorithm.to_string();
-            let mut metric = e.encode_descriptor(
-                "lb_algorithm",
-                "The balancing algorithm in use (value 1).",
-                None,
-                Gauge,
-            )?;
-            let labels: Labels<'_> = [("algorithm", algorithm.as_str())];
-            metric.encode_family(&labels)?.encode_gauge(&1u64)?;
+        family(
+            &mut e,
+            "lb_algorithm",
+            "The pool's balancing algorithm (value 1).",
+            Gauge,
+            stats.pools.iter().map(|p| {
+                (
+                    vec![("pool", p.name.clone()), ("algorithm", p.stats.algorithm.to_string())],
+                    Value::Whole(1),
+                )
+            }),
+        )?;
+        let p = &stats.proxy;
+        single(&mut e, "lb_connections_open", "Client connections open now.", Gauge, p.open)?;
+        for (counter, value) in p.counters() {
+            single(&mut e, counter.metric, counter.help, Counter, value)?;
+        }
+        let listener_families: [ListenerFamily; 4] = [
+            ("lb_listener_connections_accepted", "Client connections the listener accepted.", |l| l.accepted),
+            ("lb_listener_connections_no_route", "Connections closed because no SNI route matched and there was no default pool.", |l| l.no_route),
+            ("lb_listener_connections_bad_hello", "Connections closed for want of a usable TLS ClientHello where SNI routing needed one.", |l| l.bad_hello),
+            ("lb_listener_connections_bad_proxy", "Connections closed for a missing or bad PROXY protocol header.", |l| l.bad_proxy),
+        ];
+        for (name, help, value) in listener_families {
+            let rows = stats
+                .listeners
+                .iter()
+                .map(|l| (vec![("listener", l.name.clone())], Value::Whole(value(l))));
+            family(&mut e, name, help, Counter, rows)?;
         }
         single(
             &mut e,

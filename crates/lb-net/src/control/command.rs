@@ -6,15 +6,19 @@ use std::str::FromStr;
 
 use lb_core::{AdminState, Algorithm};
 
-use super::Target;
+use super::target::{validate_pool_name, BackendRef, Target};
 use crate::error::Error;
 
-/// One control command.
+/// One control command. Commands about a backend name it as a [`BackendRef`], with or without
+/// its pool; those about a pool take its name, optional while there is one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
     /// Add a backend.
     Add {
+        /// The pool to add it to (`add web 10.0.0.5:443`, `add web/10.0.0.5:443`); `None`
+        /// for the only pool.
+        pool: Option<String>,
         /// The backend's address, resolved when the command runs.
         target: Target,
         /// Weight (default 1).
@@ -23,21 +27,26 @@ pub enum Command {
         state: Option<AdminState>,
     },
     /// Remove a backend; its open connections finish on their own.
-    Remove(Target),
+    Remove(BackendRef),
     /// Stop sending new connections to a backend; open ones continue.
-    Drain(Target),
+    Drain(BackendRef),
     /// Put a backend back in rotation (admin state ready).
-    Enable(Target),
+    Enable(BackendRef),
     /// Put a backend in maintenance.
-    Maint(Target),
+    Maint(BackendRef),
     /// Change a backend's weight.
-    Weight(Target, u32),
-    /// Show (`None`) or switch the algorithm.
-    Algorithm(Option<Algorithm>),
-    /// Show the stats table.
-    Stats,
-    /// Show the last health check of each backend.
-    Health,
+    Weight(BackendRef, u32),
+    /// Show (`algorithm: None`) or switch a pool's algorithm.
+    Algorithm {
+        /// The pool; `None` for every pool when showing, the only pool when switching.
+        pool: Option<String>,
+        /// The new algorithm, or `None` to show it.
+        algorithm: Option<Algorithm>,
+    },
+    /// Show the stats table of one pool, or of every pool (`None`).
+    Stats(Option<String>),
+    /// Show the last health check of each backend of one pool, or of every pool.
+    Health(Option<String>),
     /// Show the command list.
     Help,
     /// Re-read the configuration file and apply the difference.
@@ -66,21 +75,22 @@ pub const COMMAND_NAMES: [&str; 13] = [
 /// The command list, as `help` prints it.
 pub const HELP: &str = "\
 Commands:
-  stats                              backends, connections and bytes, with totals
-  health                             last health check of each backend
-  add <host> <port> [weight=N] [drain|maint]
-  add <host:port> [weight=N] [drain|maint]
+  stats [pool]                       backends, connections and bytes, with totals
+  health [pool]                      last health check of each backend
+  add [pool] <host> <port> [weight=N] [drain|maint]
+  add [pool] <host:port> [weight=N] [drain|maint]
                                      add a backend (weight 1 to 1000, default 1)
   remove <backend>                   take a backend out; its open connections finish
   drain <backend>                    no new connections; open ones continue
   maint <backend>                    maintenance: no new connections
   enable <backend>                   back in rotation after drain or maint
   weight <backend> <N>               change a backend's weight
-  algorithm [name]                   show or switch: round_robin, least_connections, random, ip_hash, p2c
+  algorithm [pool] [name]            show or switch: round_robin, least_connections, random, ip_hash, p2c
   reload                             re-read the --config file and apply the difference
   help                               this list
   quit                               shut down gracefully (also: exit)
-A <backend> is host:port, [v6]:port, or host port.";
+A <backend> is host:port, [v6]:port, or host port, after pool/ when there are several pools
+(web/10.0.0.5:443).";
 
 impl Command {
     /// Parses one line. Blank lines are an error ([`Error::BadCommand`] with "empty command")
@@ -93,37 +103,52 @@ impl Command {
         let name_lc = name.to_ascii_lowercase();
         let cmd = match name_lc.as_str() {
             "add" => {
-                let target = Target::take(&mut rest, "add")?;
+                let (pool, target) = take_added(&mut rest)?;
                 let BackendOptions { weight, state } =
                     BackendOptions::parse(rest.iter().copied()).map_err(|e| match e {
                         Error::BadCommand(msg) => Error::BadCommand(format!("add: {msg}")),
                         other => other,
                     })?;
-                return Ok(Command::Add { target, weight, state });
+                return Ok(Command::Add { pool, target, weight, state });
             }
-            "remove" | "rm" | "del" | "delete" => Command::Remove(Target::take(&mut rest, "remove")?),
-            "drain" => Command::Drain(Target::take(&mut rest, "drain")?),
-            "enable" | "ready" => Command::Enable(Target::take(&mut rest, "enable")?),
-            "maint" | "disable" => Command::Maint(Target::take(&mut rest, "maint")?),
+            "remove" | "rm" | "del" | "delete" => {
+                Command::Remove(BackendRef::take(&mut rest, "remove")?)
+            }
+            "drain" => Command::Drain(BackendRef::take(&mut rest, "drain")?),
+            "enable" | "ready" => Command::Enable(BackendRef::take(&mut rest, "enable")?),
+            "maint" | "disable" => Command::Maint(BackendRef::take(&mut rest, "maint")?),
             "weight" => {
-                let target = Target::take(&mut rest, "weight")?;
+                let backend = BackendRef::take(&mut rest, "weight")?;
                 let Some((&w, more)) = rest.split_first() else {
                     return Err(Error::BadCommand(format!(
-                        "weight: missing the new weight, e.g. `weight {target} 3`"
+                        "weight: missing the new weight, e.g. `weight {backend} 3`"
                     )));
                 };
                 rest = more;
-                Command::Weight(target, parse_weight(w.trim_start_matches("weight=").trim_start_matches("w="))?)
+                let w = w.trim_start_matches("weight=").trim_start_matches("w=");
+                Command::Weight(backend, parse_weight(w)?)
             }
-            "algorithm" | "algo" => match rest.split_first() {
-                None => Command::Algorithm(None),
-                Some((&a, more)) => {
-                    rest = more;
-                    Command::Algorithm(Some(a.parse()?))
+            "algorithm" | "algo" => {
+                // `algorithm`, `algorithm NAME`, `algorithm POOL`, `algorithm POOL NAME`: pool
+                // names are never algorithm names, so one word is told apart by its spelling.
+                let mut pool = None;
+                if let Some((&first, more)) = rest.split_first() {
+                    if first.parse::<Algorithm>().is_err() && validate_pool_name(first).is_ok() {
+                        pool = Some(first.to_owned());
+                        rest = more;
+                    }
                 }
-            },
-            "stats" | "status" => Command::Stats,
-            "health" => Command::Health,
+                let algorithm = match rest.split_first() {
+                    None => None,
+                    Some((&a, more)) => {
+                        rest = more;
+                        Some(a.parse()?)
+                    }
+                };
+                Command::Algorithm { pool, algorithm }
+            }
+            "stats" | "status" => Command::Stats(take_pool(&mut rest)?),
+            "health" => Command::Health(take_pool(&mut rest)?),
             "help" | "?" => Command::Help,
             "reload" => Command::Reload,
             "quit" | "exit" | "shutdown" => Command::Quit,
@@ -138,6 +163,30 @@ impl Command {
         }
         Ok(cmd)
     }
+}
+
+/// The optional pool name of `stats` and `health`.
+fn take_pool(words: &mut &[&str]) -> Result<Option<String>, Error> {
+    let Some((&first, rest)) = words.split_first() else { return Ok(None) };
+    validate_pool_name(first)?;
+    *words = rest;
+    Ok(Some(first.to_owned()))
+}
+
+/// The pool and address of `add`: `[POOL/]ADDRESS`, or `POOL ADDRESS` where the second word is
+/// an address and not the port of the seed's `add HOST PORT`.
+fn take_added(words: &mut &[&str]) -> Result<(Option<String>, Target), Error> {
+    if let [first, second, ..] = **words {
+        let is_port = second.bytes().all(|b| b.is_ascii_digit());
+        let is_option = BackendOptions::parse([second]).is_ok();
+        if !first.contains('/') && !is_port && !is_option && validate_pool_name(first).is_ok() {
+            *words = &words[1..];
+            let target = Target::take(words, "add")?;
+            return Ok((Some(first.to_owned()), target));
+        }
+    }
+    let BackendRef { pool, target } = BackendRef::take(words, "add")?;
+    Ok((pool, target))
 }
 
 /// The options that may follow a backend's address, in `add` and in `lb --backend`
@@ -207,8 +256,8 @@ fn parse_weight(s: &str) -> Result<u32, Error> {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Add { target, weight, state } => {
-                write!(f, "add {target}")?;
+            Command::Add { pool, target, weight, state } => {
+                write!(f, "add {}", BackendRef { pool: pool.clone(), target: target.clone() })?;
                 if let Some(w) = weight {
                     write!(f, " weight={w}")?;
                 }
@@ -217,15 +266,28 @@ impl fmt::Display for Command {
                 }
                 Ok(())
             }
-            Command::Remove(t) => write!(f, "remove {t}"),
-            Command::Drain(t) => write!(f, "drain {t}"),
-            Command::Enable(t) => write!(f, "enable {t}"),
-            Command::Maint(t) => write!(f, "maint {t}"),
-            Command::Weight(t, w) => write!(f, "weight {t} {w}"),
-            Command::Algorithm(None) => f.write_str("algorithm"),
-            Command::Algorithm(Some(a)) => write!(f, "algorithm {a}"),
-            Command::Stats => f.write_str("stats"),
-            Command::Health => f.write_str("health"),
+            Command::Remove(b) => write!(f, "remove {b}"),
+            Command::Drain(b) => write!(f, "drain {b}"),
+            Command::Enable(b) => write!(f, "enable {b}"),
+            Command::Maint(b) => write!(f, "maint {b}"),
+            Command::Weight(b, w) => write!(f, "weight {b} {w}"),
+            Command::Algorithm { pool, algorithm } => {
+                f.write_str("algorithm")?;
+                if let Some(pool) = pool {
+                    write!(f, " {pool}")?;
+                }
+                if let Some(a) = algorithm {
+                    write!(f, " {a}")?;
+                }
+                Ok(())
+            }
+            Command::Stats(pool) | Command::Health(pool) => {
+                f.write_str(if matches!(self, Command::Stats(_)) { "stats" } else { "health" })?;
+                match pool {
+                    Some(pool) => write!(f, " {pool}"),
+                    None => Ok(()),
+                }
+            }
             Command::Help => f.write_str("help"),
             Command::Reload => f.write_str("reload"),
             Command::Quit => f.write_str("quit"),
@@ -241,7 +303,6 @@ impl FromStr for Command {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -249,52 +310,57 @@ mod tests {
         Target { host: host.into(), port }
     }
 
+    /// A backend named without its pool.
+    fn b(host: &str, port: u16) -> BackendRef {
+        BackendRef { pool: None, target: t(host, port) }
+    }
+
+    fn add(target: Target, weight: Option<u32>, state: Option<AdminState>) -> Command {
+        Command::Add { pool: None, target, weight, state }
+    }
+
     #[test]
     fn parses_the_seed_forms_and_the_new_ones() {
         assert_eq!(
             Command::parse("add 127.0.0.1 8004").unwrap(),
-            Command::Add { target: t("127.0.0.1", 8004), weight: None, state: None }
+            add(t("127.0.0.1", 8004), None, None)
         );
         assert_eq!(
             Command::parse("add 127.0.0.1:8004 weight=3").unwrap(),
-            Command::Add { target: t("127.0.0.1", 8004), weight: Some(3), state: None }
+            add(t("127.0.0.1", 8004), Some(3), None)
         );
         assert_eq!(
             Command::parse("  ADD [::1]:9000 w=2 drain ").unwrap(),
-            Command::Add {
-                target: t("::1", 9000),
-                weight: Some(2),
-                state: Some(AdminState::Drain)
-            }
+            add(t("::1", 9000), Some(2), Some(AdminState::Drain))
         );
-        assert_eq!(
-            Command::parse("add ::1 9000").unwrap(),
-            Command::Add { target: t("::1", 9000), weight: None, state: None }
-        );
+        assert_eq!(Command::parse("add ::1 9000").unwrap(), add(t("::1", 9000), None, None));
         assert_eq!(
             Command::parse("remove localhost 8001").unwrap(),
-            Command::Remove(t("localhost", 8001))
+            Command::Remove(b("localhost", 8001))
         );
         assert_eq!(
             Command::parse("remove localhost:8001").unwrap(),
-            Command::Remove(t("localhost", 8001))
+            Command::Remove(b("localhost", 8001))
         );
         assert_eq!(
             Command::parse("weight 10.0.0.1:80 7").unwrap(),
-            Command::Weight(t("10.0.0.1", 80), 7)
+            Command::Weight(b("10.0.0.1", 80), 7)
         );
         assert_eq!(
             Command::parse("weight 10.0.0.1 80 7").unwrap(),
-            Command::Weight(t("10.0.0.1", 80), 7)
+            Command::Weight(b("10.0.0.1", 80), 7)
         );
-        assert_eq!(Command::parse("algorithm").unwrap(), Command::Algorithm(None));
+        assert_eq!(
+            Command::parse("algorithm").unwrap(),
+            Command::Algorithm { pool: None, algorithm: None }
+        );
         assert_eq!(
             Command::parse("algorithm least_connections").unwrap(),
-            Command::Algorithm(Some(Algorithm::LeastConnections))
+            Command::Algorithm { pool: None, algorithm: Some(Algorithm::LeastConnections) }
         );
         for (line, cmd) in [
-            ("stats", Command::Stats),
-            ("health", Command::Health),
+            ("stats", Command::Stats(None)),
+            ("health", Command::Health(None)),
             ("help", Command::Help),
             ("reload", Command::Reload),
             ("quit", Command::Quit),
@@ -302,6 +368,88 @@ mod tests {
         ] {
             assert_eq!(Command::parse(line).unwrap(), cmd);
         }
+    }
+
+    #[test]
+    fn pools_are_named_before_a_slash_or_as_the_first_word_of_add() {
+        let in_pool = |pool: &str, host: &str, port| BackendRef {
+            pool: Some(pool.into()),
+            target: t(host, port),
+        };
+        assert_eq!(
+            Command::parse("drain web/10.0.0.5:443").unwrap(),
+            Command::Drain(in_pool("web", "10.0.0.5", 443))
+        );
+        assert_eq!(
+            Command::parse("weight web/localhost 8001 3").unwrap(),
+            Command::Weight(in_pool("web", "localhost", 8001), 3)
+        );
+        assert_eq!(
+            Command::parse("remove db/[::1]:5432").unwrap(),
+            Command::Remove(in_pool("db", "::1", 5432))
+        );
+        let added = |pool: &str, host: &str, port, weight| Command::Add {
+            pool: Some(pool.into()),
+            target: t(host, port),
+            weight,
+            state: None,
+        };
+        assert_eq!(
+            Command::parse("add db 10.0.0.9:5432").unwrap(),
+            added("db", "10.0.0.9", 5432, None)
+        );
+        assert_eq!(
+            Command::parse("add db/10.0.0.9:5432 w=2").unwrap(),
+            added("db", "10.0.0.9", 5432, Some(2))
+        );
+        assert_eq!(
+            Command::parse("add db localhost 5432").unwrap(),
+            added("db", "localhost", 5432, None)
+        );
+        // The seed's `add HOST PORT` is still a host and a port, not a pool.
+        assert_eq!(
+            Command::parse("add localhost 8004").unwrap(),
+            add(t("localhost", 8004), None, None)
+        );
+        assert_eq!(
+            Command::parse("algorithm web p2c").unwrap(),
+            Command::Algorithm { pool: Some("web".into()), algorithm: Some(Algorithm::P2c) }
+        );
+        assert_eq!(
+            Command::parse("algorithm web").unwrap(),
+            Command::Algorithm { pool: Some("web".into()), algorithm: None }
+        );
+        assert_eq!(
+            Command::parse("algorithm random").unwrap(),
+            Command::Algorithm { pool: None, algorithm: Some(Algorithm::Random) }
+        );
+        assert_eq!(Command::parse("stats web").unwrap(), Command::Stats(Some("web".into())));
+        assert_eq!(Command::parse("health db").unwrap(), Command::Health(Some("db".into())));
+        let err = |line: &str| Command::parse(line).unwrap_err().to_string();
+        assert!(err("drain 9web/10.0.0.5:443").contains("invalid pool name \"9web\""));
+        assert!(err("drain web/").contains("missing backend after \"web\"/"));
+        assert!(err("stats web db").contains("unexpected \"db\""));
+        assert!(err("stats 10.0.0.1").contains("invalid pool name"));
+        assert!(err("algorithm web fastest").contains("unknown algorithm \"fastest\""));
+    }
+
+    #[test]
+    fn pool_names_cannot_pass_for_addresses_or_algorithms() {
+        for good in ["web", "db-1", "api.v2", "A_b"] {
+            assert!(validate_pool_name(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("", "1 to 64"),
+            ("1web", "starts with a letter"),
+            ("web/x", "letters, digits"),
+            ("we b", "letters, digits"),
+            ("p2c", "algorithm"),
+            ("Round-Robin", "algorithm"),
+        ] {
+            let e = validate_pool_name(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(validate_pool_name(&"a".repeat(65)).is_err());
     }
 
     #[test]
@@ -315,7 +463,13 @@ mod tests {
             "maint 10.0.0.1:80",
             "weight 10.0.0.1:80 9",
             "algorithm p2c",
+            "algorithm web p2c",
+            "algorithm web",
             "stats",
+            "stats web",
+            "health db",
+            "add web/10.0.0.9:5432 weight=2",
+            "drain web/10.0.0.5:443",
         ] {
             let cmd = Command::parse(line).unwrap();
             assert_eq!(cmd.to_string(), line);
@@ -340,7 +494,7 @@ mod tests {
         assert!(err("add bad_host!:80").contains("invalid host"));
         assert!(err("remove 127.0.0.1:80 extra").contains("unexpected \"extra\""));
         assert!(err("weight 127.0.0.1:80").contains("missing the new weight"));
-        assert!(err("algorithm fastest").contains("expected one of round_robin"));
+        assert!(err("algorithm web fastest").contains("expected one of round_robin"));
         assert!(err("add ::1:80").contains("missing port after \"::1:80\""), "a bare IPv6 address");
         assert!(err("add fe80::1::2:80").contains("IPv6 addresses in brackets"));
         assert!(err("add [fe80::1%lo]:80").contains("zone IDs (%...) are not supported"));
@@ -363,11 +517,7 @@ mod tests {
         // One of each is fine, in either order.
         assert_eq!(
             Command::parse("add 127.0.0.1:4 maint weight=2").unwrap(),
-            Command::Add {
-                target: t("127.0.0.1", 4),
-                weight: Some(2),
-                state: Some(AdminState::Maint)
-            }
+            add(t("127.0.0.1", 4), Some(2), Some(AdminState::Maint))
         );
     }
 

@@ -6,14 +6,19 @@
 //! and answers with exactly the same words.
 //!
 //! ```text
-//! add <host> <port> [weight=N] [ready|drain|maint]    add 127.0.0.1 8004
-//! add <host:port> [weight=N] [ready|drain|maint]      add 127.0.0.1:8004 weight=3
+//! add [pool] <host> <port> [weight=N] [ready|drain|maint]    add 127.0.0.1 8004
+//! add [pool] <host:port> [weight=N] [ready|drain|maint]      add web 127.0.0.1:8004 weight=3
 //! remove <backend>     drain <backend>     enable <backend>     maint <backend>
 //! weight <backend> <N>
-//! algorithm [name]     stats     health     help     quit
+//! algorithm [pool] [name]     stats [pool]     health [pool]     help     quit
 //! ```
 //!
-//! A `<backend>` is `host:port`, `[v6]:port`, or `host port`.
+//! A `<backend>` is `host:port`, `[v6]:port`, or `host port`, after `pool/` where the pool
+//! does not go without saying (`drain web/10.0.0.5:443`).
+//!
+//! The handle is also how pools and listeners are added, changed and removed while the
+//! balancer runs ([`Handle::add_pool`], [`Handle::add_listener`], ...): the configuration
+//! file's reload and embedding programs go through it, as commands do.
 
 mod command;
 mod reply;
@@ -21,11 +26,10 @@ mod stats;
 mod target;
 
 pub use command::{BackendOptions, Command, COMMAND_NAMES, HELP};
-pub use reply::Reply;
-pub use stats::{ProxyStats, Stats};
-pub use target::Target;
+pub use reply::{PoolHealth, Reply};
+pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
+pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -34,22 +38,27 @@ use std::sync::{Arc, Mutex};
 use lb_core::{AdminState, Algorithm, Pool};
 use tokio::time::Instant;
 
+use crate::counters::ProxyCounters;
 use crate::error::Error;
-use crate::health_check::{CheckLog, CheckStatus};
-use crate::proxy::ProxyCounters;
+use crate::health_check::CheckStatus;
+use crate::listener::{ListenerConfig, ListenerRuntime, Routes};
+use crate::pools::{PoolRuntime, PoolSettings, Pools};
 use crate::shutdown::{Shutdown, Tracker};
+use crate::tasks::Tasks;
 
 #[derive(Debug)]
 pub(crate) struct HandleInner {
-    pub(crate) pool: Pool,
+    pub(crate) pools: Pools,
+    /// The listeners, in the order added (a control-plane list: connections hold their own
+    /// listener).
+    pub(crate) listeners: Mutex<Vec<Arc<ListenerRuntime>>>,
     pub(crate) counters: Arc<ProxyCounters>,
     pub(crate) tracker: Arc<Tracker>,
-    pub(crate) checks: CheckLog,
-    /// Whether the health checker runs at all (for the `health` command's answer).
-    pub(crate) checks_enabled: bool,
-    pub(crate) shutdown: Shutdown,
+    pub(crate) shutdown: Arc<Shutdown>,
     pub(crate) started: Instant,
     pub(crate) reloader: ReloadSlot,
+    /// Starts health checkers and accept loops (it knows the connector's type).
+    pub(crate) tasks: Arc<dyn Tasks>,
 }
 
 /// What `reload` runs: re-reads the configuration and applies it, answering with a summary of
@@ -76,35 +85,167 @@ pub struct Handle {
     pub(crate) inner: Arc<HandleInner>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Handle {
     pub(crate) fn new(
-        pool: Pool,
+        tasks: Arc<dyn Tasks>,
         counters: Arc<ProxyCounters>,
         tracker: Arc<Tracker>,
-        checks_enabled: bool,
+        shutdown: Arc<Shutdown>,
     ) -> Handle {
         Handle {
             inner: Arc::new(HandleInner {
-                pool,
+                pools: Pools::default(),
+                listeners: Mutex::new(Vec::new()),
                 counters,
                 tracker,
-                checks_enabled,
-                checks: Arc::new(Mutex::new(HashMap::new())),
-                shutdown: Shutdown::default(),
+                shutdown,
                 started: Instant::now(),
                 reloader: ReloadSlot::default(),
+                tasks,
             }),
         }
     }
 
     /// Sets what the `reload` command does (the binary re-reads its configuration file).
     pub fn set_reloader(&self, reloader: Reloader) {
-        *self.inner.reloader.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reloader);
+        *lock(&self.inner.reloader.0) = Some(reloader);
     }
 
-    /// The pool, for anything the commands do not cover.
-    pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+    /// The first pool: the pool of a one-pool balancer ([`Balancer::new`]), for anything the
+    /// commands do not cover. A balancer without pools gives a new empty pool that belongs to
+    /// nothing.
+    ///
+    /// [`Balancer::new`]: crate::Balancer::new
+    pub fn pool(&self) -> Pool {
+        self.inner.pools.all().first().map_or_else(Pool::default, |p| p.pool.clone())
+    }
+
+    /// The pool called `name`.
+    pub fn pool_named(&self, name: &str) -> Option<Pool> {
+        self.inner.pools.get(name).map(|p| p.pool.clone())
+    }
+
+    /// The names of the pools, in the order they were added.
+    pub fn pool_names(&self) -> Vec<String> {
+        self.inner.pools.all().iter().map(|p| p.name.to_string()).collect()
+    }
+
+    /// The settings of the pool called `name`.
+    pub fn pool_settings(&self, name: &str) -> Option<PoolSettings> {
+        self.inner.pools.get(name).map(|p| PoolSettings::clone(&p.settings.load()))
+    }
+
+    /// Adds a pool: `pool` (with its backends, algorithm and thresholds) reached and checked as
+    /// `settings` say. Its health checker starts at once if the balancer runs, else when it
+    /// starts. The name must be a valid pool name ([`validate_pool_name`]) not in use.
+    pub fn add_pool(&self, name: &str, pool: Pool, settings: PoolSettings) -> Result<(), Error> {
+        let runtime = Arc::new(PoolRuntime::new(name, pool, settings));
+        self.inner.pools.add(Arc::clone(&runtime))?;
+        self.inner.tasks.start_checker(&runtime);
+        Ok(())
+    }
+
+    /// Removes the pool called `name`: its health checker stops, connections open to its
+    /// backends finish on their own. A pool a listener still routes to cannot be removed
+    /// (change or remove the listener first).
+    pub fn remove_pool(&self, name: &str) -> Result<(), Error> {
+        let users: Vec<String> = lock(&self.inner.listeners)
+            .iter()
+            .filter(|l| l.routes.load().config.pools().contains(&name))
+            .map(|l| l.name.to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::BadCommand(format!(
+                "pool {name:?} is used by listener {}",
+                users.join(", ")
+            )));
+        }
+        self.inner.pools.remove(name)?.stop_checker();
+        Ok(())
+    }
+
+    /// Changes how the pool called `name` reaches and checks its backends. New connections use
+    /// the new settings; a change of the health checks restarts its checker (backends keep
+    /// their health state).
+    pub fn set_pool_settings(&self, name: &str, settings: PoolSettings) -> Result<(), Error> {
+        let pool = self.inner.pools.get(name).ok_or_else(|| self.inner.pools.unknown(name))?;
+        let checks_changed = pool.settings.load().health != settings.health;
+        pool.settings.store(Arc::new(settings));
+        if checks_changed {
+            pool.stop_checker();
+            self.inner.tasks.start_checker(&pool);
+        }
+        Ok(())
+    }
+
+    /// Adds a listener accepting on `sockets` (listening sockets sharing one address, one per
+    /// worker thread: see [`bind_shared`](crate::bind_shared)), routing as `config` says.
+    /// Every pool it names must exist, and its name must be new.
+    pub fn add_listener(
+        &self,
+        config: ListenerConfig,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> Result<(), Error> {
+        let address = sockets.first().and_then(|s| s.local_addr().ok());
+        let runtime = self.register_listener(config, address)?;
+        Arc::clone(&self.inner.tasks).start_listener(runtime, sockets)
+    }
+
+    /// Registers a listener without starting anything (its accept loops are the caller's).
+    pub(crate) fn register_listener(
+        &self,
+        config: ListenerConfig,
+        address: Option<SocketAddr>,
+    ) -> Result<Arc<ListenerRuntime>, Error> {
+        let mut listeners = lock(&self.inner.listeners);
+        if listeners.iter().any(|l| *l.name == config.name) {
+            return Err(Error::InvalidSetting(format!(
+                "a listener named {:?} exists",
+                config.name
+            )));
+        }
+        let routes = Routes::resolve(config, &self.inner.pools)?;
+        let runtime = Arc::new(ListenerRuntime::new(address, routes));
+        listeners.push(Arc::clone(&runtime));
+        Ok(runtime)
+    }
+
+    /// Changes an existing listener's routes, PROXY header and inspect settings (its address
+    /// cannot change: add a new listener and remove this one). Connections already routed
+    /// keep their pool.
+    pub fn set_listener(&self, config: ListenerConfig) -> Result<(), Error> {
+        let listeners = lock(&self.inner.listeners);
+        let listener = listeners
+            .iter()
+            .find(|l| *l.name == config.name)
+            .ok_or_else(|| Error::InvalidSetting(format!("no listener named {:?}", config.name)))?;
+        let routes = Routes::resolve(config, &self.inner.pools)?;
+        listener.routes.store(Arc::new(routes));
+        Ok(())
+    }
+
+    /// Removes a listener: it stops accepting and its sockets close; connections it accepted
+    /// finish on their own.
+    pub fn remove_listener(&self, name: &str) -> Result<(), Error> {
+        let mut listeners = lock(&self.inner.listeners);
+        let at = listeners
+            .iter()
+            .position(|l| *l.name == *name)
+            .ok_or_else(|| Error::InvalidSetting(format!("no listener named {name:?}")))?;
+        listeners.remove(at).stop();
+        Ok(())
+    }
+
+    /// The listeners: their settings and, when known, the address they listen on.
+    pub fn listeners(&self) -> Vec<(ListenerConfig, Option<SocketAddr>)> {
+        lock(&self.inner.listeners)
+            .iter()
+            .map(|l| (l.routes.load().config.clone(), l.address))
+            .collect()
     }
 
     /// Parses and runs one text command; see [`Command::parse`] for the grammar. A command that
@@ -119,7 +260,10 @@ impl Handle {
         let result = self.apply(&command).await;
         let changes = !matches!(
             command,
-            Command::Stats | Command::Health | Command::Help | Command::Algorithm(None)
+            Command::Stats(_)
+                | Command::Health(_)
+                | Command::Help
+                | Command::Algorithm { algorithm: None, .. }
         );
         match &result {
             Ok(reply) if changes => {
@@ -134,65 +278,107 @@ impl Handle {
     }
 
     async fn apply(&self, command: &Command) -> Result<Reply, Error> {
-        let pool = &self.inner.pool;
+        let pools = &self.inner.pools;
         Ok(match command {
-            Command::Add { target, weight, state } => {
+            Command::Add { pool, target, weight, state } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "add")?;
                 let addrs = target.resolve().await?;
                 // Prefer IPv4 when a name resolves to both: backends usually listen on IPv4,
                 // and `localhost` often resolves to ::1 first.
                 let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
-                pool.add_with_state(addr, *weight, state.unwrap_or_default())?;
+                runtime.pool.add_with_state(addr, *weight, state.unwrap_or_default())?;
                 let weight = weight.unwrap_or(lb_core::DEFAULT_WEIGHT);
                 Reply::Done(format!(
-                    "added {addr} (weight {weight}, {})",
+                    "added {} (weight {weight}, {})",
+                    named(&runtime, addr),
                     state.unwrap_or_default()
                 ))
             }
-            Command::Remove(target) => {
-                let addr = self.find(target).await?;
-                pool.remove(addr)?;
-                Reply::Done(format!("removed {addr}; its open connections will finish"))
+            Command::Remove(backend) => {
+                let (runtime, addr) = self.find(backend, "remove").await?;
+                runtime.pool.remove(addr)?;
+                let name = named(&runtime, addr);
+                Reply::Done(format!("removed {name}; its open connections will finish"))
             }
-            Command::Drain(target) => {
-                let addr = self.find(target).await?;
-                pool.set_admin_state(addr, AdminState::Drain)?;
-                Reply::Done(format!("draining {addr}: no new connections, open ones continue"))
+            Command::Drain(backend) => {
+                let (runtime, addr) = self.find(backend, "drain").await?;
+                runtime.pool.set_admin_state(addr, AdminState::Drain)?;
+                let name = named(&runtime, addr);
+                Reply::Done(format!("draining {name}: no new connections, open ones continue"))
             }
-            Command::Maint(target) => {
-                let addr = self.find(target).await?;
-                pool.set_admin_state(addr, AdminState::Maint)?;
-                Reply::Done(format!("{addr} in maintenance: no new connections"))
+            Command::Maint(backend) => {
+                let (runtime, addr) = self.find(backend, "maint").await?;
+                runtime.pool.set_admin_state(addr, AdminState::Maint)?;
+                Reply::Done(format!("{} in maintenance: no new connections", named(&runtime, addr)))
             }
-            Command::Enable(target) => {
-                let addr = self.find(target).await?;
-                pool.set_admin_state(addr, AdminState::Ready)?;
-                Reply::Done(format!("{addr} ready"))
+            Command::Enable(backend) => {
+                let (runtime, addr) = self.find(backend, "enable").await?;
+                runtime.pool.set_admin_state(addr, AdminState::Ready)?;
+                Reply::Done(format!("{} ready", named(&runtime, addr)))
             }
-            Command::Weight(target, weight) => {
-                let addr = self.find(target).await?;
-                pool.set_weight(addr, *weight)?;
-                Reply::Done(format!("{addr} weight {weight}"))
+            Command::Weight(backend, weight) => {
+                let (runtime, addr) = self.find(backend, "weight").await?;
+                runtime.pool.set_weight(addr, *weight)?;
+                Reply::Done(format!("{} weight {weight}", named(&runtime, addr)))
             }
-            Command::Algorithm(None) => Reply::Done(format!(
-                "algorithm {} (available: {})",
-                pool.algorithm(),
-                Algorithm::names()
-            )),
-            Command::Algorithm(Some(a)) => {
-                pool.set_algorithm(*a);
-                Reply::Done(format!("algorithm {a}"))
+            Command::Algorithm { pool: None, algorithm: None } if pools.all().len() > 1 => {
+                let all = pools.all();
+                let each: Vec<String> =
+                    all.iter().map(|p| format!("{} {}", p.name, p.pool.algorithm())).collect();
+                Reply::Done(format!(
+                    "algorithms: {} (available: {})",
+                    each.join(", "),
+                    Algorithm::names()
+                ))
             }
-            Command::Stats => Reply::Stats(Box::new(self.stats())),
-            Command::Health if !self.inner.checks_enabled => Reply::Done(
-                "health checks are off: backends are not checked (failed connects are retried \
-                 elsewhere)"
-                    .into(),
-            ),
-            Command::Health => Reply::Health(self.health()),
+            Command::Algorithm { pool: Some(name), algorithm: None }
+                if pools.get(name).is_none() =>
+            {
+                // One word that is neither: a mistyped algorithm as often as a mistyped pool.
+                return Err(Error::BadCommand(format!(
+                    "no algorithm or pool named {name:?}: algorithms are {}; pools are {}",
+                    Algorithm::names(),
+                    self.pool_names().join(", ")
+                )));
+            }
+            Command::Algorithm { pool, algorithm: None } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "algorithm")?;
+                let prefix = runtime.log_prefix().map(|p| format!("{p}: ")).unwrap_or_default();
+                Reply::Done(format!(
+                    "{prefix}algorithm {} (available: {})",
+                    runtime.pool.algorithm(),
+                    Algorithm::names()
+                ))
+            }
+            Command::Algorithm { pool, algorithm: Some(a) } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "algorithm")?;
+                runtime.pool.set_algorithm(*a);
+                let prefix = runtime.log_prefix().map(|p| format!("{p}: ")).unwrap_or_default();
+                Reply::Done(format!("{prefix}algorithm {a}"))
+            }
+            Command::Stats(pool) => {
+                let mut stats = self.stats();
+                if let Some(name) = pool {
+                    stats.pools.retain(|p| p.name == *name);
+                    if stats.pools.is_empty() {
+                        return Err(pools.unknown(name));
+                    }
+                }
+                Reply::Stats(Box::new(stats))
+            }
+            Command::Health(pool) => {
+                let mut rows = self.health_by_pool();
+                if let Some(name) = pool {
+                    rows.retain(|p| p.pool == *name);
+                    if rows.is_empty() {
+                        return Err(pools.unknown(name));
+                    }
+                }
+                Reply::Health(rows)
+            }
             Command::Help => Reply::Help,
             Command::Reload => {
-                let reloader =
-                    self.inner.reloader.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let reloader = lock(&self.inner.reloader.0).clone();
                 let Some(reload) = reloader else {
                     return Err(Error::Reload(
                         "no configuration file to reload (start lb with --config FILE)".into(),
@@ -207,39 +393,96 @@ impl Handle {
         })
     }
 
-    /// The pool address a target names: its first resolved address that is in the pool.
-    async fn find(&self, target: &Target) -> Result<SocketAddr, Error> {
-        let addrs = target.resolve().await?;
-        addrs
-            .iter()
-            .copied()
-            .find(|a| self.inner.pool.get(*a).is_some())
-            .ok_or(Error::Pool(lb_core::Error::UnknownBackend(addrs[0])))
+    /// The pool and address a command's backend names: in its pool if it names one, else in
+    /// whichever pool has it (an error if several do, naming them).
+    async fn find(
+        &self,
+        backend: &BackendRef,
+        command: &str,
+    ) -> Result<(Arc<PoolRuntime>, SocketAddr), Error> {
+        let addrs = backend.target.resolve().await?;
+        let candidates: Vec<Arc<PoolRuntime>> = match &backend.pool {
+            Some(name) => {
+                vec![self.inner.pools.get(name).ok_or_else(|| self.inner.pools.unknown(name))?]
+            }
+            None => self.inner.pools.all().iter().cloned().collect(),
+        };
+        let mut found: Vec<(Arc<PoolRuntime>, SocketAddr)> = Vec::new();
+        for runtime in candidates {
+            if let Some(addr) = addrs.iter().copied().find(|a| runtime.pool.get(*a).is_some()) {
+                found.push((runtime, addr));
+            }
+        }
+        match found.len() {
+            0 => Err(Error::Pool(lb_core::Error::UnknownBackend(addrs[0]))),
+            1 => Ok(found.remove(0)),
+            _ => {
+                let names: Vec<&str> = found.iter().map(|(p, _)| &*p.name).collect();
+                Err(Error::BadCommand(format!(
+                    "{} is in pools {}: name one, e.g. `{command} {}/{}`",
+                    backend.target,
+                    names.join(" and "),
+                    names[0],
+                    backend.target
+                )))
+            }
+        }
     }
 
-    /// Stats of the pool and the proxy.
+    /// Stats of every pool and of the proxy.
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
         Stats {
-            pool: self.inner.pool.stats(),
-            proxy: ProxyStats {
-                open: self.inner.tracker.open(),
-                accepted: c.accepted.load(Relaxed),
-                rejected_at_limit: c.rejected_at_limit.load(Relaxed),
-                no_backend: c.no_backend.load(Relaxed),
-                connect_failed: c.connect_failed.load(Relaxed),
-                retries: c.retries.load(Relaxed),
-                accept_errors: c.accept_errors.load(Relaxed),
-                resource_errors: c.resource_errors.load(Relaxed),
-            },
+            pools: self
+                .inner
+                .pools
+                .all()
+                .iter()
+                .map(|p| NamedPoolStats { name: p.name.to_string(), stats: p.pool.stats() })
+                .collect(),
+            listeners: lock(&self.inner.listeners)
+                .iter()
+                .map(|l| {
+                    let c = &l.counters;
+                    ListenerStats {
+                        name: l.name.to_string(),
+                        address: l.address,
+                        accepted: c.accepted.load(Relaxed),
+                        no_route: c.no_route.load(Relaxed),
+                        bad_hello: c.bad_hello.load(Relaxed),
+                        bad_proxy: c.bad_proxy.load(Relaxed),
+                    }
+                })
+                .collect(),
+            proxy: self.inner.counters.snapshot(self.inner.tracker.open()),
             uptime: self.inner.started.elapsed(),
         }
     }
 
-    /// The last health check of each backend, in pool order.
+    /// The last health check of each backend of every pool, in pool order.
     pub fn health(&self) -> Vec<(SocketAddr, Option<CheckStatus>)> {
-        let log = self.inner.checks.lock().unwrap_or_else(|p| p.into_inner());
-        self.inner.pool.backends().iter().map(|b| (b.addr, log.get(&b.id).cloned())).collect()
+        self.health_by_pool().into_iter().flat_map(|p| p.backends).collect()
+    }
+
+    /// The last health check of each backend, pool by pool.
+    pub fn health_by_pool(&self) -> Vec<PoolHealth> {
+        self.inner
+            .pools
+            .all()
+            .iter()
+            .map(|p| {
+                let log = lock(&p.checks);
+                PoolHealth {
+                    pool: p.name.to_string(),
+                    checks_enabled: p.settings.load().health.enabled,
+                    backends: p
+                        .pool
+                        .backends()
+                        .iter()
+                        .map(|b| (b.addr, log.get(&b.id).cloned()))
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     /// Begins graceful shutdown: the balancer stops accepting, lets open connections finish
@@ -271,5 +514,13 @@ impl Handle {
     /// Resolves once shutdown has begun.
     pub async fn shutdown_requested(&self) {
         self.inner.shutdown.requested().await;
+    }
+}
+
+/// A backend as answers name it: `POOL/HOST:PORT`, or `HOST:PORT` in the default pool.
+fn named(pool: &PoolRuntime, addr: SocketAddr) -> String {
+    match pool.log_prefix() {
+        Some(name) => format!("{name}/{addr}"),
+        None => addr.to_string(),
     }
 }

@@ -2,43 +2,66 @@
 //! REPL and `lb ctl` print.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use lb_core::PoolStats;
 
-/// Counters of the proxy as a whole at one moment; also the `clients` object of `GET /stats`,
-/// with the same field names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct ProxyStats {
-    /// Client connections open now.
-    pub open: u64,
-    /// Client connections accepted since start.
+pub use crate::counters::ProxyStats;
+
+/// One pool's stats, with its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPoolStats {
+    /// The pool's name.
+    pub name: String,
+    /// Its algorithm, backends and totals.
+    pub stats: PoolStats,
+}
+
+/// One listener's counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// The listener's name.
+    pub name: String,
+    /// The address it listens on, when known.
+    pub address: Option<SocketAddr>,
+    /// Connections it accepted.
     pub accepted: u64,
-    /// Closed at once because the global limit was reached.
-    pub rejected_at_limit: u64,
-    /// Closed because no backend was available.
-    pub no_backend: u64,
-    /// Closed because every backend tried failed to connect.
-    pub connect_failed: u64,
-    /// Connect attempts beyond each connection's first.
-    pub retries: u64,
-    /// Errors from accept itself.
-    pub accept_errors: u64,
-    /// Closed because the balancer was out of descriptors, ports or memory for a backend
-    /// connection (not counted against any backend).
-    #[serde(default)]
-    pub resource_errors: u64,
+    /// Closed because no SNI route matched and there was no default pool.
+    pub no_route: u64,
+    /// Closed for want of a usable TLS ClientHello where SNI routing needed one.
+    pub bad_hello: u64,
+    /// Closed for a missing or bad PROXY header.
+    pub bad_proxy: u64,
 }
 
 /// Everything `stats` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
-    /// The pool: algorithm, per-backend counters, totals.
-    pub pool: PoolStats,
+    /// Every pool, in the order added.
+    pub pools: Vec<NamedPoolStats>,
+    /// Every listener, in the order added.
+    pub listeners: Vec<ListenerStats>,
     /// The proxy's own counters.
     pub proxy: ProxyStats,
     /// Time since the balancer started.
     pub uptime: Duration,
+}
+
+impl Stats {
+    /// The first pool's stats: a one-pool balancer's only pool.
+    ///
+    /// # Panics
+    /// If the balancer has no pool at all (only possible for a balancer built empty and never
+    /// given one); use [`pools`](Self::pools) or [`pool_named`](Self::pool_named) there.
+    pub fn pool(&self) -> &PoolStats {
+        &self.pools.first().expect("Stats::pool: the balancer has no pool").stats
+    }
+
+    /// The stats of the pool called `name`.
+    pub fn pool_named(&self, name: &str) -> Option<&PoolStats> {
+        self.pools.iter().find(|p| p.name == name).map(|p| &p.stats)
+    }
 }
 
 pub(crate) fn format_duration(d: Duration) -> String {
@@ -52,17 +75,22 @@ pub(crate) fn format_duration(d: Duration) -> String {
 }
 
 impl fmt::Display for Stats {
+    /// With one pool, the header line names its algorithm and the table follows; with several,
+    /// a line per pool heads each pool's table.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.proxy;
-        let t = &self.pool.totals;
-        writeln!(
-            f,
-            "algorithm {}, up {}, {} of {} backends available",
-            self.pool.algorithm,
-            format_duration(self.uptime),
-            t.available,
-            t.backends
-        )?;
+        let uptime = format_duration(self.uptime);
+        match self.pools.as_slice() {
+            [one] => {
+                let t = &one.stats.totals;
+                writeln!(
+                    f,
+                    "algorithm {}, up {uptime}, {} of {} backends available",
+                    one.stats.algorithm, t.available, t.backends
+                )?;
+            }
+            pools => writeln!(f, "up {uptime}, {} pools", pools.len())?,
+        }
         writeln!(
             f,
             "clients: {} open, {} accepted, {} rejected at limit, {} with no backend, {} failed to connect, {} retries",
@@ -75,73 +103,105 @@ impl fmt::Display for Stats {
                 p.accept_errors, p.resource_errors
             )?;
         }
-        let width =
-            self.pool.backends.iter().map(|b| b.addr.to_string().len()).max().unwrap_or(0).max(7);
+        if p.no_route > 0 || p.bad_hello > 0 || p.bad_proxy > 0 {
+            writeln!(
+                f,
+                "refused: {} with no route, {} without a usable TLS hello, {} with a bad PROXY header",
+                p.no_route, p.bad_hello, p.bad_proxy
+            )?;
+        }
+        let several = self.pools.len() > 1;
+        for (i, pool) in self.pools.iter().enumerate() {
+            if several {
+                let t = &pool.stats.totals;
+                writeln!(
+                    f,
+                    "{}pool {}: algorithm {}, {} of {} backends available",
+                    if i > 0 { "\n" } else { "" },
+                    pool.name,
+                    pool.stats.algorithm,
+                    t.available,
+                    t.backends
+                )?;
+            }
+            table(f, &pool.stats)?;
+            if i + 1 < self.pools.len() {
+                writeln!(f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One pool's table: a row per backend, a RETIRED row when removed backends are no longer
+/// listed, and the TOTAL row (no line break after it).
+fn table(f: &mut fmt::Formatter<'_>, pool: &PoolStats) -> fmt::Result {
+    let t = &pool.totals;
+    let width = pool.backends.iter().map(|b| b.addr.to_string().len()).max().unwrap_or(0).max(7);
+    writeln!(
+        f,
+        "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
+        "BACKEND",
+        "STATE",
+        "WEIGHT",
+        "ACTIVE",
+        "PEAK",
+        "TOTAL",
+        "FAILURES",
+        "RETRIES",
+        "BYTES_IN",
+        "BYTES_OUT"
+    )?;
+    for b in &pool.backends {
         writeln!(
             f,
             "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
-            "BACKEND",
-            "STATE",
-            "WEIGHT",
-            "ACTIVE",
-            "PEAK",
-            "TOTAL",
-            "FAILURES",
-            "RETRIES",
-            "BYTES_IN",
-            "BYTES_OUT"
+            b.addr.to_string(),
+            b.state(),
+            b.weight,
+            b.active,
+            b.peak_active,
+            b.connections,
+            b.connect_failures,
+            b.retries,
+            b.bytes_in,
+            b.bytes_out
         )?;
-        for b in &self.pool.backends {
-            writeln!(
-                f,
-                "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
-                b.addr.to_string(),
-                b.state(),
-                b.weight,
-                b.active,
-                b.peak_active,
-                b.connections,
-                b.connect_failures,
-                b.retries,
-                b.bytes_in,
-                b.bytes_out
-            )?;
-        }
-        if self.pool.backends.is_empty() {
-            writeln!(f, "(no backends: add one with `add <host> <port>`)")?;
-        }
-        // Removed backends whose connections have all ended are no longer listed, but what they
-        // did stays in TOTAL, so TOTAL never goes backwards; this row makes the column sums add up.
-        let r = &self.pool.retired;
-        if r.backends > 0 {
-            writeln!(
-                f,
-                "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
-                "RETIRED",
-                "",
-                "",
-                "",
-                "",
-                r.connections,
-                r.connect_failures,
-                r.retries,
-                r.bytes_in,
-                r.bytes_out
-            )?;
-        }
-        write!(
+    }
+    if pool.backends.is_empty() {
+        writeln!(f, "(no backends: add one with `add <host> <port>`)")?;
+    }
+    // Removed backends whose connections have all ended are no longer listed, but what they
+    // did stays in TOTAL, so TOTAL never goes backwards; this row makes the column sums add up.
+    let r = &pool.retired;
+    if r.backends > 0 {
+        writeln!(
             f,
             "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
-            "TOTAL",
+            "RETIRED",
             "",
             "",
-            t.active,
             "",
-            t.connections,
-            t.connect_failures,
-            t.retries,
-            t.bytes_in,
-            t.bytes_out
-        )
+            "",
+            r.connections,
+            r.connect_failures,
+            r.retries,
+            r.bytes_in,
+            r.bytes_out
+        )?;
     }
+    write!(
+        f,
+        "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
+        "TOTAL",
+        "",
+        "",
+        t.active,
+        "",
+        t.connections,
+        t.connect_failures,
+        t.retries,
+        t.bytes_in,
+        t.bytes_out
+    )
 }

@@ -1,5 +1,5 @@
-//! Backends as commands name them: `host:port`, `[v6]:port` or `host port`, resolved only when
-//! a command runs.
+//! Backends as commands name them: `host:port`, `[v6]:port` or `host port`, optionally after
+//! their pool (`web/10.0.0.5:443`), resolved only when a command runs; and pool names.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +14,74 @@ pub struct Target {
     pub host: String,
     /// The TCP port, 1 to 65535.
     pub port: u16,
+}
+
+/// A backend of a pool as a command names it: `POOL/HOST:PORT` (HAProxy's runtime-API form),
+/// or `HOST:PORT` alone when the pool goes without saying (one pool, or one pool with that
+/// backend).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendRef {
+    /// The pool named before the `/`, if any.
+    pub pool: Option<String>,
+    /// The backend's address as written.
+    pub target: Target,
+}
+
+impl fmt::Display for BackendRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.pool {
+            Some(pool) => write!(f, "{pool}/{}", self.target),
+            None => write!(f, "{}", self.target),
+        }
+    }
+}
+
+/// Longest pool name: it appears in every metric label and access log line of the pool.
+pub const MAX_POOL_NAME: usize = 64;
+
+/// Checks a pool name: 1 to 64 letters, digits, `_`, `-` and `.`, starting with a letter, so
+/// that it can never be mistaken for an address or a port in a command (`add web
+/// 10.0.0.5:443`, `drain web/10.0.0.5:443`), and not an algorithm's name (`algorithm web p2c`).
+pub fn validate_pool_name(name: &str) -> Result<(), Error> {
+    let bad = |why: &str| Error::BadCommand(format!("invalid pool name {name:?}: {why}"));
+    if name.is_empty() || name.len() > MAX_POOL_NAME {
+        return Err(bad("a pool name is 1 to 64 characters"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(bad("a pool name starts with a letter"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        return Err(bad("a pool name is letters, digits, '_', '-' and '.'"));
+    }
+    if name.parse::<lb_core::Algorithm>().is_ok() {
+        return Err(bad("that is an algorithm's name"));
+    }
+    Ok(())
+}
+
+impl BackendRef {
+    /// Takes a backend from the front of `words`: `[POOL/]host:port` or `[POOL/]host port`.
+    pub(super) fn take(words: &mut &[&str], command: &str) -> Result<BackendRef, Error> {
+        let Some((&first, rest)) = words.split_first() else {
+            return Target::take(words, command).map(|target| BackendRef { pool: None, target });
+        };
+        let Some((pool, address)) = first.split_once('/') else {
+            return Target::take(words, command).map(|target| BackendRef { pool: None, target });
+        };
+        validate_pool_name(pool)?;
+        if address.is_empty() {
+            return Err(Error::BadCommand(format!(
+                "{command}: missing backend after {pool:?}/, e.g. `{command} {pool}/127.0.0.1:8001`"
+            )));
+        }
+        let mut after: Vec<&str> = vec![address];
+        after.extend_from_slice(rest);
+        let mut remaining = &after[..];
+        let target = Target::take(&mut remaining, command)?;
+        let used = after.len() - remaining.len();
+        *words = &words[used..];
+        Ok(BackendRef { pool: Some(pool.to_owned()), target })
+    }
 }
 
 impl fmt::Display for Target {

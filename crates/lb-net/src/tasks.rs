@@ -1,0 +1,84 @@
+//! Where a balancer's long-lived tasks run: accept loops on the worker runtimes, health
+//! checkers on the control runtime. The [`Handle`](crate::Handle) starts them when pools and
+//! listeners are added, through [`Tasks`], which hides the connector's type from it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::connector::Connector;
+use crate::error::Error;
+use crate::health_check;
+use crate::listener::ListenerRuntime;
+use crate::pools::PoolRuntime;
+use crate::proxy::ProxyShared;
+
+/// Starts the tasks that serve pools and listeners.
+pub(crate) trait Tasks: Send + Sync + fmt::Debug {
+    /// Starts `pool`'s health checker, if the balancer is running and none runs yet (a pool
+    /// added before then gets its checker when the balancer starts).
+    fn start_checker(&self, pool: &Arc<PoolRuntime>);
+
+    /// Starts an accept loop on each of `sockets` for `listener`, one per worker runtime.
+    fn start_listener(
+        self: Arc<Self>,
+        listener: Arc<ListenerRuntime>,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> Result<(), Error>;
+}
+
+impl<C: Connector> Tasks for ProxyShared<C> {
+    fn start_checker(&self, pool: &Arc<PoolRuntime>) {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(runtime) = control.as_ref() else { return };
+        let mut checker = pool.checker.lock().unwrap_or_else(|p| p.into_inner());
+        if checker.is_some() {
+            return;
+        }
+        let shutdown = Arc::clone(&self.shutdown);
+        let task = runtime.spawn(health_check::run(
+            pool.pool.clone(),
+            Arc::clone(&self.connector),
+            pool.settings.load().health.clone(),
+            Arc::clone(&pool.checks),
+            async move { shutdown.requested().await },
+        ));
+        *checker = Some(task.abort_handle());
+    }
+
+    fn start_listener(
+        self: Arc<Self>,
+        listener: Arc<ListenerRuntime>,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> Result<(), Error> {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let runtimes = if workers.is_empty() {
+            vec![tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::InvalidSetting(
+                    "a listener needs a tokio runtime or worker runtimes to accept on".into(),
+                )
+            })?]
+        } else {
+            workers
+        };
+        if let Some(address) = listener.address {
+            tracing::info!(listener = %listener.name, address = %address, sockets = sockets.len(), "listening");
+        }
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let (shared, listener) = (Arc::clone(&self), Arc::clone(&listener));
+            runtimes[i % runtimes.len()].spawn(async move {
+                // Registered with the reactor of the runtime that accepts on it.
+                match TcpListener::from_std(socket) {
+                    Ok(socket) => shared.accept_on(&listener, &socket).await,
+                    Err(e) => tracing::error!(
+                        listener = %listener.name,
+                        error = %e,
+                        "cannot register a listening socket"
+                    ),
+                }
+            });
+        }
+        Ok(())
+    }
+}
