@@ -1,4 +1,5 @@
-//! Command-line flags.
+//! Command-line flags: [`Args`], and the value parsers of the settings (declared in
+//! [`crate::settings`]), which read a setting's value alike from a flag and from a file.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use lb_core::{AdminState, Algorithm};
 use lb_net::admin::AllowedHost;
 use lb_net::BackendOptions;
 use lb_net::{CheckKind, Target};
+
+use crate::settings::Settings;
 
 /// A `--backend` value: `HOST:PORT[,weight=N][,drain|maint]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,31 +256,30 @@ pub(crate) fn parse_log_level(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// A flag's value parser whose errors stay on one line: clap's message quotes the value as
-/// typed, so a value holding a newline or a carriage return (`--health-check $'http:/a\r\nX'`)
-/// would split or garble it. The value is shown with such characters escaped instead.
+/// A flag's value parser made of a function that reads the value's text. The same function reads
+/// the value of the flag's key in a `--config` file ([`crate::config::SettingValue`]), so both
+/// accept the same values and say the same things about bad ones. `adjust` is what is done to
+/// clap's message about a bad value: [`one_line`] or [`secret`].
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct OneLine<P>(pub(crate) P);
+pub(crate) struct FromText<P> {
+    pub(crate) parse: P,
+    adjust: fn(clap::Error) -> clap::Error,
+}
 
-impl<P: TypedValueParser> TypedValueParser for OneLine<P> {
-    type Value = P::Value;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<Self::Value, clap::Error> {
-        self.0.parse_ref(cmd, arg, value).map_err(one_line_error)
-    }
+/// A value parser whose errors stay on one line: clap's message quotes the value as typed, so a
+/// value holding a newline or a carriage return (`--health-check $'http:/a\r\nX'`) would split
+/// or garble it. The value is shown with such characters escaped instead ([`one_line_error`]).
+pub(crate) fn one_line<P>(parse: P) -> FromText<P> {
+    FromText { parse, adjust: one_line_error }
 }
 
 /// A value parser for a secret: its errors say what is wrong with the value without quoting it,
 /// as a rejected token would otherwise land on stderr (and in the journal, under systemd).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Secret<P>(pub(crate) P);
+pub(crate) fn secret<P>(parse: P) -> FromText<P> {
+    FromText { parse, adjust: hide_value }
+}
 
-impl<P: TypedValueParser> TypedValueParser for Secret<P> {
+impl<P: TypedValueParser> TypedValueParser for FromText<P> {
     type Value = P::Value;
 
     fn parse_ref(
@@ -286,18 +288,26 @@ impl<P: TypedValueParser> TypedValueParser for Secret<P> {
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<Self::Value, clap::Error> {
-        self.0.parse_ref(cmd, arg, value).map_err(|mut error| {
-            if error.get(ContextKind::InvalidValue).is_some() {
-                error.insert(ContextKind::InvalidValue, ContextValue::String("(not shown)".into()));
-            }
-            error
-        })
+        self.parse.parse_ref(cmd, arg, value).map_err(self.adjust)
     }
+}
+
+/// The error with the offending value replaced by "(not shown)".
+fn hide_value(mut error: clap::Error) -> clap::Error {
+    if error.get(ContextKind::InvalidValue).is_some() {
+        error.insert(ContextKind::InvalidValue, ContextValue::String("(not shown)".into()));
+    }
+    error
+}
+
+/// Any text (`--log-file`).
+pub(crate) fn parse_text(s: &str) -> Result<String, String> {
+    Ok(s.to_owned())
 }
 
 /// Escapes control characters (`\n`, `\r`, ...) in the values a clap error quotes (the
 /// offending value, argument or suggestion), so the rendered message keeps to its lines. The
-/// value parsers here apply it through [`OneLine`]; errors clap raises itself (an unknown
+/// value parsers here apply it through [`one_line`]; errors clap raises itself (an unknown
 /// argument such as `--bogus$'\n\n'x`) need it applied where they are rendered, in `main`.
 pub(crate) fn one_line_error(mut error: clap::Error) -> clap::Error {
     let escaped: Vec<(ContextKind, ContextValue)> = error
@@ -356,113 +366,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
 
-    /// Address to listen on: a host name or IP (0.0.0.0 or :: for every interface).
-    #[arg(long, default_value = "localhost", value_name = "HOST", value_parser = OneLine(parse_host))]
-    pub(crate) host: String,
-
-    /// Port to listen on (0 picks a free one, printed at start-up).
-    #[arg(long, default_value_t = 8080, value_parser = OneLine(parse_listen_port))]
-    pub(crate) port: u16,
-
-    /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
-    #[arg(long, default_value = "round_robin", value_parser = OneLine(parse_algorithm), value_name = "NAME")]
-    pub(crate) algorithm: Algorithm,
-
-    /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000) and ,drain or ,maint.
-    #[arg(
-        long = "backend",
-        value_name = "HOST:PORT[,weight=N]",
-        value_parser = OneLine(parse_backend),
-        default_values = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
-    )]
-    pub(crate) backends: Vec<BackendSpec>,
-
-    /// Time between health checks of each backend.
-    #[arg(long, default_value = "2s", value_parser = OneLine(parse_positive_duration), value_name = "DURATION")]
-    pub(crate) health_interval: Duration,
-
-    /// Longest wait for one health check.
-    #[arg(long, default_value = "1s", value_parser = OneLine(parse_positive_duration), value_name = "DURATION")]
-    pub(crate) health_timeout: Duration,
-
-    /// Consecutive successful checks that bring a down backend up.
-    #[arg(long, default_value_t = 2, value_parser = OneLine(parse_threshold))]
-    pub(crate) rise: u32,
-
-    /// Consecutive failures (checks or connects) that take a backend down.
-    #[arg(long, default_value_t = 3, value_parser = OneLine(parse_threshold))]
-    pub(crate) fall: u32,
-
-    /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off (then
-    /// failed connects are retried elsewhere but take no backend down: nothing would bring it
-    /// back up).
-    #[arg(long, default_value = "tcp", value_parser = OneLine(parse_health_check), value_name = "KIND")]
-    pub(crate) health_check: HealthCheck,
-
-    /// Longest wait for a backend to accept a connection before trying another.
-    #[arg(long, default_value = "2s", value_parser = OneLine(parse_positive_duration), value_name = "DURATION")]
-    pub(crate) connect_timeout: Duration,
-
-    /// Close connections with no traffic either way for this long (off to never).
-    #[arg(long, default_value = "5m", value_parser = OneLine(parse_optional_duration), value_name = "DURATION")]
-    pub(crate) idle_timeout: OptionalDuration,
-
-    /// Most client connections open at once; more are closed at once (0 for unlimited).
-    #[arg(long, default_value = "unlimited", value_parser = OneLine(parse_limit), value_name = "N")]
-    pub(crate) max_connections: Limit,
-
-    /// Most connections open to one backend; a full backend is skipped (0 for unlimited).
-    #[arg(long, default_value = "unlimited", value_parser = OneLine(parse_limit), value_name = "N")]
-    pub(crate) max_connections_per_backend: Limit,
-
-    /// Further backends to try when connecting to one fails (each backend at most once).
-    #[arg(long, default_value_t = 2, value_parser = OneLine(parse_retries))]
-    pub(crate) retries: u32,
-
-    /// On shutdown, how long open connections may finish before they are closed.
-    #[arg(long, default_value = "10s", value_parser = OneLine(parse_duration), value_name = "DURATION")]
-    pub(crate) shutdown_grace: Duration,
-
-    /// File to log to (appended).
-    #[arg(long, default_value = "load_balancer.log", value_name = "PATH")]
-    pub(crate) log_file: String,
-
-    /// Log level: off, error, warn, info, debug, trace; or directives such as
-    /// info,lb::access=off (no per-connection lines).
-    #[arg(long, default_value = "info", value_parser = OneLine(parse_log_level), value_name = "LEVEL")]
-    pub(crate) log_level: String,
-
-    /// No banner and no prompt (commands on stdin are still read); a port picked by --port 0
-    /// or --admin 0 is still printed.
-    #[arg(short, long)]
-    pub(crate) quiet: bool,
-
-    /// Also start a small built-in HTTP backend on each --backend address on this machine (by
-    /// default 127.0.0.1:8001-8003), each answering with its own name: `lb --demo`, then
-    /// `curl localhost:8080`.
-    #[arg(long)]
-    pub(crate) demo: bool,
-
-    /// Serve the admin endpoint (GET /metrics, GET /stats, POST /command) on ADDR; PORT or
-    /// :PORT listen on 127.0.0.1 only [default: off].
-    #[arg(long, value_name = "ADDR", value_parser = OneLine(parse_admin))]
-    pub(crate) admin: Option<Target>,
-
-    /// Require `Authorization: Bearer TOKEN` for admin commands (POST /command); reads
-    /// (/metrics, /stats) stay open.
-    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = Secret(parse_admin_token))]
-    pub(crate) admin_token: Option<String>,
-
-    /// Host names the admin endpoint answers to besides IP addresses and localhost, comma
-    /// separated (lb1.internal, *.corp.example, or * for any); requests naming another Host
-    /// are refused, which keeps web pages out through DNS rebinding.
-    #[arg(long, value_name = "NAMES", default_value = "", hide_default_value = true, value_parser = OneLine(parse_allowed_hosts))]
-    pub(crate) admin_allowed_hosts: HostList,
-
-    /// Worker threads, each with its own event loop and its own listening socket on the same
-    /// port (SO_REUSEPORT, the kernel spreads new connections over them) [default: one per CPU].
-    #[arg(long, value_name = "N", default_value_t = default_workers(), hide_default_value = true, value_parser = OneLine(parse_workers))]
-    pub(crate) workers: usize,
+    // Every other flag: the settings, in their table.
+    #[command(flatten)]
+    pub(crate) settings: Settings,
 
     /// `lb ctl ...`: send a command to a running lb instead of starting one.
     #[command(subcommand)]
@@ -482,7 +388,7 @@ pub(crate) enum Sub {
 pub(crate) struct CtlArgs {
     /// The admin endpoint: PORT, :PORT (127.0.0.1) or HOST:PORT [default: the `admin` of
     /// --config, else 127.0.0.1:9090].
-    #[arg(long, value_name = "ADDR", value_parser = OneLine(parse_admin))]
+    #[arg(long, value_name = "ADDR", value_parser = one_line(parse_admin))]
     pub(crate) admin: Option<Target>,
 
     /// Bearer token for the admin endpoint [default: the `admin-token` of --config].
@@ -631,7 +537,7 @@ mod tests {
     fn flags_are_consistent_and_defaults_parse() {
         use clap::CommandFactory;
         Args::command().debug_assert();
-        let args = Args::try_parse_from(["lb"]).unwrap();
+        let args = Args::try_parse_from(["lb"]).unwrap().settings;
         assert_eq!(
             (args.host.as_str(), args.port, args.algorithm),
             ("localhost", 8080, Algorithm::RoundRobin)
@@ -649,7 +555,8 @@ mod tests {
             "--max-connections",
             "10",
         ])
-        .unwrap();
+        .unwrap()
+        .settings;
         assert_eq!(
             (args.idle_timeout.0, args.health_check.0, args.max_connections.0),
             (None, None, Some(10))

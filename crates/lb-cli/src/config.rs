@@ -17,52 +17,28 @@
 //! (`port = "9000"`); either way it goes through the flag's own parser in [`crate::args`], so the
 //! file and the command line accept exactly the same values and say the same things about bad
 //! ones. A flag the user typed beats the file, and the file beats a flag's default
-//! ([`merge`]). The whole file is checked before anything uses it: an unknown key, a bad value or
-//! a syntax error is one line naming the file, the line and the key.
+//! ([`Settings::merge`]). The whole file is checked before anything uses it: an unknown key, a bad
+//! value or a syntax error is one line naming the file, the line and the key.
+//!
+//! The keys and their parsers come from the table in [`crate::settings`]; this module reads the
+//! TOML: each value in its raw form ([`Scalar`], or the `[[backend]]` tables), handed to its
+//! setting's parser through [`SettingValue`].
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
-use lb_core::Algorithm;
-use lb_net::Target;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::args::{self, Args, BackendSpec, HealthCheck, HostList, Limit, OptionalDuration};
-
-/// What a configuration file sets, parsed and checked; `None` for a key it leaves out (the flag
-/// or its default then applies). Field names are those of [`Args`], so [`merge`] can pair them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct FileConfig {
-    pub(crate) host: Option<String>,
-    pub(crate) port: Option<u16>,
-    pub(crate) algorithm: Option<Algorithm>,
-    pub(crate) backends: Option<Vec<BackendSpec>>,
-    pub(crate) health_interval: Option<Duration>,
-    pub(crate) health_timeout: Option<Duration>,
-    pub(crate) rise: Option<u32>,
-    pub(crate) fall: Option<u32>,
-    pub(crate) health_check: Option<HealthCheck>,
-    pub(crate) connect_timeout: Option<Duration>,
-    pub(crate) idle_timeout: Option<OptionalDuration>,
-    pub(crate) max_connections: Option<Limit>,
-    pub(crate) max_connections_per_backend: Option<Limit>,
-    pub(crate) retries: Option<u32>,
-    pub(crate) shutdown_grace: Option<Duration>,
-    pub(crate) log_file: Option<String>,
-    pub(crate) log_level: Option<String>,
-    pub(crate) quiet: Option<bool>,
-    pub(crate) demo: Option<bool>,
-    pub(crate) workers: Option<usize>,
-    pub(crate) admin: Option<Target>,
-    pub(crate) admin_token: Option<String>,
-    pub(crate) admin_allowed_hosts: Option<HostList>,
-}
+use crate::args::{self, one_line, Args, BackendSpec, FromText};
+#[cfg(doc)]
+use crate::settings::Settings;
+use crate::settings::{FileConfig, Key, KEYS};
 
 /// Reads and checks a configuration file. The error is one line: the file, the line (when there
 /// is one) and what is wrong.
@@ -77,7 +53,7 @@ pub(crate) fn load(path: &Path) -> Result<FileConfig, String> {
 /// Parses the text of a configuration file; `name` is how errors refer to it.
 pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
     let at = |offset: usize| format!("{name} line {}", line_of(text, offset));
-    let raw: Raw = toml::from_str(text).map_err(|e| {
+    let TopLevel(file) = toml::from_str(text).map_err(|e| {
         // serde says "field"; in a file people write keys.
         let mut message = e
             .message()
@@ -102,107 +78,179 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
         }
         format!("{}: {message}", at(span.start))
     })?;
-    // Runs one value through its flag's parser; a failure names the file, line and key.
-    fn one<T>(
-        at: &impl Fn(usize) -> String,
-        key: &str,
-        raw: &Spanned<Scalar>,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, String> {
-        let line = at(raw.span().start);
-        let text = raw.get_ref().text().map_err(|e| format!("{line}: {key}: {e}"))?;
-        parse(&text).map_err(|e| format!("{line}: {key}: {e}"))
-    }
-    fn value<T>(
-        at: &impl Fn(usize) -> String,
-        key: &str,
-        raw: Option<Spanned<Scalar>>,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, String> {
-        raw.map(|raw| one(at, key, &raw, parse)).transpose()
-    }
-    let flag = |raw: Option<Spanned<Scalar>>, key: &str| -> Result<Option<bool>, String> {
-        let Some(raw) = raw else { return Ok(None) };
-        match raw.get_ref() {
-            Scalar::Bool(b) => Ok(Some(*b)),
-            other => Err(format!(
-                "{}: {key}: expected true or false, found {}",
-                at(raw.span().start),
-                other.kind()
-            )),
-        }
-    };
-    let backends = match raw.backend {
-        None => None,
+    // A value its setting's parser turned down.
+    let file = file.map_err(|bad| format!("{}: {}: {}", at(bad.at), bad.key, bad.message))?;
+    if file.backends.as_ref().is_some_and(Vec::is_empty) {
         // Written out but empty: a balancer with nothing to send traffic to, and on reload the
         // removal of every backend. Leave the key out for the built-in defaults.
-        Some(list) if list.is_empty() => {
-            return Err("backend: the list is empty: give at least one [[backend]] table with \
-                        address = \"HOST:PORT\" (or leave it out for the defaults at start-up)"
-                .into())
+        return Err("backend: the list is empty: give at least one [[backend]] table with \
+                    address = \"HOST:PORT\" (or leave it out for the defaults at start-up)"
+            .into());
+    }
+    Ok(file)
+}
+
+/// A value its setting's parser turned down: where it is, the key it was read for and why.
+#[derive(Debug)]
+pub(crate) struct BadValue {
+    at: usize,
+    key: String,
+    message: String,
+}
+
+/// How a setting's value is given: on the command line (a clap value parser, [`Self::flag`])
+/// and in a file (the form serde reads the TOML value in, and [`Self::read`]). An entry of the
+/// settings table names one of these, so a flag and its key cannot be read by different
+/// parsers.
+pub(crate) trait SettingValue {
+    /// The flag's value parser.
+    type Flag: TypedValueParser;
+    /// The value as serde reads it from the file, before the parser sees it.
+    type Raw: DeserializeOwned;
+    /// The setting's value.
+    type Value;
+    /// The flag's value parser.
+    fn flag(&self) -> Self::Flag;
+    /// Reads the value of `key` from the file.
+    fn read(&self, key: &str, raw: Self::Raw) -> Result<Self::Value, BadValue>;
+}
+
+/// Most settings: the value's text (a string as written, a number or `true` as the command
+/// line would spell it) read by the flag's text parser.
+impl<P: TypedValueParser + Fn(&str) -> Result<T, String>, T> SettingValue for FromText<P> {
+    type Flag = Self;
+    type Raw = Spanned<Scalar>;
+    type Value = T;
+
+    fn flag(&self) -> Self {
+        self.clone()
+    }
+
+    fn read(&self, key: &str, raw: Spanned<Scalar>) -> Result<T, BadValue> {
+        read_text(key, &raw, &self.parse)
+    }
+}
+
+/// An on/off flag (`--quiet`); in a file the key takes `true` or `false`, not their text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Switch;
+
+impl SettingValue for Switch {
+    type Flag = clap::builder::BoolValueParser;
+    type Raw = Spanned<Scalar>;
+    type Value = bool;
+
+    fn flag(&self) -> Self::Flag {
+        // clap's own for a flag that takes no value.
+        clap::builder::BoolValueParser::new()
+    }
+
+    fn read(&self, key: &str, raw: Spanned<Scalar>) -> Result<bool, BadValue> {
+        match raw.get_ref() {
+            Scalar::Bool(b) => Ok(*b),
+            other => Err(BadValue {
+                at: raw.span().start,
+                key: key.to_owned(),
+                message: format!("expected true or false, found {}", other.kind()),
+            }),
         }
-        Some(list) => {
-            let mut specs = Vec::with_capacity(list.len());
-            for entry in list {
-                let target =
-                    one(&at, "backend.address", &entry.address, args::parse_backend_address)?;
-                let weight = value(&at, "backend.weight", entry.weight, args::parse_weight)?;
-                let state = value(&at, "backend.state", entry.state, args::parse_admin_state)?;
-                specs.push(BackendSpec { target, weight, state: state.unwrap_or_default() });
+    }
+}
+
+/// `--backend`: each flag's value read by [`args::parse_backend`]; in the file, a list of
+/// `[[backend]]` tables, each part read by the parser the flag uses for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backends;
+
+impl SettingValue for Backends {
+    type Flag = FromText<fn(&str) -> Result<BackendSpec, String>>;
+    type Raw = BackendList;
+    type Value = Vec<BackendSpec>;
+
+    fn flag(&self) -> Self::Flag {
+        one_line(args::parse_backend)
+    }
+
+    fn read(&self, key: &str, raw: BackendList) -> Result<Vec<BackendSpec>, BadValue> {
+        let mut specs = Vec::with_capacity(raw.0.len());
+        for entry in raw.0 {
+            let part = |name: &str| format!("{key}.{name}");
+            let target = read_text(&part("address"), &entry.address, args::parse_backend_address)?;
+            let weight = read_optional(&part("weight"), entry.weight, args::parse_weight)?;
+            let state = read_optional(&part("state"), entry.state, args::parse_admin_state)?;
+            specs.push(BackendSpec { target, weight, state: state.unwrap_or_default() });
+        }
+        Ok(specs)
+    }
+}
+
+/// [`read_text`] for a key that may be left out.
+fn read_optional<T>(
+    key: &str,
+    raw: Option<Spanned<Scalar>>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, BadValue> {
+    raw.map(|raw| read_text(key, &raw, parse)).transpose()
+}
+
+/// Runs one value's text through a parser; a failure names the key and where the value is.
+fn read_text<T>(
+    key: &str,
+    raw: &Spanned<Scalar>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, BadValue> {
+    let bad = |message| BadValue { at: raw.span().start, key: key.to_owned(), message };
+    parse(&raw.get_ref().text().map_err(bad)?).map_err(bad)
+}
+
+/// The file's top level: each key read by its setting's parser. A value of a shape no setting
+/// takes (a TOML error) stops the reading; a value a parser turns down is reported once the
+/// whole file has been read, so TOML errors come first. Of several bad values, the one of the
+/// earliest setting in the table is reported (the TOML reader hands keys over sorted).
+struct TopLevel(Result<FileConfig, BadValue>);
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
+        struct Table;
+        impl<'de> Visitor<'de> for Table {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of settings")
             }
-            Some(specs)
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+                let mut file = FileConfig::default();
+                let mut first_bad: Option<(Key, BadValue)> = None;
+                while let Some(key) = map.next_key::<Key>()? {
+                    if let Err(bad) = file.read(key, &mut map)? {
+                        if first_bad.as_ref().is_none_or(|(first, _)| key < *first) {
+                            first_bad = Some((key, bad));
+                        }
+                    }
+                }
+                Ok(TopLevel(first_bad.map_or(Ok(file), |(_, bad)| Err(bad))))
+            }
         }
-    };
-    Ok(FileConfig {
-        host: value(&at, "host", raw.host, args::parse_host)?,
-        port: value(&at, "port", raw.port, args::parse_listen_port)?,
-        algorithm: value(&at, "algorithm", raw.algorithm, args::parse_algorithm)?,
-        backends,
-        health_interval: value(
-            &at,
-            "health-interval",
-            raw.health_interval,
-            args::parse_positive_duration,
-        )?,
-        health_timeout: value(
-            &at,
-            "health-timeout",
-            raw.health_timeout,
-            args::parse_positive_duration,
-        )?,
-        rise: value(&at, "rise", raw.rise, args::parse_threshold)?,
-        fall: value(&at, "fall", raw.fall, args::parse_threshold)?,
-        health_check: value(&at, "health-check", raw.health_check, args::parse_health_check)?,
-        connect_timeout: value(
-            &at,
-            "connect-timeout",
-            raw.connect_timeout,
-            args::parse_positive_duration,
-        )?,
-        idle_timeout: value(&at, "idle-timeout", raw.idle_timeout, args::parse_optional_duration)?,
-        max_connections: value(&at, "max-connections", raw.max_connections, args::parse_limit)?,
-        max_connections_per_backend: value(
-            &at,
-            "max-connections-per-backend",
-            raw.max_connections_per_backend,
-            args::parse_limit,
-        )?,
-        retries: value(&at, "retries", raw.retries, args::parse_retries)?,
-        shutdown_grace: value(&at, "shutdown-grace", raw.shutdown_grace, args::parse_duration)?,
-        log_file: value(&at, "log-file", raw.log_file, |s| Ok(s.to_owned()))?,
-        log_level: value(&at, "log-level", raw.log_level, args::parse_log_level)?,
-        quiet: flag(raw.quiet, "quiet")?,
-        demo: flag(raw.demo, "demo")?,
-        workers: value(&at, "workers", raw.workers, args::parse_workers)?,
-        admin: value(&at, "admin", raw.admin, args::parse_admin)?,
-        admin_token: value(&at, "admin-token", raw.admin_token, args::parse_admin_token)?,
-        admin_allowed_hosts: value(
-            &at,
-            "admin-allowed-hosts",
-            raw.admin_allowed_hosts,
-            args::parse_allowed_hosts,
-        )?,
-    })
+        // Read as serde's derive reads a struct with `deny_unknown_fields`.
+        d.deserialize_struct("settings", KEYS, Table)
+    }
+}
+
+/// A key is read as serde's derive reads a field name, so an unknown key is reported at the
+/// key, with the known ones.
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a setting's key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Key::from_key(key).ok_or_else(|| E::unknown_field(key, KEYS))
+            }
+        }
+        d.deserialize_identifier(Name)
+    }
 }
 
 /// The key assigned on the line holding `offset` (`port` for `port = 1e400`), as a message
@@ -239,41 +287,10 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// The file as serde reads it. Values stay [`Scalar`]s here, so that the flags' parsers judge
-/// them afterwards and a wrong value is reported with its key.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Raw {
-    host: Option<Spanned<Scalar>>,
-    port: Option<Spanned<Scalar>>,
-    algorithm: Option<Spanned<Scalar>>,
-    #[serde(default, deserialize_with = "backend_list")]
-    backend: Option<Vec<RawBackend>>,
-    health_interval: Option<Spanned<Scalar>>,
-    health_timeout: Option<Spanned<Scalar>>,
-    rise: Option<Spanned<Scalar>>,
-    fall: Option<Spanned<Scalar>>,
-    health_check: Option<Spanned<Scalar>>,
-    connect_timeout: Option<Spanned<Scalar>>,
-    idle_timeout: Option<Spanned<Scalar>>,
-    max_connections: Option<Spanned<Scalar>>,
-    max_connections_per_backend: Option<Spanned<Scalar>>,
-    retries: Option<Spanned<Scalar>>,
-    shutdown_grace: Option<Spanned<Scalar>>,
-    log_file: Option<Spanned<Scalar>>,
-    log_level: Option<Spanned<Scalar>>,
-    quiet: Option<Spanned<Scalar>>,
-    demo: Option<Spanned<Scalar>>,
-    workers: Option<Spanned<Scalar>>,
-    admin: Option<Spanned<Scalar>>,
-    admin_token: Option<Spanned<Scalar>>,
-    admin_allowed_hosts: Option<Spanned<Scalar>>,
-}
-
 /// One `[[backend]]` table.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBackend {
+pub(crate) struct RawBackend {
     address: Spanned<Scalar>,
     weight: Option<Spanned<Scalar>>,
     state: Option<Spanned<Scalar>>,
@@ -308,31 +325,35 @@ macro_rules! refuse_other_values {
     };
 }
 
-/// `backend` must be a list of tables; a custom visitor so that a plain string, a single
+/// The `backend` key: a list of tables. A custom visitor so that a plain string, a single
 /// `[backend]` table or a list of strings (easy mistakes) is reported with the key's name and
 /// the expected form.
-fn backend_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<RawBackend>>, D::Error> {
-    struct List;
-    impl<'de> Visitor<'de> for List {
-        type Value = Vec<RawBackend>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "backend: {BACKEND_FORM}")
-        }
-        refuse_other_values!(format_args!("backend: {BACKEND_FORM}"));
-        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(de::Error::custom(format!(
-                "backend: {BACKEND_FORM}, found a single [backend] table (write [[backend]])"
-            )))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(BackendEntry(entry)) = seq.next_element()? {
-                out.push(entry);
+pub(crate) struct BackendList(Vec<RawBackend>);
+
+impl<'de> Deserialize<'de> for BackendList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BackendList, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = BackendList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "backend: {BACKEND_FORM}")
             }
-            Ok(out)
+            refuse_other_values!(format_args!("backend: {BACKEND_FORM}"));
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                Err(de::Error::custom(format!(
+                    "backend: {BACKEND_FORM}, found a single [backend] table (write [[backend]])"
+                )))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(BackendEntry(entry)) = seq.next_element()? {
+                    out.push(entry);
+                }
+                Ok(BackendList(out))
+            }
         }
+        d.deserialize_any(List)
     }
-    d.deserialize_any(List).map(Some)
 }
 
 /// One element of the `backend` list: a table, read as a [`RawBackend`]; anything else (a
@@ -362,7 +383,7 @@ impl<'de> Deserialize<'de> for BackendEntry {
 /// A value as written, before its flag's parser sees it. Any TOML value is accepted here, so
 /// that a value of the wrong kind is reported by [`Scalar::text`] together with its key.
 #[derive(Debug)]
-enum Scalar {
+pub(crate) enum Scalar {
     /// A string, or a number kept as its text (`8080`, `1.5`).
     Text(String),
     Bool(bool),
@@ -442,7 +463,8 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-/// The flags the user typed, by clap id (the [`Args`] field name), as opposed to defaults.
+/// The flags the user typed, by clap id (the field name in [`Args`] or [`Settings`]), as opposed
+/// to defaults.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Given(BTreeSet<String>);
 
@@ -459,75 +481,32 @@ impl Given {
         )
     }
 
-    /// Whether the flag with this id (an [`Args`] field name) was typed.
+    /// Whether the flag with this id (a field name) was typed.
     pub(crate) fn has(&self, id: &str) -> bool {
         self.0.contains(id)
     }
 }
 
-/// The settings in force: a flag the user typed, else the file's value, else the flag's default.
-pub(crate) fn merge(cli: &Args, given: &Given, file: &FileConfig) -> Args {
-    let mut args = cli.clone();
-    macro_rules! file_under_flags {
-        ($($field:ident),* ; optional: $($opt:ident),* $(,)?) => {
-            // Destructured so that a key added to the file without a line here does not compile.
-            let FileConfig { $($field,)* $($opt,)* } = file;
-            $(
-                if !given.has(stringify!($field)) {
-                    if let Some(value) = $field {
-                        args.$field = value.clone();
-                    }
-                }
-            )*
-            // Flags that are off unless given: the file can turn them on.
-            $(
-                if !given.has(stringify!($opt)) && $opt.is_some() {
-                    args.$opt = $opt.clone();
-                }
-            )*
-        };
-    }
-    file_under_flags!(
-        host,
-        port,
-        algorithm,
-        backends,
-        health_interval,
-        health_timeout,
-        rise,
-        fall,
-        health_check,
-        connect_timeout,
-        idle_timeout,
-        max_connections,
-        max_connections_per_backend,
-        retries,
-        shutdown_grace,
-        log_file,
-        log_level,
-        quiet,
-        demo,
-        workers,
-        admin_allowed_hosts;
-        optional: admin,
-        admin_token,
-    );
-    args
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::{HealthCheck, Limit, OptionalDuration};
+    use crate::settings::{Settings, SETTINGS};
     use clap::FromArgMatches;
-    use lb_core::AdminState;
+    use lb_core::{AdminState, Algorithm};
     use lb_net::CheckKind;
+    use std::time::Duration;
+
+    /// Parses flags as `main` does; returns their settings and which were typed.
+    fn flags(flags: &[&str]) -> (Settings, Given) {
+        let matches = Args::command().try_get_matches_from(flags).unwrap();
+        (Args::from_arg_matches(&matches).unwrap().settings, Given::from_matches(&matches))
+    }
 
     /// Parses flags as `main` does and lays `file` under them.
-    fn effective(flags: &[&str], file: &str) -> Args {
-        let matches = Args::command().try_get_matches_from(flags).unwrap();
-        let cli = Args::from_arg_matches(&matches).unwrap();
-        let file = parse("lb.toml", file).unwrap();
-        merge(&cli, &Given::from_matches(&matches), &file)
+    fn effective(args: &[&str], file: &str) -> Settings {
+        let (cli, given) = flags(args);
+        cli.merge(&given, &parse("lb.toml", file).unwrap())
     }
 
     fn err(text: &str) -> String {
@@ -723,6 +702,15 @@ weight = 3
     }
 
     #[test]
+    fn of_several_bad_values_the_first_setting_in_the_table_is_named() {
+        assert!(err("port = 99999\nhost = \"a b\"\n").starts_with("lb.toml line 2: host: "));
+        let e = err("retries = 101\n[[backend]]\naddress = \"127.0.0.1:1\"\nweight = 0\n");
+        assert!(e.starts_with("lb.toml line 4: backend.weight: "), "{e}");
+        // A key that is no setting at all comes before any bad value.
+        assert!(err("port = 99999\nhots = 1\n").starts_with("lb.toml line 2: unknown key `hots`"));
+    }
+
+    #[test]
     fn no_message_names_a_rust_type() {
         // Each is one line naming the line and the key, in the file's words.
         for (text, expected) in [
@@ -822,67 +810,25 @@ weight = 3
     fn the_example_file_parses_and_states_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/lb.example.toml");
         let file = load(Path::new(path)).unwrap();
-        // Every key is in the example...
-        let FileConfig {
-            host,
-            port,
-            algorithm,
-            backends,
-            health_interval,
-            health_timeout,
-            rise,
-            fall,
-            health_check,
-            connect_timeout,
-            idle_timeout,
-            max_connections,
-            max_connections_per_backend,
-            retries,
-            shutdown_grace,
-            log_file,
-            log_level,
-            quiet,
-            demo,
-            workers,
-            admin,
-            admin_token,
-            admin_allowed_hosts,
-        } = file.clone();
-        // ... except the admin endpoint, off by default: shown commented out.
         let text = std::fs::read_to_string(path).unwrap();
-        // (and the worker count, whose default depends on the machine).
-        assert!(admin.is_none() && admin_token.is_none() && workers.is_none());
-        for key in ["admin", "admin-token", "workers"] {
-            assert!(text.contains(&format!("\n# {key} = ")), "{key} is shown: {text}");
+        // Every key is in the example...
+        let set = file.keys();
+        let command = Args::command();
+        for setting in SETTINGS {
+            if set.contains(&setting.key) {
+                continue;
+            }
+            // ... except those --help shows no default for (the admin endpoint, off by default;
+            // the worker count, which depends on the machine): shown commented out.
+            let arg = command.get_arguments().find(|a| a.get_long() == Some(setting.key)).unwrap();
+            let no_default = arg.get_default_values().is_empty() || arg.is_hide_default_value_set();
+            assert!(no_default, "{} is not in the example: {file:?}", setting.key);
+            assert!(text.contains(&format!("\n# {} = ", setting.key)), "{} is shown", setting.key);
         }
-        assert!(
-            host.is_some()
-                && port.is_some()
-                && algorithm.is_some()
-                && backends.is_some()
-                && health_interval.is_some()
-                && health_timeout.is_some()
-                && rise.is_some()
-                && fall.is_some()
-                && health_check.is_some()
-                && connect_timeout.is_some()
-                && idle_timeout.is_some()
-                && max_connections.is_some()
-                && max_connections_per_backend.is_some()
-                && retries.is_some()
-                && shutdown_grace.is_some()
-                && log_file.is_some()
-                && log_level.is_some()
-                && quiet.is_some()
-                && demo.is_some()
-                && admin_allowed_hosts.is_some(),
-            "{file:?}"
-        );
         // ... with its default value, so running on the example changes nothing. (The example
         // spells out weight 1 where the default leaves it unset.)
-        let defaults = Args::command().try_get_matches_from(["lb"]).unwrap();
-        let defaults = Args::from_arg_matches(&defaults).unwrap();
-        let mut with_file = merge(&defaults, &Given::default(), &file);
+        let (defaults, given) = flags(&["lb"]);
+        let mut with_file = defaults.merge(&given, &file);
         for b in &mut with_file.backends {
             b.weight = b.weight.filter(|&w| w != lb_core::DEFAULT_WEIGHT);
         }

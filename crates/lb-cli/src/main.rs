@@ -37,6 +37,7 @@ mod limits;
 mod logging;
 mod reload;
 mod repl;
+mod settings;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -50,6 +51,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use args::Args;
 use config::Given;
+use settings::Settings;
 
 /// Why `lb` stopped before serving: bad input (exit status 2) or the environment (1).
 enum Failure {
@@ -132,8 +134,8 @@ struct CommandLine {
 fn run(cli: Args, given: Given) -> Result<(), Failure> {
     // A bad file is bad input, like a bad flag: exit status 2 before anything is opened.
     let args = match &cli.config {
-        Some(path) => config::merge(&cli, &given, &config::load(path).map_err(Failure::Usage)?),
-        None => cli.clone(),
+        Some(path) => cli.settings.merge(&given, &config::load(path).map_err(Failure::Usage)?),
+        None => cli.settings.clone(),
     };
     let health = HealthConfig { rise: args.rise, fall: args.fall, ..HealthConfig::default() };
     let pool = Pool::new(PoolConfig {
@@ -233,7 +235,7 @@ fn spawn_workers(
 }
 
 async fn serve(
-    args: Args,
+    args: Settings,
     pool: Pool,
     command_line: CommandLine,
     log_reopener: logging::LogReopener,
@@ -283,7 +285,8 @@ async fn serve(
         kind: args.health_check.0.clone().unwrap_or_default(),
     };
     let backends = wanted.iter().map(|w| w.addr.to_string()).collect::<Vec<_>>().join(", ");
-    let config_file = args.config.as_ref().map(|p| p.display().to_string());
+    let config = command_line.cli.config.clone();
+    let config_file = config.as_ref().map(|p| p.display().to_string());
     tracing::info!(
         address = %local,
         algorithm = %args.algorithm,
@@ -309,10 +312,10 @@ async fn serve(
     }
     let balancer = Balancer::new(pool, TcpConnector, proxy, health);
     let handle = balancer.handle();
-    if let Some(path) = &args.config {
+    if let Some(path) = config {
         let reloader = Arc::new(reload::Reloader {
-            path: path.clone(),
-            cli: command_line.cli,
+            path,
+            cli: command_line.cli.settings,
             given: command_line.given,
             running: args.clone(),
             demo_ports,
@@ -328,7 +331,7 @@ async fn serve(
     // default action (ending the process).
     match signal(SignalKind::hangup()) {
         Ok(hangup) => {
-            let has_config = args.config.is_some();
+            let has_config = config_file.is_some();
             let hup =
                 reload_on_hangup(hangup, handle.clone(), args.quiet, has_config, log_reopener);
             tokio::spawn(hup);

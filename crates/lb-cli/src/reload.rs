@@ -16,8 +16,9 @@ use std::path::PathBuf;
 
 use lb_core::{AdminState, Algorithm, HealthConfig, Pool, PoolStats, DEFAULT_WEIGHT};
 
-use crate::args::{Args, BackendSpec};
+use crate::args::BackendSpec;
 use crate::config::{self, Given};
+use crate::settings::{Reload, Settings};
 
 /// A backend as the configuration wants it, resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,35 +167,14 @@ impl fmt::Display for Plan {
 }
 
 /// The keys whose running value differs from `next`, among the settings only a restart
-/// changes (everything but the backends and the algorithm).
-pub(crate) fn needs_restart(running: &Args, next: &Args) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    macro_rules! compare {
-        ($($field:ident => $key:literal),* $(,)?) => {
-            $( if running.$field != next.$field { keys.push($key); } )*
-        };
-    }
-    compare!(
-        host => "host",
-        port => "port",
-        health_interval => "health-interval",
-        health_timeout => "health-timeout",
-        health_check => "health-check",
-        connect_timeout => "connect-timeout",
-        idle_timeout => "idle-timeout",
-        max_connections => "max-connections",
-        retries => "retries",
-        shutdown_grace => "shutdown-grace",
-        log_file => "log-file",
-        log_level => "log-level",
-        quiet => "quiet",
-        demo => "demo",
-        workers => "workers",
-        admin => "admin",
-        admin_token => "admin-token",
-        admin_allowed_hosts => "admin-allowed-hosts",
-    );
-    keys
+/// changes (marked [`Reload::Restart`] in the table of settings).
+pub(crate) fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
+    running
+        .changed(next)
+        .into_iter()
+        .filter(|s| s.reload == Reload::Restart)
+        .map(|s| s.key)
+        .collect()
 }
 
 /// Everything a reload needs, kept from start-up.
@@ -203,11 +183,11 @@ pub(crate) struct Reloader {
     /// The `--config` file.
     pub(crate) path: PathBuf,
     /// The command line as parsed (flags and defaults), before any file.
-    pub(crate) cli: Args,
+    pub(crate) cli: Settings,
     /// Which flags the user typed: they still beat the file.
     pub(crate) given: Given,
     /// The settings the balancer started with, to tell which changes need a restart.
-    pub(crate) running: Args,
+    pub(crate) running: Settings,
     /// The addresses the `--demo` backends given with port 0 got, in order: the n-th port-0
     /// backend in a reloaded file is the n-th of these (the demo backends are not restarted).
     pub(crate) demo_ports: Vec<SocketAddr>,
@@ -233,7 +213,7 @@ impl Reloader {
                 self.path.display()
             ));
         }
-        let next = config::merge(&self.cli, &self.given, &file);
+        let next = self.cli.merge(&self.given, &file);
         let mut addrs = resolve(&next.backends).await?;
         let mut demo = self.demo_ports.iter();
         for (spec, addr) in next.backends.iter().zip(&mut addrs) {
@@ -296,6 +276,7 @@ impl Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::Args;
     use clap::{CommandFactory, FromArgMatches};
     use lb_core::PoolConfig;
 
@@ -403,7 +384,8 @@ mod tests {
     #[test]
     fn restart_only_settings_are_listed() {
         let parse = |flags: &[&str]| {
-            Args::from_arg_matches(&Args::command().try_get_matches_from(flags).unwrap()).unwrap()
+            let matches = Args::command().try_get_matches_from(flags).unwrap();
+            Args::from_arg_matches(&matches).unwrap().settings
         };
         let running = parse(&["lb"]);
         assert!(needs_restart(&running, &running).is_empty());

@@ -11,6 +11,21 @@ use std::time::{Duration, Instant};
 const LB: &str = env!("CARGO_BIN_EXE_lb");
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Polls `check` until it holds and returns what it found; fails the test if it does not hold
+/// within [`WAIT`]. Until then `check` says what it saw instead (`Err`), for the failure message.
+fn eventually<T, S: std::fmt::Display>(what: &str, mut check: impl FnMut() -> Result<T, S>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(found) => return found,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("no {what} within {WAIT:?}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// A running `lb` with its stdin, stdout lines, log file and (if started with one) config file.
 /// Killed on drop if still running.
 struct Lb {
@@ -135,15 +150,14 @@ impl Lb {
     /// Runs `stats` until no connection is open any more (a closed client connection is
     /// accounted for a moment later); returns that stats.
     fn stats_when_idle(&mut self) -> (String, Vec<(String, String, u32, u64)>) {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually("stats without open connections", || {
             let stats = self.stats();
             if stats.1.iter().all(|row| row.3 == 0) {
-                return stats;
+                Ok(stats)
+            } else {
+                Err(format!("{stats:?}"))
             }
-            assert!(Instant::now() < deadline, "connections still open: {stats:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     fn log_text(&self) -> String {
@@ -152,15 +166,11 @@ impl Lb {
 
     /// Waits until the log file contains `needle`.
     fn expect_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually(&format!("log line containing {needle:?}"), || {
             let text = self.log_text();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            assert!(Instant::now() < deadline, "log has no line containing {needle:?}:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            let line = text.lines().find(|l| l.contains(needle)).map(str::to_owned);
+            line.ok_or(format!("the log\n{text}"))
+        })
     }
 
     fn signal(&self, name: &str) {
@@ -173,14 +183,7 @@ impl Lb {
     }
 
     fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "lb did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually("exit of lb", || self.child.try_wait().unwrap().ok_or("lb still running"))
     }
 }
 
@@ -1029,11 +1032,9 @@ fn sighup_reopens_a_rotated_log_file() {
     std::fs::rename(&lb.log, &rotated).unwrap();
     lb.signal("HUP");
     // The old file ends with the SIGHUP line; a new one at the --log-file path gets what follows.
-    let deadline = Instant::now() + WAIT;
-    while !lb.log.exists() {
-        assert!(Instant::now() < deadline, "no new log file after SIGHUP");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("new log file after SIGHUP", || {
+        lb.log.exists().then_some(()).ok_or("nothing at the --log-file path")
+    });
     assert_eq!(via(lb.addr), "alpha");
     lb.expect_log("lb::access");
     let old = std::fs::read_to_string(&rotated).unwrap();

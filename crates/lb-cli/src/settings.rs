@@ -1,0 +1,364 @@
+//! Every setting of `lb`, declared once: its flag and file key, value parser, default, help text,
+//! what it configures and whether a reload applies it.
+//!
+//! The table at the end of this module is the only list of the settings. The `settings!` macro
+//! expands it into:
+//! - [`Settings`], the flags: clap reads each entry's `#[arg]` and its doc comment (the help
+//!   text), with the entry's parser as the value parser;
+//! - [`FileConfig`], what a `--config` file sets, and [`FileConfig::read`], which hands a key's
+//!   value to the same parser (see [`crate::config`] for the rest of the file's reading);
+//! - [`Settings::merge`] (a typed flag, else the file, else the default) and
+//!   [`Settings::changed`] (what a reload compares);
+//! - [`SETTINGS`] and [`KEYS`], for code and tests that walk every setting.
+//!
+//! An entry reads:
+//!
+//! ```text
+//! /// Time between health checks of each backend.          <- the help text
+//! #[arg(long = "health-interval", default_value = "2s")]   <- the flag; its long name is the key
+//! #[setting(Pool, Restart)]                                <- scope, and how a reload treats it
+//! health_interval: Duration = one_line(parse_positive_duration);   <- field, type, parser
+//! ```
+//!
+//! The parser is a [`SettingValue`]: it gives the flag's clap value parser and reads the key's
+//! value from a file. [`one_line`] or [`secret`] around a text parser for most, [`Switch`] for
+//! on/off flags (the file wants `true` or `false`), [`Backends`] for `--backend` (`[[backend]]`
+//! tables in the file). Adding a setting is one entry here, plus its docs (the
+//! README's flag table and docs/lb.example.toml, which a test holds to this table).
+
+use std::time::Duration;
+
+use lb_core::Algorithm;
+use lb_net::Target;
+use serde::de::MapAccess;
+
+use crate::args::{
+    default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
+    parse_allowed_hosts, parse_duration, parse_health_check, parse_host, parse_limit,
+    parse_listen_port, parse_log_level, parse_optional_duration, parse_positive_duration,
+    parse_retries, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
+    HostList, Limit, OptionalDuration,
+};
+use crate::config::{Backends, BadValue, Given, SettingValue, Switch};
+
+/// What a setting configures. Today's file and flags describe one listener and one pool; this
+/// is what says which of them a setting belongs to, for files that name several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The backends and how they are chosen, checked and connected to.
+    Pool,
+    /// The address clients connect to and how their connections are held.
+    Listener,
+    /// The process as a whole: logging, threads, the admin endpoint, shutdown.
+    Process,
+}
+
+/// What `reload` does with a changed setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reload {
+    /// Applied to the running pool (by [`crate::reload`]).
+    Live,
+    /// Fixed at start-up: a reload that finds it changed says "needs a restart".
+    Restart,
+}
+
+/// What the table says about a setting besides its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Setting {
+    /// The file key, which is the flag's long name.
+    pub(crate) key: &'static str,
+    /// What it configures.
+    pub(crate) scope: Scope,
+    /// Whether a reload applies it.
+    pub(crate) reload: Reload,
+}
+
+/// Expands the table of settings (see the module documentation for the form of an entry).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:tt])*
+        #[arg(long = $key:tt $(, $($arg:tt)+)?)]
+        #[setting($scope:ident, $reload:ident)]
+        $field:ident: $ty:ty = $parser:expr;
+    )*) => {
+        /// Every flag but `--config`: the settings a configuration file can set as well.
+        #[derive(Debug, Clone, PartialEq, clap::Args)]
+        #[group(skip)]
+        pub(crate) struct Settings {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long = $key, value_parser = SettingValue::flag(&$parser) $(, $($arg)+)?)]
+                pub(crate) $field: $ty,
+            )*
+        }
+
+        /// What a configuration file sets, each value checked by its flag's parser; `None` for
+        /// a key it leaves out (the flag or its default then applies).
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub(crate) struct FileConfig {
+            $(pub(crate) $field: Option<$ty>,)*
+        }
+
+        /// A setting, named as in [`Settings`] and [`FileConfig`]; ordered as in the table.
+        #[expect(non_camel_case_types, reason = "each variant is named after its field")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub(crate) enum Key {
+            $($field,)*
+        }
+
+        /// Every setting, in the table's order.
+        pub(crate) const SETTINGS: &[Setting] =
+            &[$(Setting { key: $key, scope: Scope::$scope, reload: Reload::$reload },)*];
+
+        /// Every file key, in the table's order (the message about an unknown key lists them).
+        pub(crate) const KEYS: &[&str] = &[$($key,)*];
+
+        impl Key {
+            /// The setting a file key names.
+            pub(crate) fn from_key(key: &str) -> Option<Key> {
+                match key {
+                    $($key => Some(Key::$field),)*
+                    _ => None,
+                }
+            }
+
+            /// What the table says about this setting.
+            pub(crate) fn setting(self) -> &'static Setting {
+                &SETTINGS[self as usize]
+            }
+        }
+
+        impl Settings {
+            /// The settings in force: a flag the user typed, else the file's value, else the
+            /// flag's default (`self` holds the flags and defaults).
+            pub(crate) fn merge(&self, given: &Given, file: &FileConfig) -> Settings {
+                let mut merged = self.clone();
+                $(
+                    match &file.$field {
+                        Some(value) if !given.has(stringify!($field)) => {
+                            merged.$field = value.clone()
+                        }
+                        _ => {}
+                    }
+                )*
+                merged
+            }
+
+            /// The settings whose value differs in `other`, in the table's order.
+            pub(crate) fn changed(&self, other: &Settings) -> Vec<&'static Setting> {
+                let mut changed = Vec::new();
+                $(
+                    if self.$field != other.$field {
+                        changed.push(Key::$field.setting());
+                    }
+                )*
+                changed
+            }
+        }
+
+        impl FileConfig {
+            /// Reads the value of `key` from `map` through the setting's parser. The outer error
+            /// is the TOML's (a value of a shape no setting takes); the inner one is a value its
+            /// parser turns down, kept so the whole file is read before one is reported.
+            pub(crate) fn read<'de, A: MapAccess<'de>>(
+                &mut self,
+                key: Key,
+                map: &mut A,
+            ) -> Result<Result<(), BadValue>, A::Error> {
+                Ok(match key {
+                    $(
+                        // `into`: a setting with no default (`admin`) is an `Option` of what
+                        // its parser gives.
+                        Key::$field => SettingValue::read(&$parser, $key, map.next_value()?)
+                            .map(|value| self.$field = Some(value.into())),
+                    )*
+                })
+            }
+
+            /// The keys this file sets, in the table's order.
+            #[cfg(test)]
+            pub(crate) fn keys(&self) -> Vec<&'static str> {
+                let mut keys = Vec::new();
+                $(
+                    if self.$field.is_some() {
+                        keys.push($key);
+                    }
+                )*
+                keys
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on: a host name or IP (0.0.0.0 or :: for every interface).
+    #[arg(long = "host", default_value = "localhost", value_name = "HOST")]
+    #[setting(Listener, Restart)]
+    host: String = one_line(parse_host);
+
+    /// Port to listen on (0 picks a free one, printed at start-up).
+    #[arg(long = "port", default_value_t = 8080)]
+    #[setting(Listener, Restart)]
+    port: u16 = one_line(parse_listen_port);
+
+    /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
+    #[arg(long = "algorithm", default_value = "round_robin", value_name = "NAME")]
+    #[setting(Pool, Live)]
+    algorithm: Algorithm = one_line(parse_algorithm);
+
+    /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000) and ,drain or ,maint.
+    #[arg(
+        long = "backend",
+        value_name = "HOST:PORT[,weight=N]",
+        default_values = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
+    )]
+    #[setting(Pool, Live)]
+    backends: Vec<BackendSpec> = Backends;
+
+    /// Time between health checks of each backend.
+    #[arg(long = "health-interval", default_value = "2s", value_name = "DURATION")]
+    #[setting(Pool, Restart)]
+    health_interval: Duration = one_line(parse_positive_duration);
+
+    /// Longest wait for one health check.
+    #[arg(long = "health-timeout", default_value = "1s", value_name = "DURATION")]
+    #[setting(Pool, Restart)]
+    health_timeout: Duration = one_line(parse_positive_duration);
+
+    /// Consecutive successful checks that bring a down backend up.
+    #[arg(long = "rise", default_value_t = 2)]
+    #[setting(Pool, Live)]
+    rise: u32 = one_line(parse_threshold);
+
+    /// Consecutive failures (checks or connects) that take a backend down.
+    #[arg(long = "fall", default_value_t = 3)]
+    #[setting(Pool, Live)]
+    fall: u32 = one_line(parse_threshold);
+
+    /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off (then
+    /// failed connects are retried elsewhere but take no backend down: nothing would bring it
+    /// back up).
+    #[arg(long = "health-check", default_value = "tcp", value_name = "KIND")]
+    #[setting(Pool, Restart)]
+    health_check: HealthCheck = one_line(parse_health_check);
+
+    /// Longest wait for a backend to accept a connection before trying another.
+    #[arg(long = "connect-timeout", default_value = "2s", value_name = "DURATION")]
+    #[setting(Pool, Restart)]
+    connect_timeout: Duration = one_line(parse_positive_duration);
+
+    /// Close connections with no traffic either way for this long (off to never).
+    #[arg(long = "idle-timeout", default_value = "5m", value_name = "DURATION")]
+    #[setting(Listener, Restart)]
+    idle_timeout: OptionalDuration = one_line(parse_optional_duration);
+
+    /// Most client connections open at once; more are closed at once (0 for unlimited).
+    #[arg(long = "max-connections", default_value = "unlimited", value_name = "N")]
+    #[setting(Listener, Restart)]
+    max_connections: Limit = one_line(parse_limit);
+
+    /// Most connections open to one backend; a full backend is skipped (0 for unlimited).
+    #[arg(long = "max-connections-per-backend", default_value = "unlimited", value_name = "N")]
+    #[setting(Pool, Live)]
+    max_connections_per_backend: Limit = one_line(parse_limit);
+
+    /// Further backends to try when connecting to one fails (each backend at most once).
+    #[arg(long = "retries", default_value_t = 2)]
+    #[setting(Pool, Restart)]
+    retries: u32 = one_line(parse_retries);
+
+    /// On shutdown, how long open connections may finish before they are closed.
+    #[arg(long = "shutdown-grace", default_value = "10s", value_name = "DURATION")]
+    #[setting(Process, Restart)]
+    shutdown_grace: Duration = one_line(parse_duration);
+
+    /// File to log to (appended).
+    #[arg(long = "log-file", default_value = "load_balancer.log", value_name = "PATH")]
+    #[setting(Process, Restart)]
+    log_file: String = one_line(parse_text);
+
+    /// Log level: off, error, warn, info, debug, trace; or directives such as
+    /// info,lb::access=off (no per-connection lines).
+    #[arg(long = "log-level", default_value = "info", value_name = "LEVEL")]
+    #[setting(Process, Restart)]
+    log_level: String = one_line(parse_log_level);
+
+    /// No banner and no prompt (commands on stdin are still read); a port picked by --port 0
+    /// or --admin 0 is still printed.
+    #[arg(long = "quiet", short)]
+    #[setting(Process, Restart)]
+    quiet: bool = Switch;
+
+    /// Also start a small built-in HTTP backend on each --backend address on this machine (by
+    /// default 127.0.0.1:8001-8003), each answering with its own name: `lb --demo`, then
+    /// `curl localhost:8080`.
+    #[arg(long = "demo")]
+    #[setting(Process, Restart)]
+    demo: bool = Switch;
+
+    /// Worker threads, each with its own event loop and its own listening socket on the same
+    /// port (SO_REUSEPORT, the kernel spreads new connections over them) [default: one per CPU].
+    // Listed last in --help, after the admin flags, as it always has been (clap orders the
+    // other flags as declared; only --help and --version come later).
+    #[arg(
+        long = "workers",
+        value_name = "N",
+        default_value_t = default_workers(),
+        hide_default_value = true,
+        display_order = 900
+    )]
+    #[setting(Process, Restart)]
+    workers: usize = one_line(parse_workers);
+
+    /// Serve the admin endpoint (GET /metrics, GET /stats, POST /command) on ADDR; PORT or
+    /// :PORT listen on 127.0.0.1 only [default: off].
+    #[arg(long = "admin", value_name = "ADDR")]
+    #[setting(Process, Restart)]
+    admin: Option<Target> = one_line(parse_admin);
+
+    /// Require `Authorization: Bearer TOKEN` for admin commands (POST /command); reads
+    /// (/metrics, /stats) stay open.
+    #[arg(long = "admin-token", value_name = "TOKEN", hide_env_values = true)]
+    #[setting(Process, Restart)]
+    admin_token: Option<String> = secret(parse_admin_token);
+
+    /// Host names the admin endpoint answers to besides IP addresses and localhost, comma
+    /// separated (lb1.internal, *.corp.example, or * for any); requests naming another Host
+    /// are refused, which keeps web pages out through DNS rebinding.
+    #[arg(long = "admin-allowed-hosts", value_name = "NAMES", default_value = "", hide_default_value = true)]
+    #[setting(Process, Restart)]
+    admin_allowed_hosts: HostList = one_line(parse_allowed_hosts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_flags_long_names() {
+        use clap::CommandFactory;
+        let command = crate::args::Args::command();
+        let longs: Vec<&str> = command
+            .get_arguments()
+            .filter(|arg| arg.get_id() != "config")
+            .filter_map(|arg| arg.get_long())
+            .collect();
+        let mut keys = KEYS.to_vec();
+        let mut longs_sorted = longs.clone();
+        keys.sort_unstable();
+        longs_sorted.sort_unstable();
+        assert_eq!(keys, longs_sorted);
+        assert_eq!(SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>(), KEYS);
+        for (i, setting) in SETTINGS.iter().enumerate() {
+            assert_eq!(Key::from_key(setting.key).map(|k| k as usize), Some(i));
+        }
+    }
+
+    #[test]
+    fn what_a_reload_applies_is_the_pool() {
+        // A reload changes the running pool and nothing else, so a live setting is a pool's.
+        for setting in SETTINGS.iter().filter(|s| s.reload == Reload::Live) {
+            assert_eq!(setting.scope, Scope::Pool, "{}", setting.key);
+        }
+    }
+}
