@@ -1,6 +1,6 @@
 //! Reading what a connection says about itself before its bytes are relayed: the PROXY protocol
 //! header an upstream balancer puts in front of a client's bytes ([`proxy_header`]), and the
-//! server name in a TLS ClientHello (to come), for routing by SNI without decrypting.
+//! server name in a TLS ClientHello ([`client_hello`]), for routing by SNI without decrypting.
 //!
 //! Both parsers are pure functions over the bytes received so far: no I/O, no clock, no state.
 //! The caller owns the socket and the time limit, and follows one loop:
@@ -48,4 +48,5 @@
 //! # panic!("the header was not complete");
 //! ```
 
+pub mod client_hello;
 pub mod proxy_header;
