@@ -50,6 +50,8 @@
 //! - [`bind`] / [`bind_shared`]: listening sockets set up as the balancer wants them.
 //! - [`AccessLine`] / [`Termination`]: the per-connection log line.
 //! - [`admin`]: the HTTP admin endpoint (metrics, JSON stats, remote commands).
+//! - [`inspect`]: pure parsers for a connection's first bytes: the PROXY protocol header
+//!   (`accept-proxy` / `send-proxy`) and the TLS ClientHello's server name (SNI routing).
 //! - [`Error`]: the one error type.
 //!
 //! With the `test-util` feature, `MemoryConnector` stands in for [`TcpConnector`]: backends
@@ -66,6 +68,7 @@ mod control;
 mod counters;
 mod error;
 mod health_check;
+pub mod inspect;
 mod listener;
 mod metrics;
 mod pools;
