@@ -283,6 +283,7 @@ async fn serve(
         timeout: args.health_timeout,
         enabled: args.health_check.0.is_some(),
         kind: args.health_check.0.clone().unwrap_or_default(),
+        ..HealthCheckConfig::default()
     };
     let backends = wanted.iter().map(|w| w.addr.to_string()).collect::<Vec<_>>().join(", ");
     let config = command_line.cli.config.clone();

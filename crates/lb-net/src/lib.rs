@@ -72,6 +72,7 @@ pub mod inspect;
 mod listener;
 mod metrics;
 mod pools;
+mod preamble;
 mod proxy;
 mod relay;
 mod shutdown;
@@ -206,7 +207,8 @@ impl<C: Connector> Balancer<C> {
     where
         S: ByteStream,
     {
-        self.shared.spawn_connection(stream, peer, &self.implicit_listener());
+        let ends = proxy::Endpoints { peer, local: None };
+        self.shared.spawn_connection(stream, ends, &self.implicit_listener());
     }
 
     /// An accept loop for the `default` listener that can run on another runtime (or thread)

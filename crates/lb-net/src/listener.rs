@@ -207,6 +207,11 @@ impl Routes {
         Routes { config, default: None, by_name: Vec::new() }
     }
 
+    /// Whether connections must be inspected for a server name before a pool is chosen.
+    pub(crate) fn by_server_name(&self) -> bool {
+        matches!(self.config.routing, Routing::Sni { .. })
+    }
+
     /// The pool for a client that asked for `name` (`None`: no name), if any.
     pub(crate) fn for_name(&self, name: Option<&str>) -> Option<&Arc<PoolRuntime>> {
         name.and_then(|n| self.by_name.iter().find(|(p, _)| p.matches(n)).map(|(_, pool)| pool))

@@ -16,6 +16,7 @@ use tokio::task::AbortHandle;
 use crate::control::validate_pool_name;
 use crate::error::Error;
 use crate::health_check::{CheckLog, HealthCheckConfig};
+use crate::inspect::proxy_header::Version as ProxyVersion;
 use crate::proxy::ProxyConfig;
 
 /// The name of the pool a one-pool setup (today's flags, [`Balancer::new`]) gets. Its
@@ -37,6 +38,10 @@ pub struct PoolSettings {
     pub retries: u32,
     /// How the pool's backends are checked.
     pub health: HealthCheckConfig,
+    /// Whether each connection to a backend starts with a PROXY protocol header (v1 text or
+    /// v2 binary) carrying the client's address and the address it connected to, so that
+    /// backends see real clients. Default: none.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 impl PoolSettings {
@@ -48,6 +53,7 @@ impl PoolSettings {
             idle_timeout: proxy.idle_timeout,
             retries: proxy.retries,
             health,
+            send_proxy: None,
         }
     }
 }

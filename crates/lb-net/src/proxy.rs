@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use crate::accept::{accept_loop, Backoff};
 use crate::connector::{is_local_exhaustion, ByteStream, Connector};
 use crate::counters::ProxyCounters;
+use crate::inspect::proxy_header;
 use crate::listener::ListenerRuntime;
+use crate::preamble::{self, Preamble, Refusal};
 use crate::relay::{Relay, RelayEnd, Side, Traffic};
 use crate::shutdown::{Shutdown, Tracker};
 
@@ -158,7 +160,8 @@ impl<C: Connector> ProxyShared<C> {
         let accepted = |stream: tokio::net::TcpStream, peer| {
             // Relayed bytes should leave at once, not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
-            self.spawn_connection(stream, Some(peer), listener);
+            let local = stream.local_addr().ok();
+            self.spawn_connection(stream, Endpoints { peer: Some(peer), local }, listener);
         };
         let failed = |e: &io::Error, pause: Option<Duration>| match pause {
             None => tracing::debug!(error = %e, "accept: client gave up before being accepted"),
@@ -179,7 +182,7 @@ impl<C: Connector> ProxyShared<C> {
     pub(crate) fn spawn_connection<S>(
         self: &Arc<Self>,
         stream: S,
-        peer: Option<SocketAddr>,
+        ends: Endpoints,
         listener: &Arc<ListenerRuntime>,
     ) where
         S: ByteStream,
@@ -189,32 +192,66 @@ impl<C: Connector> ProxyShared<C> {
         let limit = self.config.max_connections.unwrap_or(u64::MAX);
         let Some(ticket) = self.tracker.try_enter(limit) else {
             self.counters.rejected_at_limit.fetch_add(1, Relaxed);
-            let mut session = Session::new(peer, &self.counters);
+            let mut session = Session::new(ends.peer, &self.counters);
             session.end = Some(Termination::Limit);
             return; // dropping the stream closes it; dropping the session logs it
         };
         let shared = Arc::clone(self);
         let listener = Arc::clone(listener);
         self.tracker
-            .spawn(ticket, async move { shared.proxy_connection(stream, peer, &listener).await });
+            .spawn(ticket, async move { shared.proxy_connection(stream, ends, &listener).await });
     }
 
-    /// Routes, picks, connects (with retries) and relays one client connection to the end.
+    /// Inspects (if the listener asks), routes, picks, connects (with retries) and relays one
+    /// client connection to the end.
     pub(crate) async fn proxy_connection<S>(
         &self,
         mut client: S,
-        peer: Option<SocketAddr>,
+        ends: Endpoints,
         listener: &ListenerRuntime,
     ) where
         S: ByteStream,
     {
         // Logged when dropped, however this ends: also when shutdown aborts the task.
-        let mut session = Session::new(peer, &self.counters);
+        let mut session = Session::new(ends.peer, &self.counters);
         let routes = listener.routes.load_full();
-        let Some(pool) = routes.for_name(None).cloned() else {
-            self.counters.no_route.fetch_add(1, Relaxed);
-            listener.count(|c| &c.no_route);
-            session.end = Some(Termination::NoRoute);
+        let sni = routes.by_server_name();
+        let preamble = if routes.config.accept_proxy || sni {
+            let inspected = preamble::read(
+                &mut client,
+                routes.config.accept_proxy,
+                sni,
+                routes.config.inspect_timeout,
+            )
+            .await;
+            match inspected {
+                Ok(preamble) => preamble,
+                Err(refusal) => {
+                    session.end = Some(self.refused(listener, &refusal, ends.peer));
+                    return;
+                }
+            }
+        } else {
+            Preamble::default()
+        };
+        // What an upstream proxy says about the client stands for the client everywhere.
+        let peer = preamble.source.or(ends.peer);
+        let local = preamble.destination.or(ends.local);
+        session.client = peer;
+        session.server_name = preamble.server_name.as_deref().map(Arc::from);
+        let Some(pool) = routes.for_name(preamble.server_name.as_deref()).cloned() else {
+            // SNI routing with no pool for this client: no route for a TLS client, no usable
+            // hello for the others.
+            let end = if preamble.tls || !sni {
+                self.counters.no_route.fetch_add(1, Relaxed);
+                listener.count(|c| &c.no_route);
+                Termination::NoRoute
+            } else {
+                self.counters.bad_hello.fetch_add(1, Relaxed);
+                listener.count(|c| &c.bad_hello);
+                Termination::BadHello
+            };
+            session.end = Some(end);
             return;
         };
         session.pool = pool.log_prefix().map(Arc::from);
@@ -300,8 +337,24 @@ impl<C: Connector> ProxyShared<C> {
             }
             last_failed = Some(lease);
         };
+        // What goes to the backend before the relay's own reads: a PROXY header for it, then
+        // the client bytes the inspect stage read. Nothing (no allocation) for a plain pool
+        // behind a plain listener.
+        let mut first = match settings.send_proxy {
+            Some(version) => proxy_header_for(version, peer, local),
+            None => Vec::new(),
+        };
+        if !preamble.pending.is_empty() {
+            let n = preamble.pending.len() as u64;
+            lease.record_bytes_in(n);
+            session.traffic.bytes_in.store(n, Relaxed);
+            first.extend_from_slice(&preamble.pending);
+        }
         let mut relay =
             Relay::new(&mut client, &mut backend, &lease, &session.traffic, settings.idle_timeout);
+        if !first.is_empty() || preamble.client_eof {
+            relay = relay.with_pending(first, preamble.client_eof);
+        }
         session.end = Some(match (&mut relay).await {
             RelayEnd::Closed => Termination::Normal,
             RelayEnd::IdleTimeout => Termination::IdleTimeout,
@@ -313,6 +366,33 @@ impl<C: Connector> ProxyShared<C> {
                 }
             }
         });
+    }
+
+    /// Counts and logs a connection refused while being inspected; returns its termination.
+    fn refused(
+        &self,
+        listener: &ListenerRuntime,
+        refusal: &Refusal,
+        peer: Option<SocketAddr>,
+    ) -> Termination {
+        match refusal {
+            Refusal::BadProxy(why) => {
+                self.counters.bad_proxy.fetch_add(1, Relaxed);
+                listener.count(|c| &c.bad_proxy);
+                tracing::debug!(listener = %listener.name, client = %DisplayPeer(peer), reason = %why, "connection refused: bad PROXY header");
+                Termination::BadProxy
+            }
+            Refusal::BadHello(why) => {
+                self.counters.bad_hello.fetch_add(1, Relaxed);
+                listener.count(|c| &c.bad_hello);
+                tracing::debug!(listener = %listener.name, client = %DisplayPeer(peer), reason = %why, "connection refused: no usable TLS ClientHello");
+                Termination::BadHello
+            }
+            Refusal::ClientGone(why) => {
+                tracing::debug!(listener = %listener.name, client = %DisplayPeer(peer), reason = %why, "client left while being inspected");
+                Termination::ClientError
+            }
+        }
     }
 
     /// Connects to `addr` within `timeout`. A local resource shortage (see
@@ -340,6 +420,31 @@ impl<C: Connector> ProxyShared<C> {
                 Err(_) => return Err(ConnectError::TimedOut),
             }
         }
+    }
+}
+
+/// The two ends of an accepted connection as the socket knows them (either may be unknown
+/// for a stream handed over by a program).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Endpoints {
+    /// The client.
+    pub(crate) peer: Option<SocketAddr>,
+    /// The address the client connected to.
+    pub(crate) local: Option<SocketAddr>,
+}
+
+/// The PROXY header a backend connection starts with: the client's address and the one it
+/// connected to, or, when either is unknown (a stream handed over without addresses), v1's
+/// `UNKNOWN` and v2's `LOCAL`, which tell the backend to use the connection's own addresses.
+fn proxy_header_for(
+    version: proxy_header::Version,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+) -> Vec<u8> {
+    match (peer, local, version) {
+        (Some(peer), Some(local), _) => proxy_header::encode(version, peer, local),
+        (_, _, proxy_header::Version::V1) => b"PROXY UNKNOWN\r\n".to_vec(),
+        (_, _, proxy_header::Version::V2) => proxy_header::encode_v2_local(),
     }
 }
 

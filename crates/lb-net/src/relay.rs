@@ -344,6 +344,18 @@ where
     }
 }
 
+impl<C, B> Relay<'_, C, B> {
+    /// Starts the client-to-backend direction with `bytes` already to write (what the inspect
+    /// stage read, after any PROXY header to send), and at end of stream if the client already
+    /// half-closed. The caller has recorded the client's bytes among them.
+    pub(crate) fn with_pending(mut self, bytes: Vec<u8>, client_eof: bool) -> Self {
+        self.up.pending = bytes;
+        self.up.written = 0;
+        self.up.eof = client_eof;
+        self
+    }
+}
+
 fn flip(side: Side) -> Side {
     match side {
         Side::Client => Side::Backend,

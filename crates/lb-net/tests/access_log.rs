@@ -209,3 +209,54 @@ async fn client_reset_over_tcp() {
     run.await.unwrap();
     backend_task.abort();
 }
+
+#[tokio::test]
+async fn lines_name_the_pool_the_claimed_client_and_the_server_name() {
+    use lb_net::inspect::proxy_header::{self, Version};
+    use lb_net::{bind_shared, ListenerConfig, PoolSettings, Routing};
+    let log = Capture::default();
+    let _g = log.install();
+    let (backend, task) = tcp_named_backend("b1").await;
+    let balancer = Balancer::empty(TcpConnector, ProxyConfig::default());
+    let handle = balancer.handle();
+    let pool = Pool::default();
+    pool.add(backend, None).unwrap();
+    handle
+        .add_pool("web", pool, PoolSettings { health: no_checks(), ..Default::default() })
+        .unwrap();
+    // An upstream proxy's client: the line shows the address the PROXY header claims.
+    let sockets = bind_shared("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let behind_proxy = sockets[0].local_addr().unwrap();
+    let config = ListenerConfig { accept_proxy: true, ..ListenerConfig::to_pool("nlb", "web") };
+    handle.add_listener(config, sockets).unwrap();
+    let mut s = tokio::net::TcpStream::connect(behind_proxy).await.unwrap();
+    let header = proxy_header::encode(Version::V2, peer(), "203.0.113.1:443".parse().unwrap());
+    s.write_all(&header).await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "b1");
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    let fields = log.fields(1).await;
+    check(&fields, &format!("web/{backend}"), ("2", "5"), "normal", "0");
+    // SNI routing: the server name ends the line.
+    let sockets = bind_shared("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let by_name = sockets[0].local_addr().unwrap();
+    let routing = Routing::Sni { routes: Vec::new(), default_pool: Some("web".into()) };
+    handle
+        .add_listener(ListenerConfig { routing, ..ListenerConfig::to_pool("tls", "web") }, sockets)
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(by_name).await.unwrap();
+    let hello = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/client_hello/openssl-3.0-tls13.bin"
+    ))
+    .unwrap();
+    s.write_all(&hello).await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "b1");
+    drop(s);
+    let line = log.fields(2).await;
+    assert_eq!(line.last().unwrap(), "sni=example.com", "{line:?}");
+    assert_eq!(line[2], format!("web/{backend}"));
+    task.abort();
+}

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lb_core::{BackendId, Health, Pool, Transition};
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -21,6 +22,7 @@ pub use http::{HttpCheck, StatusSet};
 
 use crate::connector::{is_local_exhaustion, Connector};
 use crate::error::Error;
+use crate::inspect::proxy_header::Version as ProxyVersion;
 
 /// How a backend is checked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -74,6 +76,10 @@ pub struct HealthCheckConfig {
     /// Whether checks run at all. Default true. Without them, connect failures from traffic
     /// are counted and retried elsewhere but take no backend down: nothing would bring it back.
     pub enabled: bool,
+    /// A PROXY protocol header each check starts with, for backends that demand one on every
+    /// connection: v2's `LOCAL` or v1's `UNKNOWN`, which say "a connection of the proxy's own,
+    /// no client behind it". Default none: checks are plain.
+    pub proxy_header: Option<ProxyVersion>,
 }
 
 impl Default for HealthCheckConfig {
@@ -83,6 +89,7 @@ impl Default for HealthCheckConfig {
             timeout: Duration::from_secs(1),
             kind: CheckKind::Tcp,
             enabled: true,
+            proxy_header: None,
         }
     }
 }
@@ -119,8 +126,7 @@ pub(crate) enum CheckError {
 pub(crate) async fn check_once<C: Connector>(
     connector: &C,
     addr: SocketAddr,
-    kind: &CheckKind,
-    timeout: Duration,
+    config: &HealthCheckConfig,
 ) -> Result<(), CheckError> {
     let attempt = async {
         let mut stream = connector.connect(addr).await.map_err(|e| {
@@ -130,13 +136,24 @@ pub(crate) async fn check_once<C: Connector>(
                 CheckError::Failed(e.to_string())
             }
         })?;
-        match kind {
+        if let Some(version) = config.proxy_header {
+            let header = match version {
+                ProxyVersion::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+                ProxyVersion::V2 => crate::inspect::proxy_header::encode_v2_local(),
+            };
+            stream
+                .write_all(&header)
+                .await
+                .map_err(|e| CheckError::Failed(format!("sending the PROXY header: {e}")))?;
+        }
+        match &config.kind {
             CheckKind::Tcp => Ok(()),
             CheckKind::Http(check) => {
                 check.run(&mut stream, &addr.to_string()).await.map_err(CheckError::Failed)
             }
         }
     };
+    let timeout = config.timeout;
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(CheckError::Failed(format!("check timed out after {timeout:?}"))),
@@ -159,6 +176,7 @@ pub(crate) async fn run<C: Connector>(
         stop.await;
         return;
     }
+    let config = Arc::new(config);
     tokio::pin!(stop);
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -180,11 +198,10 @@ pub(crate) async fn run<C: Connector>(
                         continue;
                     }
                     let connector = Arc::clone(&connector);
-                    let kind = config.kind.clone();
-                    let timeout = config.timeout;
+                    let config = Arc::clone(&config);
                     checks.spawn(async move {
                         let started = Instant::now();
-                        let result = check_once(&*connector, backend.addr, &kind, timeout).await;
+                        let result = check_once(&*connector, backend.addr, &config).await;
                         (backend, result, started.elapsed())
                     });
                 }
