@@ -277,6 +277,7 @@ async fn serve(
         max_connections: args.max_connections.0,
         retries: args.retries,
         shutdown_grace: args.shutdown_grace,
+        ..ProxyConfig::default()
     };
     let health = HealthCheckConfig {
         interval: args.health_interval,

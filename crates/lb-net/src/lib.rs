@@ -62,6 +62,7 @@
 #![deny(unsafe_code)]
 
 mod accept;
+mod access_log;
 pub mod admin;
 mod connector;
 mod control;
@@ -89,20 +90,21 @@ use std::sync::Arc;
 use lb_core::Pool;
 use tokio::net::TcpListener;
 
+pub use access_log::{AccessLine, Termination};
 pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
 #[cfg(any(test, feature = "test-util"))]
 pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
-    validate_pool_name, BackendOptions, BackendRef, BoxFuture, Command, Handle, ListenerStats,
-    NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply, Stats, Target, COMMAND_NAMES, HELP,
-    MAX_POOL_NAME,
+    validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command, Handle,
+    ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply, Stats, Target,
+    COMMAND_NAMES, HELP, MAX_POOL_NAME,
 };
 pub use counters::ProxyCounter;
 pub use error::Error;
 pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig, HttpCheck, StatusSet};
 pub use listener::{ListenerConfig, Routing, ServerName, SniRoute, DEFAULT_INSPECT_TIMEOUT};
 pub use pools::{PoolSettings, DEFAULT_POOL};
-pub use proxy::{AccessLine, ProxyConfig, Termination};
+pub use proxy::ProxyConfig;
 pub use sockets::{bind, bind_shared};
 
 use counters::ProxyCounters;

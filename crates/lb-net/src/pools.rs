@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 
 use crate::control::validate_pool_name;
 use crate::error::Error;
-use crate::health_check::{CheckLog, HealthCheckConfig};
+use crate::health_check::{self, CheckLog, HealthCheckConfig};
 use crate::inspect::proxy_header::Version as ProxyVersion;
 use crate::proxy::ProxyConfig;
 
@@ -34,6 +34,20 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// Close a connection when nothing has moved either way for this long; `None` never.
     pub idle_timeout: Option<Duration>,
+    /// Close a connection the client has half-closed once the backend has sent nothing for
+    /// this long, so a backend that never answers a client who gave up does not hold it for
+    /// the idle timeout; `None` never.
+    pub client_fin_timeout: Option<Duration>,
+    /// Close a connection the backend has half-closed once the client has sent nothing for
+    /// this long; `None` never.
+    pub server_fin_timeout: Option<Duration>,
+    /// Close a connection on which the backend has not sent a single byte, once nothing has
+    /// moved for this long (a backend that accepted and hung); `None` never.
+    pub server_timeout: Option<Duration>,
+    /// When a backend closes or resets before sending a byte, send the client's bytes so far
+    /// (if at most 8 KiB) to another backend instead, invisibly to the client. Only safe when
+    /// the first request is idempotent. Default off.
+    pub retry_on_empty: bool,
     /// Further backends of the pool to try after a failed connect.
     pub retries: u32,
     /// How the pool's backends are checked.
@@ -51,6 +65,10 @@ impl PoolSettings {
         PoolSettings {
             connect_timeout: proxy.connect_timeout,
             idle_timeout: proxy.idle_timeout,
+            client_fin_timeout: proxy.client_fin_timeout,
+            server_fin_timeout: proxy.server_fin_timeout,
+            server_timeout: proxy.server_timeout,
+            retry_on_empty: proxy.retry_on_empty,
             retries: proxy.retries,
             health,
             send_proxy: None,
@@ -88,7 +106,7 @@ impl PoolRuntime {
             name: name.into(),
             pool,
             settings: ArcSwap::from_pointee(settings),
-            checks: CheckLog::default(),
+            checks: health_check::health_log(name),
             checker: Mutex::new(None),
         }
     }

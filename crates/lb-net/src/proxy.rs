@@ -11,19 +11,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use lb_core::{BackendId, Lease};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::accept::{accept_loop, Backoff};
+use crate::access_log::{DisplayPeer, Session, Termination};
 use crate::connector::{is_local_exhaustion, ByteStream, Connector};
 use crate::counters::ProxyCounters;
 use crate::inspect::proxy_header;
 use crate::listener::ListenerRuntime;
+use crate::pools::{PoolRuntime, PoolSettings};
 use crate::preamble::{self, Preamble, Refusal};
-use crate::relay::{Relay, RelayEnd, Side, Traffic};
+use crate::relay::{Relay, RelayEnd, Side, Timeouts};
 use crate::shutdown::{Shutdown, Tracker};
 
 /// Proxy settings. Every field has a default suited to a general-purpose TCP service.
@@ -39,9 +41,23 @@ pub struct ProxyConfig {
     /// Most client connections open at once; beyond it new connections are closed at once.
     /// Default none (the process's file descriptor limit is then the limit).
     pub max_connections: Option<u64>,
-    /// Further backends to try after a failed connect. Default 2: three tries in all, each on
-    /// a different backend.
+    /// Further backends to try after a failed connect (or, with `retry_on_empty`, an empty
+    /// answer). Default 2: three tries in all, each on a different backend.
     pub retries: u32,
+    /// After the client half-closed, how long the backend may stay silent. Default 30 s: a
+    /// client that has said all it will say and waits longer than that for the first byte of
+    /// more has usually given up.
+    pub client_fin_timeout: Option<Duration>,
+    /// After the backend half-closed, how long the client may stay silent. Default 30 s.
+    pub server_fin_timeout: Option<Duration>,
+    /// How long a connection may sit with nothing moving before the backend's first byte.
+    /// Default 60 s: a backend that accepted and says nothing (hung, overloaded) frees the
+    /// client well before the idle timeout. Protocols whose server legitimately never speaks
+    /// (a log sink) keep flowing: the limit counts only silence.
+    pub server_timeout: Option<Duration>,
+    /// Replay the client's first bytes on another backend when one closes or resets before
+    /// answering. Default off (safe only for idempotent first requests).
+    pub retry_on_empty: bool,
     /// How long graceful shutdown lets open connections finish before closing them. Default
     /// 10 s.
     pub shutdown_grace: Duration,
@@ -54,68 +70,12 @@ impl Default for ProxyConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             max_connections: None,
             retries: 2,
+            client_fin_timeout: Some(Duration::from_secs(30)),
+            server_fin_timeout: Some(Duration::from_secs(30)),
+            server_timeout: Some(Duration::from_secs(60)),
+            retry_on_empty: false,
             shutdown_grace: Duration::from_secs(10),
         }
-    }
-}
-
-/// How a client connection ended, as written in the connection log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
-    /// Both sides closed normally.
-    Normal,
-    /// The client reset or broke the connection.
-    ClientError,
-    /// The backend reset or broke the connection after it was established.
-    BackendError,
-    /// Every backend tried refused or failed to connect.
-    ConnectFailed,
-    /// Every backend tried timed out connecting.
-    ConnectTimeout,
-    /// The balancer itself had no descriptor, local port or memory for a backend connection
-    /// for the whole connect timeout. Not counted against any backend.
-    Resource,
-    /// No byte moved for the idle timeout.
-    IdleTimeout,
-    /// No backend was available (all down, draining, at their limit, or none configured).
-    NoBackend,
-    /// The global connection limit was reached.
-    Limit,
-    /// Closed by shutdown after the grace period.
-    Shutdown,
-    /// SNI routing found no pool for the client's server name (and there is no default).
-    NoRoute,
-    /// SNI routing needed a TLS ClientHello and the client's first bytes were not one (not
-    /// TLS, malformed, too large, or not complete within the inspect timeout).
-    BadHello,
-    /// An `accept-proxy` listener got no valid PROXY protocol header in time.
-    BadProxy,
-}
-
-impl Termination {
-    /// The word used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Termination::Normal => "normal",
-            Termination::ClientError => "client-reset",
-            Termination::BackendError => "backend-reset",
-            Termination::ConnectFailed => "backend-refused",
-            Termination::ConnectTimeout => "connect-timeout",
-            Termination::Resource => "resource",
-            Termination::IdleTimeout => "idle-timeout",
-            Termination::NoBackend => "no-backend",
-            Termination::Limit => "limit",
-            Termination::Shutdown => "shutdown",
-            Termination::NoRoute => "no-route",
-            Termination::BadHello => "bad-hello",
-            Termination::BadProxy => "bad-proxy",
-        }
-    }
-}
-
-impl fmt::Display for Termination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -257,28 +217,112 @@ impl<C: Connector> ProxyShared<C> {
         session.pool = pool.log_prefix().map(Arc::from);
         let settings = pool.settings.load_full();
         let client_ip = peer.map(|p| p.ip());
-        let mut tried: Vec<BackendId> = Vec::new();
-        let mut timeouts = 0usize;
-        let mut last_failed: Option<Lease> = None;
-        let (lease, mut backend) = loop {
-            let lease = match pool.pool.pick(client_ip, &tried) {
-                Ok(lease) => lease,
-                Err(_) => {
-                    session.end = Some(if tried.is_empty() {
-                        self.counters.no_backend.fetch_add(1, Relaxed);
-                        Termination::NoBackend
-                    } else {
-                        self.counters.connect_failed.fetch_add(1, Relaxed);
-                        if timeouts == tried.len() {
-                            Termination::ConnectTimeout
-                        } else {
-                            Termination::ConnectFailed
-                        }
-                    });
+        let mut tries = Tries::default();
+        // The client's bytes to send before relaying (read while inspecting, or a replay),
+        // and whether the client had half-closed.
+        let (mut client_bytes, mut client_eof) = (preamble.pending, preamble.client_eof);
+        let mut replayed = false;
+        loop {
+            let connected =
+                self.connect_pool(&pool, &settings, client_ip, &mut tries, &mut session).await;
+            let (lease, mut backend) = match connected {
+                Ok(connected) => connected,
+                Err(end) => {
+                    session.end = Some(end);
                     return;
                 }
             };
-            if let Some(failed) = last_failed.take() {
+            // What goes to the backend before the relay's own reads: a PROXY header for it,
+            // then the client's bytes so far. Nothing (no allocation) for a plain pool behind a
+            // plain listener.
+            let mut first = match settings.send_proxy {
+                Some(version) => proxy_header_for(version, peer, local),
+                None => Vec::new(),
+            };
+            if !client_bytes.is_empty() {
+                let n = client_bytes.len() as u64;
+                lease.record_bytes_in(n);
+                if !replayed {
+                    session.traffic.bytes_in.store(n, Relaxed);
+                }
+                first.extend_from_slice(&client_bytes);
+            }
+            let timeouts = Timeouts {
+                idle: settings.idle_timeout,
+                client_fin: settings.client_fin_timeout,
+                server_fin: settings.server_fin_timeout,
+                server: settings.server_timeout,
+            };
+            let mut relay =
+                Relay::new(&mut client, &mut backend, &lease, &session.traffic, timeouts);
+            if !first.is_empty() || client_eof {
+                relay = relay.with_pending(first, client_eof);
+            }
+            relay = if settings.retry_on_empty {
+                relay.keep_for_replay(std::mem::take(&mut client_bytes), settings.connect_timeout)
+            } else {
+                relay.empty_window(settings.connect_timeout)
+            };
+            let end = (&mut relay).await;
+            drop(relay);
+            session.end = Some(match end {
+                RelayEnd::Closed => Termination::Normal,
+                RelayEnd::IdleTimeout => Termination::IdleTimeout,
+                RelayEnd::FinTimeout(Side::Client) => Termination::ClientFinTimeout,
+                RelayEnd::FinTimeout(Side::Backend) => Termination::ServerFinTimeout,
+                RelayEnd::ServerTimeout => Termination::ServerTimeout,
+                RelayEnd::Failed(side, error) => {
+                    tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), ?side, %error, "relay failed");
+                    match side {
+                        Side::Client => Termination::ClientError,
+                        Side::Backend => Termination::BackendError,
+                    }
+                }
+                RelayEnd::Empty { error, replay, client_eof: eof } => {
+                    let what = match &error {
+                        Some(e) => format!("reset before sending a byte ({e})"),
+                        None => "closed before sending a byte".to_owned(),
+                    };
+                    tracing::warn!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                    self.count_failure(&lease, &pool, &what, Instant::now());
+                    match replay {
+                        // Invisible to the client: another backend gets the same bytes.
+                        Some(bytes) if tries.tried.len() < settings.retries as usize => {
+                            tries.failed(lease);
+                            (client_bytes, client_eof, replayed) = (bytes, eof, true);
+                            continue;
+                        }
+                        _ if error.is_some() => Termination::BackendError,
+                        _ => Termination::BackendEmpty,
+                    }
+                }
+            });
+            return;
+        }
+    }
+
+    /// Picks a backend of `pool` and connects to it, trying others (up to the retries) when a
+    /// connect fails; each failure is recorded against its backend. `Err` is how the
+    /// connection ends when no backend could be had.
+    async fn connect_pool(
+        &self,
+        pool: &PoolRuntime,
+        settings: &PoolSettings,
+        client_ip: Option<std::net::IpAddr>,
+        tries: &mut Tries,
+        session: &mut Session<'_>,
+    ) -> Result<(Lease, C::Stream), Termination> {
+        loop {
+            let Ok(lease) = pool.pool.pick(client_ip, &tries.tried) else {
+                return Err(if tries.tried.is_empty() {
+                    self.counters.no_backend.fetch_add(1, Relaxed);
+                    Termination::NoBackend
+                } else {
+                    self.counters.connect_failed.fetch_add(1, Relaxed);
+                    tries.termination()
+                });
+            };
+            if let Some(failed) = tries.last_failed.take() {
                 // Counted once another backend is really tried, on the one that failed.
                 failed.record_retried();
                 self.counters.retries.fetch_add(1, Relaxed);
@@ -293,79 +337,51 @@ impl<C: Connector> ProxyShared<C> {
                 Ok(stream) => {
                     lease.record_connected();
                     session.connect_time = Some(connect_time);
-                    break (lease, stream);
+                    return Ok((lease, stream));
                 }
                 Err(ConnectError::Backend(e)) => e.to_string(),
                 Err(ConnectError::TimedOut) => {
-                    timeouts += 1;
+                    tries.timeouts += 1;
                     format!("connect timed out after {:?}", settings.connect_timeout)
                 }
                 Err(ConnectError::Local(e)) => {
                     // Ours, not the backend's: nothing is recorded against it, and another
                     // backend would fail the same way.
                     tracing::warn!(
-                        client = %DisplayPeer(peer),
+                        client = %DisplayPeer(session.client),
                         backend = %lease.addr(),
                         error = %e,
                         "cannot open a backend connection: the balancer is out of resources (raise the open files limit or lower --max-connections)"
                     );
                     self.counters.resource_errors.fetch_add(1, Relaxed);
-                    session.end = Some(Termination::Resource);
-                    return;
+                    return Err(Termination::Resource);
                 }
             };
             tracing::warn!(
-                client = %DisplayPeer(peer),
+                client = %DisplayPeer(session.client),
                 backend = %lease.addr(),
                 error = %error,
                 "connect to backend failed"
             );
-            if !settings.health.enabled {
-                lease.count_connect_failure();
-            } else if let Some(t) = lease.record_connect_failure(&error, started.into_std()) {
-                crate::health_check::log_transition(&t);
-            }
-            tried.push(lease.id());
-            if tried.len() > settings.retries as usize {
+            self.count_failure(&lease, pool, &error, started);
+            if tries.tried.len() >= settings.retries as usize {
+                tries.tried.push(lease.id());
                 self.counters.connect_failed.fetch_add(1, Relaxed);
-                session.end = Some(if timeouts == tried.len() {
-                    Termination::ConnectTimeout
-                } else {
-                    Termination::ConnectFailed
-                });
-                return;
+                return Err(tries.termination());
             }
-            last_failed = Some(lease);
-        };
-        // What goes to the backend before the relay's own reads: a PROXY header for it, then
-        // the client bytes the inspect stage read. Nothing (no allocation) for a plain pool
-        // behind a plain listener.
-        let mut first = match settings.send_proxy {
-            Some(version) => proxy_header_for(version, peer, local),
-            None => Vec::new(),
-        };
-        if !preamble.pending.is_empty() {
-            let n = preamble.pending.len() as u64;
-            lease.record_bytes_in(n);
-            session.traffic.bytes_in.store(n, Relaxed);
-            first.extend_from_slice(&preamble.pending);
+            tries.failed(lease);
         }
-        let mut relay =
-            Relay::new(&mut client, &mut backend, &lease, &session.traffic, settings.idle_timeout);
-        if !first.is_empty() || preamble.client_eof {
-            relay = relay.with_pending(first, preamble.client_eof);
+    }
+
+    /// Records a failure of the lease's backend (a failed connect, or an end before its first
+    /// byte): a passive health failure when active checks run, else only counted (nothing
+    /// would bring a backend taken down by traffic back up).
+    fn count_failure(&self, lease: &Lease, pool: &PoolRuntime, detail: &str, at: Instant) {
+        if !pool.settings.load().health.enabled {
+            lease.count_connect_failure();
+        } else if let Some(t) = lease.record_connect_failure(detail, at.into_std()) {
+            crate::health_check::record_transition(&pool.checks, t);
         }
-        session.end = Some(match (&mut relay).await {
-            RelayEnd::Closed => Termination::Normal,
-            RelayEnd::IdleTimeout => Termination::IdleTimeout,
-            RelayEnd::Failed(side, error) => {
-                tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), ?side, %error, "relay failed");
-                match side {
-                    Side::Client => Termination::ClientError,
-                    Side::Backend => Termination::BackendError,
-                }
-            }
-        });
     }
 
     /// Counts and logs a connection refused while being inspected; returns its termination.
@@ -423,6 +439,33 @@ impl<C: Connector> ProxyShared<C> {
     }
 }
 
+/// The backends one connection has tried, and how they failed.
+#[derive(Debug, Default)]
+struct Tries {
+    /// Every backend that failed this connection, never picked again for it.
+    tried: Vec<BackendId>,
+    /// How many of them timed out connecting.
+    timeouts: usize,
+    /// The last one, whose retry is counted once another backend is really tried.
+    last_failed: Option<Lease>,
+}
+
+impl Tries {
+    fn failed(&mut self, lease: Lease) {
+        self.tried.push(lease.id());
+        self.last_failed = Some(lease);
+    }
+
+    /// How a connection ends whose every try failed: `connect-timeout` if they all timed out.
+    fn termination(&self) -> Termination {
+        if self.timeouts == self.tried.len() {
+            Termination::ConnectTimeout
+        } else {
+            Termination::ConnectFailed
+        }
+    }
+}
+
 /// The two ends of an accepted connection as the socket knows them (either may be unknown
 /// for a stream handed over by a program).
 #[derive(Debug, Clone, Copy, Default)]
@@ -461,148 +504,3 @@ enum ConnectError {
 /// First and longest pause before trying again to connect after a local resource shortage.
 const LOCAL_RETRY_PAUSE: (Duration, Duration) =
     (Duration::from_millis(5), Duration::from_millis(100));
-
-/// What the access log says about one client connection. Dropping it writes the line, so
-/// every way a connection can end (including being cut by shutdown) is logged exactly once.
-struct Session<'a> {
-    client: Option<SocketAddr>,
-    accepted: Instant,
-    accepted_wall: SystemTime,
-    backend: Option<SocketAddr>,
-    /// The pool's name, unless it is the default pool.
-    pool: Option<Arc<str>>,
-    /// The TLS server name routing went by, if it did.
-    server_name: Option<Arc<str>>,
-    connect_time: Option<Duration>,
-    retries: u32,
-    traffic: Traffic,
-    /// `None` until the connection ends on its own; a session dropped without an end was cut
-    /// by shutdown.
-    end: Option<Termination>,
-    counters: &'a ProxyCounters,
-}
-
-impl<'a> Session<'a> {
-    fn new(client: Option<SocketAddr>, counters: &'a ProxyCounters) -> Self {
-        Session {
-            client,
-            accepted: Instant::now(),
-            accepted_wall: SystemTime::now(),
-            backend: None,
-            pool: None,
-            server_name: None,
-            connect_time: None,
-            retries: 0,
-            traffic: Traffic::default(),
-            end: None,
-            counters,
-        }
-    }
-}
-
-impl Drop for Session<'_> {
-    fn drop(&mut self) {
-        let total = self.accepted.elapsed();
-        self.counters.connection_duration.observe(total);
-        let end = self.end.unwrap_or(Termination::Shutdown);
-        tracing::info!(
-            target: "lb::access",
-            "{}",
-            AccessLine {
-                client: self.client,
-                accepted: self.accepted_wall,
-                backend: self.backend,
-                pool: self.pool.clone(),
-                server_name: self.server_name.clone(),
-                connect_time: self.connect_time,
-                total,
-                bytes_in: self.traffic.bytes_in.load(Relaxed),
-                bytes_out: self.traffic.bytes_out.load(Relaxed),
-                end,
-                retries: self.retries,
-            }
-        );
-    }
-}
-
-/// One access log line, modelled on HAProxy's `tcplog`:
-///
-/// ```text
-/// <client> [<accept time>] [<pool>/]<backend> <Tc>/<Tt> <bytes_in> <bytes_out> <termination> <retries>[ sni=<name>]
-/// 127.0.0.1:51514 [2026-11-25T22:38:16.709Z] 127.0.0.1:8001 0/3 79 108 normal 0
-/// 127.0.0.1:51520 [2026-11-25T22:38:17.002Z] api/10.0.0.7:443 1/40 517 3120 normal 0 sni=api.example.com
-/// ```
-///
-/// `Tc` is the time to connect to the backend and `Tt` the whole connection, in milliseconds;
-/// `Tc` is `-1` when no backend connection was made and the backend is `-` when none was picked.
-/// The backend is written after its pool's name and a `/`, except in the pool named `default`
-/// (the one-pool setup), whose lines stay as they were before pools existed.
-/// Bytes are from the client (`bytes_in`) and to the client (`bytes_out`). The termination is
-/// one of the words of [`Termination`]. `sni=` ends the line when the listener routed by the
-/// TLS server name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLine {
-    /// The client's address.
-    pub client: Option<SocketAddr>,
-    /// When the connection was accepted.
-    pub accepted: SystemTime,
-    /// The backend last tried (the one used, if any).
-    pub backend: Option<SocketAddr>,
-    /// The backend's pool, unless it is the default pool.
-    pub pool: Option<Arc<str>>,
-    /// The TLS server name the listener routed by, if it did.
-    pub server_name: Option<Arc<str>>,
-    /// Time to connect to the backend used.
-    pub connect_time: Option<Duration>,
-    /// Time from accept to close.
-    pub total: Duration,
-    /// Bytes from the client.
-    pub bytes_in: u64,
-    /// Bytes to the client.
-    pub bytes_out: u64,
-    /// How it ended.
-    pub end: Termination,
-    /// Connect attempts beyond the first.
-    pub retries: u32,
-}
-
-impl fmt::Display for AccessLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} [{}] ",
-            DisplayPeer(self.client),
-            humantime::format_rfc3339_millis(self.accepted)
-        )?;
-        if let (Some(pool), Some(_)) = (&self.pool, self.backend) {
-            write!(f, "{pool}/")?;
-        }
-        write!(
-            f,
-            "{} {}/{} {} {} {} {}",
-            DisplayPeer(self.backend),
-            self.connect_time.map_or(-1, |d| d.as_millis() as i64),
-            self.total.as_millis(),
-            self.bytes_in,
-            self.bytes_out,
-            self.end,
-            self.retries
-        )?;
-        if let Some(name) = &self.server_name {
-            write!(f, " sni={name}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Formats an optional peer address as the address or `-`.
-pub(crate) struct DisplayPeer(pub(crate) Option<SocketAddr>);
-
-impl fmt::Display for DisplayPeer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(a) => write!(f, "{a}"),
-            None => f.write_str("-"),
-        }
-    }
-}

@@ -371,12 +371,12 @@ async fn health_checks_can_start_with_a_local_proxy_header() {
     }
     let run = tokio::spawn(balancer.supervise(std::future::pending()));
     eventually(Duration::from_secs(10), "checks have run", || async {
-        handle.health_by_pool().iter().all(|p| p.backends[0].1.is_some())
+        handle.health_by_pool().iter().all(|p| p.backends[0].check.is_some())
     })
     .await;
     let health = handle.health_by_pool();
-    assert_eq!(health[0].backends[0].1.as_ref().unwrap().result, Ok(()));
-    assert!(health[1].backends[0].1.as_ref().unwrap().result.is_err());
+    assert_eq!(health[0].backends[0].check.as_ref().unwrap().result, Ok(()));
+    assert!(health[1].backends[0].check.as_ref().unwrap().result.is_err());
     handle.shutdown();
     run.await.unwrap();
     task.abort();

@@ -186,9 +186,9 @@ impl Collector for StatsCollector {
             "How long the backend's last health check took.",
             Gauge,
             health.iter().flat_map(|p| {
-                p.backends.iter().filter_map(|(addr, status)| {
-                    let labels = vec![("pool", p.pool.clone()), ("backend", addr.to_string())];
-                    status.as_ref().map(|s| (labels, Value::Real(s.duration.as_secs_f64())))
+                p.backends.iter().filter_map(|b| {
+                    let labels = vec![("pool", p.pool.clone()), ("backend", b.addr.to_string())];
+                    b.check.as_ref().map(|s| (labels, Value::Real(s.duration.as_secs_f64())))
                 })
             }),
         )?;

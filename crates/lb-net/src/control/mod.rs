@@ -26,7 +26,7 @@ mod stats;
 mod target;
 
 pub use command::{BackendOptions, Command, COMMAND_NAMES, HELP};
-pub use reply::{PoolHealth, Reply};
+pub use reply::{BackendHealth, PoolHealth, Reply};
 pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
 
@@ -460,25 +460,32 @@ impl Handle {
 
     /// The last health check of each backend of every pool, in pool order.
     pub fn health(&self) -> Vec<(SocketAddr, Option<CheckStatus>)> {
-        self.health_by_pool().into_iter().flat_map(|p| p.backends).collect()
+        let pools = self.health_by_pool().into_iter();
+        pools.flat_map(|p| p.backends.into_iter().map(|b| (b.addr, b.check))).collect()
     }
 
-    /// The last health check of each backend, pool by pool.
+    /// Each backend's health, last check and last change, pool by pool.
     pub fn health_by_pool(&self) -> Vec<PoolHealth> {
         self.inner
             .pools
             .all()
             .iter()
             .map(|p| {
+                let stats = p.pool.stats();
                 let log = lock(&p.checks);
                 PoolHealth {
                     pool: p.name.to_string(),
                     checks_enabled: p.settings.load().health.enabled,
-                    backends: p
-                        .pool
-                        .backends()
+                    backends: stats
+                        .backends
                         .iter()
-                        .map(|b| (b.addr, log.get(&b.id).cloned()))
+                        .filter(|b| !b.removed)
+                        .map(|b| BackendHealth {
+                            addr: b.addr,
+                            health: b.health,
+                            check: log.checks.get(&b.id).cloned(),
+                            change: log.changes.get(&b.id).cloned(),
+                        })
                         .collect(),
                 }
             })

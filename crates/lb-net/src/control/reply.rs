@@ -3,6 +3,7 @@
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
+use lb_core::{Health, Transition};
 use tokio::time::Instant;
 
 use super::command::HELP;
@@ -32,18 +33,53 @@ pub struct PoolHealth {
     pub pool: String,
     /// Whether the pool's backends are checked at all.
     pub checks_enabled: bool,
-    /// Each backend in pool order, with its last check (`None`: not checked yet).
-    pub backends: Vec<(SocketAddr, Option<CheckStatus>)>,
+    /// Each backend in pool order.
+    pub backends: Vec<BackendHealth>,
 }
 
-/// One line of the `health` answer.
-fn health_row(out: &mut String, addr: SocketAddr, status: Option<&CheckStatus>) -> fmt::Result {
-    let Some(s) = status else { return writeln!(out, "{addr}  not checked yet") };
+/// One backend's health as the `health` command shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// The backend.
+    pub addr: SocketAddr,
+    /// Its health now: the same state `stats` shows.
+    pub health: Health,
+    /// Its last check (`None`: not checked yet).
+    pub check: Option<CheckStatus>,
+    /// Its last change of health and why (checks, or failures from traffic), if any.
+    pub change: Option<Transition>,
+}
+
+/// One line of the `health` answer: the last check; and when traffic has taken the backend
+/// down although its last check passed (or it has none), that first, with the reason, so the
+/// line always agrees with the state `stats` shows.
+fn health_row(out: &mut String, b: &BackendHealth) -> fmt::Result {
+    let ago = |at: std::time::Instant| {
+        format_duration(std::time::Instant::now().saturating_duration_since(at))
+    };
+    let check_failed = b.check.as_ref().is_some_and(|c| c.result.is_err());
+    if b.health == Health::Down && !check_failed {
+        let (reason, since) = match &b.change {
+            Some(t) => (t.reason.to_string(), format!(" ({} ago)", ago(t.at))),
+            None => ("down".to_owned(), String::new()),
+        };
+        write!(out, "{}  DOWN    {reason}{since}; last check ", b.addr)?;
+        return match &b.check {
+            Some(c) => writeln!(
+                out,
+                "ok {:.1} ms, {} ago",
+                c.duration.as_secs_f64() * 1000.0,
+                format_duration(Instant::now().saturating_duration_since(c.at))
+            ),
+            None => writeln!(out, "not run yet"),
+        };
+    }
+    let Some(s) = &b.check else { return writeln!(out, "{}  not checked yet", b.addr) };
     let ago = format_duration(Instant::now().saturating_duration_since(s.at));
     let took = s.duration.as_secs_f64() * 1000.0;
     match &s.result {
-        Ok(()) => writeln!(out, "{addr}  ok      {took:.1} ms, {ago} ago"),
-        Err(e) => writeln!(out, "{addr}  FAILED  {e} ({took:.1} ms, {ago} ago)"),
+        Ok(()) => writeln!(out, "{}  ok      {took:.1} ms, {ago} ago", b.addr),
+        Err(e) => writeln!(out, "{}  FAILED  {e} ({took:.1} ms, {ago} ago)", b.addr),
     }
 }
 
@@ -72,9 +108,9 @@ impl fmt::Display for Reply {
                     if pool.backends.is_empty() {
                         writeln!(out, "{indent}(no backends)")?;
                     }
-                    for (addr, status) in &pool.backends {
+                    for backend in &pool.backends {
                         write!(out, "{indent}")?;
-                        health_row(&mut out, *addr, status.as_ref())?;
+                        health_row(&mut out, backend)?;
                     }
                 }
                 if pools.is_empty() {

@@ -109,8 +109,48 @@ pub struct CheckStatus {
     pub at: Instant,
 }
 
-/// Last check per backend, shared with the control handle.
-pub(crate) type CheckLog = Arc<Mutex<HashMap<BackendId, CheckStatus>>>;
+/// What the `health` command tells about a pool's backends: the last check of each, and the
+/// last change of health with its reason (from checks or from traffic). Shared by the health
+/// checker, the connection tasks that report failures, and the control handle.
+#[derive(Debug)]
+pub(crate) struct HealthLog {
+    /// The pool, for the log lines.
+    pub(crate) pool: Arc<str>,
+    pub(crate) checks: HashMap<BackendId, CheckStatus>,
+    pub(crate) changes: HashMap<BackendId, Transition>,
+}
+
+/// A pool's [`HealthLog`], shared.
+pub(crate) type CheckLog = Arc<Mutex<HealthLog>>;
+
+/// A new, empty log for the pool called `pool`.
+pub(crate) fn health_log(pool: &str) -> CheckLog {
+    Arc::new(Mutex::new(HealthLog {
+        pool: pool.into(),
+        checks: HashMap::new(),
+        changes: HashMap::new(),
+    }))
+}
+
+/// Logs a health transition (`warn` when a backend goes down, `info` when it comes back) and
+/// keeps it for the `health` command.
+pub(crate) fn record_transition(log: &CheckLog, t: Transition) {
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    let pool = &*log.pool;
+    match t.to {
+        Health::Down => tracing::warn!(
+            target: "lb::health",
+            pool, backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
+            "backend is down"
+        ),
+        Health::Up => tracing::info!(
+            target: "lb::health",
+            pool, backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
+            "backend is up"
+        ),
+    }
+    log.changes.insert(t.backend.id, t);
+}
 
 /// Why a check did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,32 +274,17 @@ fn record(
     if counted {
         let outcome = result.as_ref().map(|_| ()).map_err(String::as_str);
         if let Some(transition) = pool.observe(backend.id, outcome, now.into_std()) {
-            log_transition(&transition);
+            record_transition(log, transition);
         }
     }
     let status = CheckStatus { id: backend.id, addr: backend.addr, result, duration, at: now };
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-    log.insert(backend.id, status);
+    log.checks.insert(backend.id, status);
     // Forget backends that have been removed since.
     let live = pool.backends();
-    if log.len() > live.len() {
-        log.retain(|id, _| live.iter().any(|b| b.id == *id));
-    }
-}
-
-/// Logs a health transition: `warn` when a backend goes down, `info` when it comes back.
-pub(crate) fn log_transition(t: &Transition) {
-    match t.to {
-        Health::Down => tracing::warn!(
-            target: "lb::health",
-            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
-            "backend is down"
-        ),
-        Health::Up => tracing::info!(
-            target: "lb::health",
-            backend = %t.backend.addr, from = %t.from, to = %t.to, reason = %t.reason,
-            "backend is up"
-        ),
+    if log.checks.len() > live.len() || log.changes.len() > live.len() {
+        log.checks.retain(|id, _| live.iter().any(|b| b.id == *id));
+        log.changes.retain(|id, _| live.iter().any(|b| b.id == *id));
     }
 }
 

@@ -1,80 +1,40 @@
-//! Copying bytes both ways between a client and a backend, with half-close, an idle timeout and
-//! live byte counts.
-//!
-//! Memory: a relay owns no buffer while its connection is idle. Reads go into one scratch buffer
-//! per thread and are written straight on; only when the other side cannot take everything
-//! (backpressure) is the remainder copied into a buffer owned by that direction, which is freed
-//! as soon as it has been written. Thousands of idle connections therefore cost their sockets
-//! and a few hundred bytes of state each, not two 64 KiB buffers.
+//! One direction of a relay: copy what the reader gives to the writer, through the per-thread
+//! scratch buffer (or, between TCP sockets in bulk, `splice(2)`), keeping only what the writer
+//! could not take yet, and pass the end of stream on.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll};
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-use lb_core::Lease;
 use tokio::io::ReadBuf;
-use tokio::time::{Instant, Sleep};
 
+use super::{Side, REPLAY_LIMIT};
 use crate::connector::ByteStream;
 
 /// Bytes read per system call. 64 KiB matches the default socket buffer sizes on Linux, so
 /// bulk transfers move a full socket buffer per read.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
-/// Rounds of progress a relay makes per poll before it yields to other connections.
-const MAX_ROUNDS: u32 = 16;
-
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
 }
 
-/// Bytes relayed by one connection, readable after the relay is gone (even if aborted).
-#[derive(Debug, Default)]
-pub(crate) struct Traffic {
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-}
-
-/// Which peer a failure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    /// The client.
-    Client,
-    /// The backend.
-    Backend,
-}
-
-/// How a relay ended.
-#[derive(Debug)]
-pub(crate) enum RelayEnd {
-    /// Both directions reached end of stream and were shut down in turn.
-    Closed,
-    /// Reading from or writing to one side failed (typically a reset).
-    Failed(Side, io::Error),
-    /// No byte moved in either direction for the idle timeout.
-    IdleTimeout,
-}
-
 /// One direction's state.
 #[derive(Debug, Default)]
-struct Half {
+pub(super) struct Half {
     /// Read but not yet written (only under backpressure; empty and unallocated otherwise).
-    pending: Vec<u8>,
-    written: usize,
+    pub(super) pending: Vec<u8>,
+    pub(super) written: usize,
     /// The reader reached end of stream.
-    eof: bool,
+    pub(super) eof: bool,
     /// The writer has been shut down after `eof`: this direction is finished.
-    done: bool,
+    pub(super) done: bool,
     /// The half-close was held back for one scheduler round (see `Relay::poll`).
-    deferred: bool,
+    pub(super) deferred: bool,
     /// A read filled the whole scratch buffer between two TCP sockets: from now on this
     /// direction splices (Linux), keeping its bytes out of user space.
-    bulk: bool,
+    pub(super) bulk: bool,
     /// The pipe it splices through, only while data is flowing.
     #[cfg(target_os = "linux")]
     pipe: Option<crate::splice::Pipe>,
@@ -100,7 +60,7 @@ fn as_tcp<'a, R: ByteStream, W: ByteStream>(
 
 /// What one poll of a direction achieved: bytes moved (poll again), or nothing to do until the
 /// sockets are ready (its finish is `Half::done`, not a step).
-enum Step {
+pub(super) enum Step {
     Progress,
     Idle,
 }
@@ -108,13 +68,18 @@ enum Step {
 impl Half {
     /// Moves bytes from `reader` to `writer` until it would block or is finished. `record` is
     /// told every chunk read.
-    fn poll_copy<R, W>(
+    ///
+    /// `keep`, while `Some`, gets a copy of every chunk read (for a replay on another backend);
+    /// it is dropped (`None`) once it would pass [`REPLAY_LIMIT`], and a kept direction never
+    /// splices, whose bytes would bypass it.
+    pub(super) fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         reader: &mut R,
         writer: &mut W,
         other_eof: bool,
         record: &impl Fn(u64),
+        keep: &mut Option<Vec<u8>>,
     ) -> Poll<Result<Step, (Side, io::Error)>>
     where
         R: ByteStream,
@@ -199,8 +164,18 @@ impl Half {
                     return Ok(true);
                 }
                 record(data.len() as u64);
+                if let Some(kept) = keep {
+                    if kept.len() + data.len() > REPLAY_LIMIT {
+                        *keep = None;
+                    } else {
+                        kept.extend_from_slice(data);
+                    }
+                }
                 #[cfg(target_os = "linux")]
-                if data.len() == scratch_len && as_tcp(&*reader, &*writer).is_some() {
+                if data.len() == scratch_len
+                    && keep.is_none()
+                    && as_tcp(&*reader, &*writer).is_some()
+                {
                     self.bulk = true;
                 }
                 let mut off = 0;
@@ -296,157 +271,6 @@ impl Half {
             Poll::Ready(Ok(Step::Progress))
         } else {
             Poll::Pending
-        }
-    }
-}
-
-/// Relays between `client` and `backend` until both directions are finished, one side fails,
-/// or nothing moves for `idle_timeout`. Bytes are recorded on `lease` as they pass.
-pub(crate) struct Relay<'a, C, B> {
-    client: &'a mut C,
-    backend: &'a mut B,
-    lease: &'a Lease,
-    traffic: &'a Traffic,
-    /// Client to backend.
-    up: Half,
-    /// Backend to client.
-    down: Half,
-    idle_timeout: Option<Duration>,
-    last_activity: Instant,
-    idle: Option<Pin<Box<Sleep>>>,
-}
-
-impl<'a, C, B> Relay<'a, C, B>
-where
-    C: ByteStream,
-    B: ByteStream,
-{
-    pub(crate) fn new(
-        client: &'a mut C,
-        backend: &'a mut B,
-        lease: &'a Lease,
-        traffic: &'a Traffic,
-        idle_timeout: Option<Duration>,
-    ) -> Self {
-        let now = Instant::now();
-        Relay {
-            client,
-            backend,
-            lease,
-            traffic,
-            up: Half::default(),
-            down: Half::default(),
-            idle_timeout,
-            last_activity: now,
-            idle: idle_timeout
-                .map(|d| Box::pin(tokio::time::sleep_until(crate::time::deadline(now, d)))),
-        }
-    }
-}
-
-impl<C, B> Relay<'_, C, B> {
-    /// Starts the client-to-backend direction with `bytes` already to write (what the inspect
-    /// stage read, after any PROXY header to send), and at end of stream if the client already
-    /// half-closed. The caller has recorded the client's bytes among them.
-    pub(crate) fn with_pending(mut self, bytes: Vec<u8>, client_eof: bool) -> Self {
-        self.up.pending = bytes;
-        self.up.written = 0;
-        self.up.eof = client_eof;
-        self
-    }
-}
-
-fn flip(side: Side) -> Side {
-    match side {
-        Side::Client => Side::Backend,
-        Side::Backend => Side::Client,
-    }
-}
-
-impl<C, B> Future for Relay<'_, C, B>
-where
-    C: ByteStream,
-    B: ByteStream,
-{
-    type Output = RelayEnd;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayEnd> {
-        let this = &mut *self;
-        let (lease, traffic) = (this.lease, this.traffic);
-        let mut moved = false;
-        let mut rounds = 0;
-        loop {
-            // One writer per counter, so a plain load and store (no locked instruction) suffice.
-            let down_eof = this.down.eof;
-            let up = this.up.poll_copy(cx, this.client, this.backend, down_eof, &|n| {
-                lease.record_bytes_in(n);
-                traffic.bytes_in.store(traffic.bytes_in.load(Relaxed) + n, Relaxed);
-            });
-            let down = this
-                .down
-                .poll_copy(cx, this.backend, this.client, this.up.eof, &|n| {
-                    lease.record_bytes_out(n);
-                    traffic.bytes_out.store(traffic.bytes_out.load(Relaxed) + n, Relaxed);
-                })
-                .map_err(|(side, e)| (flip(side), e));
-            let mut again = false;
-            for poll in [up, down] {
-                match poll {
-                    Poll::Ready(Ok(Step::Progress)) => {
-                        moved = true;
-                        again = true;
-                    }
-                    Poll::Ready(Ok(Step::Idle)) | Poll::Pending => {}
-                    Poll::Ready(Err((side, e))) => return Poll::Ready(RelayEnd::Failed(side, e)),
-                }
-            }
-            if this.up.done && this.down.done {
-                return Poll::Ready(RelayEnd::Closed);
-            }
-            // A half that made progress stopped early (backpressure handed over, or a budget);
-            // poll again until both are genuinely waiting, so every waker is registered.
-            if !again {
-                break;
-            }
-            rounds += 1;
-            if rounds == MAX_ROUNDS {
-                // A connection that always has more to move would otherwise keep this thread
-                // from every other connection: yield, and ask to be polled again at once.
-                cx.waker().wake_by_ref();
-                break;
-            }
-        }
-        if moved && this.idle_timeout.is_some() {
-            this.last_activity = Instant::now();
-        }
-        // A direction at end of stream holds its half-close back for one scheduler round: a
-        // backend typically closes right after its response, and the client, having the whole
-        // response, closes a moment later. If the client's close arrives within that round,
-        // both ends are at end of stream and the connection closes with no `shutdown` call at
-        // all (one system call less per connection for request/response traffic); if not, the
-        // half-close goes out one round late.
-        let mut deferring = false;
-        for half in [&mut this.up, &mut this.down] {
-            if half.eof && !half.done && !half.deferred {
-                half.deferred = true;
-                deferring = true;
-            }
-        }
-        if deferring {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let Some(timeout) = this.idle_timeout else { return Poll::Pending };
-        let sleep = this.idle.as_mut().expect("a timer exists when a timeout is set");
-        loop {
-            ready!(sleep.as_mut().poll(cx));
-            let deadline = crate::time::deadline(this.last_activity, timeout);
-            if Instant::now() >= deadline {
-                return Poll::Ready(RelayEnd::IdleTimeout);
-            }
-            // Activity since the timer was set: re-arm for the real deadline. Resetting lazily
-            // here, rather than on every read, keeps the timer wheel out of the data path.
-            sleep.as_mut().reset(deadline);
         }
     }
 }

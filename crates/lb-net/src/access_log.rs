@@ -1,0 +1,232 @@
+//! The access log: one line per client connection, written however the connection ends, in a
+//! fixed format modelled on HAProxy's `tcplog` ([`AccessLine`]), with the [`Termination`] word
+//! saying how it ended.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::counters::ProxyCounters;
+use crate::relay::Traffic;
+
+/// How a client connection ended, as written in the connection log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// Both sides closed normally.
+    Normal,
+    /// The client reset or broke the connection.
+    ClientError,
+    /// The backend reset or broke the connection after it was established.
+    BackendError,
+    /// Every backend tried refused or failed to connect.
+    ConnectFailed,
+    /// Every backend tried timed out connecting.
+    ConnectTimeout,
+    /// The balancer itself had no descriptor, local port or memory for a backend connection
+    /// for the whole connect timeout. Not counted against any backend.
+    Resource,
+    /// No byte moved for the idle timeout.
+    IdleTimeout,
+    /// No backend was available (all down, draining, at their limit, or none configured).
+    NoBackend,
+    /// The global connection limit was reached.
+    Limit,
+    /// Closed by shutdown after the grace period.
+    Shutdown,
+    /// SNI routing found no pool for the client's server name (and there is no default).
+    NoRoute,
+    /// SNI routing needed a TLS ClientHello and the client's first bytes were not one (not
+    /// TLS, malformed, too large, or not complete within the inspect timeout).
+    BadHello,
+    /// An `accept-proxy` listener got no valid PROXY protocol header in time.
+    BadProxy,
+    /// The backend closed before sending a single byte while the client waited for an answer
+    /// (and no other backend could be given the client's bytes).
+    BackendEmpty,
+    /// The client half-closed, and the backend stayed silent for the client-fin timeout.
+    ClientFinTimeout,
+    /// The backend half-closed, and the client stayed silent for the server-fin timeout.
+    ServerFinTimeout,
+    /// The backend sent nothing at all, and nothing moved, for the server timeout.
+    ServerTimeout,
+}
+
+impl Termination {
+    /// The word used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Termination::Normal => "normal",
+            Termination::ClientError => "client-reset",
+            Termination::BackendError => "backend-reset",
+            Termination::ConnectFailed => "backend-refused",
+            Termination::ConnectTimeout => "connect-timeout",
+            Termination::Resource => "resource",
+            Termination::IdleTimeout => "idle-timeout",
+            Termination::NoBackend => "no-backend",
+            Termination::Limit => "limit",
+            Termination::Shutdown => "shutdown",
+            Termination::NoRoute => "no-route",
+            Termination::BadHello => "bad-hello",
+            Termination::BadProxy => "bad-proxy",
+            Termination::BackendEmpty => "backend-empty",
+            Termination::ClientFinTimeout => "client-fin-timeout",
+            Termination::ServerFinTimeout => "server-fin-timeout",
+            Termination::ServerTimeout => "server-timeout",
+        }
+    }
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the access log says about one client connection. Dropping it writes the line, so
+/// every way a connection can end (including being cut by shutdown) is logged exactly once.
+pub(crate) struct Session<'a> {
+    pub(crate) client: Option<SocketAddr>,
+    accepted: Instant,
+    accepted_wall: SystemTime,
+    pub(crate) backend: Option<SocketAddr>,
+    /// The pool's name, unless it is the default pool.
+    pub(crate) pool: Option<Arc<str>>,
+    /// The TLS server name routing went by, if it did.
+    pub(crate) server_name: Option<Arc<str>>,
+    pub(crate) connect_time: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) traffic: Traffic,
+    /// `None` until the connection ends on its own; a session dropped without an end was cut
+    /// by shutdown.
+    pub(crate) end: Option<Termination>,
+    counters: &'a ProxyCounters,
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(client: Option<SocketAddr>, counters: &'a ProxyCounters) -> Self {
+        Session {
+            client,
+            accepted: Instant::now(),
+            accepted_wall: SystemTime::now(),
+            backend: None,
+            pool: None,
+            server_name: None,
+            connect_time: None,
+            retries: 0,
+            traffic: Traffic::default(),
+            end: None,
+            counters,
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let total = self.accepted.elapsed();
+        self.counters.connection_duration.observe(total);
+        let end = self.end.unwrap_or(Termination::Shutdown);
+        tracing::info!(
+            target: "lb::access",
+            "{}",
+            AccessLine {
+                client: self.client,
+                accepted: self.accepted_wall,
+                backend: self.backend,
+                pool: self.pool.clone(),
+                server_name: self.server_name.clone(),
+                connect_time: self.connect_time,
+                total,
+                bytes_in: self.traffic.bytes_in.load(Relaxed),
+                bytes_out: self.traffic.bytes_out.load(Relaxed),
+                end,
+                retries: self.retries,
+            }
+        );
+    }
+}
+
+/// One access log line, modelled on HAProxy's `tcplog`:
+///
+/// ```text
+/// <client> [<accept time>] [<pool>/]<backend> <Tc>/<Tt> <bytes_in> <bytes_out> <termination> <retries>[ sni=<name>]
+/// 127.0.0.1:51514 [2026-11-25T22:38:16.709Z] 127.0.0.1:8001 0/3 79 108 normal 0
+/// 127.0.0.1:51520 [2026-11-25T22:38:17.002Z] api/10.0.0.7:443 1/40 517 3120 normal 0 sni=api.example.com
+/// ```
+///
+/// `Tc` is the time to connect to the backend and `Tt` the whole connection, in milliseconds;
+/// `Tc` is `-1` when no backend connection was made and the backend is `-` when none was picked.
+/// The backend is written after its pool's name and a `/`, except in the pool named `default`
+/// (the one-pool setup), whose lines stay as they were before pools existed.
+/// Bytes are from the client (`bytes_in`) and to the client (`bytes_out`). The termination is
+/// one of the words of [`Termination`]. `sni=` ends the line when the listener routed by the
+/// TLS server name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLine {
+    /// The client's address.
+    pub client: Option<SocketAddr>,
+    /// When the connection was accepted.
+    pub accepted: SystemTime,
+    /// The backend last tried (the one used, if any).
+    pub backend: Option<SocketAddr>,
+    /// The backend's pool, unless it is the default pool.
+    pub pool: Option<Arc<str>>,
+    /// The TLS server name the listener routed by, if it did.
+    pub server_name: Option<Arc<str>>,
+    /// Time to connect to the backend used.
+    pub connect_time: Option<Duration>,
+    /// Time from accept to close.
+    pub total: Duration,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// How it ended.
+    pub end: Termination,
+    /// Connect attempts beyond the first.
+    pub retries: u32,
+}
+
+impl fmt::Display for AccessLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}] ",
+            DisplayPeer(self.client),
+            humantime::format_rfc3339_millis(self.accepted)
+        )?;
+        if let (Some(pool), Some(_)) = (&self.pool, self.backend) {
+            write!(f, "{pool}/")?;
+        }
+        write!(
+            f,
+            "{} {}/{} {} {} {} {}",
+            DisplayPeer(self.backend),
+            self.connect_time.map_or(-1, |d| d.as_millis() as i64),
+            self.total.as_millis(),
+            self.bytes_in,
+            self.bytes_out,
+            self.end,
+            self.retries
+        )?;
+        if let Some(name) = &self.server_name {
+            write!(f, " sni={name}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats an optional peer address as the address or `-`.
+pub(crate) struct DisplayPeer(pub(crate) Option<SocketAddr>);
+
+impl fmt::Display for DisplayPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("-"),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Backends that accept and then say nothing, over real sockets on 127.0.0.1: passive health
+//! for resets and closes before the first byte, replay on another backend (`retry_on_empty`),
+//! and the half-close and first-byte timeouts.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lb_core::{Health, Pool};
+use lb_net::{Balancer, Handle, HealthCheckConfig, ProxyConfig, TcpConnector};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A backend that accepts and at once resets every connection (linger 0, then close).
+async fn resetting_backend() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+        }
+    });
+    (addr, task)
+}
+
+/// A backend that accepts, reads everything until the client's end, and never writes.
+async fn silent_backend() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let _ = s.read_to_end(&mut Vec::new()).await;
+                // Hold the connection open after the client's end, saying nothing.
+                std::future::pending::<()>().await;
+                drop(s);
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A backend that reads until the client's end and then closes without a word (a log sink).
+async fn sink_backend() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let _ = s.read_to_end(&mut Vec::new()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+async fn start(
+    pool: Pool,
+    proxy: ProxyConfig,
+    health: HealthCheckConfig,
+) -> (SocketAddr, Handle, JoinHandle<lb_net::ShutdownReport>) {
+    let balancer = Balancer::new(pool, TcpConnector, proxy, health);
+    let handle = balancer.handle();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, handle, tokio::spawn(balancer.run(listener, std::future::pending())))
+}
+
+/// Checks configured (so failures from traffic count) but too far apart to matter here.
+fn passive_only() -> HealthCheckConfig {
+    HealthCheckConfig { interval: Duration::from_secs(3600), ..HealthCheckConfig::default() }
+}
+
+/// Sends `request`, half-closes, and reads the whole answer (empty if closed or reset).
+async fn ask(lb: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(request).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_resets_before_a_byte_is_taken_down_within_fall_connections() {
+    let (bad, t1) = resetting_backend().await;
+    let (good, t2) = tcp_named_backend("good").await;
+    let pool = Pool::default();
+    pool.add(bad, None).unwrap();
+    pool.add(good, None).unwrap();
+    let (lb, handle, task) = start(pool, ProxyConfig::default(), passive_only()).await;
+    // The checker's first round runs at start (and a TCP check of a backend that accepts
+    // passes, which would restart the count): let it finish first.
+    eventually(Duration::from_secs(10), "the first checks", || async {
+        handle.health().iter().all(|(_, status)| status.is_some())
+    })
+    .await;
+    // That check connects and is then reset: it may pass or, if the reset wins, fail (a
+    // failure towards `fall` too).
+    let check_failed = handle.health()[0].1.as_ref().unwrap().result.is_err();
+    let expected_failures = if check_failed { 2 } else { 3 };
+    // Round robin sends every other client to the bad backend until `fall` (3) of them have
+    // been reset; each counts like a failed connect.
+    for _ in 0..10 {
+        let _ = ask(lb, b"ping").await;
+        if handle.stats().pool().backend(bad).unwrap().health == Health::Down {
+            break;
+        }
+    }
+    let stats = handle.stats();
+    let b = stats.pool().backend(bad).unwrap();
+    assert_eq!((b.health, b.connect_failures), (Health::Down, expected_failures), "{b:?}");
+    // `health` agrees with `stats`, and says why.
+    let health = handle.execute("health").await.unwrap().to_string();
+    let line = health.lines().find(|l| l.starts_with(&bad.to_string())).unwrap();
+    // (The reset can also win the race with the connect itself, or hit the check.)
+    let down = line.contains("  DOWN    ") || line.contains("  FAILED  ");
+    assert!(down && line.contains("reset"), "{health}");
+    // From now on every client gets an answer.
+    for _ in 0..4 {
+        assert!(ask(lb, b"ping").await.starts_with(b"good\n"));
+    }
+    handle.shutdown();
+    task.await.unwrap();
+    t1.abort();
+    t2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retry_on_empty_no_client_sees_an_empty_reply() {
+    let (bad, t1) = resetting_backend().await;
+    let (good, t2) = tcp_named_backend("good").await;
+    let pool = Pool::default();
+    pool.add(bad, None).unwrap();
+    pool.add(good, None).unwrap();
+    let proxy = ProxyConfig { retry_on_empty: true, ..ProxyConfig::default() };
+    // No health checks at all: the bad backend stays in rotation, and every client sent to it
+    // must be replayed on the good one.
+    let no_checks = HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() };
+    let (lb, handle, task) = start(pool, proxy, no_checks).await;
+    for i in 0..20 {
+        let request = format!("request {i}");
+        let answer = ask(lb, request.as_bytes()).await;
+        assert_eq!(answer, format!("good\n{request}").into_bytes(), "client {i}");
+    }
+    eventually(Duration::from_secs(5), "connections accounted", || async {
+        handle.stats().proxy.open == 0
+    })
+    .await;
+    let stats = handle.stats();
+    let b = stats.pool().backend(bad).unwrap();
+    // Round robin offers the bad backend first to every client (each takes two picks), and
+    // each is replayed once on the good one.
+    assert!(b.connect_failures >= 1, "{b:?}");
+    assert_eq!(stats.proxy.retries, b.connect_failures, "every empty answer was replayed");
+    // Every request reached the good backend once: "request 0".."request 19".
+    assert_eq!(stats.pool().backend(good).unwrap().bytes_in, 10 * 9 + 10 * 10);
+    handle.shutdown();
+    task.await.unwrap();
+    t1.abort();
+    t2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_never_answers_a_half_closed_client_is_cut_at_client_fin() {
+    let (backend, t) = silent_backend().await;
+    let proxy = ProxyConfig {
+        client_fin_timeout: Some(Duration::from_millis(300)),
+        server_timeout: None,
+        ..ProxyConfig::default()
+    };
+    let (lb, handle, task) = start(tcp_pool(backend), proxy, passive_only()).await;
+    let started = Instant::now();
+    let answer = ask(lb, b"request").await;
+    let waited = started.elapsed();
+    assert!(answer.is_empty());
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(30), "{waited:?}");
+    // Not the backend's fault as far as health goes: it took the bytes.
+    assert_eq!(handle.stats().pool().backend(backend).unwrap().connect_failures, 0);
+    handle.shutdown();
+    task.await.unwrap();
+    t.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_accepted_and_hung_is_cut_at_server_timeout() {
+    let (backend, t) = silent_backend().await;
+    let proxy =
+        ProxyConfig { server_timeout: Some(Duration::from_millis(300)), ..ProxyConfig::default() };
+    let (lb, handle, task) = start(tcp_pool(backend), proxy, passive_only()).await;
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(b"request").await.unwrap();
+    let started = Instant::now();
+    // The client keeps its side open, waiting for an answer that never comes.
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut [0u8; 16])).await.unwrap();
+    assert_eq!(n.unwrap_or(0), 0);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    handle.shutdown();
+    task.await.unwrap();
+    t.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_closes_after_the_client_without_a_word_is_no_failure() {
+    let (backend, t) = sink_backend().await;
+    let (lb, handle, task) = start(tcp_pool(backend), ProxyConfig::default(), passive_only()).await;
+    for _ in 0..5 {
+        assert!(ask(lb, b"log line\n").await.is_empty());
+    }
+    eventually(Duration::from_secs(5), "connections accounted", || async {
+        handle.stats().proxy.open == 0
+    })
+    .await;
+    let stats = handle.stats();
+    let b = stats.pool().backend(backend).unwrap();
+    assert_eq!((b.connect_failures, b.health, b.bytes_in), (0, Health::Up, 45));
+    handle.shutdown();
+    task.await.unwrap();
+    t.abort();
+}
+
+fn tcp_pool(addr: SocketAddr) -> Pool {
+    let pool = Pool::default();
+    pool.add(addr, None).unwrap();
+    pool
+}
