@@ -35,6 +35,7 @@ mod ctl;
 mod demo;
 mod limits;
 mod logging;
+mod plan;
 mod reload;
 mod repl;
 mod settings;
@@ -243,7 +244,7 @@ async fn serve(
     let listen = resolve_listen(&args.host, args.port).await?;
     let listeners = bind_workers(listen, args.workers)?;
     let local = listeners[0].local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
-    let mut resolved = reload::resolve(&args.backends).await.map_err(Failure::Runtime)?;
+    let mut resolved = plan::resolve(&args.backends).await.map_err(Failure::Runtime)?;
     if args.demo {
         // A demo backend on every local backend address; port 0 becomes the port it got.
         let local: Vec<SocketAddr> = resolved.iter().copied().filter(demo::is_local).collect();
@@ -266,7 +267,7 @@ async fn serve(
         .filter(|(spec, _)| spec.target.port == 0)
         .map(|(_, addr)| *addr)
         .collect();
-    let wanted = reload::wanted(&args.backends, &resolved).map_err(Failure::Usage)?;
+    let wanted = plan::wanted(&args.backends, &resolved).map_err(Failure::Usage)?;
     for w in &wanted {
         pool.add_with_state(w.addr, Some(w.weight), w.state)
             .map_err(|e| Failure::Usage(format!("backend {}: {e}", w.addr)))?;
