@@ -291,7 +291,10 @@ mod tests {
         // Backends and the algorithm are applied live, so they are not listed.
         let live = parse(&["lb", "--algorithm", "p2c", "--backend", "127.0.0.1:9"]);
         assert!(needs_restart(&running, &live).is_empty());
-        let next = parse(&["lb", "--port", "9000", "--idle-timeout", "1m", "--log-file", "x.log"]);
-        assert_eq!(needs_restart(&running, &next), ["port", "idle-timeout", "log-file"]);
+        // So are a pool's timeouts and the listener's address, now.
+        let live = parse(&["lb", "--port", "9000", "--idle-timeout", "1m", "--retries", "0"]);
+        assert!(needs_restart(&running, &live).is_empty());
+        let next = parse(&["lb", "--max-connections", "9", "--port", "1", "--log-file", "x.log"]);
+        assert_eq!(needs_restart(&running, &next), ["max-connections", "log-file"]);
     }
 }
