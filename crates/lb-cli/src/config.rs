@@ -815,6 +815,38 @@ weight = 3
     }
 
     #[test]
+    fn the_example_files_services_parse_uncommented() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/lb.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let marker = "a plain TCP port for web:\n";
+        let block = &text[text.find(marker).expect("the services example") + marker.len()..];
+        let toml: String = block
+            .lines()
+            .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file = parse("lb.example.toml", &toml).unwrap();
+        assert_eq!(file.pool_names(), ["web", "api"]);
+        let names: Vec<&str> =
+            file.listeners.iter().map(|l| l.value.config.name.as_str()).collect();
+        assert_eq!(names, ["https", "0.0.0.0:8443"]);
+    }
+
+    #[test]
+    fn the_readme_services_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let text = std::fs::read_to_string(path).unwrap();
+        let marker = "### Several services in one lb";
+        let section = &text[text.find(marker).expect("the README section")..];
+        let block = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let file = parse("README.md", block).unwrap();
+        assert_eq!(file.pool_names(), ["web", "api", "db", "broker"]);
+        let names: Vec<&str> =
+            file.listeners.iter().map(|l| l.value.config.name.as_str()).collect();
+        assert_eq!(names, ["https", "postgres", "amqp"]);
+    }
+
+    #[test]
     fn the_example_file_parses_and_states_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/lb.example.toml");
         let file = load(Path::new(path)).unwrap().settings;
