@@ -76,6 +76,45 @@ pub(crate) fn parse_host(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A `[[listen]]` table's `address`: `HOST:PORT`, the host as `--host` takes it (an IPv6
+/// address in brackets) and the port as `--port` does (0 picks a free one).
+pub(crate) fn parse_listen_address(s: &str) -> Result<Target, String> {
+    let bad = |why: &str| format!("invalid listen address {s:?}: {why}");
+    let Some((host, port)) = s.trim().rsplit_once(':') else {
+        return Err(bad("expected HOST:PORT, e.g. 0.0.0.0:443 or [::1]:8443"));
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(bad("write an IPv6 address in brackets, e.g. [::1]:8443"));
+    }
+    Ok(Target { host: parse_host(host)?, port: parse_listen_port(port)? })
+}
+
+/// Longest listener name (it labels the listener's metrics, as a pool's name does).
+const MAX_LISTENER_NAME: usize = 128;
+
+/// A listener's name: letters, digits and `. _ - : [ ]`, as its default, the address as
+/// written (`0.0.0.0:443`, `[::1]:8443`), is.
+pub(crate) fn parse_listener_name(s: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-:[]".contains(c);
+    if s.is_empty() || s.len() > MAX_LISTENER_NAME || !s.chars().all(allowed) {
+        return Err(format!(
+            "invalid listener name {s:?}: a listener name is 1 to {MAX_LISTENER_NAME} letters, \
+             digits and . _ - : [ ]"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// A pool's name ([`lb_net::validate_pool_name`]).
+pub(crate) fn parse_pool_name(s: &str) -> Result<String, String> {
+    lb_net::validate_pool_name(s).map(|()| s.to_owned()).map_err(|e| e.to_string())
+}
+
+/// A server name an SNI route matches: `api.example.com` or `*.example.org`.
+pub(crate) fn parse_server_name(s: &str) -> Result<lb_net::ServerName, String> {
+    s.parse().map_err(|e: lb_net::Error| e.to_string())
+}
+
 /// `--admin-token`: what `Authorization: Bearer TOKEN` must carry on `POST /command`. An HTTP
 /// header carries visible ASCII, and the endpoint trims what it receives, so a token that is
 /// empty or holds a space, a control character or a non-ASCII character could never match:
@@ -159,6 +198,21 @@ pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is zero: this duration must be positive"));
     }
     Ok(d)
+}
+
+/// `--send-proxy`: the PROXY protocol version sent to backends; `None` for off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SendProxy(pub(crate) Option<lb_net::inspect::proxy_header::Version>);
+
+/// `v1`, `v2` or `off`.
+pub(crate) fn parse_send_proxy(s: &str) -> Result<SendProxy, String> {
+    use lb_net::inspect::proxy_header::Version;
+    match s.trim().to_ascii_lowercase().as_str() {
+        "v1" | "1" => Ok(SendProxy(Some(Version::V1))),
+        "v2" | "2" => Ok(SendProxy(Some(Version::V2))),
+        "off" | "none" | "no" => Ok(SendProxy(None)),
+        _ => Err(format!("invalid PROXY protocol version {s:?}: expected v1, v2 or off")),
+    }
 }
 
 /// A duration that can be turned off; `None` for off.
@@ -334,7 +388,7 @@ pub(crate) fn one_line_error(mut error: clap::Error) -> clap::Error {
 }
 
 /// `s` with each control character written as its Rust escape (`\n`, `\r`, `\u{1b}`).
-fn escape_controls(s: &str) -> String {
+pub(crate) fn escape_controls(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
         .collect()
@@ -362,7 +416,8 @@ like `quit`.";
 #[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100, args_conflicts_with_subcommands = true)]
 pub(crate) struct Args {
     /// Settings from a TOML file, one key per flag (e.g. health-interval = "2s", `[[backend]]`
-    /// tables); flags given here override it. `reload` or SIGHUP re-read it.
+    /// tables), and `[[pool]]` / `[[listen]]` tables for several services; flags given here
+    /// override its top-level keys. `reload` or SIGHUP re-read it.
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
 

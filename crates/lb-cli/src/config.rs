@@ -1,4 +1,5 @@
-//! The `--config` file: every flag of `lb` as a TOML key, laid under the command line.
+//! The `--config` file: every flag of `lb` as a TOML key, laid under the command line, and
+//! `[[pool]]` / `[[listen]]` tables for several services in one `lb`.
 //!
 //! ```toml
 //! port = 9000
@@ -21,28 +22,35 @@
 //! value or a syntax error is one line naming the file, the line and the key.
 //!
 //! The keys and their parsers come from the table in [`crate::settings`]; this module reads the
-//! TOML: each value in its raw form ([`Scalar`], or the `[[backend]]` tables), handed to its
-//! setting's parser through [`SettingValue`].
+//! TOML: each value in its raw form ([`Scalar`], or a list of tables, [`Tables`]), handed to its
+//! setting's parser through [`SettingValue`]. The `[[pool]]` and `[[listen]]` tables and the
+//! rules about what goes together are [`crate::tables`].
+
+mod raw;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use clap::builder::TypedValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
-use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
+
+pub(crate) use raw::{read_key, refuse_other_values, unknown_key, At, Scalar, Table, Tables};
 
 use crate::args::{self, one_line, Args, BackendSpec, FromText};
 #[cfg(doc)]
 use crate::settings::Settings;
 use crate::settings::{FileConfig, Key, KEYS};
+use crate::tables::{ListenTable, PoolTable};
 
 /// Reads and checks a configuration file. The error is one line: the file, the line (when there
 /// is one) and what is wrong.
-pub(crate) fn load(path: &Path) -> Result<FileConfig, String> {
+pub(crate) fn load(path: &Path) -> Result<File, String> {
     // A blocking read even when called from the runtime: the file is small and read only at
     // start-up and on an operator's reload, never on the connection path.
     let text = std::fs::read_to_string(path)
@@ -51,52 +59,152 @@ pub(crate) fn load(path: &Path) -> Result<FileConfig, String> {
 }
 
 /// Parses the text of a configuration file; `name` is how errors refer to it.
-pub(crate) fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
-    let at = |offset: usize| format!("{name} line {}", line_of(text, offset));
-    let TopLevel(file) = toml::from_str(text).map_err(|e| {
-        // serde says "field"; in a file people write keys.
-        let mut message = e
-            .message()
-            .trim_end()
-            .replace("unknown field", "unknown key")
-            .replace("missing field", "missing key");
-        let Some(span) = e.span() else { return format!("{name}: {message}") };
-        if message == "duplicate key" {
-            // The span is the key itself; name it, as for an unknown one.
-            if let Some(key) = text.get(span.clone()) {
-                message = format!("duplicate key `{}`", key.trim());
-            }
-        } else if message == "missing key `address`" {
-            // Only a [[backend]] table has a required key.
-            message = "backend: missing key `address`: each [[backend]] table needs address = \"HOST:PORT\"".into();
-        } else if !message.starts_with("unknown key") && !message.starts_with("backend: ") {
-            // A syntax error in a value (`port = 1e400`, `algorithm = `): name the key written
-            // on that line, as a bad value's message does.
-            if let Some(key) = key_at(text, span.start) {
-                message = format!("{key}: {message}");
-            }
-        }
-        format!("{}: {message}", at(span.start))
-    })?;
+pub(crate) fn parse(name: &str, text: &str) -> Result<File, String> {
+    // A message may quote what the file says (a key, a value): kept to one line whatever that is.
+    read(name, text).map_err(|e| args::escape_controls(&e))
+}
+
+fn read(name: &str, text: &str) -> Result<File, String> {
+    let place = Place::new(name, text);
+    let TopLevel(file) = toml::from_str(text).map_err(|e| toml_message(&place, text, &e))?;
     // A value its setting's parser turned down.
-    let file = file.map_err(|bad| format!("{}: {}: {}", at(bad.at), bad.key, bad.message))?;
-    if file.backends.as_ref().is_some_and(Vec::is_empty) {
-        // Written out but empty: a balancer with nothing to send traffic to, and on reload the
-        // removal of every backend. Leave the key out for the built-in defaults.
-        return Err("backend: the list is empty: give at least one [[backend]] table with \
-                    address = \"HOST:PORT\" (or leave it out for the defaults at start-up)"
-            .into());
-    }
+    let mut file =
+        file.map_err(|bad| format!("{}: {}: {}", place.at(bad.at), bad.key, bad.message))?;
+    file.place = place;
+    file.check()?;
     Ok(file)
 }
 
+/// A configuration file, read and checked ([`crate::tables`] has the rules).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct File {
+    /// The top-level keys: the flags' settings, and with `[[pool]]` tables every pool's
+    /// defaults.
+    pub(crate) settings: FileConfig,
+    /// Where each top-level setting is written.
+    pub(crate) keys: Vec<(Key, usize)>,
+    /// The `[[pool]]` tables, in order.
+    pub(crate) pools: Vec<At<PoolTable>>,
+    /// The `[[listen]]` tables, in order.
+    pub(crate) listeners: Vec<At<ListenTable>>,
+    /// How messages name the file and its lines.
+    pub(crate) place: Place,
+}
+
+impl File {
+    /// Where the top-level setting `key` is written, if it is.
+    pub(crate) fn key_offset(&self, key: Key) -> Option<usize> {
+        self.keys.iter().find(|(k, _)| *k == key).map(|&(_, at)| at)
+    }
+}
+
+/// How messages name a place in a file: `lb.toml line 12`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Place {
+    name: String,
+    /// The offset where each line starts.
+    line_starts: Vec<usize>,
+}
+
+impl Place {
+    fn new(name: &str, text: &str) -> Place {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1));
+        Place { name: name.to_owned(), line_starts: starts.collect() }
+    }
+
+    /// `NAME line N` for the line holding `offset`.
+    pub(crate) fn at(&self, offset: usize) -> String {
+        format!("{} line {}", self.name, self.line(offset))
+    }
+
+    /// The 1-based number of the line holding `offset`.
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&s| s <= offset).max(1)
+    }
+
+    /// The file's name, as messages give it.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The TOML reader's message, in the file's words, with the file and line.
+fn toml_message(place: &Place, text: &str, e: &toml::de::Error) -> String {
+    // serde says "field"; in a file people write keys.
+    let mut message = e
+        .message()
+        .trim_end()
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key");
+    let Some(span) = e.span() else { return format!("{}: {message}", place.name) };
+    if message == "duplicate key" {
+        // The span is the key itself; name it, as for an unknown one.
+        if let Some(key) = text.get(span.clone()) {
+            message = format!("duplicate key `{}`", key.trim());
+        }
+    } else if message == "missing key `address`" {
+        // Of the tables, only [[backend]] is read by serde's derive, which says this.
+        message = format!(
+            "backend: missing key `address`: each {} table needs address = \"HOST:PORT\"",
+            RawBackend::HEADER
+        );
+    }
+    match message.split_once(": ") {
+        // Our own messages start with the key of the table or list they are about; name it as
+        // the file writes it there (`pool.backend` for a pool's backends, `listen.routes`).
+        Some((key, rest)) if OWN_PREFIXES.contains(&key) => {
+            if let Some(mut path) = path_at(text, span.start, true) {
+                // One about a key in the table (unknown, out of place) is at that key, whose
+                // line's path ends with it.
+                let about_key = rest.starts_with("unknown key") || rest.starts_with('`');
+                if let Some(k) = rest.split('`').nth(1).filter(|_| about_key) {
+                    if let Some(table) = path.strip_suffix(&format!(".{k}")) {
+                        path = table.to_owned();
+                    }
+                }
+                if path.rsplit('.').next() == Some(key) {
+                    message = format!("{path}: {rest}");
+                }
+            }
+        }
+        _ if message.starts_with("unknown key") || message.starts_with("duplicate key") => {}
+        // A syntax error in a value (`port = 1e400`, `algorithm = `): name the key written on
+        // that line, as a bad value's message does.
+        _ => {
+            if let Some(key) = path_at(text, span.start, false) {
+                message = format!("{key}: {message}");
+            }
+        }
+    }
+    format!("{}: {message}", place.at(span.start))
+}
+
+/// The keys our own messages about a table or a list start with (`backend: expected ...`).
+const OWN_PREFIXES: [&str; 5] = ["backend", "pool", "listen", "routes", "sni"];
+
 /// A value its setting's parser turned down: where it is, the key it was read for and why.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BadValue {
     at: usize,
     key: String,
     message: String,
 }
+
+impl BadValue {
+    /// A problem with a whole table (a key it lacks, keys that do not go together), reported
+    /// at the table once the list it is in knows where that is.
+    pub(crate) fn of_table(key: &str, message: String) -> BadValue {
+        BadValue { at: THE_TABLE, key: key.to_owned(), message }
+    }
+
+    /// A problem with the value at `at`.
+    pub(crate) fn at(at: usize, key: &str, message: String) -> BadValue {
+        BadValue { at, key: key.to_owned(), message }
+    }
+}
+
+/// [`BadValue::at`] for "the table the value is in", filled in by [`Tables`].
+const THE_TABLE: usize = usize::MAX;
 
 /// How a setting's value is given: on the command line (a clap value parser, [`Self::flag`])
 /// and in a file (the form serde reads the TOML value in, and [`Self::read`]). An entry of the
@@ -148,11 +256,11 @@ impl SettingValue for Switch {
     fn read(&self, key: &str, raw: Spanned<Scalar>) -> Result<bool, BadValue> {
         match raw.get_ref() {
             Scalar::Bool(b) => Ok(*b),
-            other => Err(BadValue {
-                at: raw.span().start,
-                key: key.to_owned(),
-                message: format!("expected true or false, found {}", other.kind()),
-            }),
+            other => Err(BadValue::at(
+                raw.span().start,
+                key,
+                format!("expected true or false, found {}", other.kind()),
+            )),
         }
     }
 }
@@ -164,16 +272,16 @@ pub(crate) struct Backends;
 
 impl SettingValue for Backends {
     type Flag = FromText<fn(&str) -> Result<BackendSpec, String>>;
-    type Raw = BackendList;
+    type Raw = Tables<RawBackend>;
     type Value = Vec<BackendSpec>;
 
     fn flag(&self) -> Self::Flag {
         one_line(args::parse_backend)
     }
 
-    fn read(&self, key: &str, raw: BackendList) -> Result<Vec<BackendSpec>, BadValue> {
-        let mut specs = Vec::with_capacity(raw.0.len());
-        for entry in raw.0 {
+    fn read(&self, key: &str, raw: Tables<RawBackend>) -> Result<Vec<BackendSpec>, BadValue> {
+        let mut specs = Vec::new();
+        for At { value: entry, .. } in raw.checked()? {
             let part = |name: &str| format!("{key}.{name}");
             let target = read_text(&part("address"), &entry.address, args::parse_backend_address)?;
             let weight = read_optional(&part("weight"), entry.weight, args::parse_weight)?;
@@ -185,7 +293,7 @@ impl SettingValue for Backends {
 }
 
 /// [`read_text`] for a key that may be left out.
-fn read_optional<T>(
+pub(crate) fn read_optional<T>(
     key: &str,
     raw: Option<Spanned<Scalar>>,
     parse: impl Fn(&str) -> Result<T, String>,
@@ -194,74 +302,133 @@ fn read_optional<T>(
 }
 
 /// Runs one value's text through a parser; a failure names the key and where the value is.
-fn read_text<T>(
+pub(crate) fn read_text<T>(
     key: &str,
     raw: &Spanned<Scalar>,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, BadValue> {
-    let bad = |message| BadValue { at: raw.span().start, key: key.to_owned(), message };
+    let bad = |message| BadValue::at(raw.span().start, key, message);
     parse(&raw.get_ref().text().map_err(bad)?).map_err(bad)
 }
 
-/// The file's top level: each key read by its setting's parser. A value of a shape no setting
-/// takes (a TOML error) stops the reading; a value a parser turns down is reported once the
-/// whole file has been read, so TOML errors come first. Of several bad values, the one of the
-/// earliest setting in the table is reported (the TOML reader hands keys over sorted).
-struct TopLevel(Result<FileConfig, BadValue>);
+/// The file's top level: each key read by its setting's parser, and the `[[pool]]` and
+/// `[[listen]]` tables. A value of a shape no setting takes (a TOML error) stops the reading; a
+/// value a parser turns down is reported once the whole file has been read, so TOML errors come
+/// first: a bad top-level value ([`SettingsReader`]), else the first in the tables, in order.
+struct TopLevel(Result<File, BadValue>);
 
 impl<'de> Deserialize<'de> for TopLevel {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
-        struct Table;
-        impl<'de> Visitor<'de> for Table {
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
             type Value = TopLevel;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a table of settings")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
-                let mut file = FileConfig::default();
-                let mut first_bad: Option<(Key, BadValue)> = None;
-                while let Some(key) = map.next_key::<Key>()? {
-                    if let Err(bad) = file.read(key, &mut map)? {
-                        if first_bad.as_ref().is_none_or(|(first, _)| key < *first) {
-                            first_bad = Some((key, bad));
+                let mut file = File::default();
+                let mut settings = SettingsReader::default();
+                let (mut pools, mut listeners) = (Tables::default(), Tables::default());
+                while let Some(key) = map.next_key::<Spanned<TopKey>>()? {
+                    let at = key.span().start;
+                    match key.into_inner() {
+                        TopKey::Setting(key) => {
+                            file.keys.push((key, at));
+                            settings.read(key, "", &mut map)?;
                         }
+                        TopKey::Pool => pools = map.next_value()?,
+                        TopKey::Listen => listeners = map.next_value()?,
                     }
                 }
-                Ok(TopLevel(first_bad.map_or(Ok(file), |(_, bad)| Err(bad))))
+                let checked = (|| {
+                    file.settings = settings.finish()?;
+                    file.pools = pools.checked()?;
+                    file.listeners = listeners.checked()?;
+                    Ok(file)
+                })();
+                Ok(TopLevel(checked))
             }
         }
         // Read as serde's derive reads a struct with `deny_unknown_fields`.
-        d.deserialize_struct("settings", KEYS, Table)
+        d.deserialize_struct("settings", &TOP_KEYS, Top)
     }
 }
 
-/// A key is read as serde's derive reads a field name, so an unknown key is reported at the
-/// key, with the known ones.
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        struct Name;
-        impl Visitor<'_> for Name {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a setting's key")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Key::from_key(key).ok_or_else(|| E::unknown_field(key, KEYS))
+/// Reads a table's settings key by key. A value its parser turns down is kept, for after the
+/// whole file is read; of several, the one of the earliest setting in the table (the TOML
+/// reader hands keys over sorted, so this is the same whatever order they are written in).
+#[derive(Default)]
+pub(crate) struct SettingsReader {
+    settings: FileConfig,
+    first_bad: Option<(Key, BadValue)>,
+}
+
+impl SettingsReader {
+    /// Reads the value of `key`; `table` is how messages name the table (`pool.`).
+    pub(crate) fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: Key,
+        table: &str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        if let Err(bad) = self.settings.read(key, table, map)? {
+            if self.first_bad.as_ref().is_none_or(|(first, _)| key < *first) {
+                self.first_bad = Some((key, bad));
             }
         }
-        d.deserialize_identifier(Name)
+        Ok(())
+    }
+
+    /// The settings read, or the first bad value.
+    pub(crate) fn finish(self) -> Result<FileConfig, BadValue> {
+        self.first_bad.map_or(Ok(self.settings), |(_, bad)| Err(bad))
+    }
+}
+
+/// A top-level key: a setting, or a list of `[[pool]]` or `[[listen]]` tables.
+enum TopKey {
+    Setting(Key),
+    Pool,
+    Listen,
+}
+
+/// Every top-level key, for the message about an unknown one.
+static TOP_KEYS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| KEYS.iter().copied().chain(["pool", "listen"]).collect());
+
+impl<'de> Deserialize<'de> for TopKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TopKey, D::Error> {
+        read_key(d, |key| match key {
+            "pool" => Ok(TopKey::Pool),
+            "listen" => Ok(TopKey::Listen),
+            _ => Key::from_key(key)
+                .map(TopKey::Setting)
+                .ok_or_else(|| unknown_key("", key, &TOP_KEYS)),
+        })
     }
 }
 
 /// The key assigned on the line holding `offset` (`port` for `port = 1e400`), as a message
-/// names it: `backend.weight` inside a `[[backend]]` table. `None` when the line assigns none.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
+/// names it: `backend.weight` inside a `[[backend]]` table; with `headers`, also the table a
+/// header line opens (`pool.backend` for `[[pool.backend]]`). `None` when the line does neither.
+fn path_at(text: &str, offset: usize, headers: bool) -> Option<String> {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or_default();
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    if headers && line.trim_start().starts_with('[') {
+        let table = line.trim().trim_start_matches('[').split(']').next()?.trim();
+        return is_key(table).then(|| table.to_owned());
+    }
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches('"');
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !is_key(key) {
         return None;
     }
     // The table the line is in: the last header above it.
@@ -277,16 +444,6 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
-/// How a backend is written, for messages about a malformed one.
-const BACKEND_FORM: &str =
-    "expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state)";
-
-/// 1-based line number of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
-}
-
 /// One `[[backend]]` table.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,170 +453,14 @@ pub(crate) struct RawBackend {
     state: Option<Spanned<Scalar>>,
 }
 
-/// Visitor methods that turn down every value but the one the visitor is for, with a message in
-/// the file's words (`backend: expected ..., found a string "x"`) rather than serde's, which
-/// would name Rust types.
-macro_rules! refuse_other_values {
-    ($expected:expr) => {
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Err(E::custom(format!("{}, found {v}", $expected)))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Err(E::custom(format!("{}, found the number {v}", $expected)))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Err(E::custom(format!("{}, found the number {v}", $expected)))
-        }
-        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-            Err(E::custom(format!("{}, found the number {v}", $expected)))
-        }
-        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-            Err(E::custom(format!("{}, found the number {v}", $expected)))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(E::custom(format!("{}, found the number {v:?}", $expected)))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Err(E::custom(format!("{}, found the string {v:?}", $expected)))
-        }
-    };
-}
+impl Table for RawBackend {
+    const KEY: &'static str = "backend";
+    const FORM: &'static str =
+        "expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state)";
+    const HEADER: &'static str = "[[backend]]";
 
-/// The `backend` key: a list of tables. A custom visitor so that a plain string, a single
-/// `[backend]` table or a list of strings (easy mistakes) is reported with the key's name and
-/// the expected form.
-pub(crate) struct BackendList(Vec<RawBackend>);
-
-impl<'de> Deserialize<'de> for BackendList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BackendList, D::Error> {
-        struct List;
-        impl<'de> Visitor<'de> for List {
-            type Value = BackendList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "backend: {BACKEND_FORM}")
-            }
-            refuse_other_values!(format_args!("backend: {BACKEND_FORM}"));
-            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-                Err(de::Error::custom(format!(
-                    "backend: {BACKEND_FORM}, found a single [backend] table (write [[backend]])"
-                )))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(BackendEntry(entry)) = seq.next_element()? {
-                    out.push(entry);
-                }
-                Ok(BackendList(out))
-            }
-        }
-        d.deserialize_any(List)
-    }
-}
-
-/// One element of the `backend` list: a table, read as a [`RawBackend`]; anything else (a
-/// string, a number, an array) is turned down in the file's words.
-struct BackendEntry(RawBackend);
-
-impl<'de> Deserialize<'de> for BackendEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BackendEntry, D::Error> {
-        struct Entry;
-        impl<'de> Visitor<'de> for Entry {
-            type Value = RawBackend;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "backend: {BACKEND_FORM}")
-            }
-            refuse_other_values!(format_args!("backend: {BACKEND_FORM}"));
-            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawBackend, A::Error> {
-                Err(de::Error::custom(format!("backend: {BACKEND_FORM}, found an array")))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBackend, A::Error> {
-                RawBackend::deserialize(de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_any(Entry).map(BackendEntry)
-    }
-}
-
-/// A value as written, before its flag's parser sees it. Any TOML value is accepted here, so
-/// that a value of the wrong kind is reported by [`Scalar::text`] together with its key.
-#[derive(Debug)]
-pub(crate) enum Scalar {
-    /// A string, or a number kept as its text (`8080`, `1.5`).
-    Text(String),
-    Bool(bool),
-    /// An array, a table or a date: never a valid setting. The name is for the error.
-    Other(&'static str),
-}
-
-impl Scalar {
-    /// The text a flag's parser reads: the command line's form of this value.
-    fn text(&self) -> Result<String, String> {
-        match self {
-            Scalar::Text(s) => Ok(s.clone()),
-            Scalar::Bool(b) => Ok(b.to_string()),
-            Scalar::Other(kind) => Err(format!("expected a string or a number, found {kind}")),
-        }
-    }
-
-    fn kind(&self) -> String {
-        match self {
-            Scalar::Text(s) => format!("{s:?}"),
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Other(kind) => (*kind).to_owned(),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, a number or true/false")
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar::Bool(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            // Integers beyond 64 bits (`port = 99999999999999999999999`): kept as text too, so
-            // the flag's parser says the number is out of its range, naming the key.
-            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                // Debug keeps the point (`2.0`), so a float never passes for a whole number.
-                Ok(Scalar::Text(format!("{v:?}")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_owned()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other("an array"))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-                // toml hands dates over as a map with one private key.
-                let mut kind = "a table";
-                if let Some(key) = map.next_key::<String>()? {
-                    if key.starts_with("$__toml_private") {
-                        kind = "a date";
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other(kind))
-            }
-        }
-        d.deserialize_any(V)
+    fn read<'de, A: MapAccess<'de>>(map: A) -> Result<Result<Self, BadValue>, A::Error> {
+        RawBackend::deserialize(de::value::MapAccessDeserializer::new(map)).map(Ok)
     }
 }
 
@@ -506,7 +507,7 @@ mod tests {
     /// Parses flags as `main` does and lays `file` under them.
     fn effective(args: &[&str], file: &str) -> Settings {
         let (cli, given) = flags(args);
-        cli.merge(&given, &parse("lb.toml", file).unwrap())
+        cli.merge(&given, &parse("lb.toml", file).unwrap().settings)
     }
 
     fn err(text: &str) -> String {
@@ -546,7 +547,8 @@ state = "drain"
 address = "[::1]:8002"
 "#,
         )
-        .unwrap();
+        .unwrap()
+        .settings;
         assert_eq!(file.host.as_deref(), Some("0.0.0.0"));
         assert_eq!(file.port, Some(9000));
         assert_eq!(file.algorithm, Some(Algorithm::LeastConnections));
@@ -577,7 +579,7 @@ address = "[::1]:8002"
 
     #[test]
     fn an_empty_file_sets_nothing() {
-        assert_eq!(parse("lb.toml", "# nothing\n").unwrap(), FileConfig::default());
+        assert_eq!(parse("lb.toml", "# nothing\n").unwrap().settings, FileConfig::default());
         let args = effective(&["lb"], "");
         assert_eq!((args.port, args.backends.len()), (8080, 3));
     }
@@ -764,8 +766,14 @@ weight = 3
 
     #[test]
     fn the_host_and_admin_token_are_checked_as_their_flags() {
-        assert_eq!(parse("lb.toml", "host = \"[::1]\"").unwrap().host.as_deref(), Some("::1"));
-        assert_eq!(parse("lb.toml", "host = \"::1\"").unwrap().host.as_deref(), Some("::1"));
+        assert_eq!(
+            parse("lb.toml", "host = \"[::1]\"").unwrap().settings.host.as_deref(),
+            Some("::1")
+        );
+        assert_eq!(
+            parse("lb.toml", "host = \"::1\"").unwrap().settings.host.as_deref(),
+            Some("::1")
+        );
         assert!(err("host = \"[::1\"").starts_with("lb.toml line 1: host: invalid host \"[::1\""));
         assert_eq!(
             err("\nadmin-token = \"\""),
@@ -807,9 +815,41 @@ weight = 3
     }
 
     #[test]
+    fn the_example_files_services_parse_uncommented() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/lb.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let marker = "a plain TCP port for web:\n";
+        let block = &text[text.find(marker).expect("the services example") + marker.len()..];
+        let toml: String = block
+            .lines()
+            .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file = parse("lb.example.toml", &toml).unwrap();
+        assert_eq!(file.pool_names(), ["web", "api"]);
+        let names: Vec<&str> =
+            file.listeners.iter().map(|l| l.value.config.name.as_str()).collect();
+        assert_eq!(names, ["https", "0.0.0.0:8443"]);
+    }
+
+    #[test]
+    fn the_readme_services_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let text = std::fs::read_to_string(path).unwrap();
+        let marker = "### Several services in one lb";
+        let section = &text[text.find(marker).expect("the README section")..];
+        let block = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let file = parse("README.md", block).unwrap();
+        assert_eq!(file.pool_names(), ["web", "api", "db", "broker"]);
+        let names: Vec<&str> =
+            file.listeners.iter().map(|l| l.value.config.name.as_str()).collect();
+        assert_eq!(names, ["https", "postgres", "amqp"]);
+    }
+
+    #[test]
     fn the_example_file_parses_and_states_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/lb.example.toml");
-        let file = load(Path::new(path)).unwrap();
+        let file = load(Path::new(path)).unwrap().settings;
         let text = std::fs::read_to_string(path).unwrap();
         // Every key is in the example...
         let set = file.keys();

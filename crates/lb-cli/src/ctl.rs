@@ -52,7 +52,7 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
     let admin = args
         .admin
         .clone()
-        .or_else(|| file.as_ref().and_then(|f| f.admin.clone().flatten()))
+        .or_else(|| file.as_ref().and_then(|f| f.settings.admin.clone().flatten()))
         .unwrap_or_else(|| parse_admin_addr(DEFAULT_ADMIN).expect("the default address parses"));
     if admin.port == 0 {
         err!(
@@ -63,7 +63,7 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
     }
     // An empty LB_ADMIN_TOKEN is no token; anything else must be sendable in a header.
     let token = args.token.clone().filter(|t| !t.is_empty());
-    let token = match token.or_else(|| file.and_then(|f| f.admin_token.flatten())) {
+    let token = match token.or_else(|| file.and_then(|f| f.settings.admin_token.flatten())) {
         Some(t) => match crate::args::parse_admin_token(&t) {
             Ok(t) => Some(t),
             Err(e) => {

@@ -35,22 +35,25 @@ mod ctl;
 mod demo;
 mod limits;
 mod logging;
+mod plan;
 mod reload;
 mod repl;
+mod services;
 mod settings;
+mod tables;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use lb_core::{HealthConfig, Pool, PoolConfig};
-use lb_net::{Balancer, Command, HealthCheckConfig, ProxyConfig, TcpConnector};
+use lb_net::{Balancer, Command, ProxyConfig, TcpConnector};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use args::Args;
 use config::Given;
+use services::{addresses, routing_text, PoolSpec, Services};
 use settings::Settings;
 
 /// Why `lb` stopped before serving: bad input (exit status 2) or the environment (1).
@@ -133,171 +136,153 @@ struct CommandLine {
 
 fn run(cli: Args, given: Given) -> Result<(), Failure> {
     // A bad file is bad input, like a bad flag: exit status 2 before anything is opened.
-    let args = match &cli.config {
-        Some(path) => cli.settings.merge(&given, &config::load(path).map_err(Failure::Usage)?),
+    let file = cli.config.as_deref().map(config::load).transpose().map_err(Failure::Usage)?;
+    let args = match &file {
+        Some(file) => cli.settings.merge(&given, &file.settings),
         None => cli.settings.clone(),
     };
-    let health = HealthConfig { rise: args.rise, fall: args.fall, ..HealthConfig::default() };
-    let pool = Pool::new(PoolConfig {
-        algorithm: args.algorithm,
-        health,
-        max_connections_per_backend: args.max_connections_per_backend.0,
-    })
-    .map_err(|e| Failure::Usage(e.to_string()))?;
-    if let Some(spec) = args.backends.iter().find(|b| b.target.port == 0 && !args.demo) {
-        return Err(Failure::Usage(format!(
-            "backend {}: port 0 is only allowed with --demo (a free port for a demo backend)",
-            spec.target
-        )));
+    let services = Services::new(&args, &given, file.as_ref()).map_err(Failure::Usage)?;
+    for spec in &services.pools {
+        if let Some(b) = spec.settings.backends.iter().find(|b| b.target.port == 0 && !args.demo) {
+            return Err(Failure::Usage(spec.about(format!(
+                "backend {}: port 0 is only allowed with --demo (a free port for a demo backend)",
+                b.target
+            ))));
+        }
     }
     let log_guard = logging::init(&args.log_file, &args.log_level).map_err(Failure::Runtime)?;
     let log_reopener = log_guard.reopener();
+    let proxy = ProxyConfig {
+        max_connections: args.max_connections.0,
+        shutdown_grace: args.shutdown_grace,
+        ..ProxyConfig::default()
+    };
+    let balancer = Balancer::empty(TcpConnector, proxy);
+    let workers = start_workers(&balancer, args.workers)?;
     // The control runtime: health checks, the admin endpoint, commands, signals. The data path
-    // runs on the worker threads (see `spawn_workers`), so one thread is plenty here.
+    // runs on the worker threads, so one thread is plenty here.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("lb-control")
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the runtime: {e}")))?;
+    let command_line = CommandLine { cli, given };
     let result = runtime.block_on(async {
-        tokio::spawn(serve(args, pool, CommandLine { cli, given }, log_reopener))
+        tokio::spawn(serve(args, services, balancer, command_line, log_reopener))
             .await
             .unwrap_or_else(|e| Err(Failure::Runtime(format!("lb stopped unexpectedly: {e}"))))
     });
-    if let Err(Failure::Runtime(msg) | Failure::Usage(msg)) = &result {
+    match &result {
+        // The workers return once shutdown is complete: joining is then immediate.
+        Ok(()) => workers.into_iter().for_each(|w| drop(w.join())),
         // Logged here, while the log writer is still alive to flush it.
-        tracing::error!("{msg}");
+        Err(Failure::Runtime(msg) | Failure::Usage(msg)) => tracing::error!("{msg}"),
     }
     // `log_guard` drops after `runtime` (declared later, dropped first): it writes what is pending.
     result
 }
 
-/// Resolves `host`, preferring IPv4 (`localhost` may resolve to ::1 first).
-async fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, Failure> {
+/// Starts one thread per worker, each with its own single-threaded runtime that lives until
+/// shutdown is complete. The listeners' accept loops are spread over them
+/// ([`Balancer::set_workers`]) and each serves the connections it accepts, so connections
+/// never move between threads: no cross-thread wake-ups on the data path. (Built outside any
+/// runtime, where a runtime may be dropped.)
+fn start_workers(
+    balancer: &Balancer,
+    count: usize,
+) -> Result<Vec<std::thread::JoinHandle<()>>, Failure> {
+    let handle = balancer.handle();
+    let (mut threads, mut runtimes) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for i in 0..count {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Runtime(format!("cannot start a worker runtime: {e}")))?;
+        runtimes.push(runtime.handle().clone());
+        let handle = handle.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("lb-worker-{i}"))
+            .spawn(move || runtime.block_on(handle.drained()))
+            .map_err(|e| Failure::Runtime(format!("cannot start worker thread: {e}")))?;
+        threads.push(thread);
+    }
+    balancer.set_workers(runtimes);
+    Ok(threads)
+}
+
+/// Resolves and binds one listener on the current runtime (the admin endpoint's).
+async fn bind(host: &str, port: u16) -> Result<TcpListener, Failure> {
     let target = lb_net::Target { host: host.to_owned(), port };
     let addrs = target
         .resolve()
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {host}: {e}")))?;
-    Ok(addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]))
-}
-
-/// Binds one listener per worker sharing `addr` (see [`lb_net::bind_shared`]).
-fn bind_workers(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, Failure> {
-    lb_net::bind_shared(addr, count)
-        .map_err(|e| Failure::Runtime(format!("cannot listen on {addr}: {e}")))
-}
-
-/// Resolves and binds one listener on the current runtime.
-async fn bind(host: &str, port: u16) -> Result<TcpListener, Failure> {
-    let addr = resolve_listen(host, port).await?;
+    let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
     let fail = |e: std::io::Error| Failure::Runtime(format!("cannot listen on {addr}: {e}"));
     TcpListener::from_std(lb_net::bind(addr, false).map_err(fail)?).map_err(fail)
 }
 
-/// Starts one thread per listener, each with its own single-threaded runtime accepting on its
-/// listener and serving the connections it accepts. Connections never move between threads,
-/// so there are no cross-thread wake-ups on the data path.
-fn spawn_workers(
-    acceptor: lb_net::Acceptor,
-    listeners: Vec<std::net::TcpListener>,
-) -> Result<Vec<std::thread::JoinHandle<()>>, Failure> {
-    let mut threads = Vec::with_capacity(listeners.len());
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let acceptor = acceptor.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("lb-worker-{i}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(worker = i, error = %e, "cannot start a worker runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(listener) => acceptor.accept(listener).await,
-                        Err(e) => {
-                            tracing::error!(worker = i, error = %e, "cannot register the listener")
-                        }
-                    }
-                });
-            })
-            .map_err(|e| Failure::Runtime(format!("cannot start worker thread: {e}")))?;
-        threads.push(thread);
+/// Starts a demo backend on every backend address on this machine, in every pool (port 0: a
+/// free port, put in place in `resolved`). Returns the addresses the port-0 ones got, in
+/// order, for reloads.
+async fn start_demo(
+    services: &Services,
+    resolved: &mut [Vec<SocketAddr>],
+) -> Result<Vec<SocketAddr>, Failure> {
+    let local: Vec<SocketAddr> =
+        resolved.iter().flatten().copied().filter(demo::is_local).collect();
+    if local.is_empty() {
+        return Err(Failure::Usage(
+            "--demo starts backends on this machine, but no --backend is on 127.0.0.1 or ::1"
+                .into(),
+        ));
     }
-    Ok(threads)
+    let bound = demo::start(&local).await.map_err(Failure::Runtime)?;
+    tracing::info!(backends = ?bound, "demo backends started");
+    for (addr, bound) in resolved.iter_mut().flatten().filter(|a| demo::is_local(a)).zip(bound) {
+        *addr = bound;
+    }
+    let port_0 = services.pools.iter().zip(resolved.iter()).flat_map(|(spec, addrs)| {
+        spec.settings.backends.iter().zip(addrs).filter(|(b, _)| b.target.port == 0)
+    });
+    Ok(port_0.map(|(_, addr)| *addr).collect())
 }
 
 async fn serve(
     args: Settings,
-    pool: Pool,
+    services: Services,
+    balancer: Balancer,
     command_line: CommandLine,
     log_reopener: logging::LogReopener,
 ) -> Result<(), Failure> {
-    let listen = resolve_listen(&args.host, args.port).await?;
-    let listeners = bind_workers(listen, args.workers)?;
-    let local = listeners[0].local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
-    let mut resolved = reload::resolve(&args.backends).await.map_err(Failure::Runtime)?;
-    if args.demo {
-        // A demo backend on every local backend address; port 0 becomes the port it got.
-        let local: Vec<SocketAddr> = resolved.iter().copied().filter(demo::is_local).collect();
-        if local.is_empty() {
-            return Err(Failure::Usage(
-                "--demo starts backends on this machine, but no --backend is on 127.0.0.1 or ::1"
-                    .into(),
-            ));
-        }
-        let bound = demo::start(&local).await.map_err(Failure::Runtime)?;
-        tracing::info!(backends = ?bound, "demo backends started");
-        for (addr, bound) in resolved.iter_mut().filter(|a| demo::is_local(a)).zip(bound) {
-            *addr = bound;
-        }
+    // Every backend is resolved and every address bound before anything is served.
+    let mut resolved = Vec::with_capacity(services.pools.len());
+    for spec in &services.pools {
+        let addrs = plan::resolve(&spec.settings.backends).await;
+        resolved.push(addrs.map_err(|e| Failure::Runtime(spec.about(e)))?);
     }
-    let demo_ports: Vec<SocketAddr> = args
-        .backends
+    let demo_ports =
+        if args.demo { start_demo(&services, &mut resolved).await? } else { Vec::new() };
+    let mut wanted = Vec::with_capacity(resolved.len());
+    for (spec, addrs) in services.pools.iter().zip(&resolved) {
+        let checked = plan::wanted(&spec.settings.backends, addrs);
+        wanted.push(checked.map_err(|e| Failure::Usage(spec.about(e)))?);
+    }
+    let mut sockets = Vec::with_capacity(services.listeners.len());
+    for spec in &services.listeners {
+        let addr = spec.resolve().await.map_err(Failure::Runtime)?;
+        sockets.push(spec.bind(addr, args.workers).map_err(Failure::Runtime)?);
+    }
+    let bound = sockets
         .iter()
-        .zip(&resolved)
-        .filter(|(spec, _)| spec.target.port == 0)
-        .map(|(_, addr)| *addr)
-        .collect();
-    let wanted = reload::wanted(&args.backends, &resolved).map_err(Failure::Usage)?;
-    for w in &wanted {
-        pool.add_with_state(w.addr, Some(w.weight), w.state)
-            .map_err(|e| Failure::Usage(format!("backend {}: {e}", w.addr)))?;
-    }
-    let proxy = ProxyConfig {
-        connect_timeout: args.connect_timeout,
-        idle_timeout: args.idle_timeout.0,
-        max_connections: args.max_connections.0,
-        retries: args.retries,
-        shutdown_grace: args.shutdown_grace,
-        ..ProxyConfig::default()
-    };
-    let health = HealthCheckConfig {
-        interval: args.health_interval,
-        timeout: args.health_timeout,
-        enabled: args.health_check.0.is_some(),
-        kind: args.health_check.0.clone().unwrap_or_default(),
-        ..HealthCheckConfig::default()
-    };
-    let backends = wanted.iter().map(|w| w.addr.to_string()).collect::<Vec<_>>().join(", ");
+        .map(|s| s[0].local_addr())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     let config = command_line.cli.config.clone();
     let config_file = config.as_ref().map(|p| p.display().to_string());
-    tracing::info!(
-        address = %local,
-        algorithm = %args.algorithm,
-        backends = %backends,
-        health_check = %health.kind,
-        config = config_file.as_deref().unwrap_or("none"),
-        "lb {} starting",
-        env!("CARGO_PKG_VERSION")
-    );
+    let shown = Shown { args: &args, services: &services, wanted: &wanted, bound: &bound };
+    shown.log_start(config_file.as_deref());
     if let Some(files) = limits::raise_open_files_limit() {
         let room = files.connections();
         tracing::info!(
@@ -312,8 +297,12 @@ async fn serve(
             );
         }
     }
-    let balancer = Balancer::new(pool, TcpConnector, proxy, health);
     let handle = balancer.handle();
+    for (spec, wanted) in services.pools.iter().zip(&wanted) {
+        let pool = spec.build(wanted).map_err(Failure::Usage)?;
+        let added = handle.add_pool(&spec.name, pool, spec.pool_settings());
+        added.map_err(|e| Failure::Usage(spec.about(e)))?;
+    }
     if let Some(path) = config {
         let reloader = Arc::new(reload::Reloader {
             path,
@@ -321,7 +310,7 @@ async fn serve(
             given: command_line.given,
             running: args.clone(),
             demo_ports,
-            pool: handle.pool().clone(),
+            handle: handle.clone(),
             one_at_a_time: tokio::sync::Mutex::new(()),
         });
         handle.set_reloader(Arc::new(move || {
@@ -340,27 +329,7 @@ async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
-    if args.quiet {
-        // Quiet still says what nobody could know otherwise: the port picked for --port 0.
-        if args.port == 0 {
-            out!("listening on {local}");
-        }
-    } else {
-        out!(
-            "lb {} listening on {local} ({}), backends: {backends}",
-            env!("CARGO_PKG_VERSION"),
-            args.algorithm
-        );
-        match &config_file {
-            Some(path) => out!(
-                "settings from {path}; logging to {}; type `help` for commands, `quit` to stop",
-                args.log_file
-            ),
-            None => {
-                out!("logging to {}; type `help` for commands, `quit` to stop", args.log_file)
-            }
-        }
-    }
+    shown.banner(config_file.as_deref());
     if let Some(admin) = &args.admin {
         let listener = bind(&admin.host, admin.port).await.map_err(|f| match f {
             Failure::Runtime(msg) | Failure::Usage(msg) => {
@@ -386,16 +355,100 @@ async fn serve(
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;
     let signals = shutdown_signal(handle.clone());
-    tracing::info!(address = %local, workers = args.workers, "listening");
-    let workers = spawn_workers(balancer.acceptor(), listeners)?;
+    if services.shorthand {
+        tracing::info!(address = %bound[0], workers = args.workers, "listening");
+    }
+    for (spec, sockets) in services.listeners.iter().zip(sockets) {
+        let added = handle.add_listener(spec.config.clone(), sockets);
+        added.map_err(|e| Failure::Runtime(spec.about(e)))?;
+    }
     let report = balancer.supervise(signals).await;
-    // The workers return once shutdown is complete; joining is then immediate.
-    let _ =
-        tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
     if !args.quiet {
         out!("stopped ({} connections closed at the end of the grace period)", report.cut);
     }
     Ok(())
+}
+
+/// What `lb` says it serves, on the terminal and in the log, when it starts.
+struct Shown<'a> {
+    args: &'a Settings,
+    services: &'a Services,
+    wanted: &'a [Vec<plan::Wanted>],
+    bound: &'a [SocketAddr],
+}
+
+impl Shown<'_> {
+    /// The one-listener, one-pool `lb` of old, said as it always was.
+    fn one_pool(&self) -> Option<(&PoolSpec, &[plan::Wanted])> {
+        match (self.services.shorthand, self.services.pools.as_slice()) {
+            (true, [pool]) => Some((pool, &self.wanted[0])),
+            _ => None,
+        }
+    }
+
+    /// Each pool (`web (round_robin): 10.0.0.5:443, ...`) and each listener
+    /// (`https on 0.0.0.0:443: pool web`).
+    fn pools_and_listeners(&self) -> (Vec<String>, Vec<String>) {
+        let pools = self.services.pools.iter().zip(self.wanted).map(|(p, w)| p.describe(w));
+        let listeners = self.services.listeners.iter().zip(self.bound).map(|(l, addr)| {
+            format!("listening on {addr} (listener {}): {}", l.config.name, routing_text(&l.config))
+        });
+        (pools.collect(), listeners.collect())
+    }
+
+    fn log_start(&self, config_file: Option<&str>) {
+        let config = config_file.unwrap_or("none");
+        let version = env!("CARGO_PKG_VERSION");
+        if let Some((pool, wanted)) = self.one_pool() {
+            tracing::info!(
+                address = %self.bound[0],
+                algorithm = %pool.settings.algorithm,
+                backends = %addresses(wanted),
+                health_check = %pool.pool_settings().health.kind,
+                config,
+                "lb {version} starting"
+            );
+            return;
+        }
+        let (pools, listeners) = self.pools_and_listeners();
+        let (pools, listeners) = (pools.join("; "), listeners.join("; "));
+        tracing::info!(pools, listeners, config, "lb {version} starting");
+    }
+
+    /// The banner; quiet, only the address of each listener given port 0 (nobody could know
+    /// it otherwise).
+    fn banner(&self, config_file: Option<&str>) {
+        let Shown { args, services, .. } = self;
+        if args.quiet {
+            for (spec, addr) in services.listeners.iter().zip(self.bound) {
+                match (spec.address.port, services.shorthand) {
+                    (0, true) => out!("listening on {addr}"),
+                    (0, false) => out!("listening on {addr} (listener {})", spec.config.name),
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        if let Some((pool, wanted)) = self.one_pool() {
+            let (algorithm, backends) = (pool.settings.algorithm, addresses(wanted));
+            out!("lb {version} listening on {} ({algorithm}), backends: {backends}", self.bound[0]);
+        } else {
+            let (pools, listeners) = self.pools_and_listeners();
+            out!("lb {version}: {} pools, {} listeners", pools.len(), listeners.len());
+            pools.iter().for_each(|p| out!("  pool {p}"));
+            listeners.iter().for_each(|l| out!("  {l}"));
+        }
+        match config_file {
+            Some(path) => out!(
+                "settings from {path}; logging to {}; type `help` for commands, `quit` to stop",
+                args.log_file
+            ),
+            None => {
+                out!("logging to {}; type `help` for commands, `quit` to stop", args.log_file)
+            }
+        }
+    }
 }
 
 /// Each SIGHUP reopens the log file (for log rotation: lines from now on go to the file at the

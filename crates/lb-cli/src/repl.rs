@@ -7,6 +7,7 @@
 //! SIGTERM, so it runs as a service with stdin closed.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
 
 use lb_net::COMMAND_NAMES;
 use lb_net::{Command, Handle, Reply};
@@ -162,7 +163,7 @@ fn interactive_loop(handle: &Handle, runtime: &Runtime) -> rustyline::Result<()>
     }
 }
 
-/// Tab completion: command names first, then algorithm names or current backend addresses.
+/// Tab completion: command names first, then pool names, algorithm names or backends.
 struct Completion {
     handle: Handle,
 }
@@ -180,22 +181,46 @@ impl Completer for Completion {
         let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
         let word = &before[start..];
         let words: Vec<&str> = before[..start].split_whitespace().collect();
-        let options: Vec<String> = match words.as_slice() {
-            [] => COMMAND_NAMES.iter().map(|s| s.to_string()).collect(),
-            ["algorithm" | "algo"] => {
-                lb_core::Algorithm::ALL.iter().map(|a| a.to_string()).collect()
-            }
-            ["remove" | "drain" | "enable" | "maint" | "weight"] => {
-                self.handle.pool().backends().iter().map(|b| b.addr.to_string()).collect()
-            }
-            _ => Vec::new(),
-        };
+        let pools: Vec<(String, Vec<SocketAddr>)> = self
+            .handle
+            .pool_names()
+            .into_iter()
+            .filter_map(|name| {
+                let backends = self.handle.pool_named(&name)?.backends();
+                Some((name, backends.iter().map(|b| b.addr).collect()))
+            })
+            .collect();
         let mut matches: Vec<String> =
-            options.into_iter().filter(|o| o.starts_with(word)).collect();
+            candidates(&words, &pools).into_iter().filter(|o| o.starts_with(word)).collect();
         if matches.len() == 1 {
             matches[0].push(' ');
         }
         Ok((start, matches))
+    }
+}
+
+/// What may come after `words` (the words before the one being completed), given each pool's
+/// name and backends: a command, an algorithm or a pool where a command takes one, a backend
+/// (`POOL/HOST:PORT` when there are several pools, as commands then want).
+fn candidates(words: &[&str], pools: &[(String, Vec<SocketAddr>)]) -> Vec<String> {
+    let names = pools.iter().map(|(name, _)| name.clone());
+    let algorithms = lb_core::Algorithm::ALL.iter().map(|a| a.to_string());
+    match words {
+        [] => COMMAND_NAMES.iter().map(|s| s.to_string()).collect(),
+        ["algorithm" | "algo"] => algorithms.chain(names).collect(),
+        ["algorithm" | "algo", pool] if pools.iter().any(|(name, _)| name == pool) => {
+            algorithms.collect()
+        }
+        ["stats" | "status" | "health" | "add"] => names.collect(),
+        ["remove" | "rm" | "del" | "delete" | "drain" | "enable" | "ready" | "maint" | "disable"
+        | "weight"] => match pools {
+            [(_, only)] => only.iter().map(|a| a.to_string()).collect(),
+            _ => pools
+                .iter()
+                .flat_map(|(name, addrs)| addrs.iter().map(move |a| format!("{name}/{a}")))
+                .collect(),
+        },
+        _ => Vec::new(),
     }
 }
 
@@ -220,6 +245,24 @@ mod tests {
                 PlainLine::NotUtf8 => "<not utf-8>".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn completion_offers_pools_and_pool_qualified_backends() {
+        let a: SocketAddr = "10.0.0.5:443".parse().unwrap();
+        let b: SocketAddr = "10.0.0.9:5432".parse().unwrap();
+        let one = [("default".to_owned(), vec![a])];
+        let two = [("web".to_owned(), vec![a]), ("db".to_owned(), vec![b])];
+        assert_eq!(candidates(&["drain"], &one), ["10.0.0.5:443"]);
+        assert_eq!(candidates(&["drain"], &two), ["web/10.0.0.5:443", "db/10.0.0.9:5432"]);
+        assert_eq!(candidates(&["stats"], &two), ["web", "db"]);
+        assert_eq!(candidates(&["add"], &two), ["web", "db"]);
+        let algorithm = candidates(&["algorithm"], &two);
+        assert!(algorithm.starts_with(&["round_robin".to_owned()]), "{algorithm:?}");
+        assert!(algorithm.ends_with(&["web".to_owned(), "db".to_owned()]), "{algorithm:?}");
+        assert_eq!(candidates(&["algorithm", "web"], &two).len(), lb_core::Algorithm::ALL.len());
+        assert!(candidates(&["algorithm", "p2c"], &two).is_empty());
+        assert!(candidates(&[], &two).contains(&"reload".to_owned()));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! ```text
 //! /// Time between health checks of each backend.          <- the help text
 //! #[arg(long = "health-interval", default_value = "2s")]   <- the flag; its long name is the key
-//! #[setting(Pool, Restart)]                                <- scope, and how a reload treats it
+//! #[setting(Pool, Live)]                                   <- scope, and how a reload treats it
 //! health_interval: Duration = one_line(parse_positive_duration);   <- field, type, parser
 //! ```
 //!
@@ -36,27 +36,28 @@ use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
     parse_allowed_hosts, parse_duration, parse_health_check, parse_host, parse_limit,
     parse_listen_port, parse_log_level, parse_optional_duration, parse_positive_duration,
-    parse_retries, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
-    HostList, Limit, OptionalDuration,
+    parse_retries, parse_send_proxy, parse_text, parse_threshold, parse_workers, secret,
+    BackendSpec, HealthCheck, HostList, Limit, OptionalDuration, SendProxy,
 };
 use crate::config::{Backends, BadValue, Given, SettingValue, Switch};
 
-/// What a setting configures. Today's file and flags describe one listener and one pool; this
-/// is what says which of them a setting belongs to, for files that name several.
+/// What a setting configures, which says where a configuration file may set it: a `[[pool]]`
+/// table takes the `Pool` keys (the top-level ones are every pool's defaults), the top level
+/// alone the `Listener` keys (the one-listener shorthand's address) and the `Process` ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
-    /// The backends and how they are chosen, checked and connected to.
+    /// The backends and how they are chosen, checked and connected to: one pool's.
     Pool,
-    /// The address clients connect to and how their connections are held.
+    /// The address of the shorthand's one listener (`[[listen]]` tables have their own keys).
     Listener,
-    /// The process as a whole: logging, threads, the admin endpoint, shutdown.
+    /// The process as a whole: logging, threads, the global limit, the admin endpoint, shutdown.
     Process,
 }
 
 /// What `reload` does with a changed setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reload {
-    /// Applied to the running pool (by [`crate::reload`]).
+    /// Applied to the running pools and listeners (by [`crate::reload`]).
     Live,
     /// Fixed at start-up: a reload that finds it changed says "needs a restart".
     Restart,
@@ -126,6 +127,11 @@ macro_rules! settings {
             pub(crate) fn setting(self) -> &'static Setting {
                 &SETTINGS[self as usize]
             }
+
+            /// The file key.
+            pub(crate) fn key(self) -> &'static str {
+                self.setting().key
+            }
         }
 
         impl Settings {
@@ -157,19 +163,23 @@ macro_rules! settings {
         }
 
         impl FileConfig {
-            /// Reads the value of `key` from `map` through the setting's parser. The outer error
-            /// is the TOML's (a value of a shape no setting takes); the inner one is a value its
-            /// parser turns down, kept so the whole file is read before one is reported.
+            /// Reads the value of `key` from `map` through the setting's parser; messages name
+            /// it after `table` (`pool.` in a `[[pool]]` table, empty at the top level). The
+            /// outer error is the TOML's (a value of a shape no setting takes); the inner one is
+            /// a value its parser turns down, kept so the whole file is read before one is
+            /// reported.
             pub(crate) fn read<'de, A: MapAccess<'de>>(
                 &mut self,
                 key: Key,
+                table: &str,
                 map: &mut A,
             ) -> Result<Result<(), BadValue>, A::Error> {
+                let name = format!("{table}{}", key.key());
                 Ok(match key {
                     $(
                         // `into`: a setting with no default (`admin`) is an `Option` of what
                         // its parser gives.
-                        Key::$field => SettingValue::read(&$parser, $key, map.next_value()?)
+                        Key::$field => SettingValue::read(&$parser, &name, map.next_value()?)
                             .map(|value| self.$field = Some(value.into())),
                     )*
                 })
@@ -193,12 +203,12 @@ macro_rules! settings {
 settings! {
     /// Address to listen on: a host name or IP (0.0.0.0 or :: for every interface).
     #[arg(long = "host", default_value = "localhost", value_name = "HOST")]
-    #[setting(Listener, Restart)]
+    #[setting(Listener, Live)]
     host: String = one_line(parse_host);
 
     /// Port to listen on (0 picks a free one, printed at start-up).
     #[arg(long = "port", default_value_t = 8080)]
-    #[setting(Listener, Restart)]
+    #[setting(Listener, Live)]
     port: u16 = one_line(parse_listen_port);
 
     /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
@@ -217,12 +227,12 @@ settings! {
 
     /// Time between health checks of each backend.
     #[arg(long = "health-interval", default_value = "2s", value_name = "DURATION")]
-    #[setting(Pool, Restart)]
+    #[setting(Pool, Live)]
     health_interval: Duration = one_line(parse_positive_duration);
 
     /// Longest wait for one health check.
     #[arg(long = "health-timeout", default_value = "1s", value_name = "DURATION")]
-    #[setting(Pool, Restart)]
+    #[setting(Pool, Live)]
     health_timeout: Duration = one_line(parse_positive_duration);
 
     /// Consecutive successful checks that bring a down backend up.
@@ -239,22 +249,22 @@ settings! {
     /// failed connects are retried elsewhere but take no backend down: nothing would bring it
     /// back up).
     #[arg(long = "health-check", default_value = "tcp", value_name = "KIND")]
-    #[setting(Pool, Restart)]
+    #[setting(Pool, Live)]
     health_check: HealthCheck = one_line(parse_health_check);
 
     /// Longest wait for a backend to accept a connection before trying another.
     #[arg(long = "connect-timeout", default_value = "2s", value_name = "DURATION")]
-    #[setting(Pool, Restart)]
+    #[setting(Pool, Live)]
     connect_timeout: Duration = one_line(parse_positive_duration);
 
     /// Close connections with no traffic either way for this long (off to never).
     #[arg(long = "idle-timeout", default_value = "5m", value_name = "DURATION")]
-    #[setting(Listener, Restart)]
+    #[setting(Pool, Live)]
     idle_timeout: OptionalDuration = one_line(parse_optional_duration);
 
     /// Most client connections open at once; more are closed at once (0 for unlimited).
     #[arg(long = "max-connections", default_value = "unlimited", value_name = "N")]
-    #[setting(Listener, Restart)]
+    #[setting(Process, Restart)]
     max_connections: Limit = one_line(parse_limit);
 
     /// Most connections open to one backend; a full backend is skipped (0 for unlimited).
@@ -264,8 +274,45 @@ settings! {
 
     /// Further backends to try when connecting to one fails (each backend at most once).
     #[arg(long = "retries", default_value_t = 2)]
-    #[setting(Pool, Restart)]
+    #[setting(Pool, Live)]
     retries: u32 = one_line(parse_retries);
+
+    /// After a client half-closes, close the connection once the backend has sent nothing for
+    /// this long (off to never).
+    #[arg(long = "client-fin-timeout", default_value = "30s", value_name = "DURATION")]
+    #[setting(Pool, Live)]
+    client_fin_timeout: OptionalDuration = one_line(parse_optional_duration);
+
+    /// After a backend half-closes, close the connection once the client has sent nothing for
+    /// this long (off to never).
+    #[arg(long = "server-fin-timeout", default_value = "30s", value_name = "DURATION")]
+    #[setting(Pool, Live)]
+    server_fin_timeout: OptionalDuration = one_line(parse_optional_duration);
+
+    /// Close a connection whose backend has not sent a single byte once nothing has moved for
+    /// this long: a backend that accepted and hung (off to never).
+    #[arg(long = "server-timeout", default_value = "60s", value_name = "DURATION")]
+    #[setting(Pool, Live)]
+    server_timeout: OptionalDuration = one_line(parse_optional_duration);
+
+    /// When a backend closes or resets before sending a byte, replay the client's bytes so far
+    /// (up to 8 KiB) on another backend, invisibly to the client. Only for protocols whose
+    /// first request is safe to send twice.
+    #[arg(long = "retry-on-empty")]
+    #[setting(Pool, Live)]
+    retry_on_empty: bool = Switch;
+
+    /// Start each backend connection with a PROXY protocol header carrying the client's
+    /// address: v1 (text), v2 (binary) or off.
+    #[arg(long = "send-proxy", default_value = "off", value_name = "VERSION")]
+    #[setting(Pool, Live)]
+    send_proxy: SendProxy = one_line(parse_send_proxy);
+
+    /// Start each health check with a PROXY header too (v2 LOCAL, or v1 UNKNOWN with
+    /// --send-proxy v1), for backends that refuse connections without one.
+    #[arg(long = "check-send-proxy")]
+    #[setting(Pool, Live)]
+    check_send_proxy: bool = Switch;
 
     /// On shutdown, how long open connections may finish before they are closed.
     #[arg(long = "shutdown-grace", default_value = "10s", value_name = "DURATION")]
@@ -355,10 +402,20 @@ mod tests {
     }
 
     #[test]
-    fn what_a_reload_applies_is_the_pool() {
-        // A reload changes the running pool and nothing else, so a live setting is a pool's.
-        for setting in SETTINGS.iter().filter(|s| s.reload == Reload::Live) {
-            assert_eq!(setting.scope, Scope::Pool, "{}", setting.key);
+    fn a_reload_applies_pools_and_listeners_and_only_the_process_needs_a_restart() {
+        for setting in SETTINGS {
+            let live = setting.scope != Scope::Process;
+            assert_eq!(setting.reload == Reload::Live, live, "{}", setting.key);
+        }
+        // lb-net's limits: the per-connection timeouts are a pool's, the global limit the
+        // process's.
+        for (key, scope) in [
+            ("idle-timeout", Scope::Pool),
+            ("connect-timeout", Scope::Pool),
+            ("max-connections-per-backend", Scope::Pool),
+            ("max-connections", Scope::Process),
+        ] {
+            assert_eq!(Key::from_key(key).unwrap().setting().scope, scope, "{key}");
         }
     }
 }

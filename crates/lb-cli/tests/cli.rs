@@ -49,14 +49,21 @@ impl Lb {
     }
 
     fn start_with(config: Option<&str>, args: &[&str]) -> Lb {
+        Lb::launch(config, &["--host", "127.0.0.1", "--port", "0"], args)
+    }
+
+    /// Starts with `--config` on a file whose `[[listen]]` tables say where to listen (so
+    /// without --host and --port); `addr` is the first listener's.
+    fn start_services(config: &str, args: &[&str]) -> Lb {
+        Lb::launch(Some(config), &[], args)
+    }
+
+    fn launch(config: Option<&str>, listen: &[&str], args: &[&str]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("lb.log");
         let config_path = dir.path().join("lb.toml");
         let mut command = Command::new(LB);
-        command
-            .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "debug"])
-            .arg("--log-file")
-            .arg(&log);
+        command.args(listen).args(["--log-level", "debug"]).arg("--log-file").arg(&log);
         if let Some(text) = config {
             std::fs::write(&config_path, text).unwrap();
             command.arg("--config").arg(&config_path);
@@ -621,7 +628,7 @@ fn config_file_then_reload_adds_removes_and_reweights_without_cutting_connection
     // The held connection's backend leaves, the other is reweighted, a third is added in
     // drain, the algorithm changes, and a setting that needs a restart changes too.
     let config = format!(
-        "{head}idle-timeout = \"1m\"\nalgorithm = \"least_connections\"\n\n{}{}",
+        "{head}shutdown-grace = \"1m\"\nalgorithm = \"least_connections\"\n\n{}{}",
         backend_table(kept, 3, "ready"),
         backend_table(c, 2, "drain")
     )
@@ -630,7 +637,7 @@ fn config_file_then_reload_adds_removes_and_reweights_without_cutting_connection
     let answer = lb.command("reload", "reload");
     let expected = format!(
         "reloaded {}: added {c} (weight 2, drain), removed {gone}, weight {kept} 1->3, \
-         algorithm round_robin->least_connections; needs a restart: idle-timeout",
+         algorithm round_robin->least_connections; needs a restart: shutdown-grace",
         lb.config.display()
     );
     assert_eq!(answer, expected);
@@ -649,16 +656,25 @@ fn config_file_then_reload_adds_removes_and_reweights_without_cutting_connection
 
     // The same file again: nothing to do, and the restart-only change is still reported.
     let answer = lb.command("reload", "reload");
-    assert!(answer.ends_with(": no changes; needs a restart: idle-timeout"), "{answer}");
+    assert!(answer.ends_with(": no changes; needs a restart: shutdown-grace"), "{answer}");
     held.echo("still");
 
     // Health thresholds and the per-backend limit apply live.
     lb.write_config(&format!("rise = 4\nmax-connections-per-backend = 7\n{config}"));
     let answer = lb.command("reload", "reload");
     assert!(
-        answer.ends_with(": rise/fall 2/3->4/3, max-connections-per-backend unlimited->7; needs a restart: idle-timeout"),
+        answer.ends_with(": rise/fall 2/3->4/3, max-connections-per-backend unlimited->7; needs a restart: shutdown-grace"),
         "{answer}"
     );
+    // So do the pool's timeouts, retries and health checks.
+    let more = "idle-timeout = \"1m\"\nretries = 1\nhealth-check = \"off\"\n";
+    lb.write_config(&format!("rise = 4\nmax-connections-per-backend = 7\n{more}{config}"));
+    let answer = lb.command("reload", "reload");
+    assert!(
+        answer.ends_with(": health-check tcp->off, idle-timeout 5m->1m, retries 2->1; needs a restart: shutdown-grace"),
+        "{answer}"
+    );
+    held.echo("live");
     drop(held);
     lb.expect_log("command=reload");
     lb.command("quit", "shutting down");
@@ -1049,4 +1065,313 @@ fn sighup_reopens_a_rotated_log_file() {
     );
     lb.signal("TERM");
     assert_eq!(lb.wait_exit().code(), Some(0));
+}
+
+/// The address in a line `... listening on ADDR ...` (the banner, or a quiet lb's line).
+fn listening_on(line: &str) -> SocketAddr {
+    let addr = line.split("listening on ").nth(1).unwrap().split(' ').next().unwrap();
+    addr.trim_end_matches(':').parse().unwrap()
+}
+
+/// Connects through a listener and returns the greeting of the backend reached, or why not.
+fn try_via(lb: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(lb)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    let mut line = String::new();
+    BufReader::new(&mut stream).read_line(&mut line)?;
+    match line.trim() {
+        "" => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        name => Ok(name.to_owned()),
+    }
+}
+
+/// A `[[pool]]` table with these backends.
+fn pool_table(name: &str, backends: &[SocketAddr]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{b}\" }}")).collect();
+    format!("[[pool]]\nname = \"{name}\"\nbackend = [{}]\n\n", list.join(", "))
+}
+
+/// A `[[listen]]` table on a free port of 127.0.0.1, routing to `pool`.
+fn listen_table(name: &str, pool: &str) -> String {
+    format!("[[listen]]\nname = \"{name}\"\naddress = \"127.0.0.1:0\"\npool = \"{pool}\"\n\n")
+}
+
+#[test]
+fn two_pools_and_two_listeners_serve_their_own_backends() {
+    let (w1, w2, d1) = (backend("web-1"), backend("web-2"), backend("db-1"));
+    let config = format!(
+        "admin = \"127.0.0.1:0\"\n\n{}{}algorithm = \"least_connections\"\n\n{}{}",
+        pool_table("web", &[w1, w2]),
+        pool_table("db", &[d1]),
+        listen_table("web-in", "web"),
+        listen_table("db-in", "db"),
+    );
+    let mut lb = Lb::start_services(&config, &[]);
+    let web_in = lb.addr;
+    let db_in = listening_on(&lb.expect_line("(listener db-in): pool db"));
+    let line = lb.expect_line("admin endpoint on http://");
+    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+
+    let mut seen: Vec<String> = (0..4).map(|_| via(web_in)).collect();
+    seen.sort();
+    assert_eq!(seen, ["web-1", "web-1", "web-2", "web-2"]);
+    assert_eq!(via(db_in), "db-1");
+
+    // A table per pool, at the prompt and through lb ctl.
+    lb.send("stats");
+    lb.expect_line(" 2 pools");
+    lb.expect_line("pool web: algorithm round_robin, 2 of 2 backends available");
+    lb.expect_line(&w2.to_string());
+    lb.expect_line("pool db: algorithm least_connections, 1 of 1 backends available");
+    lb.expect_line(&d1.to_string());
+    let (code, out, err) = ctl(&["--admin", &admin, "stats", "web"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&w1.to_string()) && out.contains(&w2.to_string()), "{out}");
+    assert!(!out.contains(&d1.to_string()), "{out}");
+
+    // A backend named by its pool.
+    let (code, out, _) = ctl(&["--admin", &admin, "drain", &format!("web/{w1}")], &[]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("draining web/{w1}: no new connections, open ones continue").as_str())
+    );
+    assert!((0..4).all(|_| via(web_in) == "web-2"));
+    lb.command(&format!("enable web/{w1}"), &format!("web/{w1} ready"));
+
+    // Metrics and JSON name pools and listeners.
+    let metrics = http_get(&admin, "/metrics");
+    for series in [
+        format!("lb_backend_admin_state{{pool=\"web\",backend=\"{w1}\",state=\"ready\"}} 1"),
+        format!("lb_backend_connections_total{{pool=\"db\",backend=\"{d1}\"}} 1"),
+        "lb_listener_connections_accepted_total{listener=\"db-in\"} 1".to_owned(),
+    ] {
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+    let stats = http_get(&admin, "/stats");
+    assert!(stats.contains("\"pools\"") && stats.contains("\"name\": \"db-in\""), "{stats}");
+
+    let start = lb.expect_log("starting");
+    assert!(start.contains("pools=") && start.contains("listeners="), "{start}");
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
+fn bad_service_files_give_one_line_and_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let path = path.to_str().unwrap();
+    let pools = format!(
+        "{}{}",
+        pool_table("web", &["10.0.0.5:443".parse().unwrap()]),
+        pool_table("db", &["10.0.0.9:5432".parse().unwrap()])
+    );
+    let listen = |body: &str| format!("{pools}[[listen]]\naddress = \"127.0.0.1:0\"\n{body}");
+    let cases: Vec<(String, &[&str], String)> = vec![
+        (
+            listen("pool = \"wbe\"\n"),
+            &[],
+            "lb.toml line 11: listen.pool: no pool named \"wbe\" (pools: web, db)".into(),
+        ),
+        (
+            listen("pool = \"web\"\nroutes = [{ sni = [\"a.example\"], pool = \"db\" }]\n"),
+            &[],
+            "lb.toml line 12: listen.routes: give pool = \"NAME\" or routes, not both".into(),
+        ),
+        (listen("\n"), &[], "lb.toml line 9: listen: neither pool nor routes".into()),
+        (
+            listen("pool = \"web\"\ndefault-pool = \"db\"\n"),
+            &[],
+            "lb.toml line 12: listen.default-pool: default-pool goes with routes".into(),
+        ),
+        (listen("routes = []\n"), &[], "lb.toml line 11: listen.routes: the list is empty".into()),
+        (
+            listen("routes = [{ sni = [\"*.*.example\"], pool = \"db\" }]\n"),
+            &[],
+            "lb.toml line 11: listen.routes.sni: invalid server name \"*.*.example\"".into(),
+        ),
+        (
+            listen("pool = \"web\"\nnmae = \"x\"\n"),
+            &[],
+            "lb.toml line 12: listen: unknown key `nmae`, expected one of `address`, `name`".into(),
+        ),
+        (
+            format!("{pools}log-file = \"x.log\"\n"),
+            &["--port", "0"],
+            "lb.toml line 9: pool: `log-file` is a top-level key, not a pool's".into(),
+        ),
+        (
+            format!("{}{pools}", pool_table("web", &["10.0.0.7:443".parse().unwrap()])),
+            &["--port", "0"],
+            "lb.toml line 6: pool.name: two pools named \"web\" (the first on line 2)".into(),
+        ),
+        (
+            format!("{pools}{}", pool_table("Bad/name", &["10.0.0.7:443".parse().unwrap()])),
+            &["--port", "0"],
+            "lb.toml line 10: pool.name: invalid pool name \"Bad/name\"".into(),
+        ),
+        (
+            listen("pool = \"web\"\n[[listen]]\naddress = \"127.0.0.1:0\"\nname = \"127.0.0.1:0\"\npool = \"db\"\n"),
+            &[],
+            "lb.toml line 14: listen.name: two listeners named \"127.0.0.1:0\" (the first on line 10)".into(),
+        ),
+        (
+            listen("pool = \"web\"\n[[listen]]\naddress = \"127.0.0.1:1\"\npool = \"db\"\n[[listen]]\naddress = \"127.0.0.1:1\"\npool = \"web\"\n"),
+            &[],
+            "lb.toml line 16: listen.address: 127.0.0.1:1 is also where listener 127.0.0.1:1 listens (line 13)".into(),
+        ),
+        (
+            pools.clone(),
+            &["--port", "0"],
+            "lb.toml line 1: pool: 2 pools (web, db) and no [[listen]] tables".into(),
+        ),
+        (
+            listen("pool = \"web\"\n"),
+            &["--port", "0"],
+            "lb.toml line 9: listen: --host and --port do not go with [[listen]] tables".into(),
+        ),
+        (
+            listen("pool = \"web\"\n"),
+            &["--backend", "10.0.0.1:80"],
+            "lb.toml line 1: pool: --backend does not go with [[pool]] tables".into(),
+        ),
+        (
+            format!("backend = [{{ address = \"10.0.0.1:80\" }}]\n{}", listen("pool = \"web\"\n")),
+            &[],
+            "lb.toml line 1: backend: a top-level backend list does not go with [[pool]] tables"
+                .into(),
+        ),
+    ];
+    for (text, flags, needle) in cases {
+        std::fs::write(path, &text).unwrap();
+        let (code, stderr) = fails(&[&["--config", path][..], flags].concat());
+        assert_eq!(code, Some(2), "{text}\n{stderr}");
+        assert!(stderr.starts_with("lb: ") && stderr.contains(&needle), "{needle:?}\n{stderr}");
+    }
+
+    // A listener whose address is taken: status 1, naming it.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let _holder = TcpListener::bind(taken).unwrap();
+    let text = listen(&format!(
+        "pool = \"web\"\n[[listen]]\nname = \"db-in\"\naddress = \"{taken}\"\npool = \"db\"\n"
+    ));
+    std::fs::write(path, text).unwrap();
+    let (code, stderr) = fails(&["--config", path]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let needle = format!("lb: listener db-in: cannot listen on {taken}: ");
+    assert!(stderr.starts_with(&needle) && stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn reload_adds_and_removes_pools_and_listeners_without_client_errors() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    let (w1, d1, c1) = (backend("web-1"), backend("db-1"), backend("cache-1"));
+    let web = format!("{}{}", pool_table("web", &[w1]), listen_table("web-in", "web"));
+    let config = format!("{web}{}{}", pool_table("db", &[d1]), listen_table("db-in", "db"));
+    let mut lb = Lb::start_services(&config, &["--workers", "2"]);
+    let web_in = lb.addr;
+    let db_in = listening_on(&lb.expect_line("(listener db-in)"));
+    // A long-lived connection through the listener that will go.
+    let mut held = Held::open(db_in);
+    assert_eq!(held.greeting, "db-1");
+
+    // Connection-per-request load on the listener that stays, counting every failure.
+    let (stop, served, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let load = {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                match try_via(web_in) {
+                    Ok(name) if name == "web-1" => served.fetch_add(1, Relaxed),
+                    _ => failed.fetch_add(1, Relaxed),
+                };
+            }
+        })
+    };
+    let served_past = |n: u64| {
+        eventually("requests served", || {
+            let now = served.load(Relaxed);
+            if now >= n {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        })
+    };
+    let before = served_past(20);
+
+    // db goes with its listener; cache comes with one.
+    let next = format!("{web}{}{}", pool_table("cache", &[c1]), listen_table("cache-in", "cache"));
+    lb.write_config(&next);
+    let answer = lb.command("reload", "reload");
+    let prefix = format!(
+        "reloaded {}: pool cache added (1 backend); listener cache-in added on 127.0.0.1:",
+        lb.config.display()
+    );
+    assert!(answer.starts_with(&prefix), "{answer}");
+    assert!(answer.ends_with("; listener db-in removed; pool db removed"), "{answer}");
+    let cache_in = answer[prefix.len() - "127.0.0.1:".len()..].split(';').next().unwrap();
+    let cache_in: SocketAddr = cache_in.parse().unwrap();
+
+    served_past(before + 20);
+    stop.store(true, Relaxed);
+    load.join().unwrap();
+    assert_eq!(failed.load(Relaxed), 0, "client errors on the kept listener");
+
+    // The new listener serves its pool; the removed one takes no new connections while the
+    // connection it accepted runs to its end.
+    assert_eq!(via(cache_in), "cache-1");
+    eventually("the removed listener closed", || {
+        TcpStream::connect(db_in).map(drop).err().ok_or("db-in still accepts")
+    });
+    held.echo("still here");
+    drop(held);
+    assert!(lb.command("stats db", "error:").contains("no pool named \"db\" (pools: web, cache)"));
+    // The same file again changes nothing.
+    let answer = lb.command("reload", "reload");
+    assert!(answer.ends_with(": no changes"), "{answer}");
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
+fn a_reload_whose_new_address_is_taken_changes_nothing() {
+    let (w1, c1) = (backend("web-1"), backend("cache-1"));
+    let web = format!("{}{}", pool_table("web", &[w1]), listen_table("web-in", "web"));
+    let mut lb = Lb::start_services(&web, &[]);
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    // A new pool, a listener for it on a taken address, and a new algorithm for web.
+    let next = format!(
+        "{}{}[[listen]]\nname = \"cache-in\"\naddress = \"{addr}\"\npool = \"cache\"\n",
+        web.replace("name = \"web\"\n", "name = \"web\"\nalgorithm = \"p2c\"\n"),
+        pool_table("cache", &[c1]),
+    );
+    lb.write_config(&next);
+    let answer = lb.command("reload", "reload");
+    assert!(
+        answer.starts_with(&format!(
+            "error: reload failed, configuration unchanged: listener cache-in: cannot listen on {addr}: "
+        )),
+        "{answer}"
+    );
+    assert!(lb.command("stats cache", "error:").contains("no pool named \"cache\""));
+    lb.command("algorithm", "algorithm round_robin");
+    assert_eq!(via(lb.addr), "web-1");
+    // Once the address is free, the same file applies.
+    drop(taken);
+    let answer = lb.command("reload", "reload");
+    assert!(
+        answer.ends_with(&format!(
+            ": pool web: algorithm round_robin->p2c; pool cache added (1 backend); listener cache-in added on {addr}"
+        )),
+        "{answer}"
+    );
+    assert_eq!(via(addr), "cache-1");
 }

@@ -1,0 +1,316 @@
+//! What a running `lb` is made of: its pools and listeners as the flags and the configuration
+//! file describe them ([`Services::new`]), and each as lb-net takes it: a pool's
+//! `lb_core::PoolConfig` and [`PoolSettings`], a listener's [`ListenerConfig`], its address
+//! resolved and bound. Start-up and reload go through the same functions, so both read a file
+//! the same way.
+//!
+//! The pools are the file's `[[pool]]` tables if there are any, else one pool named `default`
+//! from the top-level keys and flags. The listeners are the `[[listen]]` tables if there are
+//! any, else one listener named `default` on `host:port`, routing to the pool named `default`
+//! or else to the only pool ([`File::shorthand_pool`]).
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+
+use lb_core::{HealthConfig, Pool, PoolConfig};
+use lb_net::inspect::proxy_header::Version;
+use lb_net::{
+    HealthCheckConfig, ListenerConfig, PoolSettings, Routing, Target, DEFAULT_LISTENER,
+    DEFAULT_POOL,
+};
+
+use crate::config::{File, Given};
+use crate::plan::Wanted;
+use crate::settings::Settings;
+use crate::tables::{ListenTable, PoolTable};
+
+/// The pools and listeners of a running `lb`.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    /// In the file's order.
+    pub(crate) pools: Vec<PoolSpec>,
+    /// In the file's order.
+    pub(crate) listeners: Vec<ListenSpec>,
+    /// Whether the one listener is the shorthand's (`host` and `port`, no `[[listen]]`
+    /// tables), which keeps the words of a one-listener `lb`.
+    pub(crate) shorthand: bool,
+}
+
+/// A pool: its name and its settings (a `[[pool]]` table's keys over the top level's).
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSpec {
+    pub(crate) name: String,
+    /// Only the pool-scoped settings are this pool's; the others are the top level's.
+    pub(crate) settings: Settings,
+}
+
+/// A listener: where it listens, as written (port 0: a free port), and its lb-net settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenSpec {
+    pub(crate) address: Target,
+    pub(crate) config: ListenerConfig,
+}
+
+impl Services {
+    /// The services that `settings` (the flags over the file's top level, merged) and `file`'s
+    /// tables describe; `given` says which flags were typed, as some do not go with some
+    /// tables. The file has been checked ([`File::check`]).
+    pub(crate) fn new(
+        settings: &Settings,
+        given: &Given,
+        file: Option<&File>,
+    ) -> Result<Services, String> {
+        let none = File::default();
+        let file = file.unwrap_or(&none);
+        if let (Some(first), true) = (file.pools.first(), given.has("backends")) {
+            return Err(format!(
+                "{}: pool: --backend does not go with [[pool]] tables: give each pool its \
+                 backends in its table",
+                file.place.at(first.at)
+            ));
+        }
+        if let (Some(first), true) =
+            (file.listeners.first(), given.has("host") || given.has("port"))
+        {
+            return Err(format!(
+                "{}: listen: --host and --port do not go with [[listen]] tables: each table's \
+                 address says where to listen",
+                file.place.at(first.at)
+            ));
+        }
+        let pools = if file.pools.is_empty() {
+            vec![PoolSpec { name: DEFAULT_POOL.into(), settings: settings.clone() }]
+        } else {
+            // A table's keys beat the top level's, typed flags included: those are defaults.
+            let table = |t: &PoolTable| PoolSpec {
+                name: t.name.value.clone(),
+                settings: settings.merge(&Given::default(), &t.settings),
+            };
+            file.pools.iter().map(|t| table(&t.value)).collect()
+        };
+        let shorthand = file.listeners.is_empty();
+        let listeners = if shorthand {
+            let pool = file.shorthand_pool().ok_or_else(|| {
+                format!("{}: several pools and no [[listen]] tables", file.place.name())
+            })?;
+            let address = Target { host: settings.host.clone(), port: settings.port };
+            vec![ListenSpec { address, config: ListenerConfig::to_pool(DEFAULT_LISTENER, pool) }]
+        } else {
+            let spec = |l: &ListenTable| ListenSpec {
+                address: l.address.value.clone(),
+                config: l.config.clone(),
+            };
+            file.listeners.iter().map(|l| spec(&l.value)).collect()
+        };
+        Ok(Services { pools, listeners, shorthand })
+    }
+
+    /// The index of the pool called `name`.
+    pub(crate) fn pool(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
+    }
+}
+
+impl PoolSpec {
+    /// `message` about this pool: as it is for the `default` pool (a one-pool `lb`'s words),
+    /// after `pool NAME: ` for the others.
+    pub(crate) fn about(&self, message: impl Display) -> String {
+        about("pool", &self.name, DEFAULT_POOL, message)
+    }
+
+    /// The `lb_core` pool's configuration.
+    pub(crate) fn pool_config(&self) -> PoolConfig {
+        let s = &self.settings;
+        PoolConfig {
+            algorithm: s.algorithm,
+            health: HealthConfig { rise: s.rise, fall: s.fall, ..HealthConfig::default() },
+            max_connections_per_backend: s.max_connections_per_backend.0,
+        }
+    }
+
+    /// How lb-net reaches and checks the pool's backends.
+    pub(crate) fn pool_settings(&self) -> PoolSettings {
+        let s = &self.settings;
+        // The header a check starts with matches what the pool's connections carry.
+        let check_header = s.check_send_proxy.then(|| s.send_proxy.0.unwrap_or(Version::V2));
+        PoolSettings {
+            connect_timeout: s.connect_timeout,
+            idle_timeout: s.idle_timeout.0,
+            client_fin_timeout: s.client_fin_timeout.0,
+            server_fin_timeout: s.server_fin_timeout.0,
+            server_timeout: s.server_timeout.0,
+            retry_on_empty: s.retry_on_empty,
+            retries: s.retries,
+            health: HealthCheckConfig {
+                interval: s.health_interval,
+                timeout: s.health_timeout,
+                enabled: s.health_check.0.is_some(),
+                kind: s.health_check.0.clone().unwrap_or_default(),
+                proxy_header: check_header,
+            },
+            send_proxy: s.send_proxy.0,
+        }
+    }
+
+    /// The `lb_core` pool with its backends, not yet in a balancer.
+    pub(crate) fn build(&self, wanted: &[Wanted]) -> Result<Pool, String> {
+        let pool = Pool::new(self.pool_config()).map_err(|e| self.about(e))?;
+        for w in wanted {
+            pool.add_with_state(w.addr, Some(w.weight), w.state)
+                .map_err(|e| self.about(format!("backend {}: {e}", w.addr)))?;
+        }
+        Ok(pool)
+    }
+
+    /// `name (algorithm): backends`, for the banner and the start-up log.
+    pub(crate) fn describe(&self, wanted: &[Wanted]) -> String {
+        format!("{} ({}): {}", self.name, self.settings.algorithm, addresses(wanted))
+    }
+}
+
+/// The backends' addresses, comma separated.
+pub(crate) fn addresses(wanted: &[Wanted]) -> String {
+    wanted.iter().map(|w| w.addr.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+impl ListenSpec {
+    /// `message` about this listener: as it is for the shorthand's, after `listener NAME: ` for
+    /// the others.
+    pub(crate) fn about(&self, message: impl Display) -> String {
+        about("listener", &self.config.name, DEFAULT_LISTENER, message)
+    }
+
+    /// Resolves the address, preferring IPv4 (`localhost` may resolve to ::1 first).
+    pub(crate) async fn resolve(&self) -> Result<SocketAddr, String> {
+        let addrs = self
+            .address
+            .resolve()
+            .await
+            .map_err(|e| self.about(format!("cannot listen on {}: {e}", self.address.host)))?;
+        Ok(addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]))
+    }
+
+    /// Binds one listening socket per worker on `addr` ([`lb_net::bind_shared`]).
+    pub(crate) fn bind(
+        &self,
+        addr: SocketAddr,
+        workers: usize,
+    ) -> Result<Vec<std::net::TcpListener>, String> {
+        lb_net::bind_shared(addr, workers)
+            .map_err(|e| self.about(format!("cannot listen on {addr}: {e}")))
+    }
+}
+
+/// `message` as is about the `default` `what`, after `what NAME: ` about another.
+fn about(what: &str, name: &str, default: &str, message: impl Display) -> String {
+    if name == default {
+        message.to_string()
+    } else {
+        format!("{what} {name}: {message}")
+    }
+}
+
+/// Where a listener sends connections, in words: `pool web`, or its SNI routes
+/// (`api.example.com, *.api.example.com -> api; others -> web`).
+pub(crate) fn routing_text(config: &ListenerConfig) -> String {
+    match &config.routing {
+        Routing::Pool(pool) => format!("pool {pool}"),
+        Routing::Sni { routes, default_pool } => {
+            let mut parts: Vec<String> = routes
+                .iter()
+                .map(|r| {
+                    let names: Vec<String> = r.names.iter().map(ToString::to_string).collect();
+                    format!("{} -> {}", names.join(", "), r.pool)
+                })
+                .collect();
+            parts.push(match default_pool {
+                Some(pool) => format!("others -> {pool}"),
+                None => "others closed".into(),
+            });
+            parts.join("; ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn services(text: &str, flags: &[&str]) -> Result<Services, String> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = crate::args::Args::command().try_get_matches_from(flags).unwrap();
+        let cli = crate::args::Args::from_arg_matches(&matches).unwrap().settings;
+        let given = Given::from_matches(&matches);
+        let file = parse("lb.toml", text)?;
+        Services::new(&cli.merge(&given, &file.settings), &given, Some(&file))
+    }
+
+    const TWO: &str = r#"
+connect-timeout = "5s"
+retries = 1
+
+[[pool]]
+name = "web"
+algorithm = "p2c"
+retries = 3
+backend = [{ address = "127.0.0.1:8001" }]
+
+[[pool]]
+name = "db"
+backend = [{ address = "127.0.0.1:8002" }]
+"#;
+
+    #[test]
+    fn pools_inherit_the_top_level_keys_they_do_not_set() {
+        let s = services(
+            &format!("{TWO}\n[[listen]]\naddress = \"127.0.0.1:0\"\npool = \"db\"\n"),
+            &["lb", "--retries", "2"],
+        )
+        .unwrap();
+        let web = &s.pools[0].settings;
+        let db = &s.pools[1].settings;
+        // The table's own key beats a typed flag: top-level keys and flags are defaults.
+        assert_eq!((web.retries, web.algorithm), (3, lb_core::Algorithm::P2c));
+        assert_eq!((db.retries, db.algorithm), (2, lb_core::Algorithm::RoundRobin));
+        assert_eq!(db.connect_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(s.pools[0].pool_settings().retries, 3);
+        assert!(!s.shorthand);
+        assert_eq!(s.listeners[0].config.name, "127.0.0.1:0");
+        assert_eq!(routing_text(&s.listeners[0].config), "pool db");
+    }
+
+    #[test]
+    fn the_shorthand_listener_routes_to_default_or_the_only_pool() {
+        let one = services(
+            "[[pool]]\nname = \"web\"\nbackend = [{ address = \"127.0.0.1:1\" }]\n",
+            &["lb"],
+        )
+        .unwrap();
+        assert_eq!(one.listeners[0].config, ListenerConfig::to_pool(DEFAULT_LISTENER, "web"));
+        assert_eq!(one.listeners[0].address.to_string(), "localhost:8080");
+        let with_default = TWO.replace("\"db\"", "\"default\"");
+        let s = services(&with_default, &["lb"]).unwrap();
+        assert_eq!(s.listeners[0].config, ListenerConfig::to_pool(DEFAULT_LISTENER, "default"));
+        let e = services(TWO, &["lb"]).unwrap_err();
+        assert!(
+            e.starts_with("lb.toml line 5: pool: 2 pools (web, db) and no [[listen]] tables"),
+            "{e}"
+        );
+        // No tables: today's one pool and one listener.
+        let s = services("", &["lb", "--port", "9000"]).unwrap();
+        assert_eq!((s.pools.len(), s.pools[0].name.as_str(), s.shorthand), (1, "default", true));
+        assert_eq!(s.listeners[0].address.port, 9000);
+    }
+
+    #[test]
+    fn flags_that_do_not_go_with_the_tables_are_named() {
+        let listen = "[[listen]]\naddress = \"127.0.0.1:0\"\npool = \"default\"\n";
+        let e = services(listen, &["lb", "--port", "0"]).unwrap_err();
+        assert!(e.starts_with("lb.toml line 1: listen: --host and --port do not go"), "{e}");
+        let two = format!("{TWO}{}", listen.replace("default", "db"));
+        let e = services(&two, &["lb", "--backend", "127.0.0.1:9"]).unwrap_err();
+        assert!(e.starts_with("lb.toml line 5: pool: --backend does not go"), "{e}");
+        assert!(services(listen, &["lb", "--algorithm", "p2c"]).is_ok());
+    }
+}
