@@ -159,17 +159,23 @@ fn parse_v2(buf: &[u8]) -> Parse {
 fn parse_v1(buf: &[u8]) -> Parse {
     let line = &buf[..buf.len().min(V1_MAX_LEN)];
     let invalid = |why: &str| Parse::Invalid(InvalidHeader::V1(why.to_owned()));
-    let Some(end) = line.windows(2).position(|w| w == b"\r\n") else {
-        if buf.len() >= V1_MAX_LEN {
-            return invalid("no CRLF within 107 bytes");
-        }
-        let text = line.strip_suffix(b"\r").unwrap_or(line);
-        if text.iter().any(|&b| b == b'\r' || b == b'\n') {
-            return invalid("a CR or LF alone in the line");
-        }
-        return match check_v1_text(text) {
-            Ok(()) => Parse::Incomplete,
-            Err(why) => invalid(why),
+    let end = line.windows(2).position(|w| w == b"\r\n");
+    let text = match end {
+        Some(end) => &line[..end],
+        None => line.strip_suffix(b"\r").unwrap_or(line),
+    };
+    // The same checks with or without the CRLF, so that a verdict on a prefix stands.
+    if text.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return invalid("a CR or LF alone in the line");
+    }
+    if let Err(why) = check_v1_text(text) {
+        return invalid(why);
+    }
+    let Some(end) = end else {
+        return if buf.len() >= V1_MAX_LEN {
+            invalid("no CRLF within 107 bytes")
+        } else {
+            Parse::Incomplete
         };
     };
     let line = &line[..end + 2];
@@ -178,9 +184,6 @@ fn parse_v1(buf: &[u8]) -> Parse {
         return invalid("a CR or LF alone in the line");
     }
     let unknown = line.starts_with(b"PROXY UNKNOWN ") || line == b"PROXY UNKNOWN\r\n";
-    if let Err(why) = check_v1_text(&line[..end]) {
-        return invalid(why);
-    }
     match v1::Header::try_from(line) {
         Ok(parsed) => {
             let header = match parsed.addresses {

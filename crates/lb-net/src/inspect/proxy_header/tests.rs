@@ -106,10 +106,17 @@ fn v1_rejects_what_the_spec_rejects() {
         b"PROXY tcp4 192.168.0.1 192.168.0.11 56324 443\r\n",       // case
         b"PROXY UDP4 192.168.0.1 192.168.0.11 56324 443\r\n",       // protocol
         b"PROXY UNKNOWNX\r\n",
+        b"PROXY UNKNOWN a\nb\r\n", // LF alone, even where anything goes (found by fuzzing)
+        b"PROXY UNKNOWN a\rb\r\n",
         b"PROXY\r\n",
     ] {
         let parsed = parse(line);
         assert!(is_invalid(&parsed), "{:?}: {parsed:?}", String::from_utf8_lossy(line));
+        // The verdict is final: no prefix may be complete, nor the line with more bytes.
+        for end in 0..line.len() {
+            assert!(!matches!(parse(&line[..end]), Parse::Done { .. }), "{line:?}, {end} bytes");
+        }
+        assert!(is_invalid(&parse(&[line, b"GET / HTTP/1.1\r\n"].concat())));
     }
 }
 
