@@ -179,10 +179,6 @@ fn parse_v1(buf: &[u8]) -> Parse {
         };
     };
     let line = &line[..end + 2];
-    // The same rule as for a prefix, so the verdict cannot change once the CRLF arrives.
-    if line[..end].iter().any(|&b| b == b'\r' || b == b'\n') {
-        return invalid("a CR or LF alone in the line");
-    }
     let unknown = line.starts_with(b"PROXY UNKNOWN ") || line == b"PROXY UNKNOWN\r\n";
     match v1::Header::try_from(line) {
         Ok(parsed) => {
