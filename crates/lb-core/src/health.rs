@@ -17,7 +17,9 @@
 //! ```
 
 use std::fmt;
+use std::time::Instant;
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 
 /// Whether a backend is answering.
@@ -171,6 +173,31 @@ impl fmt::Display for Reason {
             }
             Reason::Forced => f.write_str("set by operator"),
         }
+    }
+}
+
+/// A health change, reported so the caller can log it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The backend that changed.
+    pub backend: Backend,
+    /// State before.
+    pub from: Health,
+    /// State after.
+    pub to: Health,
+    /// Why.
+    pub reason: Reason,
+    /// When (as passed in by the caller).
+    pub at: Instant,
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "backend {} is {} (was {}): {}",
+            self.backend.addr, self.to, self.from, self.reason
+        )
     }
 }
 

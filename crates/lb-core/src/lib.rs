@@ -49,18 +49,20 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod counters;
 mod error;
 mod health;
 mod pool;
 pub mod selection;
 pub mod sim;
+mod slot;
 mod stats;
 
 pub use backend::{
     validate_weight, AdminState, Backend, BackendId, DEFAULT_WEIGHT, MAX_WEIGHT, MIN_WEIGHT,
 };
 pub use error::{Error, Result};
-pub use health::{Health, HealthConfig, HealthMachine, Reason};
-pub use pool::{Lease, Pool, PoolConfig, Transition};
+pub use health::{Health, HealthConfig, HealthMachine, Reason, Transition};
+pub use pool::{Lease, Pool, PoolConfig};
 pub use selection::Algorithm;
 pub use stats::{BackendStats, PoolStats, RetiredTotals, Totals};

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use crate::backend::{AdminState, Backend, BackendId, Counters};
+use crate::backend::{AdminState, Backend, BackendId};
+use crate::counters::Counters;
 use crate::health::Health;
 use crate::selection::Algorithm;
 
