@@ -61,8 +61,9 @@ mod stats;
 pub use backend::{
     validate_weight, AdminState, Backend, BackendId, DEFAULT_WEIGHT, MAX_WEIGHT, MIN_WEIGHT,
 };
+pub use counters::{BackendStats, CounterInfo, CounterKind, RetiredTotals, Totals};
 pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthMachine, Reason, Transition};
 pub use pool::{Lease, Pool, PoolConfig};
 pub use selection::Algorithm;
-pub use stats::{BackendStats, PoolStats, RetiredTotals, Totals};
+pub use stats::PoolStats;

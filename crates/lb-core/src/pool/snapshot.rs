@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use super::Lease;
 use crate::backend::{AdminState, Backend, BackendId};
+use crate::counters::{BackendStats, RetiredTotals};
 use crate::health::Health;
 use crate::selection::{Algorithm, PickCtx, Randomness, Selector};
 use crate::slot::{Candidate, Slot};
 use crate::stats::PoolStats;
-use crate::stats::{BackendStats, RetiredTotals};
 
 /// A member of the pool as of one snapshot.
 #[derive(Debug, Clone)]

@@ -9,12 +9,11 @@ use std::time::Instant;
 use super::snapshot::{Member, Snapshot};
 use super::{Inner, Pool, PoolConfig};
 use crate::backend::{validate_weight, AdminState, Backend, BackendId, DEFAULT_WEIGHT};
-use crate::counters::Counters;
+use crate::counters::{Counters, RetiredTotals};
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthConfig, HealthMachine, Reason, Transition};
 use crate::selection::Algorithm;
 use crate::slot::{PassiveHealth, Slot};
-use crate::stats::RetiredTotals;
 
 /// What only writers touch, under the mutex.
 #[derive(Debug)]

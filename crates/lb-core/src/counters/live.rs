@@ -1,33 +1,9 @@
-//! Each backend's live counters.
+//! How the live counters count: a pick and a release are one atomic read-modify-write each,
+//! and the peak is kept without making either more expensive.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-/// Live counters of one backend, shared by the pool's snapshots and every open [`Lease`].
-///
-/// It outlives the backend's removal for as long as a connection still holds it, so accounting
-/// of connections opened before a removal finishes normally.
-///
-/// Active connections are not a counter of their own but `opened - closed`. A pick then costs
-/// one atomic read-modify-write, which counts the pick and the new connection at once, and a
-/// release one; both counters only ever grow, so the active count cannot underflow.
-///
-/// [`Lease`]: crate::Lease
-/// `repr(C)`: the counters a pick and a release write come first, see `Slot`.
-#[derive(Debug, Default)]
-#[repr(C)]
-pub(crate) struct Counters {
-    /// Successful picks, each of which opened a lease: the stats' `picks`.
-    opened: AtomicU64,
-    /// Leases dropped.
-    closed: AtomicU64,
-    pub(crate) peak_active: AtomicU64,
-    pub(crate) connections: AtomicU64,
-    pub(crate) connect_failures: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-}
+use super::Counters;
 
 impl Counters {
     // Orderings: a lease is opened before it is closed, and `release` publishes its close with
@@ -98,11 +74,19 @@ impl Counters {
     pub(crate) fn picks(&self) -> u64 {
         self.opened.load(Relaxed)
     }
+
+    /// The most connections open at once so far (see [`record_peak`](Self::record_peak)).
+    pub(crate) fn peak_active(&self) -> u64 {
+        self.peak_active.load(Relaxed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::Counters;
 
     #[test]
     fn counts_stay_exact_and_within_the_limit_across_threads() {
