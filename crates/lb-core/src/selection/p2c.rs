@@ -24,7 +24,7 @@ impl Select for P2c {
         P2c { draw: WeightedRandom::build(candidates) }
     }
 
-    #[inline]
+    #[inline(always)] // see `Selector::pick`
     fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let candidates = ctx.candidates;
         let n = candidates.len();

@@ -70,7 +70,7 @@ impl Select for WeightedRandom {
         WeightedRandom { buckets: buckets.collect(), total: total.max(1) }
     }
 
-    #[inline]
+    #[inline(always)] // see `Selector::pick`
     fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let candidates = ctx.candidates;
         let rng = ctx.rng();
