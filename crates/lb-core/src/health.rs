@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 /// Whether a backend is answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Health {
-    /// Takes traffic.
+    /// Answering, as far as checks and real traffic tell: takes new connections unless its
+    /// admin state says otherwise.
     Up,
     /// Skipped by every algorithm until it passes `rise` checks in a row.
     Down,
@@ -181,11 +182,11 @@ impl fmt::Display for Reason {
 pub struct Transition {
     /// The backend that changed.
     pub backend: Backend,
-    /// State before.
+    /// The backend's health before the change.
     pub from: Health,
-    /// State after.
+    /// The backend's health after the change.
     pub to: Health,
-    /// Why.
+    /// What changed it: checks passing or failing (active or passive), or an operator.
     pub reason: Reason,
     /// When (as passed in by the caller).
     pub at: Instant,

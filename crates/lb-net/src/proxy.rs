@@ -290,7 +290,7 @@ impl<C: Connector> ProxyShared<C> {
                 "connect to backend failed"
             );
             if !self.passive_health {
-                lease.count_connect_failure();
+                lease.record_connect_failure_stats_only();
             } else if let Some(t) = lease.record_connect_failure(&error, started.into_std()) {
                 crate::log_transition(&t);
             }

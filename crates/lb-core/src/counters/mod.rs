@@ -160,7 +160,7 @@ macro_rules! backend_counters {
         pub(crate) struct Counters {
             /// Successful picks, each of which opened a lease: the stats' `picks`.
             opened: AtomicU64,
-            /// Leases dropped.
+            /// Leases dropped: connections that have ended.
             closed: AtomicU64,
             /// The most connections open at once, as `try_acquire` saw it.
             peak_active: AtomicU64,
@@ -180,15 +180,15 @@ macro_rules! backend_counters {
         /// was called.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct BackendStats {
-            /// Stable id.
+            /// The backend's id in the pool: never reused, unlike its address.
             pub id: BackendId,
-            /// Address.
+            /// The backend's address, where its connections go.
             pub addr: SocketAddr,
-            /// Current weight.
+            /// The backend's weight when the stats were read.
             pub weight: u32,
             /// Health as the checks and real traffic last established it.
             pub health: Health,
-            /// Admin state.
+            /// What the operator has asked of the backend: ready, drain or maint.
             pub admin: AdminState,
             /// Whether the backend has been removed (shown only while connections are still
             /// open).

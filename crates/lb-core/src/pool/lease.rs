@@ -71,18 +71,23 @@ impl Lease {
         self.slot.counters.retries.fetch_add(1, Relaxed);
     }
 
-    /// Counts a failed connect in the backend's stats without touching its health: for a
-    /// balancer with no active health checks, where nothing would bring a backend that passive
-    /// failures took down back up.
-    pub fn count_connect_failure(&self) {
+    /// Records that connecting to the backend failed in its stats only (`connect_failures`),
+    /// without counting it against the backend's health as
+    /// [`record_connect_failure`](Self::record_connect_failure) does: for a balancer with no
+    /// active health checks, where nothing would bring a backend that passive failures took
+    /// down back up.
+    pub fn record_connect_failure_stats_only(&self) {
         self.slot.counters.connect_failures.fetch_add(1, Relaxed);
     }
 
     /// Records that connecting to the backend failed, counting as a passive health failure.
     /// Returns the health transition this causes, if any. `detail` says what failed (e.g.
     /// "connection refused") and ends up in the transition's reason.
+    ///
+    /// [`record_connect_failure_stats_only`](Self::record_connect_failure_stats_only) counts
+    /// the failure the same way but leaves health alone.
     pub fn record_connect_failure(&self, detail: &str, now: Instant) -> Option<Transition> {
-        self.count_connect_failure();
+        self.record_connect_failure_stats_only();
         let pool = self.slot.pool.upgrade()?;
         pool.connect_failed(self.slot.backend.id, detail, now)
     }

@@ -41,7 +41,8 @@ use writer::WriterState;
 /// How a pool starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolConfig {
-    /// The balancing algorithm. Default `round_robin`, as the seed balancer.
+    /// The balancing algorithm. Default `round_robin`, the usual default of load balancers
+    /// (nginx's and HAProxy's too): it needs no knowledge of load or clients to spread evenly.
     pub algorithm: Algorithm,
     /// Health thresholds and the state new backends start in.
     pub health: HealthConfig,
@@ -60,7 +61,8 @@ struct CacheLine<T>(T);
 /// this thread-local took under 2 ns. The price: a thread keeps the last snapshot it used
 /// alive until its next pick (from any pool) or its exit, one snapshot per thread, which is
 /// memory only (a removed backend's accounting lives in its counters, not in who holds it).
-/// A thread alternating between pools loads afresh each time, at about the old cost.
+/// A thread alternating between pools loads afresh each time, at about the cost of
+/// `ArcSwap::load`.
 struct LastSnapshot {
     pool: u64,
     generation: u64,
@@ -117,7 +119,7 @@ impl Default for Pool {
 }
 
 impl Pool {
-    /// An empty pool.
+    /// An empty pool. Fails if a health threshold in `config` is zero.
     pub fn new(config: PoolConfig) -> Result<Pool> {
         config.health.validate()?;
         let writer = WriterState::new(config);

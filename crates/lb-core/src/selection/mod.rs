@@ -32,7 +32,7 @@ pub enum Algorithm {
     RoundRobin,
     /// Fewest active connections per unit of weight; ties rotate.
     LeastConnections,
-    /// Weighted random.
+    /// Weighted random: each pick draws a backend with probability `weight / total`.
     Random,
     /// Maglev consistent hashing of the client IP.
     IpHash,
