@@ -11,6 +11,9 @@
 //! and touches only atomics. That makes the crate as usable inside an async proxy (see
 //! `lb-net`) as inside a simulation ([`sim`]).
 //!
+//! `cargo run -p lb-core --example pick` runs a pool on its own: weighted picks, a drain, failed
+//! connects, and its stats printed from the counter table ([`CounterInfo`]).
+//!
 //! # Example: embedding the pool
 //!
 //! ```
