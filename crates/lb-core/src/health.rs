@@ -17,13 +17,16 @@
 //! ```
 
 use std::fmt;
+use std::time::Instant;
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 
 /// Whether a backend is answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Health {
-    /// Takes traffic.
+    /// Answering, as far as checks and real traffic tell: takes new connections unless its
+    /// admin state says otherwise.
     Up,
     /// Skipped by every algorithm until it passes `rise` checks in a row.
     Down,
@@ -171,6 +174,31 @@ impl fmt::Display for Reason {
             }
             Reason::Forced => f.write_str("set by operator"),
         }
+    }
+}
+
+/// A health change, reported so the caller can log it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The backend that changed.
+    pub backend: Backend,
+    /// The backend's health before the change.
+    pub from: Health,
+    /// The backend's health after the change.
+    pub to: Health,
+    /// What changed it: checks passing or failing (active or passive), or an operator.
+    pub reason: Reason,
+    /// When (as passed in by the caller).
+    pub at: Instant,
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "backend {} is {} (was {}): {}",
+            self.backend.addr, self.to, self.from, self.reason
+        )
     }
 }
 

@@ -11,6 +11,9 @@
 //! and touches only atomics. That makes the crate as usable inside an async proxy (see
 //! `lb-net`) as inside a simulation ([`sim`]).
 //!
+//! `cargo run -p lb-core --example pick` runs a pool on its own: weighted picks, a drain, failed
+//! connects, and its stats printed from the counter table ([`CounterInfo`]).
+//!
 //! # Example: embedding the pool
 //!
 //! ```
@@ -49,18 +52,21 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod counters;
 mod error;
 mod health;
 mod pool;
 pub mod selection;
 pub mod sim;
+mod slot;
 mod stats;
 
 pub use backend::{
     validate_weight, AdminState, Backend, BackendId, DEFAULT_WEIGHT, MAX_WEIGHT, MIN_WEIGHT,
 };
+pub use counters::{BackendStats, CounterInfo, CounterKind, RetiredTotals, Totals};
 pub use error::{Error, Result};
-pub use health::{Health, HealthConfig, HealthMachine, Reason};
-pub use pool::{Lease, Pool, PoolConfig, Transition};
+pub use health::{Health, HealthConfig, HealthMachine, Reason, Transition};
+pub use pool::{Lease, Pool, PoolConfig};
 pub use selection::Algorithm;
-pub use stats::{BackendStats, PoolStats, RetiredTotals, Totals};
+pub use stats::PoolStats;

@@ -92,7 +92,7 @@ pub struct BackendReport {
 /// One algorithm's outcome on a workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    /// The algorithm.
+    /// The algorithm simulated.
     pub algorithm: Algorithm,
     /// Per backend, in the workload's order.
     pub backends: Vec<BackendReport>,

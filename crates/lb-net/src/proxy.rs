@@ -378,7 +378,7 @@ impl<C: Connector> ProxyShared<C> {
     /// would bring a backend taken down by traffic back up).
     fn count_failure(&self, lease: &Lease, pool: &PoolRuntime, detail: &str, at: Instant) {
         if !pool.settings.load().health.enabled {
-            lease.count_connect_failure();
+            lease.record_connect_failure_stats_only();
         } else if let Some(t) = lease.record_connect_failure(detail, at.into_std()) {
             crate::health_check::record_transition(&pool.checks, t);
         }

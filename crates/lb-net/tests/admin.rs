@@ -217,7 +217,11 @@ async fn stats_json_round_trips() {
     assert_eq!(got, expected);
     assert_eq!(got.backends[0].backend, "10.99.0.1:7000");
     assert_eq!(
-        (got.backends[0].total, got.backends[1].failures, got.backends[1].state.as_str()),
+        (
+            got.backends[0].counters["total"],
+            got.backends[1].counters["failures"],
+            got.backends[1].state.as_str()
+        ),
         (3, 2, "up")
     );
     // And back again: the JSON text is what serde writes for the parsed value.
@@ -565,10 +569,10 @@ async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_who
     let rows: Vec<(&str, &str, u64, u64)> = json
         .backends
         .iter()
-        .map(|b| (b.backend.as_str(), b.state.as_str(), b.active, b.total))
+        .map(|b| (b.backend.as_str(), b.state.as_str(), b.counters["active"], b.counters["total"]))
         .collect();
     assert_eq!(rows, [("10.99.0.1:7000", "up", 0, 0), ("10.99.0.1:7000", "removed", 4, 6)]);
-    assert_eq!((json.totals.total, json.totals.active), (6, 4));
+    assert_eq!((json.totals.counters["total"], json.totals.counters["active"]), (6, 4));
     let table = handle.stats().to_string();
     assert_eq!(table.lines().filter(|l| l.starts_with("10.99.0.1:7000")).count(), 2, "{table}");
 
@@ -581,9 +585,19 @@ async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_who
     .await;
     let (_, _, body) = http(admin, "GET", "/stats", &[], "").await;
     let json: StatsJson = serde_json::from_str(&body).unwrap();
-    assert_eq!((json.totals.total, json.totals.picks, json.totals.active), (6, 6, 0));
-    assert_eq!(json.totals.total, json.clients.accepted, "every accepted client is counted");
-    assert_eq!((json.retired.backends, json.retired.total), (2, 6));
+    assert_eq!(
+        (
+            json.totals.counters["total"],
+            json.totals.counters["picks"],
+            json.totals.counters["active"]
+        ),
+        (6, 6, 0)
+    );
+    assert_eq!(
+        json.totals.counters["total"], json.clients.accepted,
+        "every accepted client is counted"
+    );
+    assert_eq!((json.retired.backends, json.retired.counters["total"]), (2, 6));
     let table = handle.stats().to_string();
     let total_row = table.lines().find(|l| l.starts_with("TOTAL")).unwrap();
     assert_eq!(total_row.split_whitespace().nth(2), Some("6"), "{table}");

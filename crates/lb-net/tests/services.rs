@@ -88,7 +88,7 @@ async fn two_listeners_reach_their_own_pools_with_separate_stats() {
     let json = StatsJson::from(&stats);
     assert_eq!(json.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["web", "db"]);
     assert_eq!(json.backends.iter().filter(|b| b.pool == "web").count(), 2);
-    assert_eq!(json.totals.total, 5);
+    assert_eq!(json.totals.counters["total"], 5);
     handle.shutdown();
     task.await.unwrap();
     backends.into_iter().for_each(|(_, t)| t.abort());

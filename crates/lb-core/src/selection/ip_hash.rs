@@ -16,8 +16,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{FastMod, PickCtx, Select};
-use crate::pool::Candidate;
+use super::{first_allowed_from, FastMod, PickCtx, Select};
+use crate::slot::Candidate;
 
 /// Table sizes: primes, each at least 100 slots per backend up to the given backend count.
 const TABLE_SIZES: [(usize, u64); 5] =
@@ -91,18 +91,6 @@ enum Slots {
     Wide(Box<[u32]>),
 }
 
-/// Walks `slots` from `start` to the end and then from the beginning, returning the first
-/// backend `skip` does not reject.
-#[inline]
-fn first_from<T: Copy + Into<u32>>(
-    slots: &[T],
-    start: usize,
-    skip: impl Fn(usize) -> bool,
-) -> Option<usize> {
-    let (before, after) = slots.split_at(start);
-    after.iter().chain(before).map(|&i| i.into() as usize).find(|&i| !skip(i))
-}
-
 impl MaglevTable {
     /// Builds the table for `(address, weight)` pairs. The result does not depend on their
     /// order. An empty slice gives an empty table, whose lookups return `None`.
@@ -152,8 +140,8 @@ impl MaglevTable {
         }
         let start = self.slot_of.rem(hash) as usize;
         match &self.slots {
-            Slots::Narrow(s) => first_from(s, start, skip),
-            Slots::Wide(s) => first_from(s, start, skip),
+            Slots::Narrow(s) => first_allowed_from(s, start, skip),
+            Slots::Wide(s) => first_allowed_from(s, start, skip),
         }
     }
 
@@ -253,12 +241,7 @@ impl Select for IpHash {
     }
 
     #[inline]
-    fn pick(
-        &self,
-        _candidates: &[Candidate],
-        ctx: &mut PickCtx<'_>,
-        skip: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
         // Without a client address (an in-memory test stream, a Unix socket) there is nothing to
         // be sticky to: any slot will do.
         let hash = match ctx.client {

@@ -5,7 +5,7 @@
 //! turn instead of always to the first one.
 
 use super::{least_loaded_from, PickCtx, Select};
-use crate::pool::Candidate;
+use crate::slot::Candidate;
 
 #[derive(Debug)]
 pub(crate) struct LeastConnections;
@@ -16,13 +16,8 @@ impl Select for LeastConnections {
     }
 
     #[inline]
-    fn pick(
-        &self,
-        candidates: &[Candidate],
-        ctx: &mut PickCtx<'_>,
-        skip: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
-        let start = (ctx.next_cursor() % candidates.len() as u64) as usize;
-        least_loaded_from(candidates, start, skip)
+    fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let start = (ctx.next_cursor() % ctx.candidates.len() as u64) as usize;
+        least_loaded_from(ctx.candidates, start, skip)
     }
 }

@@ -10,12 +10,9 @@
 //! with uniform draws a backend is in the pair with probability about 2/N, which caps its
 //! share of connections there whatever its weight (weights 5, 1, 1 could never get 5/7).
 
-use super::random::WeightedRandom;
+use super::random::{WeightedRandom, DRAWS};
 use super::{least_loaded_from, less_loaded, PickCtx, Select};
-use crate::pool::Candidate;
-
-/// Random draws tried before falling back to a full scan when draws hit skipped candidates.
-const DRAWS: usize = 4;
+use crate::slot::Candidate;
 
 #[derive(Debug)]
 pub(crate) struct P2c {
@@ -27,13 +24,9 @@ impl Select for P2c {
         P2c { draw: WeightedRandom::build(candidates) }
     }
 
-    #[inline]
-    fn pick(
-        &self,
-        candidates: &[Candidate],
-        ctx: &mut PickCtx<'_>,
-        skip: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
+    #[inline(always)] // see `Selector::pick`
+    fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let candidates = ctx.candidates;
         let n = candidates.len();
         let rng = ctx.rng();
         for _ in 0..DRAWS {

@@ -6,10 +6,12 @@
 use fastrand::Rng;
 
 use super::{PickCtx, Select};
-use crate::pool::Candidate;
+use crate::slot::Candidate;
 
-/// Random draws tried before falling back to a weighted scan of the candidates not skipped.
-const DRAWS: usize = 4;
+/// Random draws a pick tries (single draws here, pairs in `p2c`) before falling back to an
+/// exact scan of the candidates not skipped. With few candidates skipped the first draw almost
+/// always does; with most skipped, draws keep missing and the scan bounds the cost.
+pub(super) const DRAWS: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct WeightedRandom {
@@ -30,6 +32,7 @@ struct Bucket {
 }
 
 impl WeightedRandom {
+    /// One candidate's index, drawn with probability `weight / total`.
     #[inline]
     pub(crate) fn draw(&self, rng: &mut Rng) -> usize {
         let index = rng.usize(..self.buckets.len());
@@ -67,13 +70,9 @@ impl Select for WeightedRandom {
         WeightedRandom { buckets: buckets.collect(), total: total.max(1) }
     }
 
-    #[inline]
-    fn pick(
-        &self,
-        candidates: &[Candidate],
-        ctx: &mut PickCtx<'_>,
-        skip: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
+    #[inline(always)] // see `Selector::pick`
+    fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let candidates = ctx.candidates;
         let rng = ctx.rng();
         for _ in 0..DRAWS {
             let i = self.draw(rng);

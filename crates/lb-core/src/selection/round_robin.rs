@@ -17,8 +17,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::{PickCtx, Select};
-use crate::pool::Candidate;
+use super::{first_allowed_from, PickCtx, Select};
+use crate::slot::Candidate;
 
 /// Above this many `backends * cycle` steps the heap builder is used (see the module docs).
 pub(crate) const EXACT_BUILD_LIMIT: u64 = 1 << 22;
@@ -112,12 +112,7 @@ impl Select for RoundRobin {
     }
 
     #[inline]
-    fn pick(
-        &self,
-        _candidates: &[Candidate],
-        ctx: &mut PickCtx<'_>,
-        skip: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let len = self.cycle.len();
         if len == 0 {
             return None;
@@ -127,8 +122,7 @@ impl Select for RoundRobin {
         let start = (ctx.next_cursor() % len as u64) as usize;
         // The common case: the next turn is usable. Otherwise walk on through the cycle, which
         // keeps the weights' proportions among the remaining candidates.
-        let (before, after) = self.cycle.split_at(start);
-        after.iter().chain(before).map(|&i| i as usize).find(|&i| !skip(i))
+        first_allowed_from(&self.cycle, start, skip)
     }
 }
 

@@ -1,10 +1,95 @@
 //! `GET /stats`: the `stats` answer as JSON, with the table's column names as keys.
+//!
+//! The counters of each backend, pool total and retired row are not written out here: they
+//! come from lb-core's counter table ([`lb_core::BackendStats::COUNTERS`] and its siblings),
+//! each under its JSON key and in the table's order, so a counter added there appears here
+//! with no change. The other fields (a backend's address, state, weight...) are declared below.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::Index;
 
-use lb_core::PoolStats;
+use lb_core::{BackendStats, PoolStats, RetiredTotals, Totals};
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::control::{ProxyStats, Stats};
+use crate::control::{ListenerStats, ProxyStats, Stats};
+
+/// Counter values by their JSON key, in the counter table's order; serialised as the keys of
+/// the object that holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CounterValues(Vec<(String, u64)>);
+
+impl CounterValues {
+    /// The value under `key` (`"total"`, `"failures"`, ...), if there is one.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.0.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    /// Every key and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    fn of<'a>(counters: impl Iterator<Item = (&'a lb_core::CounterInfo, u64)>) -> Self {
+        CounterValues(counters.map(|(c, v)| (c.json.to_owned(), v)).collect())
+    }
+
+    /// Adds `other`'s values to the same keys (adding keys it lacks).
+    fn add(&mut self, other: &CounterValues) {
+        for (key, value) in other.iter() {
+            match self.0.iter_mut().find(|(k, _)| k == key) {
+                Some((_, v)) => *v += value,
+                None => self.0.push((key.to_owned(), value)),
+            }
+        }
+    }
+}
+
+impl Index<&str> for CounterValues {
+    type Output = u64;
+
+    /// # Panics
+    /// If there is no such key, as indexing a map does.
+    fn index(&self, key: &str) -> &u64 {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v).unwrap_or_else(|| {
+            panic!(
+                "no counter {key:?} (keys: {:?})",
+                self.iter().map(|(k, _)| k).collect::<Vec<_>>()
+            )
+        })
+    }
+}
+
+impl Serialize for CounterValues {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for CounterValues {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Values;
+        impl<'de> Visitor<'de> for Values {
+            type Value = CounterValues;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("counter values by name")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CounterValues, A::Error> {
+                let mut values = Vec::new();
+                while let Some(entry) = map.next_entry::<String, u64>()? {
+                    values.push(entry);
+                }
+                Ok(CounterValues(values))
+            }
+        }
+        deserializer.deserialize_map(Values)
+    }
+}
 
 /// One backend in `GET /stats`: the `stats` table's columns, by the same names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,24 +105,12 @@ pub struct BackendJson {
     pub health: String,
     /// `ready`, `drain` or `maint`.
     pub admin: String,
-    /// Weight.
+    /// Its share of new connections relative to the others (1-1000).
     pub weight: u32,
-    /// Connections open now.
-    pub active: u64,
-    /// Most open at once.
-    pub peak: u64,
-    /// Connections established.
-    pub total: u64,
-    /// Failed connects.
-    pub failures: u64,
-    /// Failed connects retried on another backend.
-    pub retries: u64,
-    /// Bytes from clients.
-    pub bytes_in: u64,
-    /// Bytes to clients.
-    pub bytes_out: u64,
-    /// Times chosen by the algorithm.
-    pub picks: u64,
+    /// Its counters: `active`, `peak`, `total`, `failures`, `retries`, `bytes_in`,
+    /// `bytes_out`, `picks` (lb-core's counter table, [`BackendStats::COUNTERS`]).
+    #[serde(flatten)]
+    pub counters: CounterValues,
 }
 
 /// The client-side counters in `GET /stats`: the proxy's own counters, serialised as they are.
@@ -51,22 +124,9 @@ pub struct TotalsJson {
     pub backends: usize,
     /// Backends that can take a connection now.
     pub available: usize,
-    /// Connections open now.
-    pub active: u64,
-    /// Connections established.
-    pub total: u64,
-    /// Failed connects.
-    pub failures: u64,
-    /// Failed connects retried on another backend.
-    #[serde(default)]
-    pub retries: u64,
-    /// Bytes from clients.
-    pub bytes_in: u64,
-    /// Bytes to clients.
-    pub bytes_out: u64,
-    /// Times the algorithm chose a backend.
-    #[serde(default)]
-    pub picks: u64,
+    /// `active` and the cumulative counters ([`Totals::COUNTERS`]).
+    #[serde(flatten)]
+    pub counters: CounterValues,
 }
 
 /// The RETIRED row in `GET /stats`: removed backends whose connections have all ended, no longer
@@ -75,18 +135,9 @@ pub struct TotalsJson {
 pub struct RetiredJson {
     /// How many such backends.
     pub backends: u64,
-    /// Connections established.
-    pub total: u64,
-    /// Failed connects.
-    pub failures: u64,
-    /// Failed connects retried on another backend.
-    pub retries: u64,
-    /// Bytes from clients.
-    pub bytes_in: u64,
-    /// Bytes to clients.
-    pub bytes_out: u64,
-    /// Times the algorithm chose one of them.
-    pub picks: u64,
+    /// Their cumulative counters ([`RetiredTotals::COUNTERS`]).
+    #[serde(flatten)]
+    pub counters: CounterValues,
 }
 
 /// One pool in `GET /stats`: what `stats POOL` shows.
@@ -150,53 +201,53 @@ pub struct StatsJson {
     pub listeners: Vec<ListenerJson>,
 }
 
+impl BackendJson {
+    fn from_stats(pool: &str, b: &BackendStats) -> Self {
+        BackendJson {
+            backend: b.addr.to_string(),
+            pool: pool.to_owned(),
+            state: b.state().to_owned(),
+            health: b.health.to_string(),
+            admin: b.admin.to_string(),
+            weight: b.weight,
+            counters: CounterValues::of(b.counters()),
+        }
+    }
+}
+
 impl PoolJson {
     fn from_stats(name: &str, s: &PoolStats) -> Self {
-        let t = &s.totals;
-        let r = &s.retired;
         PoolJson {
             name: name.to_owned(),
             algorithm: s.algorithm.to_string(),
-            backends: s
-                .backends
-                .iter()
-                .map(|b| BackendJson {
-                    backend: b.addr.to_string(),
-                    pool: name.to_owned(),
-                    state: b.state().to_owned(),
-                    health: b.health.to_string(),
-                    admin: b.admin.to_string(),
-                    weight: b.weight,
-                    active: b.active,
-                    peak: b.peak_active,
-                    total: b.connections,
-                    failures: b.connect_failures,
-                    retries: b.retries,
-                    bytes_in: b.bytes_in,
-                    bytes_out: b.bytes_out,
-                    picks: b.picks,
-                })
-                .collect(),
-            retired: RetiredJson {
-                backends: r.backends,
-                total: r.connections,
-                failures: r.connect_failures,
-                retries: r.retries,
-                bytes_in: r.bytes_in,
-                bytes_out: r.bytes_out,
-                picks: r.picks,
-            },
-            totals: TotalsJson {
-                backends: t.backends,
-                available: t.available,
-                active: t.active,
-                total: t.connections,
-                failures: t.connect_failures,
-                retries: t.retries,
-                bytes_in: t.bytes_in,
-                bytes_out: t.bytes_out,
-                picks: t.picks,
-            },
+            backends: s.backends.iter().map(|b| BackendJson::from_stats(name, b)).collect(),
+            retired: retired(&s.retired),
+            totals: totals(&s.totals),
+        }
+    }
+}
+
+fn retired(r: &RetiredTotals) -> RetiredJson {
+    RetiredJson { backends: r.backends, counters: CounterValues::of(r.counters()) }
+}
+
+fn totals(t: &Totals) -> TotalsJson {
+    TotalsJson {
+        backends: t.backends,
+        available: t.available,
+        counters: CounterValues::of(t.counters()),
+    }
+}
+
+impl From<&ListenerStats> for ListenerJson {
+    fn from(l: &ListenerStats) -> Self {
+        ListenerJson {
+            name: l.name.clone(),
+            address: l.address.map(|a| a.to_string()),
+            accepted: l.accepted,
+            no_route: l.no_route,
+            bad_hello: l.bad_hello,
+            bad_proxy: l.bad_proxy,
         }
     }
 }
@@ -211,46 +262,24 @@ impl From<&Stats> for StatsJson {
             [one] => (*one).to_owned(),
             _ => "mixed".to_owned(),
         };
-        let mut retired = RetiredJson::default();
-        let mut totals = TotalsJson::default();
+        // Every key present even with no pool, at zero.
+        let mut sum_retired = retired(&RetiredTotals::default());
+        let mut sum_totals = totals(&Totals::default());
         for p in &pools {
-            let (r, t) = (&p.retired, &p.totals);
-            retired.backends += r.backends;
-            retired.total += r.total;
-            retired.failures += r.failures;
-            retired.retries += r.retries;
-            retired.bytes_in += r.bytes_in;
-            retired.bytes_out += r.bytes_out;
-            retired.picks += r.picks;
-            totals.backends += t.backends;
-            totals.available += t.available;
-            totals.active += t.active;
-            totals.total += t.total;
-            totals.failures += t.failures;
-            totals.retries += t.retries;
-            totals.bytes_in += t.bytes_in;
-            totals.bytes_out += t.bytes_out;
-            totals.picks += t.picks;
+            sum_retired.backends += p.retired.backends;
+            sum_retired.counters.add(&p.retired.counters);
+            sum_totals.backends += p.totals.backends;
+            sum_totals.available += p.totals.available;
+            sum_totals.counters.add(&p.totals.counters);
         }
         StatsJson {
             algorithm,
             uptime_seconds: s.uptime.as_secs_f64(),
             clients: s.proxy,
             backends: pools.iter().flat_map(|p| p.backends.iter().cloned()).collect(),
-            retired,
-            totals,
-            listeners: s
-                .listeners
-                .iter()
-                .map(|l| ListenerJson {
-                    name: l.name.clone(),
-                    address: l.address.map(|a| a.to_string()),
-                    accepted: l.accepted,
-                    no_route: l.no_route,
-                    bad_hello: l.bad_hello,
-                    bad_proxy: l.bad_proxy,
-                })
-                .collect(),
+            retired: sum_retired,
+            totals: sum_totals,
+            listeners: s.listeners.iter().map(ListenerJson::from).collect(),
             pools,
         }
     }

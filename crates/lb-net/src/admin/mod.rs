@@ -48,7 +48,8 @@ mod prometheus;
 
 pub use guard::{AllowedHost, CLIENT_HEADER};
 pub use json::{
-    BackendJson, ClientsJson, ListenerJson, PoolJson, RetiredJson, StatsJson, TotalsJson,
+    BackendJson, ClientsJson, CounterValues, ListenerJson, PoolJson, RetiredJson, StatsJson,
+    TotalsJson,
 };
 
 use crate::accept::accept_loop;

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use lb_core::{AdminState, BackendStats, Health};
+use lb_core::{AdminState, BackendStats, CounterKind, Health};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -89,62 +89,17 @@ fn histogram(
     metric.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
 }
 
-/// A backend's gauges and counters other than its state: name, help, kind, value.
-type BackendFamily = (&'static str, &'static str, MetricType, fn(&BackendStats) -> u64);
+/// A backend's gauges that are not counters of lb-core's table: name, help, value.
+type BackendGauge = (&'static str, &'static str, fn(&BackendStats) -> u64);
 
 /// A listener's counter: name, help, value.
 type ListenerFamily = (&'static str, &'static str, fn(&ListenerStats) -> u64);
 
-const BACKEND_FAMILIES: [BackendFamily; 10] = [
-    (
-        "lb_backend_active_connections",
-        "Connections open to the backend now.",
-        MetricType::Gauge,
-        |b| b.active,
-    ),
-    (
-        "lb_backend_peak_active_connections",
-        "Most connections open to the backend at once.",
-        MetricType::Gauge,
-        |b| b.peak_active,
-    ),
-    (
-        "lb_backend_connections",
-        "Connections established to the backend.",
-        MetricType::Counter,
-        |b| b.connections,
-    ),
-    (
-        "lb_backend_connect_failures",
-        "Failed attempts to connect to the backend.",
-        MetricType::Counter,
-        |b| b.connect_failures,
-    ),
-    ("lb_backend_picks", "Times the algorithm chose the backend.", MetricType::Counter, |b| {
-        b.picks
-    }),
-    (
-        "lb_backend_retries",
-        "Failed connects to the backend after which another backend was tried.",
-        MetricType::Counter,
-        |b| b.retries,
-    ),
-    (
-        "lb_backend_in_bytes",
-        "Bytes from clients relayed to the backend.",
-        MetricType::Counter,
-        |b| b.bytes_in,
-    ),
-    (
-        "lb_backend_out_bytes",
-        "Bytes from the backend relayed to clients.",
-        MetricType::Counter,
-        |b| b.bytes_out,
-    ),
-    ("lb_backend_up", "1 if the backend passes health checks, else 0.", MetricType::Gauge, |b| {
+const BACKEND_GAUGES: [BackendGauge; 2] = [
+    ("lb_backend_up", "1 if the backend passes health checks, else 0.", |b| {
         u64::from(b.health == Health::Up && !b.removed)
     }),
-    ("lb_backend_weight", "The backend's weight.", MetricType::Gauge, |b| u64::from(b.weight)),
+    ("lb_backend_weight", "The backend's weight.", |b| u64::from(b.weight)),
 ];
 
 impl Collector for StatsCollector {
@@ -161,9 +116,20 @@ impl Collector for StatsCollector {
         let labels = |pool: &str, b: &BackendStats| -> Labels {
             vec![("pool", pool.to_owned()), ("backend", b.addr.to_string())]
         };
-        for (name, help, kind, value) in BACKEND_FAMILIES {
+        // Every counter of lb-core's table, then the gauges that are not counters.
+        for counter in BackendStats::COUNTERS {
+            let kind = match counter.kind {
+                CounterKind::Counter => Counter,
+                CounterKind::Gauge => Gauge,
+            };
+            let rows = backends.iter().map(|(pool, b)| {
+                (labels(pool, b), Value::Whole(b.value(counter).unwrap_or_default()))
+            });
+            family(&mut e, counter.metric, counter.help, kind, rows)?;
+        }
+        for (name, help, value) in BACKEND_GAUGES {
             let rows = backends.iter().map(|(pool, b)| (labels(pool, b), Value::Whole(value(b))));
-            family(&mut e, name, help, kind, rows)?;
+            family(&mut e, name, help, Gauge, rows)?;
         }
         let states = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
         family(
