@@ -140,6 +140,7 @@ impl PoolSpec {
             server_fin_timeout: s.server_fin_timeout.0,
             server_timeout: s.server_timeout.0,
             retry_on_empty: s.retry_on_empty,
+            observe_empty: s.observe_empty,
             retries: s.retries,
             health: HealthCheckConfig {
                 interval: s.health_interval,

@@ -302,6 +302,13 @@ settings! {
     #[setting(Pool, Live)]
     retry_on_empty: bool = Switch;
 
+    /// Count a backend that closes or resets before sending a byte, while its client waits, as
+    /// a failure (passive health, like a refused connect). Off by default: a client can
+    /// provoke such a close and so take healthy backends out of rotation.
+    #[arg(long = "observe-empty")]
+    #[setting(Pool, Live)]
+    observe_empty: bool = Switch;
+
     /// Start each backend connection with a PROXY protocol header carrying the client's
     /// address: v1 (text), v2 (binary) or off.
     #[arg(long = "send-proxy", default_value = "off", value_name = "VERSION")]

@@ -708,7 +708,7 @@ pool = "db"
             ),
             (
                 two_pools("retires = 1\n"),
-                "lb.toml line 9: pool: unknown key `retires`, expected one of `name`, `algorithm`, `backend`, `health-interval`, `health-timeout`, `rise`, `fall`, `health-check`, `connect-timeout`, `idle-timeout`, `max-connections-per-backend`, `retries`, `client-fin-timeout`, `server-fin-timeout`, `server-timeout`, `retry-on-empty`, `send-proxy`, `check-send-proxy`".into(),
+                "lb.toml line 9: pool: unknown key `retires`, expected one of `name`, `algorithm`, `backend`, `health-interval`, `health-timeout`, `rise`, `fall`, `health-check`, `connect-timeout`, `idle-timeout`, `max-connections-per-backend`, `retries`, `client-fin-timeout`, `server-fin-timeout`, `server-timeout`, `retry-on-empty`, `observe-empty`, `send-proxy`, `check-send-proxy`".into(),
             ),
             (
                 two_pools("retries = 101\n"),

@@ -48,6 +48,9 @@ pub struct PoolSettings {
     /// (if at most 8 KiB) to another backend instead, invisibly to the client. Only safe when
     /// the first request is idempotent. Default off.
     pub retry_on_empty: bool,
+    /// Count a backend that closes or resets before sending a byte as a failure of that
+    /// backend (see [`ProxyConfig::observe_empty`]). Default off.
+    pub observe_empty: bool,
     /// Further backends of the pool to try after a failed connect.
     pub retries: u32,
     /// How the pool's backends are checked.
@@ -69,6 +72,7 @@ impl PoolSettings {
             server_fin_timeout: proxy.server_fin_timeout,
             server_timeout: proxy.server_timeout,
             retry_on_empty: proxy.retry_on_empty,
+            observe_empty: proxy.observe_empty,
             retries: proxy.retries,
             health,
             send_proxy: None,

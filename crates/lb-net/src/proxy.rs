@@ -58,6 +58,11 @@ pub struct ProxyConfig {
     /// Replay the client's first bytes on another backend when one closes or resets before
     /// answering. Default off (safe only for idempotent first requests).
     pub retry_on_empty: bool,
+    /// Count a backend that closes or resets before sending a byte, while its client waits, as
+    /// a failure of that backend (passive health, like a refused connect; HAProxy's `observe
+    /// layer4`). Default off: a client can provoke it, by sending what makes a backend hang up
+    /// (garbage to a TLS server), and so take healthy backends out of rotation.
+    pub observe_empty: bool,
     /// How long graceful shutdown lets open connections finish before closing them. Default
     /// 10 s.
     pub shutdown_grace: Duration,
@@ -74,6 +79,7 @@ impl Default for ProxyConfig {
             server_fin_timeout: Some(Duration::from_secs(30)),
             server_timeout: Some(Duration::from_secs(60)),
             retry_on_empty: false,
+            observe_empty: false,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -258,11 +264,9 @@ impl<C: Connector> ProxyShared<C> {
             if !first.is_empty() || client_eof {
                 relay = relay.with_pending(first, client_eof);
             }
-            relay = if settings.retry_on_empty {
-                relay.keep_for_replay(std::mem::take(&mut client_bytes), settings.connect_timeout)
-            } else {
-                relay.empty_window(settings.connect_timeout)
-            };
+            if settings.retry_on_empty {
+                relay = relay.keep_for_replay(std::mem::take(&mut client_bytes));
+            }
             let end = (&mut relay).await;
             drop(relay);
             session.end = Some(match end {
@@ -283,8 +287,14 @@ impl<C: Connector> ProxyShared<C> {
                         Some(e) => format!("reset before sending a byte ({e})"),
                         None => "closed before sending a byte".to_owned(),
                     };
-                    tracing::warn!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
-                    self.count_failure(&lease, &pool, &what, Instant::now());
+                    // A client can provoke this (garbage a backend hangs up on), so it counts
+                    // against the backend only where the operator asked (`observe_empty`).
+                    if settings.observe_empty {
+                        tracing::warn!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                        self.count_failure(&lease, &pool, &what, Instant::now());
+                    } else {
+                        tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                    }
                     match replay {
                         // Invisible to the client: another backend gets the same bytes.
                         Some(bytes) if tries.tried.len() < settings.retries as usize => {

@@ -22,6 +22,12 @@ use tokio::time::{Instant, Sleep};
 use crate::connector::ByteStream;
 use half::{Half, Step};
 
+/// How soon after connecting a backend's close counts as an empty answer although the client
+/// has sent nothing: a backend that accepts and hangs up at once does so within milliseconds,
+/// while one closing an idle connection after its own timeout (a speculative pre-connect that
+/// never sent a request) is doing its job.
+const EMPTY_WINDOW: Duration = Duration::from_millis(250);
+
 /// Most client bytes kept for a replay on another backend (`retry-on-empty`): a first request
 /// (an HTTP request head, a protocol handshake) fits; a client that sends more before the
 /// backend's first byte is not replayed, and its copy is freed.
@@ -91,7 +97,7 @@ pub(crate) struct Timeouts {
 /// A backend that ends its side (closes or resets) before sending a single byte is reported as
 /// [`RelayEnd::Empty`] rather than passed on, when the client still expected an answer: it had
 /// not half-closed (for a close; a reset always counts), and it had sent something or the
-/// backend ended within `empty_window` of the relay's start (an accept-then-close backend).
+/// backend ended within [`EMPTY_WINDOW`] of the relay's start (an accept-then-close backend).
 /// A backend that closes after the client's half-close without a word is a normal end: some
 /// protocols (a log sink) never answer.
 pub(crate) struct Relay<'a, C, B> {
@@ -113,7 +119,6 @@ pub(crate) struct Relay<'a, C, B> {
     backend_eof_at: Option<Instant>,
     /// A copy of the client's bytes for a replay, until the backend's first byte.
     replay: Option<Vec<u8>>,
-    empty_window: Duration,
     /// One timer for every limit, armed for the earliest; `None` without any limit.
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -145,7 +150,6 @@ where
             client_eof_at: None,
             backend_eof_at: None,
             replay: None,
-            empty_window: Duration::ZERO,
             timer: None,
         };
         let t = timeouts;
@@ -176,18 +180,8 @@ impl<C, B> Relay<'_, C, B> {
 
     /// Keeps a copy of the client's bytes, starting with `already` (those sent before this
     /// relay, without any PROXY header), for a replay should the backend end without a word.
-    /// `window`: how soon after the start a backend's close counts as empty even if the client
-    /// has sent nothing.
-    pub(crate) fn keep_for_replay(mut self, already: Vec<u8>, window: Duration) -> Self {
+    pub(crate) fn keep_for_replay(mut self, already: Vec<u8>) -> Self {
         self.replay = (already.len() <= REPLAY_LIMIT).then_some(already);
-        self.empty_window = window;
-        self
-    }
-
-    /// Sets how soon after the start a backend's close counts as empty even if the client has
-    /// sent nothing (without keeping a replay).
-    pub(crate) fn empty_window(mut self, window: Duration) -> Self {
-        self.empty_window = window;
         self
     }
 
@@ -204,7 +198,7 @@ impl<C, B> Relay<'_, C, B> {
         reset
             || (!self.up.eof
                 && (self.traffic.bytes_in.load(Relaxed) > 0
-                    || self.started.elapsed() < self.empty_window))
+                    || self.started.elapsed() < EMPTY_WINDOW))
     }
 
     fn empty(&mut self, error: Option<io::Error>) -> RelayEnd {
