@@ -256,6 +256,9 @@ impl<C: Connector> Balancer<C> {
         }
         let names: Vec<String> =
             pools.iter().map(|p| format!("{} ({})", p.name, p.pool.algorithm())).collect();
+        // Not held while running: a pool removed later must be free to go once its
+        // connections end.
+        drop(pools);
         tracing::info!(pools = %names.join(", "), "running");
         tokio::select! {
             () = shutdown => handle.shutdown(),

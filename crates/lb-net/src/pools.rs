@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lb_core::Pool;
+use lb_core::{Pool, PoolStats, RetiredTotals};
 use tokio::task::AbortHandle;
 
 use crate::control::validate_pool_name;
@@ -137,10 +137,16 @@ impl Drop for PoolRuntime {
 
 /// The pools of a balancer, in the order they were added. Readers load the current list
 /// (no lock); writers serialise on a mutex and publish a new list.
+///
+/// A removed pool stays in `removed` while connections to its backends are open (stats show
+/// it, marked removed); once they have all ended, what it did is added to `retired` and it is
+/// dropped, so the balancer's totals never go backwards.
 #[derive(Debug, Default)]
 pub(crate) struct Pools {
     list: ArcSwap<Vec<Arc<PoolRuntime>>>,
     writer: Mutex<()>,
+    removed: Mutex<Vec<Arc<PoolRuntime>>>,
+    retired: Mutex<RetiredTotals>,
 }
 
 impl Pools {
@@ -199,13 +205,37 @@ impl Pools {
         Ok(())
     }
 
-    /// Removes the pool called `name` and returns it.
+    /// Removes the pool called `name` and returns it; it is kept (for stats) until its
+    /// connections end.
     pub(crate) fn remove(&self, name: &str) -> Result<Arc<PoolRuntime>, Error> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut list = Vec::clone(&self.list.load());
         let at = list.iter().position(|p| &*p.name == name).ok_or_else(|| self.unknown(name))?;
         let removed = list.remove(at);
         self.list.store(Arc::new(list));
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&removed));
         Ok(removed)
+    }
+
+    /// The removed pools that still have connections open, with their stats now; those whose
+    /// connections have all ended are folded into the retired totals (returned too) and
+    /// dropped.
+    pub(crate) fn removed(&self) -> (Vec<(Arc<str>, PoolStats)>, RetiredTotals) {
+        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = Vec::new();
+        removed.retain(|pool| {
+            let stats = pool.pool.stats();
+            // Another holder (a connection that routed here just before the removal) could
+            // still open a connection on it: only this list's reference means it is final.
+            if stats.totals.active > 0 || Arc::strong_count(pool) > 1 {
+                open.push((Arc::clone(&pool.name), stats));
+                return true;
+            }
+            let listed = stats.backends.len() as u64;
+            retired.add_totals(&stats.totals, listed + stats.retired.backends);
+            false
+        });
+        (open, *retired)
     }
 }

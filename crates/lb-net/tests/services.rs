@@ -83,7 +83,10 @@ async fn two_listeners_reach_their_own_pools_with_separate_stats() {
     assert!(text.contains("pool web: algorithm round_robin, 2 of 2 backends available"), "{text}");
     assert!(text.contains("pool db: algorithm round_robin, 1 of 1 backends available"), "{text}");
     let only_db = handle.execute("stats db").await.unwrap().to_string();
-    assert!(only_db.starts_with("algorithm round_robin") && !only_db.contains("web"), "{only_db}");
+    assert!(
+        only_db.starts_with("pool db: algorithm round_robin") && !only_db.contains("web"),
+        "{only_db}"
+    );
     // JSON: each pool, and every backend with its pool.
     let json = StatsJson::from(&stats);
     assert_eq!(json.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["web", "db"]);
@@ -150,8 +153,19 @@ async fn pools_and_listeners_come_and_go_while_connections_finish() {
     // A pool a listener routes to cannot go; the listener first.
     let e = handle.remove_pool("db").unwrap_err().to_string();
     assert_eq!(e, "pool \"db\" is used by listener db-in");
+    let before = StatsJson::from(&handle.stats()).totals;
     handle.remove_listener("db-in").unwrap();
     handle.remove_pool("db").unwrap();
+    // While its connection is open, the removed pool is still shown, marked so.
+    let stats = handle.stats();
+    let removed = stats.pools.iter().find(|p| p.name == "db").unwrap();
+    assert!(removed.removed && removed.stats.totals.active == 1, "{removed:?}");
+    assert!(handle
+        .execute("stats")
+        .await
+        .unwrap()
+        .to_string()
+        .contains("pool db (removed): 1 connections still open"));
     // The removed listener accepts no more...
     eventually(Duration::from_secs(5), "the db listener closed", || async {
         tokio::net::TcpStream::connect(db).await.is_err()
@@ -162,6 +176,15 @@ async fn pools_and_listeners_come_and_go_while_connections_finish() {
     assert_eq!(read_line(&mut held).await.unwrap(), "still here");
     drop(held);
     assert!(tcp_greeting(web).await.unwrap().1.starts_with("web-"));
+    // Once it has ended, the pool is gone from the list, and the totals kept what it did.
+    eventually(Duration::from_secs(5), "the removed pool retired", || async {
+        handle.stats().pools.iter().all(|p| p.name != "db")
+    })
+    .await;
+    let after = StatsJson::from(&handle.stats());
+    assert!(after.totals.counters["total"] > before.counters["total"], "{after:?}");
+    assert_eq!(after.retired_pools.backends, 1);
+    assert!(after.totals.counters["bytes_in"] >= before.counters["bytes_in"]);
     assert_eq!(handle.pool_names(), ["web", "cache"]);
     let names: Vec<String> = handle.listeners().into_iter().map(|(c, _)| c.name).collect();
     assert_eq!(names, ["web-in", "cache-in"]);

@@ -251,9 +251,17 @@ macro_rules! backend_counters {
                 $(self.$s += backend.$s;)*
             }
 
-            /// Adds the counters of the retired backends.
-            pub(crate) fn add_retired(&mut self, retired: &RetiredTotals) {
+            /// Adds the counters of retired backends (or of a balancer's retired pools).
+            pub fn add_retired(&mut self, retired: &RetiredTotals) {
                 $(self.$k += retired.$k;)*
+            }
+
+            /// Adds another pool's totals, every field: for sums over several pools.
+            pub fn add_pool(&mut self, other: &Totals) {
+                self.backends += other.backends;
+                self.available += other.available;
+                self.no_backend += other.no_backend;
+                $(self.$s += other.$s;)*
             }
         }
 
@@ -278,6 +286,14 @@ macro_rules! backend_counters {
             pub(crate) fn add_stats(&mut self, stats: &BackendStats) {
                 self.backends += 1;
                 $(self.$k += stats.$k;)*
+            }
+
+            /// Adds what a whole pool did, from its final `totals` over `backends` backends:
+            /// for a balancer that drops a pool once its last connection has ended and keeps
+            /// its history in one of these, so its own totals never go backwards either.
+            pub fn add_totals(&mut self, totals: &Totals, backends: u64) {
+                self.backends += backends;
+                $(self.$k += totals.$k;)*
             }
         }
 

@@ -145,6 +145,9 @@ pub struct RetiredJson {
 pub struct PoolJson {
     /// The pool's name.
     pub name: String,
+    /// Whether it was removed (listed while connections to it are still open).
+    #[serde(default)]
+    pub removed: bool,
     /// Its algorithm.
     pub algorithm: String,
     /// Its backends, in pool order (removed ones with open connections last, with state
@@ -193,9 +196,12 @@ pub struct StatsJson {
     pub retired: RetiredJson,
     /// Sums over every pool.
     pub totals: TotalsJson,
-    /// Each pool.
+    /// Each pool (then removed ones whose connections are still open).
     #[serde(default)]
     pub pools: Vec<PoolJson>,
+    /// What removed pools whose connections have all ended did (included in `totals`).
+    #[serde(default)]
+    pub retired_pools: RetiredJson,
     /// Each listener.
     #[serde(default)]
     pub listeners: Vec<ListenerJson>,
@@ -216,9 +222,10 @@ impl BackendJson {
 }
 
 impl PoolJson {
-    fn from_stats(name: &str, s: &PoolStats) -> Self {
+    fn from_stats(name: &str, s: &PoolStats, removed: bool) -> Self {
         PoolJson {
             name: name.to_owned(),
+            removed,
             algorithm: s.algorithm.to_string(),
             backends: s.backends.iter().map(|b| BackendJson::from_stats(name, b)).collect(),
             retired: retired(&s.retired),
@@ -255,30 +262,30 @@ impl From<&ListenerStats> for ListenerJson {
 impl From<&Stats> for StatsJson {
     fn from(s: &Stats) -> Self {
         let pools: Vec<PoolJson> =
-            s.pools.iter().map(|p| PoolJson::from_stats(&p.name, &p.stats)).collect();
-        let mut algorithms: Vec<&str> = pools.iter().map(|p| p.algorithm.as_str()).collect();
+            s.pools.iter().map(|p| PoolJson::from_stats(&p.name, &p.stats, p.removed)).collect();
+        let mut algorithms: Vec<&str> =
+            pools.iter().filter(|p| !p.removed).map(|p| p.algorithm.as_str()).collect();
         algorithms.dedup();
         let algorithm = match algorithms.as_slice() {
             [one] => (*one).to_owned(),
             _ => "mixed".to_owned(),
         };
-        // Every key present even with no pool, at zero.
-        let mut sum_retired = retired(&RetiredTotals::default());
-        let mut sum_totals = totals(&Totals::default());
+        // Every key present even with no pool, at zero; removed and retired pools count in
+        // the totals, which so never go backwards.
+        let mut sum_retired = retired(&s.retired_pools);
         for p in &pools {
             sum_retired.backends += p.retired.backends;
             sum_retired.counters.add(&p.retired.counters);
-            sum_totals.backends += p.totals.backends;
-            sum_totals.available += p.totals.available;
-            sum_totals.counters.add(&p.totals.counters);
         }
+        let all = s.totals();
         StatsJson {
             algorithm,
             uptime_seconds: s.uptime.as_secs_f64(),
             clients: s.proxy,
             backends: pools.iter().flat_map(|p| p.backends.iter().cloned()).collect(),
             retired: sum_retired,
-            totals: sum_totals,
+            totals: totals(&all),
+            retired_pools: retired(&s.retired_pools),
             listeners: s.listeners.iter().map(ListenerJson::from).collect(),
             pools,
         }

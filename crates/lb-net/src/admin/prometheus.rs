@@ -162,6 +162,7 @@ impl Collector for StatsCollector {
             stats
                 .pools
                 .iter()
+                .filter(|p| !p.removed)
                 .map(move |p| (vec![("pool", p.name.clone())], Value::Whole(f(&p.stats))))
         };
         family(
@@ -183,7 +184,7 @@ impl Collector for StatsCollector {
             "lb_algorithm",
             "The pool's balancing algorithm (value 1).",
             Gauge,
-            stats.pools.iter().map(|p| {
+            stats.pools.iter().filter(|p| !p.removed).map(|p| {
                 (
                     vec![("pool", p.name.clone()), ("algorithm", p.stats.algorithm.to_string())],
                     Value::Whole(1),

@@ -356,15 +356,11 @@ impl Handle {
                 let prefix = runtime.log_prefix().map(|p| format!("{p}: ")).unwrap_or_default();
                 Reply::Done(format!("{prefix}algorithm {a}"))
             }
-            Command::Stats(pool) => {
-                let mut stats = self.stats();
-                if let Some(name) = pool {
-                    stats.pools.retain(|p| p.name == *name);
-                    if stats.pools.is_empty() {
-                        return Err(pools.unknown(name));
-                    }
-                }
-                Reply::Stats(Box::new(stats))
+            Command::Stats(None) => Reply::Stats(Box::new(self.stats())),
+            Command::Stats(Some(name)) => {
+                let stats = self.stats();
+                let pool = stats.pools.into_iter().find(|p| p.name == *name && !p.removed);
+                Reply::PoolStats(Box::new(pool.ok_or_else(|| pools.unknown(name))?))
             }
             Command::Health(pool) => {
                 let mut rows = self.health_by_pool();
@@ -431,14 +427,21 @@ impl Handle {
 
     /// Stats of every pool and of the proxy.
     pub fn stats(&self) -> Stats {
+        let (removed, retired_pools) = self.inner.pools.removed();
+        let current = self.inner.pools.all();
+        let current = current.iter().map(|p| NamedPoolStats {
+            name: p.name.to_string(),
+            stats: p.pool.stats(),
+            removed: false,
+        });
+        let removed = removed.into_iter().map(|(name, stats)| NamedPoolStats {
+            name: name.to_string(),
+            stats,
+            removed: true,
+        });
         Stats {
-            pools: self
-                .inner
-                .pools
-                .all()
-                .iter()
-                .map(|p| NamedPoolStats { name: p.name.to_string(), stats: p.pool.stats() })
-                .collect(),
+            pools: current.chain(removed).collect(),
+            retired_pools,
             listeners: lock(&self.inner.listeners)
                 .iter()
                 .map(|l| {

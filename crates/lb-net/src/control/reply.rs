@@ -7,7 +7,7 @@ use lb_core::{Health, Transition};
 use tokio::time::Instant;
 
 use super::command::HELP;
-use super::stats::{format_duration, Stats};
+use super::stats::{format_duration, NamedPoolStats, Stats};
 use crate::health_check::CheckStatus;
 
 /// The answer to a command, printable as the REPL and admin endpoint show it.
@@ -18,6 +18,8 @@ pub enum Reply {
     Done(String),
     /// The stats table.
     Stats(Box<Stats>),
+    /// One pool's table (`stats POOL`).
+    PoolStats(Box<NamedPoolStats>),
     /// Last check per backend, pool by pool.
     Health(Vec<PoolHealth>),
     /// The command list.
@@ -88,6 +90,7 @@ impl fmt::Display for Reply {
         match self {
             Reply::Done(text) => f.write_str(text),
             Reply::Stats(stats) => write!(f, "{stats}"),
+            Reply::PoolStats(pool) => write!(f, "{pool}"),
             Reply::Health(pools) => {
                 let several = pools.len() > 1;
                 let mut out = String::new();

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lb_core::PoolStats;
+use lb_core::{PoolStats, RetiredTotals, Totals};
 
 pub use crate::counters::ProxyStats;
 
@@ -16,6 +16,8 @@ pub struct NamedPoolStats {
     pub name: String,
     /// Its algorithm, backends and totals.
     pub stats: PoolStats,
+    /// Whether the pool has been removed (it is shown while connections to it are open).
+    pub removed: bool,
 }
 
 /// One listener's counters at one moment.
@@ -38,8 +40,11 @@ pub struct ListenerStats {
 /// Everything `stats` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
-    /// Every pool, in the order added.
+    /// Every pool, in the order added; then removed pools with connections still open.
     pub pools: Vec<NamedPoolStats>,
+    /// What removed pools whose connections have all ended did, summed, so the balancer's
+    /// totals never go backwards.
+    pub retired_pools: RetiredTotals,
     /// Every listener, in the order added.
     pub listeners: Vec<ListenerStats>,
     /// The proxy's own counters.
@@ -49,6 +54,22 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Sums over every pool the balancer has had: the ones listed (removed ones included)
+    /// and the retired ones.
+    pub fn totals(&self) -> Totals {
+        let mut all = Totals::default();
+        for p in &self.pools {
+            let mut t = p.stats.totals;
+            if p.removed {
+                // Its counts, not its backends: they are no longer the balancer's.
+                (t.backends, t.available) = (0, 0);
+            }
+            all.add_pool(&t);
+        }
+        all.add_retired(&self.retired_pools);
+        all
+    }
+
     /// The first pool's stats: a one-pool balancer's only pool.
     ///
     /// # Panics
@@ -113,23 +134,48 @@ impl fmt::Display for Stats {
         let several = self.pools.len() > 1;
         for (i, pool) in self.pools.iter().enumerate() {
             if several {
-                let t = &pool.stats.totals;
-                writeln!(
-                    f,
-                    "{}pool {}: algorithm {}, {} of {} backends available",
-                    if i > 0 { "\n" } else { "" },
-                    pool.name,
-                    pool.stats.algorithm,
-                    t.available,
-                    t.backends
-                )?;
+                writeln!(f, "{}{}", if i > 0 { "\n" } else { "" }, Heading(pool))?;
             }
             table(f, &pool.stats)?;
             if i + 1 < self.pools.len() {
                 writeln!(f)?;
             }
         }
+        let r = &self.retired_pools;
+        if r.backends > 0 {
+            write!(
+                f,
+                "\nremoved pools, connections ended: {} backends, {} connections, {} bytes in, {} bytes out",
+                r.backends, r.connections, r.bytes_in, r.bytes_out
+            )?;
+        }
         Ok(())
+    }
+}
+
+/// A pool's heading line: `pool web: algorithm p2c, 2 of 3 backends available`.
+struct Heading<'a>(&'a NamedPoolStats);
+
+impl fmt::Display for Heading<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pool = self.0;
+        let t = &pool.stats.totals;
+        if pool.removed {
+            return write!(f, "pool {} (removed): {} connections still open", pool.name, t.active);
+        }
+        write!(
+            f,
+            "pool {}: algorithm {}, {} of {} backends available",
+            pool.name, pool.stats.algorithm, t.available, t.backends
+        )
+    }
+}
+
+impl fmt::Display for NamedPoolStats {
+    /// `stats POOL`: the pool's heading and its table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", Heading(self))?;
+        table(f, &self.stats)
     }
 }
 
