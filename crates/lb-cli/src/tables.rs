@@ -672,7 +672,7 @@ pool = "db"
             ),
             (
                 listen("routes = [{ sni = [\"a..b\"], pool = \"web\" }]\n"),
-                "lb.toml line 12: listen.routes.sni: invalid server name \"a..b\": a name is letters, digits and '-' in dot-separated labels; expected a DNS name such as api.example.com or *.example.org".into(),
+                "lb.toml line 12: listen.routes.sni: invalid server name \"a..b\": a name is letters, digits, '-' and '_' in dot-separated labels; expected a DNS name such as api.example.com or *.example.org".into(),
             ),
             (
                 listen("routes = [{ sni = [], pool = \"web\" }]\n"),

@@ -137,8 +137,15 @@ impl std::str::FromStr for ServerName {
             Some(rest) => (true, rest),
             None => (false, lower.as_str()),
         };
+        // A trailing dot is the same name (clients' are dropped before matching too).
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
         if domain.is_empty() {
             return Err(bad("the name is empty"));
+        }
+        if domain.parse::<std::net::IpAddr>().is_ok() {
+            return Err(bad(
+                "an IP address is never a server name (TLS clients send host names only), so                  this route could never match",
+            ));
         }
         if domain.contains('*') {
             return Err(bad("a wildcard is `*.` at the start only"));
@@ -150,7 +157,7 @@ impl std::str::FromStr for ServerName {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if domain.len() > 253 || !domain.split('.').all(label_ok) {
-            return Err(bad("a name is letters, digits and '-' in dot-separated labels"));
+            return Err(bad("a name is letters, digits, '-' and '_' in dot-separated labels"));
         }
         Ok(ServerName { domain: domain.to_owned(), wildcard })
     }
@@ -286,6 +293,9 @@ mod tests {
         assert!(!wild.matches("a.b.example.org"));
         assert!(!wild.matches(".example.org"));
         assert_eq!(wild.to_string(), "*.example.org");
+        let dotted: ServerName = "api.example.com.".parse().unwrap();
+        assert!(dotted.matches("api.example.com"));
+        assert!("foo_bar.example.com".parse::<ServerName>().is_ok());
         for (bad, why) in [
             ("", "empty"),
             ("*.", "empty"),
@@ -294,6 +304,7 @@ mod tests {
             ("a..b", "labels"),
             ("-a.b", "labels"),
             ("a b", "labels"),
+            ("10.0.0.1", "never a server name"),
         ] {
             let e = bad.parse::<ServerName>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");

@@ -123,11 +123,15 @@ impl<C: Connector> ProxyShared<C> {
                 () = listener.stopped() => {}
             }
         });
-        let accepted = |stream: tokio::net::TcpStream, peer| {
+        let accepted = |stream: tokio::net::TcpStream, peer: SocketAddr| {
             // Relayed bytes should leave at once, not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().ok();
-            self.spawn_connection(stream, Endpoints { peer: Some(peer), local }, listener);
+            let local = stream.local_addr().ok().map(canonical);
+            self.spawn_connection(
+                stream,
+                Endpoints { peer: Some(canonical(peer)), local },
+                listener,
+            );
         };
         let failed = |e: &io::Error, pause: Option<Duration>| match pause {
             None => tracing::debug!(error = %e, "accept: client gave up before being accepted"),
@@ -142,6 +146,18 @@ impl<C: Connector> ProxyShared<C> {
             }
         };
         accept_loop(socket, &mut stop, accepted, failed).await;
+        if !self.shutdown.is_requested() {
+            // The listener was removed: serve the clients already queued on its socket (they
+            // completed their handshake with us) rather than reset them when it closes.
+            while let Ok(Ok((stream, peer))) =
+                tokio::time::timeout(Duration::ZERO, socket.accept()).await
+            {
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().ok().map(canonical);
+                let ends = Endpoints { peer: Some(canonical(peer)), local };
+                self.spawn_connection(stream, ends, listener);
+            }
+        }
     }
 
     /// Serves one client connection on its own task, unless the global limit is reached.
@@ -183,13 +199,16 @@ impl<C: Connector> ProxyShared<C> {
         let routes = listener.routes.load_full();
         let sni = routes.by_server_name();
         let preamble = if routes.config.accept_proxy || sni {
-            let inspected = preamble::read(
-                &mut client,
-                routes.config.accept_proxy,
-                sni,
-                routes.config.inspect_timeout,
-            )
-            .await;
+            let inspected = tokio::select! {
+                inspected = preamble::read(
+                    &mut client,
+                    routes.config.accept_proxy,
+                    sni,
+                    routes.config.inspect_timeout,
+                ) => inspected,
+                // Not yet routed: nothing to let finish during the grace period.
+                () = self.shutdown.requested() => return,
+            };
             match inspected {
                 Ok(preamble) => preamble,
                 Err(refusal) => {
@@ -484,6 +503,12 @@ pub(crate) struct Endpoints {
     pub(crate) peer: Option<SocketAddr>,
     /// The address the client connected to.
     pub(crate) local: Option<SocketAddr>,
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (a client of a dual-stack `[::]` listener) written
+/// as the IPv4 address it is, as a PROXY header would carry it.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// The PROXY header a backend connection starts with: the client's address and the one it

@@ -323,13 +323,13 @@ async fn http_health_check_sends_the_urls_host_and_expects_the_body_text() {
     // A virtual host: only `Host: api.internal` gets the health page, and only one of the two
     // backends says it is ready.
     fn ready(request: &str) -> String {
-        match request.contains("\r\nHost: api.internal\r\n") {
+        match request.to_ascii_lowercase().contains("\r\nhost: api.internal\r\n") {
             true => "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nstatus ok".into(),
             false => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
         }
     }
     fn warming(request: &str) -> String {
-        match request.contains("\r\nHost: api.internal\r\n") {
+        match request.to_ascii_lowercase().contains("\r\nhost: api.internal\r\n") {
             true => "HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nstatus warming".into(),
             false => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
         }

@@ -126,6 +126,13 @@ pub(super) fn admit(
     allowed: &[AllowedHost],
     changes_state: bool,
 ) -> Result<(), Refusal> {
+    // One of each: a second Host (RFC 9112 says 400), Origin or Sec-Fetch-Site would let a
+    // request show one value to this check and another to whatever reads it next.
+    for name in [HOST.as_str(), ORIGIN.as_str(), "sec-fetch-site"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(format!("more than one {name} header"));
+        }
+    }
     let host_header = match headers.get(HOST) {
         Some(v) => Some(v.to_str().map_err(|_| "the Host header is not ASCII text".to_owned())?),
         None => None,
@@ -157,7 +164,7 @@ pub(super) fn admit(
             ));
         }
     }
-    if changes_state && headers.get(CLIENT_HEADER).is_none_or(|v| v.is_empty()) {
+    if changes_state && headers.get(CLIENT_HEADER).is_none() {
         return Err(
             "a command needs the header X-LB-Admin (any value, e.g. curl -H 'X-LB-Admin: 1'); \
              lb ctl sends it. Web pages cannot, which is what keeps them from driving lb"
@@ -302,11 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_host_origin_or_fetch_site_is_refused() {
+        for name in ["host", "origin", "sec-fetch-site"] {
+            let mut h = headers(&[("host", "127.0.0.1:9519")]);
+            h.append(name, HeaderValue::from_static("127.0.0.1:9519"));
+            if name != "host" {
+                h.append(name, HeaderValue::from_static("x"));
+            }
+            let e = admit(&Uri::from_static("/stats"), &h, &[], false).unwrap_err();
+            assert_eq!(e, format!("more than one {name} header"));
+        }
+    }
+
+    #[test]
     fn commands_need_the_client_header() {
         let host = ("host", "127.0.0.1:9519");
         let e = check(&[host], &[], true).unwrap_err();
         assert!(e.contains("X-LB-Admin"), "{e}");
-        assert!(check(&[host, (CLIENT_HEADER, "")], &[], true).is_err());
+        // Any value, even none: a browser cannot send the header cross-origin at all.
+        assert_eq!(check(&[host, (CLIENT_HEADER, "")], &[], true), Ok(()));
         assert_eq!(check(&[host, (CLIENT_HEADER, "1")], &[], true), Ok(()));
     }
 

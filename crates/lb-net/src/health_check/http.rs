@@ -9,7 +9,11 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Most response bytes a check reads looking for the status line, the end of the headers and
 /// the expected body text: a health endpoint answers in a few hundred bytes.
@@ -105,6 +109,26 @@ impl HttpCheck {
                     "{whole:?}: the HTTP {what} must not contain spaces or control characters"
                 ));
             }
+            if text.is_some_and(|t| !t.is_ascii()) {
+                return Err(format!(
+                    "{whole:?}: the HTTP {what} must be ASCII (percent-encode the rest, e.g. %C3%A9)"
+                ));
+            }
+        }
+        if check.path.contains('#') {
+            return Err(format!(
+                "{whole:?}: a fragment (#...) is never sent to a server: leave it out"
+            ));
+        }
+        if let Some(host) = &check.host {
+            if host.contains('@') {
+                return Err(format!(
+                    "{whole:?}: user information (user@) is not sent in a Host header: leave it out"
+                ));
+            }
+            if host.contains('?') {
+                return Err(format!("{whole:?}: {host:?} is not a host name"));
+            }
         }
         if check.body.as_deref().is_some_and(|b| b.chars().any(char::is_control)) {
             return Err(format!("{whole:?}: the body text must not contain control characters"));
@@ -119,80 +143,82 @@ impl HttpCheck {
 
     /// Sends the request on `stream` and judges the answer; `Err` says what failed, naming
     /// the request.
-    pub(crate) async fn run<S>(&self, stream: &mut S, addr: &str) -> Result<(), String>
+    pub(crate) async fn run<S>(&self, stream: S, addr: &str) -> Result<(), String>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.exchange(stream, addr)
             .await
             .map_err(|why| format!("{}: {why}", self.request_line(addr)))
     }
 
-    async fn exchange<S>(&self, stream: &mut S, addr: &str) -> Result<(), String>
+    /// The request and its answer, through hyper's HTTP/1.1 client: the status line, headers
+    /// and body (chunked or not) are read by a maintained parser, interim `1xx` answers are
+    /// skipped, and only the first [`MAX_RESPONSE`] bytes of the body are read.
+    async fn exchange<S>(&self, stream: S, addr: &str) -> Result<(), String>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lb-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-            self.path,
-            self.host.as_deref().unwrap_or(addr)
-        );
-        stream.write_all(request.as_bytes()).await.map_err(|e| format!("sending request: {e}"))?;
-        let mut response = Vec::with_capacity(512);
-        let mut chunk = [0u8; 4096];
-        // Read the status line; then, only if a body text is expected, the rest (up to the
-        // bound or the end of the connection, which `Connection: close` asks for).
-        loop {
-            let status_known = response.contains(&b'\n');
-            if status_known && (self.body.is_none() || response.len() >= MAX_RESPONSE) {
-                break;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(describe)?;
+        let request = hyper::Request::get(self.path.as_str())
+            .header(HOST, self.host.as_deref().unwrap_or(addr))
+            .header(USER_AGENT, "lb-health-check")
+            .header(ACCEPT, "*/*")
+            .header(CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let exchange = async {
+            let response = sender.send_request(request).await.map_err(describe)?;
+            let code = response.status().as_u16();
+            if !self.status.contains(code) {
+                return Err(format!("HTTP status {code}, expected {}", self.status));
             }
-            let room = (MAX_RESPONSE - response.len()).min(chunk.len());
-            if room == 0 {
-                break;
+            let Some(text) = &self.body else { return Ok(()) };
+            let found = |read: &[u8]| read.windows(text.len()).any(|w| w == text.as_bytes());
+            let mut body = response.into_body();
+            let mut read = Vec::new();
+            while read.len() < MAX_RESPONSE && !found(&read) {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            let room = MAX_RESPONSE - read.len();
+                            read.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
+                    Some(Err(e)) => return Err(describe(e)),
+                    None => break,
+                }
             }
-            let n = stream
-                .read(&mut chunk[..room])
-                .await
-                .map_err(|e| format!("reading response: {e}"))?;
-            if n == 0 {
-                break;
+            if found(&read) {
+                return Ok(());
             }
-            response.extend_from_slice(&chunk[..n]);
-        }
-        let Some(line_end) = response.iter().position(|&b| b == b'\n') else {
-            return Err(if response.is_empty() {
-                "connection closed before a status line".into()
-            } else {
-                "no status line in the response".into()
-            });
+            Err(format!(
+                "HTTP status {code}, but the body does not contain {text:?} (first {} bytes read)",
+                read.len()
+            ))
         };
-        let line = String::from_utf8_lossy(&response[..line_end]);
-        let line = line.trim_end();
-        let mut parts = line.splitn(3, ' ');
-        let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        if !version.starts_with("HTTP/1.") {
-            return Err(format!("not an HTTP/1.x response: {:?}", line.escape_debug().to_string()));
+        // The connection is driven alongside; its end before the answer is the answer's error.
+        tokio::pin!(exchange, connection);
+        tokio::select! {
+            biased;
+            result = &mut exchange => result,
+            ended = &mut connection => match ended {
+                Err(e) => Err(describe(e)),
+                Ok(()) => exchange.await,
+            },
         }
-        let Ok(code) = code.parse::<u16>() else {
-            return Err(format!("malformed status line: {:?}", line.escape_debug().to_string()));
-        };
-        if !self.status.contains(code) {
-            return Err(format!("HTTP status {code}, expected {}", self.status));
-        }
-        if let Some(text) = &self.body {
-            let body = match response.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(i) => &response[i + 4..],
-                None => &[][..],
-            };
-            if !body.windows(text.len()).any(|w| w == text.as_bytes()) {
-                return Err(format!(
-                    "HTTP status {code}, but the body does not contain {text:?} (first {} bytes read)",
-                    body.len()
-                ));
-            }
-        }
-        Ok(())
+    }
+}
+
+/// hyper's error in the words of a check's failure reason.
+fn describe(e: hyper::Error) -> String {
+    if e.is_incomplete_message() {
+        "connection closed before a complete answer".into()
+    } else if e.is_parse() || e.is_parse_status() {
+        format!("not an HTTP/1.x response ({e})")
+    } else {
+        e.to_string()
     }
 }
 
@@ -286,6 +312,7 @@ impl fmt::Display for StatusSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn parse(s: &str) -> Result<HttpCheck, String> {
         HttpCheck::parse(s.strip_prefix("http").unwrap(), s)
@@ -334,6 +361,9 @@ mod tests {
             ("http://a/h,host=b", "given twice"),
             ("http:/h,status=200,status=201", "given twice"),
             ("httpx", "expected http:/path"),
+            ("http://user@host/x", "user information"),
+            ("http:/x#frag", "fragment"),
+            ("http:/h\u{e9}llo", "must be ASCII"),
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
@@ -341,18 +371,28 @@ mod tests {
     }
 
     async fn judge(check: &HttpCheck, response: &'static [u8]) -> Result<(), String> {
-        let (mut ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
         let server = tokio::spawn(async move {
-            let mut request = vec![0u8; 4096];
-            let n = theirs.read(&mut request).await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if theirs.read(&mut byte).await.unwrap() == 0 {
+                    break;
+                }
+                request.push(byte[0]);
+            }
             theirs.write_all(response).await.unwrap();
             theirs.shutdown().await.unwrap();
-            String::from_utf8(request[..n].to_vec()).unwrap()
+            String::from_utf8(request).unwrap()
         });
-        let result = check.run(&mut ours, "10.0.0.1:80").await;
+        let result = check.run(ours, "10.0.0.1:80").await;
         let request = server.await.unwrap();
         let host = check.host.as_deref().unwrap_or("10.0.0.1:80");
-        assert!(request.starts_with(&format!("GET {} HTTP/1.1\r\nHost: {host}\r\n", check.path)));
+        assert!(request.starts_with(&format!("GET {} HTTP/1.1\r\n", check.path)), "{request}");
+        assert!(
+            request.to_ascii_lowercase().contains(&format!("\r\nhost: {host}\r\n")),
+            "{request}"
+        );
         result
     }
 
@@ -380,6 +420,13 @@ mod tests {
         assert!(judge(&HttpCheck::get("/"), b"")
             .await
             .unwrap_err()
-            .contains("closed before a status line"));
+            .contains("closed before a complete answer"));
+        // Chunked bodies are decoded, interim 1xx answers skipped, bare LF line ends read.
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nrea\r\n2\r\ndy\r\n0\r\n\r\n";
+        assert_eq!(judge(&parse("http:/,body=ready").unwrap(), chunked).await, Ok(()));
+        let interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(judge(&HttpCheck::get("/"), interim).await, Ok(()));
+        let bare_lf = b"HTTP/1.1 200 OK\nContent-Length: 5\n\nready";
+        assert_eq!(judge(&parse("http:/,body=ready").unwrap(), bare_lf).await, Ok(()));
     }
 }

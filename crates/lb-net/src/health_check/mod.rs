@@ -189,7 +189,7 @@ pub(crate) async fn check_once<C: Connector>(
         match &config.kind {
             CheckKind::Tcp => Ok(()),
             CheckKind::Http(check) => {
-                check.run(&mut stream, &addr.to_string()).await.map_err(CheckError::Failed)
+                check.run(stream, &addr.to_string()).await.map_err(CheckError::Failed)
             }
         }
     };

@@ -31,9 +31,10 @@ use std::net::{IpAddr, SocketAddr};
 use ppp::{v1, v2, PartialResult};
 
 /// The longest header [`parse`] may need: a v2 header with the largest length field (16 bytes
-/// of fixed header and 65,535 of addresses and TLVs). No spec-valid header is rejected for its
-/// size; v1 lines are much shorter ([`V1_MAX_LEN`]). `parse` never returns
-/// [`Parse::Incomplete`] for this many bytes or more.
+/// of fixed header and 65,535 of addresses and TLVs). The parser rejects no spec-valid header
+/// for its size (a caller may: the balancer's `accept-proxy` stops at 4 KiB); v1 lines are
+/// much shorter ([`V1_MAX_LEN`]). `parse` never returns [`Parse::Incomplete`] for this many
+/// bytes or more.
 pub const MAX_LEN: usize = 16 + u16::MAX as usize;
 
 /// The longest v1 line, CRLF included, as the spec bounds it (`PROXY UNKNOWN` with two full
