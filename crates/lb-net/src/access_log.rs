@@ -53,6 +53,10 @@ pub enum Termination {
     ServerFinTimeout,
     /// The backend sent nothing at all, and nothing moved, for the server timeout.
     ServerTimeout,
+    /// Refused by the listener's `allow`/`deny` ranges.
+    Denied,
+    /// Refused at a per-client limit.
+    RateLimited,
 }
 
 impl Termination {
@@ -76,6 +80,8 @@ impl Termination {
             Termination::ClientFinTimeout => "client-fin-timeout",
             Termination::ServerFinTimeout => "server-fin-timeout",
             Termination::ServerTimeout => "server-timeout",
+            Termination::Denied => "denied",
+            Termination::RateLimited => "rate-limited",
         }
     }
 }

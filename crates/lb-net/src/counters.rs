@@ -91,4 +91,8 @@ proxy_counters! {
     bad_hello => "lb_connections_bad_hello", "Client connections closed because they sent no usable TLS ClientHello where SNI routing needed one.";
     /// Closed because an `accept-proxy` listener got no valid PROXY header in time.
     bad_proxy => "lb_connections_bad_proxy", "Client connections closed because their PROXY protocol header was missing, malformed, too large or late.";
+    /// Refused at once by a listener's `allow`/`deny` ranges.
+    denied => "lb_connections_denied", "Client connections refused at once by a listener's allow/deny address ranges.";
+    /// Refused at once at a per-client limit (connections open, or new per second).
+    rate_limited => "lb_connections_rate_limited", "Client connections refused at once at a per-client limit of connections open or new connections per second.";
 }

@@ -64,6 +64,7 @@
 mod accept;
 mod access_log;
 pub mod admin;
+mod admission;
 mod connector;
 mod control;
 mod counters;
@@ -91,6 +92,7 @@ use lb_core::Pool;
 use tokio::net::TcpListener;
 
 pub use access_log::{AccessLine, Termination};
+pub use admission::{AddressRange, Admission};
 pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
 #[cfg(any(test, feature = "test-util"))]
 pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};

@@ -15,6 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::admission::{Admission, Gate};
 use crate::error::Error;
 use crate::pools::{PoolRuntime, Pools};
 
@@ -36,6 +37,9 @@ pub struct ListenerConfig {
     pub accept_proxy: bool,
     /// Longest wait for a PROXY header or a ClientHello ([`DEFAULT_INSPECT_TIMEOUT`]).
     pub inspect_timeout: Duration,
+    /// Who may connect, and how much per client address (none by default). With
+    /// `accept_proxy`, the rules apply to the address the PROXY header gives.
+    pub admission: Admission,
 }
 
 impl ListenerConfig {
@@ -46,6 +50,7 @@ impl ListenerConfig {
             routing: Routing::Pool(pool.into()),
             accept_proxy: false,
             inspect_timeout: DEFAULT_INSPECT_TIMEOUT,
+            admission: Admission::default(),
         }
     }
 
@@ -237,6 +242,10 @@ pub(crate) struct ListenerCounters {
     pub(crate) bad_hello: AtomicU64,
     /// Closed because a PROXY header was missing, malformed, oversized or late.
     pub(crate) bad_proxy: AtomicU64,
+    /// Refused by `allow`/`deny`.
+    pub(crate) denied: AtomicU64,
+    /// Refused at a per-client limit.
+    pub(crate) rate_limited: AtomicU64,
 }
 
 /// A listener in a running balancer.
@@ -247,6 +256,8 @@ pub(crate) struct ListenerRuntime {
     pub(crate) address: Option<SocketAddr>,
     pub(crate) routes: ArcSwap<Routes>,
     pub(crate) counters: ListenerCounters,
+    /// Its clients' counts, for per-client limits.
+    pub(crate) gate: Gate,
     /// Turned on to stop accepting (listener removed); open connections finish on their own.
     stop: watch::Sender<bool>,
 }
@@ -258,6 +269,7 @@ impl ListenerRuntime {
             address,
             routes: ArcSwap::from_pointee(routes),
             counters: ListenerCounters::default(),
+            gate: Gate::default(),
             stop: watch::channel(false).0,
         }
     }

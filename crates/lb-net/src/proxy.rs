@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::accept::{accept_loop, Backoff};
 use crate::access_log::{DisplayPeer, Session, Termination};
+use crate::admission::Refused;
 use crate::connector::{is_local_exhaustion, ByteStream, Connector};
 use crate::counters::ProxyCounters;
 use crate::inspect::proxy_header;
@@ -171,6 +172,25 @@ impl<C: Connector> ProxyShared<C> {
     {
         self.counters.accepted.fetch_add(1, Relaxed);
         listener.count(|c| &c.accepted);
+        // Who may connect: checked on the peer before anything else, unless a PROXY header is
+        // to say who the client is (then once it has).
+        let mut place = None;
+        {
+            let routes = listener.routes.load();
+            let rules = &routes.config.admission;
+            if !rules.is_open() && !routes.config.accept_proxy {
+                if let Some(peer) = ends.peer {
+                    match listener.gate.admit(peer.ip(), rules) {
+                        Ok(held) => place = held,
+                        Err(refused) => {
+                            let mut session = Session::new(ends.peer, &self.counters);
+                            session.end = Some(self.refuse(listener, refused));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
         let limit = self.config.max_connections.unwrap_or(u64::MAX);
         let Some(ticket) = self.tracker.try_enter(limit) else {
             self.counters.rejected_at_limit.fetch_add(1, Relaxed);
@@ -180,8 +200,11 @@ impl<C: Connector> ProxyShared<C> {
         };
         let shared = Arc::clone(self);
         let listener = Arc::clone(listener);
-        self.tracker
-            .spawn(ticket, async move { shared.proxy_connection(stream, ends, &listener).await });
+        self.tracker.spawn(ticket, async move {
+            // The client's place among its limits, held for the connection's life.
+            let _place = place;
+            shared.proxy_connection(stream, ends, &listener).await
+        });
     }
 
     /// Inspects (if the listener asks), routes, picks, connects (with retries) and relays one
@@ -223,6 +246,18 @@ impl<C: Connector> ProxyShared<C> {
         let peer = preamble.source.or(ends.peer);
         let local = preamble.destination.or(ends.local);
         session.client = peer;
+        let mut _place = None;
+        if routes.config.accept_proxy && !routes.config.admission.is_open() {
+            if let Some(client) = peer {
+                match listener.gate.admit(client.ip(), &routes.config.admission) {
+                    Ok(held) => _place = held,
+                    Err(refused) => {
+                        session.end = Some(self.refuse(listener, refused));
+                        return;
+                    }
+                }
+            }
+        }
         session.server_name = preamble.server_name.as_deref().map(Arc::from);
         let Some(pool) = routes.for_name(preamble.server_name.as_deref()).cloned() else {
             // SNI routing with no pool for this client: no route for a TLS client, no usable
@@ -410,6 +445,22 @@ impl<C: Connector> ProxyShared<C> {
             lease.record_connect_failure_stats_only();
         } else if let Some(t) = lease.record_connect_failure(detail, at.into_std()) {
             crate::health_check::record_transition(&pool.checks, t);
+        }
+    }
+
+    /// Counts a client refused by a listener's admission rules; returns its termination.
+    fn refuse(&self, listener: &ListenerRuntime, refused: Refused) -> Termination {
+        match refused {
+            Refused::Denied => {
+                self.counters.denied.fetch_add(1, Relaxed);
+                listener.count(|c| &c.denied);
+                Termination::Denied
+            }
+            Refused::RateLimited => {
+                self.counters.rate_limited.fetch_add(1, Relaxed);
+                listener.count(|c| &c.rate_limited);
+                Termination::RateLimited
+            }
         }
     }
 

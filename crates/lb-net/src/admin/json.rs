@@ -174,6 +174,15 @@ pub struct ListenerJson {
     pub bad_hello: u64,
     /// Closed for a missing or bad PROXY header.
     pub bad_proxy: u64,
+    /// Refused by `allow`/`deny`.
+    #[serde(default)]
+    pub denied: u64,
+    /// Refused at a per-client limit.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Let through without per-client counting (their slot of the fixed table was full).
+    #[serde(default)]
+    pub untracked: u64,
 }
 
 /// `GET /stats`: everything `stats` shows.
@@ -255,6 +264,9 @@ impl From<&ListenerStats> for ListenerJson {
             no_route: l.no_route,
             bad_hello: l.bad_hello,
             bad_proxy: l.bad_proxy,
+            denied: l.denied,
+            rate_limited: l.rate_limited,
+            untracked: l.untracked,
         }
     }
 }

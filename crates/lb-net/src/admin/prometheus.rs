@@ -196,11 +196,26 @@ impl Collector for StatsCollector {
         for (counter, value) in p.counters() {
             single(&mut e, counter.metric, counter.help, Counter, value)?;
         }
-        let listener_families: [ListenerFamily; 4] = [
+        let listener_families: [ListenerFamily; 7] = [
             ("lb_listener_connections_accepted", "Client connections the listener accepted.", |l| l.accepted),
             ("lb_listener_connections_no_route", "Connections closed because no SNI route matched and there was no default pool.", |l| l.no_route),
             ("lb_listener_connections_bad_hello", "Connections closed for want of a usable TLS ClientHello where SNI routing needed one.", |l| l.bad_hello),
             ("lb_listener_connections_bad_proxy", "Connections closed for a missing or bad PROXY protocol header.", |l| l.bad_proxy),
+            (
+                "lb_listener_connections_denied",
+                "Connections refused at once by the listener's allow/deny address ranges.",
+                |l| l.denied,
+            ),
+            (
+                "lb_listener_connections_rate_limited",
+                "Connections refused at once at a per-client limit.",
+                |l| l.rate_limited,
+            ),
+            (
+                "lb_listener_connections_untracked",
+                "Connections let through without per-client counting because their slot of the fixed client table was full.",
+                |l| l.untracked,
+            ),
         ];
         for (name, help, value) in listener_families {
             let rows = stats

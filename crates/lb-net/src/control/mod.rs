@@ -453,6 +453,9 @@ impl Handle {
                         no_route: c.no_route.load(Relaxed),
                         bad_hello: c.bad_hello.load(Relaxed),
                         bad_proxy: c.bad_proxy.load(Relaxed),
+                        denied: c.denied.load(Relaxed),
+                        rate_limited: c.rate_limited.load(Relaxed),
+                        untracked: l.gate.untracked(),
                     }
                 })
                 .collect(),

@@ -35,6 +35,12 @@ pub struct ListenerStats {
     pub bad_hello: u64,
     /// Closed for a missing or bad PROXY header.
     pub bad_proxy: u64,
+    /// Refused by `allow`/`deny`.
+    pub denied: u64,
+    /// Refused at a per-client limit.
+    pub rate_limited: u64,
+    /// Let through without per-client counting (their slot of the fixed table was full).
+    pub untracked: u64,
 }
 
 /// Everything `stats` shows.
@@ -124,11 +130,16 @@ impl fmt::Display for Stats {
                 p.accept_errors, p.resource_errors
             )?;
         }
-        if p.no_route > 0 || p.bad_hello > 0 || p.bad_proxy > 0 {
+        if p.no_route > 0
+            || p.bad_hello > 0
+            || p.bad_proxy > 0
+            || p.denied > 0
+            || p.rate_limited > 0
+        {
             writeln!(
                 f,
-                "refused: {} with no route, {} without a usable TLS hello, {} with a bad PROXY header",
-                p.no_route, p.bad_hello, p.bad_proxy
+                "refused: {} with no route, {} without a usable TLS hello, {} with a bad PROXY header, {} denied, {} rate-limited",
+                p.no_route, p.bad_hello, p.bad_proxy, p.denied, p.rate_limited
             )?;
         }
         let several = self.pools.len() > 1;
