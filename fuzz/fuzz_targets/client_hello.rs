@@ -2,21 +2,14 @@
 //! every server name returned is a lower-case DNS name without a trailing dot.
 #![no_main]
 
+mod common;
+
 use lb_net::inspect::client_hello::{parse, Parse, MAX_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let whole = parse(data);
-    if data.len() >= MAX_LEN {
-        assert_ne!(whole, Parse::Incomplete);
-    }
-    for cut in [data.len() / 2, data.len().saturating_sub(1)] {
-        match parse(&data[..cut]) {
-            Parse::Incomplete => {}
-            Parse::Invalid(_) => assert!(matches!(whole, Parse::Invalid(_)), "{whole:?}"),
-            verdict => assert_eq!(verdict, whole),
-        }
-    }
+    let invalid = |verdict: &Parse| matches!(verdict, Parse::Invalid(_));
+    let whole = common::bounded_and_final(data, parse, MAX_LEN, Parse::Incomplete, invalid);
     if let Parse::Done(hello) = &whole {
         if let Some(name) = &hello.server_name {
             assert!(!name.is_empty() && name.len() <= 253, "{name:?}");

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::{Pool, PoolConfig};
+use lb_core::Pool;
 use lb_net::{Balancer, Behavior, HealthCheckConfig, MemoryConnector, ProxyConfig, TcpConnector};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -191,13 +191,8 @@ async fn client_reset_over_tcp() {
     let log = Capture::default();
     let _g = log.install();
     let (backend, backend_task) = tcp_named_backend("a").await;
-    let pool = Pool::new(PoolConfig::default()).unwrap();
-    pool.add(backend, None).unwrap();
-    let balancer = Balancer::new(pool, TcpConnector, ProxyConfig::default(), no_checks());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let lb = listener.local_addr().unwrap();
-    let handle = balancer.handle();
-    let run = tokio::spawn(balancer.run(listener, std::future::pending()));
+    let (lb, handle, run) =
+        start(one_backend_pool(backend), ProxyConfig::default(), no_checks()).await;
     let (stream, _) = tcp_greeting(lb).await.unwrap();
     // Close with a reset (linger 0) instead of a FIN.
     socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
@@ -205,8 +200,7 @@ async fn client_reset_over_tcp() {
     let fields = log.fields(1).await;
     assert_eq!(fields[2], backend.to_string());
     assert_eq!(fields[6], "client-reset", "{fields:?}");
-    handle.shutdown();
-    run.await.unwrap();
+    stop(handle, run).await;
     backend_task.abort();
 }
 

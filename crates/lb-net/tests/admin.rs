@@ -272,37 +272,21 @@ async fn commands_answer_like_the_repl_and_bad_ones_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_enforced_on_commands_only() {
     let (_balancer, handle, admin) = setup(Some("s3cret")).await;
-    let (status, headers, _) = http(admin, "POST", "/command", &[], "drain 10.99.0.1:7000").await;
+    let post = |headers: &'static [(&'static str, &'static str)], command: &'static str| {
+        http(admin, "POST", "/command", headers, command)
+    };
+    let drain = "drain 10.99.0.1:7000";
+    let (status, headers, _) = post(&[], drain).await;
     assert_eq!(status, 401);
     assert_eq!(headers["www-authenticate"], "Bearer");
-    let (status, _, _) = http(
-        admin,
-        "POST",
-        "/command",
-        &[("Authorization", "Bearer wrong")],
-        "drain 10.99.0.1:7000",
-    )
-    .await;
-    assert_eq!(status, 401);
+    assert_eq!(post(&[("Authorization", "Bearer wrong")], drain).await.0, 401);
     assert_eq!(handle.stats().pool().backends[0].state(), "up", "refused commands change nothing");
-    let (status, _, _) = http(
-        admin,
-        "POST",
-        "/command",
-        &[("Authorization", "Bearer s3cret")],
-        "drain 10.99.0.1:7000",
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(post(&[("Authorization", "Bearer s3cret")], drain).await.0, 200);
     assert_eq!(handle.stats().pool().backends[0].state(), "drain");
     // The scheme name is case-insensitive; a wrong scheme is refused.
     let enable = "enable 10.99.0.1:7000";
-    let (status, _, _) =
-        http(admin, "POST", "/command", &[("Authorization", "bearer s3cret")], enable).await;
-    assert_eq!(status, 200);
-    let (status, _, _) =
-        http(admin, "POST", "/command", &[("Authorization", "Basic s3cret")], enable).await;
-    assert_eq!(status, 401);
+    assert_eq!(post(&[("Authorization", "bearer s3cret")], enable).await.0, 200);
+    assert_eq!(post(&[("Authorization", "Basic s3cret")], enable).await.0, 401);
     assert_eq!(http(admin, "GET", "/metrics", &[], "").await.0, 200, "scrapes need no token");
     assert_eq!(http(admin, "GET", "/stats", &[], "").await.0, 200);
 }
@@ -446,6 +430,15 @@ async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     got
 }
 
+/// Reads until the server closes the connection, and fails the test unless that was `limit`
+/// after `since`, within a second; returns what the server sent.
+async fn closed_at(s: &mut TcpStream, since: tokio::time::Instant, limit: Duration) -> Vec<u8> {
+    let got = read_until_closed(s).await;
+    let waited = since.elapsed();
+    assert!(waited >= limit && waited < limit + Duration::from_secs(1), "closed after {waited:?}");
+    got
+}
+
 // Paused time: the runtime jumps to the next timer whenever every task waits, so these wait
 // for the server's timeouts without taking that long, and measure them exactly.
 
@@ -455,13 +448,7 @@ async fn a_partial_request_is_closed_after_the_header_timeout() {
     let start = tokio::time::Instant::now();
     let mut s = TcpStream::connect(admin).await.unwrap();
     s.write_all(b"GET /stats HTTP/1.1\r\n").await.unwrap();
-    read_until_closed(&mut s).await;
-    let waited = start.elapsed();
-    assert!(
-        waited >= admin::HEADER_READ_TIMEOUT
-            && waited < admin::HEADER_READ_TIMEOUT + Duration::from_secs(1),
-        "closed after {waited:?}"
-    );
+    closed_at(&mut s, start, admin::HEADER_READ_TIMEOUT).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -470,13 +457,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     let mut s = TcpStream::connect(admin).await.unwrap();
     assert_eq!(get_kept_alive(&mut s, "/stats").await.0, 200);
     let answered = tokio::time::Instant::now();
-    assert_eq!(read_until_closed(&mut s).await, b"");
-    let waited = answered.elapsed();
-    assert!(
-        waited >= admin::HEADER_READ_TIMEOUT
-            && waited < admin::HEADER_READ_TIMEOUT + Duration::from_secs(1),
-        "closed after {waited:?}"
-    );
+    assert_eq!(closed_at(&mut s, answered, admin::HEADER_READ_TIMEOUT).await, b"");
 }
 
 #[tokio::test(start_paused = true)]
@@ -489,10 +470,7 @@ async fn a_connection_trickling_a_body_is_closed_at_the_age_limit() {
     s.write_all(b"POST /command HTTP/1.1\r\nHost: 127.0.0.1\r\nX-LB-Admin: 1\r\nContent-Length: 100\r\n\r\ndrain")
         .await
         .unwrap();
-    read_until_closed(&mut s).await;
-    let waited = start.elapsed();
-    let limit = admin::MAX_CONNECTION_AGE + admin::CLOSE_GRACE;
-    assert!(waited >= limit && waited < limit + Duration::from_secs(1), "closed after {waited:?}");
+    closed_at(&mut s, start, admin::MAX_CONNECTION_AGE + admin::CLOSE_GRACE).await;
     assert!(handle.stats().pool().backends.iter().all(|b| b.state() == "up"), "nothing ran");
 }
 

@@ -8,69 +8,38 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lb_core::{Health, Pool};
-use lb_net::{Balancer, Handle, HealthCheckConfig, ProxyConfig, TcpConnector};
+use lb_net::{HealthCheckConfig, ProxyConfig};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// A backend that accepts and at once resets every connection (linger 0, then close).
 async fn resetting_backend() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { continue };
-            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
-            drop(s);
-        }
-    });
-    (addr, task)
+    tcp_backend(|s| async move {
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    })
+    .await
 }
 
 /// A backend that accepts, reads everything until the client's end, and never writes.
 async fn silent_backend() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let _ = s.read_to_end(&mut Vec::new()).await;
-                // Hold the connection open after the client's end, saying nothing.
-                std::future::pending::<()>().await;
-                drop(s);
-            });
-        }
-    });
-    (addr, task)
+    tcp_backend(|mut s| async move {
+        let _ = s.read_to_end(&mut Vec::new()).await;
+        // Hold the connection open after the client's end, saying nothing.
+        std::future::pending::<()>().await;
+        drop(s);
+    })
+    .await
 }
 
 /// A backend that reads until the client's end and then closes without a word (a log sink).
 async fn sink_backend() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let _ = s.read_to_end(&mut Vec::new()).await;
-            });
-        }
-    });
-    (addr, task)
-}
-
-async fn start(
-    pool: Pool,
-    proxy: ProxyConfig,
-    health: HealthCheckConfig,
-) -> (SocketAddr, Handle, JoinHandle<lb_net::ShutdownReport>) {
-    let balancer = Balancer::new(pool, TcpConnector, proxy, health);
-    let handle = balancer.handle();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    (addr, handle, tokio::spawn(balancer.run(listener, std::future::pending())))
+    tcp_backend(|mut s| async move {
+        let _ = s.read_to_end(&mut Vec::new()).await;
+    })
+    .await
 }
 
 /// Checks configured (so failures from traffic count) but too far apart to matter here.
@@ -128,8 +97,7 @@ async fn a_backend_that_resets_before_a_byte_is_taken_down_within_fall_connectio
     for _ in 0..4 {
         assert!(ask(lb, b"ping").await.starts_with(b"good\n"));
     }
-    handle.shutdown();
-    task.await.unwrap();
+    stop(handle, task).await;
     t1.abort();
     t2.abort();
 }
@@ -163,8 +131,7 @@ async fn with_retry_on_empty_no_client_sees_an_empty_reply() {
     assert_eq!(stats.proxy.retries, b.retries, "every empty answer was replayed");
     // Every request reached the good backend once: "request 0".."request 19".
     assert_eq!(stats.pool().backend(good).unwrap().bytes_in, 10 * 9 + 10 * 10);
-    handle.shutdown();
-    task.await.unwrap();
+    stop(handle, task).await;
     t1.abort();
     t2.abort();
 }
@@ -177,7 +144,7 @@ async fn a_backend_that_never_answers_a_half_closed_client_is_cut_at_client_fin(
         server_timeout: None,
         ..ProxyConfig::default()
     };
-    let (lb, handle, task) = start(tcp_pool(backend), proxy, passive_only()).await;
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, passive_only()).await;
     let started = Instant::now();
     let answer = ask(lb, b"request").await;
     let waited = started.elapsed();
@@ -185,8 +152,7 @@ async fn a_backend_that_never_answers_a_half_closed_client_is_cut_at_client_fin(
     assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(30), "{waited:?}");
     // Not the backend's fault as far as health goes: it took the bytes.
     assert_eq!(handle.stats().pool().backend(backend).unwrap().connect_failures, 0);
-    handle.shutdown();
-    task.await.unwrap();
+    stop(handle, task).await;
     t.abort();
 }
 
@@ -195,7 +161,7 @@ async fn a_backend_that_accepted_and_hung_is_cut_at_server_timeout() {
     let (backend, t) = silent_backend().await;
     let proxy =
         ProxyConfig { server_timeout: Some(Duration::from_millis(300)), ..ProxyConfig::default() };
-    let (lb, handle, task) = start(tcp_pool(backend), proxy, passive_only()).await;
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, passive_only()).await;
     let mut s = TcpStream::connect(lb).await.unwrap();
     s.write_all(b"request").await.unwrap();
     let started = Instant::now();
@@ -203,15 +169,15 @@ async fn a_backend_that_accepted_and_hung_is_cut_at_server_timeout() {
     let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut [0u8; 16])).await.unwrap();
     assert_eq!(n.unwrap_or(0), 0);
     assert!(started.elapsed() < Duration::from_secs(20));
-    handle.shutdown();
-    task.await.unwrap();
+    stop(handle, task).await;
     t.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_that_closes_after_the_client_without_a_word_is_no_failure() {
     let (backend, t) = sink_backend().await;
-    let (lb, handle, task) = start(tcp_pool(backend), ProxyConfig::default(), passive_only()).await;
+    let (lb, handle, task) =
+        start(one_backend_pool(backend), ProxyConfig::default(), passive_only()).await;
     for _ in 0..5 {
         assert!(ask(lb, b"log line\n").await.is_empty());
     }
@@ -222,32 +188,20 @@ async fn a_sink_that_closes_after_the_client_without_a_word_is_no_failure() {
     let stats = handle.stats();
     let b = stats.pool().backend(backend).unwrap();
     assert_eq!((b.connect_failures, b.health, b.bytes_in), (0, Health::Up, 45));
-    handle.shutdown();
-    task.await.unwrap();
+    stop(handle, task).await;
     t.abort();
-}
-
-fn tcp_pool(addr: SocketAddr) -> Pool {
-    let pool = Pool::default();
-    pool.add(addr, None).unwrap();
-    pool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_cannot_take_a_backend_down_by_making_it_hang_up() {
     // A backend that hangs up without a word on whatever it reads, as a TLS server does on
     // garbage: by default such ends do not count against it.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    let t = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let _ = s.read(&mut [0u8; 64]).await;
-            });
-        }
-    });
-    let (lb, handle, task) = start(tcp_pool(backend), ProxyConfig::default(), passive_only()).await;
+    let (backend, t) = tcp_backend(|mut s| async move {
+        let _ = s.read(&mut [0u8; 64]).await;
+    })
+    .await;
+    let (lb, handle, task) =
+        start(one_backend_pool(backend), ProxyConfig::default(), passive_only()).await;
     for _ in 0..10 {
         let mut s = TcpStream::connect(lb).await.unwrap();
         s.write_all(b"garbage").await.unwrap();
@@ -256,7 +210,6 @@ async fn clients_cannot_take_a_backend_down_by_making_it_hang_up() {
     let stats = handle.stats();
     let b = stats.pool().backend(backend).unwrap();
     assert_eq!((b.health, b.connect_failures), (Health::Up, 0), "{b:?}");
-    handle.shutdown();
-    task.await.unwrap();
+    stop(handle, task).await;
     t.abort();
 }

@@ -37,20 +37,16 @@ async fn tls_backend(name: &'static str) -> (SocketAddr, CertificateDer<'static>
         .with_single_cert(vec![cert.clone()], key)
         .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(stream).await {
-                    let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
-                    let _ = tls.shutdown().await;
-                }
-            });
+    let (addr, task) = tcp_backend(move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(mut tls) = acceptor.accept(stream).await {
+                let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
         }
-    });
+    })
+    .await;
     (addr, cert, task)
 }
 
@@ -76,12 +72,6 @@ async fn tls_client(
     Ok(greeting.trim_end().to_owned())
 }
 
-fn one_backend(addr: SocketAddr) -> Pool {
-    let pool = Pool::default();
-    pool.add(addr, None).unwrap();
-    pool
-}
-
 /// Adds a listener on 127.0.0.1:0 with `config`'s routing; returns its address.
 fn listen(handle: &Handle, config: ListenerConfig) -> SocketAddr {
     let sockets = bind_shared("127.0.0.1:0".parse().unwrap(), 1).unwrap();
@@ -102,7 +92,7 @@ async fn tls_clients_reach_the_backend_for_the_name_they_ask_without_decryption(
     let balancer = Balancer::empty(TcpConnector, ProxyConfig::default());
     let handle = balancer.handle();
     for (name, addr) in [("api", api), ("org", org), ("web", web)] {
-        handle.add_pool(name, one_backend(addr), PoolSettings::default()).unwrap();
+        handle.add_pool(name, one_backend_pool(addr), PoolSettings::default()).unwrap();
     }
     let routing = Routing::Sni {
         routes: vec![
@@ -158,7 +148,7 @@ async fn sni_routing_without_a_default_closes_what_it_cannot_route() {
     let (api, api_cert, t1) = tls_backend("api.example.com").await;
     let balancer = Balancer::empty(TcpConnector, ProxyConfig::default());
     let handle = balancer.handle();
-    handle.add_pool("api", one_backend(api), PoolSettings::default()).unwrap();
+    handle.add_pool("api", one_backend_pool(api), PoolSettings::default()).unwrap();
     let routing = Routing::Sni {
         routes: vec![SniRoute { names: names(&["api.example.com"]), pool: "api".into() }],
         default_pool: None,
@@ -191,40 +181,33 @@ async fn sni_routing_without_a_default_closes_what_it_cannot_route() {
 /// A backend that reads a PROXY header and answers with the source address it carries (or
 /// `none`), then `|`, then whatever the client sent after it until the client's end.
 async fn proxy_aware_backend(bind: &str) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind(bind).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let (source, consumed) = loop {
-                    let mut chunk = [0u8; 512];
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    match proxy_header::parse(&buf) {
-                        proxy_header::Parse::Incomplete => continue,
-                        proxy_header::Parse::Done { header, consumed } => {
-                            break (header.source(), consumed)
-                        }
-                        proxy_header::Parse::Invalid(e) => {
-                            let _ = s.write_all(format!("invalid: {e}").as_bytes()).await;
-                            return;
-                        }
-                    }
-                };
-                let mut rest = buf[consumed..].to_vec();
-                let _ = s.read_to_end(&mut rest).await;
-                let source = source.map_or("none".to_owned(), |a| a.to_string());
-                let answer = format!("{source}|{}", String::from_utf8_lossy(&rest));
-                let _ = s.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    (addr, task)
+    tcp_backend_at(bind, |mut s| async move {
+        let mut buf = Vec::new();
+        let (source, consumed) = loop {
+            let mut chunk = [0u8; 512];
+            let n = s.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match proxy_header::parse(&buf) {
+                proxy_header::Parse::Incomplete => continue,
+                proxy_header::Parse::Done { header, consumed } => {
+                    break (header.source(), consumed)
+                }
+                proxy_header::Parse::Invalid(e) => {
+                    let _ = s.write_all(format!("invalid: {e}").as_bytes()).await;
+                    return;
+                }
+            }
+        };
+        let mut rest = buf[consumed..].to_vec();
+        let _ = s.read_to_end(&mut rest).await;
+        let source = source.map_or("none".to_owned(), |a| a.to_string());
+        let answer = format!("{source}|{}", String::from_utf8_lossy(&rest));
+        let _ = s.write_all(answer.as_bytes()).await;
+    })
+    .await
 }
 
 /// Sends `bytes` through `lb`, half-closes, and reads the answer.
@@ -255,7 +238,7 @@ async fn backends_receive_the_client_address_in_a_proxy_header() {
         let balancer = Balancer::empty(TcpConnector, ProxyConfig::default());
         let handle = balancer.handle();
         let settings = PoolSettings { send_proxy: Some(version), ..PoolSettings::default() };
-        handle.add_pool("p", one_backend(backend), settings).unwrap();
+        handle.add_pool("p", one_backend_pool(backend), settings).unwrap();
         let listen_on = if bind.starts_with('[') { "[::1]:0" } else { "127.0.0.1:0" };
         let sockets = bind_shared(listen_on.parse().unwrap(), 1).unwrap();
         let lb = sockets[0].local_addr().unwrap();
@@ -329,34 +312,27 @@ async fn an_accept_proxy_listener_takes_the_claimed_client_address_everywhere() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_can_start_with_a_local_proxy_header() {
     // An HTTP backend that answers only connections starting with a PROXY header.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
+    let (backend, task) = tcp_backend(|mut s| async move {
+        let mut buf = vec![0u8; 1024];
+        let mut len = 0;
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 1024];
-                let mut len = 0;
-                loop {
-                    let n = s.read(&mut buf[len..]).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    len += n;
-                    match proxy_header::parse(&buf[..len]) {
-                        proxy_header::Parse::Incomplete => continue,
-                        proxy_header::Parse::Done { header, .. } => {
-                            assert_eq!(header, proxy_header::Header::Local);
-                            let _ =
-                                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-                            return;
-                        }
-                        proxy_header::Parse::Invalid(_) => return,
-                    }
+            let n = s.read(&mut buf[len..]).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            len += n;
+            match proxy_header::parse(&buf[..len]) {
+                proxy_header::Parse::Incomplete => continue,
+                proxy_header::Parse::Done { header, .. } => {
+                    assert_eq!(header, proxy_header::Header::Local);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                    return;
                 }
-            });
+                proxy_header::Parse::Invalid(_) => return,
+            }
         }
-    });
+    })
+    .await;
     let check = |proxy_header| lb_net::HealthCheckConfig {
         interval: Duration::from_millis(30),
         kind: "http:/health".parse().unwrap(),
@@ -367,7 +343,7 @@ async fn health_checks_can_start_with_a_local_proxy_header() {
     let handle = balancer.handle();
     for (name, header) in [("with", Some(Version::V2)), ("without", None)] {
         let settings = PoolSettings { health: check(header), ..PoolSettings::default() };
-        handle.add_pool(name, one_backend(backend), settings).unwrap();
+        handle.add_pool(name, one_backend_pool(backend), settings).unwrap();
     }
     let run = tokio::spawn(balancer.supervise(std::future::pending()));
     eventually(Duration::from_secs(10), "checks have run", || async {

@@ -126,15 +126,23 @@ async fn random_reaches_every_backend() {
     assert_eq!(names.into_iter().collect::<Vec<_>>(), ["b1", "b2", "b3"]);
 }
 
-#[tokio::test]
-async fn refused_backend_is_retried_around_and_marked_down_by_passive_failures() {
-    let health = HealthCheckConfig::default();
+/// Round robin over b1 and b2 with b1 refusing every connect, and six clients through it, each
+/// of which must reach b2.
+async fn six_clients_with_b1_refusing(
+    health: HealthCheckConfig,
+) -> (Balancer<MemoryConnector>, MemoryConnector) {
     let (balancer, connector) = setup_with_health(Algorithm::RoundRobin, &[(1, 1), (2, 1)], health);
     connector.set_behavior(mem_addr(1), Behavior::Refuse);
     for i in 0..6 {
         let (_s, name) = connect(&balancer, client_addr(i)).await;
         assert_eq!(name, "b2", "every client reaches the live backend");
     }
+    (balancer, connector)
+}
+
+#[tokio::test]
+async fn refused_backend_is_retried_around_and_marked_down_by_passive_failures() {
+    let (balancer, connector) = six_clients_with_b1_refusing(HealthCheckConfig::default()).await;
     let stats = balancer.handle().stats();
     let dead = stats.pool().backend(mem_addr(1)).unwrap();
     // Round robin offered the dead backend first to every other client until `fall` (3)
@@ -506,12 +514,7 @@ async fn timeouts_as_long_as_a_duration_can_be_do_not_overflow() {
 async fn without_health_checks_connect_failures_take_no_backend_down() {
     // Nothing would bring such a backend back up: failures are counted and retried around,
     // and the backend gets its share again as soon as it answers.
-    let (balancer, connector) = setup(Algorithm::RoundRobin, &[(1, 1), (2, 1)]);
-    connector.set_behavior(mem_addr(1), Behavior::Refuse);
-    for i in 0..6 {
-        let (_s, name) = connect(&balancer, client_addr(i)).await;
-        assert_eq!(name, "b2", "every client reaches the live backend");
-    }
+    let (balancer, connector) = six_clients_with_b1_refusing(no_checks()).await;
     let stats = balancer.handle().stats();
     let dead = stats.pool().backend(mem_addr(1)).unwrap();
     assert_eq!(dead.health, Health::Up);

@@ -7,52 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Health, HealthConfig, Pool, PoolConfig};
-use lb_net::{Balancer, Handle, HealthCheckConfig, ProxyConfig, TcpConnector};
+use lb_net::{CheckStatus, HealthCheckConfig, ProxyConfig};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
-/// Starts a balancer on 127.0.0.1:0 over `pool`; returns its address, handle and task.
-async fn start(
-    pool: Pool,
-    proxy: ProxyConfig,
-    health: HealthCheckConfig,
-) -> (SocketAddr, Handle, JoinHandle<lb_net::ShutdownReport>) {
-    let balancer = Balancer::new(pool, TcpConnector, proxy, health);
-    let handle = balancer.handle();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(balancer.run(listener, std::future::pending()));
-    (addr, handle, task)
-}
-
-async fn stop(handle: Handle, task: JoinHandle<lb_net::ShutdownReport>) {
-    handle.shutdown();
-    task.await.unwrap();
-}
-
 /// A backend that echoes everything until end of stream, then closes.
 async fn echo_backend() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    (addr, task)
-}
-
-fn one_backend_pool(addr: SocketAddr) -> Pool {
-    let pool = Pool::default();
-    pool.add(addr, None).unwrap();
-    pool
+    tcp_backend(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,53 +237,70 @@ async fn killed_backend_is_retried_around_marked_down_and_back_up() {
 
 /// A tiny HTTP backend answering each request with what `answer` makes of its head.
 async fn http_backend(answer: fn(&str) -> String) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let _ = s.write_all(answer(&request).as_bytes()).await;
-            });
-        }
-    });
-    (addr, task)
+    tcp_backend(move |mut s| async move {
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let _ = s.write_all(answer(&request).as_bytes()).await;
+    })
+    .await
+}
+
+/// The last checks of two HTTP backends, taken once the bad one was marked down.
+struct HttpChecks {
+    good: SocketAddr,
+    bad: SocketAddr,
+    rows: Vec<(SocketAddr, Option<CheckStatus>)>,
+}
+
+impl HttpChecks {
+    /// Checks two HTTP backends as `kind` says, every 30 ms: one answering as `good` does, one as
+    /// `bad` does. Once the bad one is marked down, the good one must still be up.
+    async fn run(kind: &str, good: fn(&str) -> String, bad: fn(&str) -> String) -> HttpChecks {
+        let (good, t1) = http_backend(good).await;
+        let (bad, t2) = http_backend(bad).await;
+        let pool = Pool::default();
+        pool.add(good, None).unwrap();
+        pool.add(bad, None).unwrap();
+        let health = HealthCheckConfig {
+            interval: Duration::from_millis(30),
+            kind: kind.parse().unwrap(),
+            ..Default::default()
+        };
+        let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
+        eventually(Duration::from_secs(10), "the bad backend down", || async {
+            handle.stats().pool().backend(bad).unwrap().health == Health::Down
+        })
+        .await;
+        let rows = handle.health();
+        assert_eq!(handle.stats().pool().backend(good).unwrap().health, Health::Up);
+        stop(handle, task).await;
+        t1.abort();
+        t2.abort();
+        HttpChecks { good, bad, rows }
+    }
+
+    /// The result of the last check of the backend at `addr`.
+    fn result(&self, addr: SocketAddr) -> Result<(), String> {
+        self.rows.iter().find(|(a, _)| *a == addr).unwrap().1.clone().unwrap().result
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_health_check_judges_the_status_line() {
     // Two tiny HTTP backends: one healthy (200), one failing (503).
-    let (good, t1) = http_backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()).await;
-    let (bad, t2) =
-        http_backend(|_| "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into())
-            .await;
-    let pool = Pool::default();
-    pool.add(good, None).unwrap();
-    pool.add(bad, None).unwrap();
-    let health = HealthCheckConfig {
-        interval: Duration::from_millis(30),
-        kind: "http:/healthz".parse().unwrap(),
-        ..Default::default()
-    };
-    let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
-    eventually(Duration::from_secs(10), "503 backend down", || async {
-        handle.stats().pool().backend(bad).unwrap().health == Health::Down
-    })
+    let checks = HttpChecks::run(
+        "http:/healthz",
+        |_| "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into(),
+        |_| "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into(),
+    )
     .await;
-    let rows = handle.health();
-    let bad_row = rows.iter().find(|(a, _)| *a == bad).unwrap().1.clone().unwrap();
     // The reason names what was asked.
+    let bad = checks.bad;
     assert_eq!(
-        bad_row.result.unwrap_err(),
+        checks.result(bad).unwrap_err(),
         format!("GET /healthz (Host: {bad}): HTTP status 503, expected 200-399")
     );
-    assert_eq!(handle.stats().pool().backend(good).unwrap().health, Health::Up);
-    stop(handle, task).await;
-    t1.abort();
-    t2.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,33 +319,14 @@ async fn http_health_check_sends_the_urls_host_and_expects_the_body_text() {
             false => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
         }
     }
-    let (good, t1) = http_backend(ready).await;
-    let (cold, t2) = http_backend(warming).await;
-    let pool = Pool::default();
-    pool.add(good, None).unwrap();
-    pool.add(cold, None).unwrap();
-    let health = HealthCheckConfig {
-        interval: Duration::from_millis(30),
-        kind: "http://api.internal/healthz,status=200,body=status ok".parse().unwrap(),
-        ..Default::default()
-    };
-    let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
-    eventually(Duration::from_secs(10), "the warming backend down", || async {
-        handle.stats().pool().backend(cold).unwrap().health == Health::Down
-    })
-    .await;
-    let rows = handle.health();
-    let row = |addr| rows.iter().find(|(a, _)| *a == addr).unwrap().1.clone().unwrap();
-    assert_eq!(row(good).result, Ok(()), "the Host header reached the virtual host");
-    let why = row(cold).result.unwrap_err();
+    let kind = "http://api.internal/healthz,status=200,body=status ok";
+    let checks = HttpChecks::run(kind, ready, warming).await;
+    assert_eq!(checks.result(checks.good), Ok(()), "the Host header reached the virtual host");
+    let why = checks.result(checks.bad).unwrap_err();
     assert!(
         why.starts_with("GET /healthz (Host: api.internal): HTTP status 200, but the body does not contain \"status ok\""),
         "{why}"
     );
-    assert_eq!(handle.stats().pool().backend(good).unwrap().health, Health::Up);
-    stop(handle, task).await;
-    t1.abort();
-    t2.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lb_net::{MemoryConnector, MemoryListener};
+use lb_core::Pool;
+use lb_net::{
+    Balancer, Handle, HealthCheckConfig, MemoryConnector, MemoryListener, ProxyConfig,
+    ShutdownReport, TcpConnector,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinHandle;
 
 /// An address for in-memory backend `i` (never connected to for real).
@@ -67,29 +71,78 @@ pub fn memory_client() -> (DuplexStream, DuplexStream) {
     tokio::io::duplex(64 * 1024)
 }
 
-/// A TCP backend on 127.0.0.1 (port 0) that greets with `name\n` and echoes. Abort the handle
-/// to kill it (the listener closes; open connections are dropped).
-pub async fn tcp_named_backend(name: &str) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// A TCP backend on 127.0.0.1 (port 0) that hands each connection to `serve`, in a task of its
+/// own. Abort the handle to kill it (the listener closes; open connections are dropped).
+pub async fn tcp_backend<F, Fut>(serve: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tcp_backend_at("127.0.0.1:0", serve).await
+}
+
+/// Like [`tcp_backend`] on a given address: an IPv6 one, or a killed backend's to bring it back.
+pub async fn tcp_backend_at<F, Fut>(
+    addr: impl ToSocketAddrs,
+    serve: F,
+) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    (addr, serve_tcp(listener, name.to_owned()))
+    let task = tokio::spawn(async move {
+        // The connections are the task's own, so aborting it drops them too.
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            conns.spawn(serve(stream));
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    (addr, task)
+}
+
+/// A TCP backend on 127.0.0.1 (port 0) that greets with `name\n` and echoes (see
+/// [`tcp_backend`]).
+pub async fn tcp_named_backend(name: &str) -> (SocketAddr, JoinHandle<()>) {
+    let name = name.to_owned();
+    tcp_backend(move |stream| greet_and_echo(stream, name.clone())).await
 }
 
 /// Like [`tcp_named_backend`] on a given address (to bring a killed backend back).
 pub async fn tcp_named_backend_at(addr: SocketAddr, name: &str) -> JoinHandle<()> {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    serve_tcp(listener, name.to_owned())
+    let name = name.to_owned();
+    tcp_backend_at(addr, move |stream| greet_and_echo(stream, name.clone())).await.1
 }
 
-fn serve_tcp(listener: TcpListener, name: String) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            conns.spawn(greet_and_echo(stream, name.clone()));
-            while conns.try_join_next().is_some() {}
-        }
-    })
+/// A pool of the one backend at `addr`.
+pub fn one_backend_pool(addr: SocketAddr) -> Pool {
+    let pool = Pool::default();
+    pool.add(addr, None).unwrap();
+    pool
+}
+
+/// Starts a balancer on 127.0.0.1:0 over `pool`, connecting over TCP; returns its address,
+/// handle and task.
+pub async fn start(
+    pool: Pool,
+    proxy: ProxyConfig,
+    health: HealthCheckConfig,
+) -> (SocketAddr, Handle, JoinHandle<ShutdownReport>) {
+    let balancer = Balancer::new(pool, TcpConnector, proxy, health);
+    let handle = balancer.handle();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(balancer.run(listener, std::future::pending()));
+    (addr, handle, task)
+}
+
+/// Shuts a balancer [`start`]ed down and waits for it to finish.
+pub async fn stop(handle: Handle, task: JoinHandle<ShutdownReport>) {
+    handle.shutdown();
+    task.await.unwrap();
 }
 
 /// Connects to the balancer and returns the greeting line of the backend reached.
