@@ -288,6 +288,12 @@ async fn the_token_is_enforced_on_commands_only() {
     assert_eq!(post(&[("Authorization", "bearer s3cret")], enable).await.0, 200);
     assert_eq!(post(&[("Authorization", "Basic s3cret")], enable).await.0, 401);
     assert_eq!(http(admin, "GET", "/metrics", &[], "").await.0, 200, "scrapes need no token");
+    // Commands that only read need no token either, like GET /stats; the answer says it is lb.
+    for read in ["stats", "health", "help", "algorithm"] {
+        let (status, headers, _) = http(admin, "POST", "/command", &[], read).await;
+        assert_eq!(status, 200, "{read}");
+        assert!(headers["server"].starts_with("lb/"), "{headers:?}");
+    }
     assert_eq!(http(admin, "GET", "/stats", &[], "").await.0, 200);
 }
 

@@ -53,7 +53,7 @@ pub use json::{
 };
 
 use crate::accept::accept_loop;
-use crate::control::Handle;
+use crate::control::{Command, Handle};
 use prometheus::StatsCollector;
 
 /// Largest `POST /command` body accepted: a command is one short line.
@@ -220,12 +220,16 @@ struct Server {
     registry: Registry,
 }
 
+/// What every answer says it comes from, so `lb ctl` can tell lb's endpoint from another
+/// server on the port it was given.
+pub const SERVER: &str = concat!("lb/", env!("CARGO_PKG_VERSION"));
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(hyper::header::SERVER, HeaderValue::from_static(SERVER));
     response
 }
 
@@ -290,24 +294,15 @@ impl Server {
     }
 
     async fn command(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        if let Some(token) = &self.config.token {
-            let given = req
-                .headers()
+        let authorized = self.config.token.as_ref().is_none_or(|token| {
+            req.headers()
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim_start().split_once(' '))
                 // The scheme name is case-insensitive (RFC 9110, 11.1).
-                .and_then(|(scheme, rest)| scheme.eq_ignore_ascii_case("bearer").then_some(rest));
-            if !given.is_some_and(|g| same_token(g.trim().as_bytes(), token.as_bytes())) {
-                tracing::warn!(target: "lb::admin", %peer, "command refused: missing or wrong bearer token");
-                let mut r = text(
-                    StatusCode::UNAUTHORIZED,
-                    "error: this endpoint needs Authorization: Bearer <token>\n",
-                );
-                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return r;
-            }
-        }
+                .and_then(|(scheme, rest)| scheme.eq_ignore_ascii_case("bearer").then_some(rest))
+                .is_some_and(|given| same_token(given.trim().as_bytes(), token.as_bytes()))
+        });
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
@@ -324,8 +319,22 @@ impl Server {
         if line.lines().count() > 1 {
             return text(StatusCode::BAD_REQUEST, "error: send one command per request\n");
         }
+        let command = match Command::parse(line) {
+            Ok(command) => command,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("error: {e}\n")),
+        };
+        // Reads are open, as GET /stats is; what changes something needs the token.
+        if !authorized && command.changes_state() {
+            tracing::warn!(target: "lb::admin", %peer, command = line, "command refused: missing or wrong bearer token");
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "error: this command needs Authorization: Bearer <token>\n",
+            );
+            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
         tracing::debug!(target: "lb::admin", %peer, command = line, "remote command");
-        match self.handle.execute(line).await {
+        match self.handle.execute_command(command).await {
             Ok(reply) => text(StatusCode::OK, format!("{reply}\n")),
             Err(e) => text(StatusCode::BAD_REQUEST, format!("error: {e}\n")),
         }

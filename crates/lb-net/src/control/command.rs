@@ -165,6 +165,20 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Whether running it changes anything (everything but the reads: `stats`, `health`,
+    /// `help`, `algorithm` without a new one). Changes are logged, and need the admin token.
+    pub fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Command::Stats(_)
+                | Command::Health(_)
+                | Command::Help
+                | Command::Algorithm { algorithm: None, .. }
+        )
+    }
+}
+
 /// The optional pool name of `stats` and `health`.
 fn take_pool(words: &mut &[&str]) -> Result<Option<String>, Error> {
     let Some((&first, rest)) = words.split_first() else { return Ok(None) };

@@ -258,13 +258,7 @@ impl Handle {
     /// Runs a command. Every command that changes something is logged (target `lb::control`).
     pub async fn execute_command(&self, command: Command) -> Result<Reply, Error> {
         let result = self.apply(&command).await;
-        let changes = !matches!(
-            command,
-            Command::Stats(_)
-                | Command::Health(_)
-                | Command::Help
-                | Command::Algorithm { algorithm: None, .. }
-        );
+        let changes = command.changes_state();
         match &result {
             Ok(reply) if changes => {
                 tracing::info!(target: "lb::control", command = %command, "{reply}")

@@ -109,10 +109,16 @@ fn check_host(host: &str, whole: &str) -> Result<(), Error> {
         && (host.parse::<IpAddr>().is_ok()
             || host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
     if ok {
-        Ok(())
-    } else {
-        Err(Error::BadCommand(format!("invalid host {host:?} in {whole:?}")))
+        return Ok(());
     }
+    let why = if !host.is_ascii() {
+        "a host name is ASCII (write an internationalised name in its xn-- form)"
+    } else if host.len() > 253 {
+        "a host name is at most 253 characters"
+    } else {
+        "a host is an IP address or a name of letters, digits, '-' and '.'"
+    };
+    Err(Error::BadCommand(format!("invalid host {host:?} in {whole:?}: {why}")))
 }
 
 /// How to write the bare IPv6 address `v6` with a port: `::1:8001` most likely meant ::1 port
