@@ -89,17 +89,25 @@ pub struct HealthMachine {
     /// Length of the current run of results that point away from `state` (successes while
     /// down, failures while up). Reset by any result that agrees with `state`.
     streak: u32,
+    /// Whether any result (or a forced state) has been seen since the machine was made.
+    checked: bool,
 }
 
 impl HealthMachine {
     /// A machine in `config.initial` state.
     pub fn new(config: HealthConfig) -> Self {
-        HealthMachine { config, state: config.initial, streak: 0 }
+        HealthMachine { config, state: config.initial, streak: 0, checked: false }
     }
 
     /// The current state.
     pub fn state(&self) -> Health {
         self.state
+    }
+
+    /// Whether any result, or a forced state, has been seen yet. Until then the state is only
+    /// `config.initial`, taken on trust (HAProxy's "init" state).
+    pub fn checked(&self) -> bool {
+        self.checked
     }
 
     /// The thresholds in use.
@@ -114,6 +122,7 @@ impl HealthMachine {
 
     /// Feeds one result; returns `(old, new)` when it changes the state.
     pub fn observe(&mut self, ok: bool) -> Option<(Health, Health)> {
+        self.checked = true;
         let (toward, threshold) = match (self.state, ok) {
             (Health::Up, true) | (Health::Down, false) => {
                 self.streak = 0;
@@ -136,6 +145,7 @@ impl HealthMachine {
     /// Forces a state (an operator's decision), clearing the streak.
     pub fn force(&mut self, state: Health) -> Option<(Health, Health)> {
         self.streak = 0;
+        self.checked = true;
         let old = std::mem::replace(&mut self.state, state);
         (old != state).then_some((old, state))
     }
@@ -208,6 +218,17 @@ mod tests {
 
     fn machine(rise: u32, fall: u32, initial: Health) -> HealthMachine {
         HealthMachine::new(HealthConfig { rise, fall, initial })
+    }
+
+    #[test]
+    fn a_machine_is_unchecked_until_its_first_result_or_forced_state() {
+        let mut m = machine(2, 3, Health::Up);
+        assert!(!m.checked());
+        assert_eq!(m.observe(true), None);
+        assert!(m.checked(), "a result that changes nothing still counts as checked");
+        let mut m = machine(2, 3, Health::Up);
+        assert_eq!(m.force(Health::Up), None);
+        assert!(m.checked());
     }
 
     #[test]

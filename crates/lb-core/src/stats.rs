@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use crate::backend::AdminState;
 use crate::counters::{BackendStats, RetiredTotals, Totals};
+use crate::health::Health;
 use crate::selection::Algorithm;
 
 impl BackendStats {
@@ -20,6 +21,16 @@ impl BackendStats {
         } else {
             self.health.as_str()
         }
+    }
+
+    /// Whether the backend takes traffic only on trust so far: in the pool, ready, up, and no
+    /// health result yet. A display of a pool whose backends are checked shows it as `init`
+    /// (HAProxy's word), so a backend just added is not mistaken for one that passed a check.
+    pub fn awaiting_first_check(&self) -> bool {
+        !self.checked
+            && !self.removed
+            && self.admin == AdminState::Ready
+            && self.health == Health::Up
     }
 }
 

@@ -609,6 +609,25 @@ fn passive_failures_take_a_backend_down_and_checks_bring_it_back() {
 }
 
 #[test]
+fn stats_show_whether_a_backend_has_had_a_health_result() {
+    let pool = Pool::default();
+    let now = Instant::now();
+    let id = pool.add(addr(1), None).unwrap();
+    pool.add(addr(2), None).unwrap();
+    let b = |i| pool.stats().backend(addr(i)).unwrap().clone();
+    assert!(b(1).awaiting_first_check() && b(2).awaiting_first_check());
+    // A passed check changes no state but is a result: the stats see it at once.
+    assert!(pool.observe(id, Ok(()), now).is_none());
+    assert!(b(1).checked && !b(1).awaiting_first_check());
+    // So is an operator's decision, even one that keeps the state.
+    assert!(pool.set_health(addr(2), Health::Up, now).unwrap().is_none());
+    assert!(b(2).checked);
+    // A drained backend is not "up on trust": it takes no new connections.
+    pool.add_with_state(addr(3), None, AdminState::Drain).unwrap();
+    assert!(!b(3).checked && !b(3).awaiting_first_check());
+}
+
+#[test]
 fn switching_algorithm_keeps_counts() {
     let pool = Pool::default();
     pool.add(addr(1), Some(3)).unwrap();

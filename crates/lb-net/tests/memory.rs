@@ -529,3 +529,54 @@ async fn without_health_checks_connect_failures_take_no_backend_down() {
     }
     assert_eq!(names.into_iter().collect::<Vec<_>>(), ["b1", "b2"]);
 }
+
+#[tokio::test]
+async fn a_backend_without_a_health_result_is_shown_as_init_until_it_has_one() {
+    let (balancer, connector) =
+        setup_with_health(Algorithm::RoundRobin, &[(1, 1)], HealthCheckConfig::default());
+    let handle = balancer.handle();
+    let added = mem_addr(2);
+    named_memory_backend(&connector, added, "b2");
+    handle.execute(&format!("add {} {}", added.ip(), added.port())).await.unwrap();
+    let text = handle.execute("stats").await.unwrap().to_string();
+    assert!(text.contains("2 of 2 backends available (2 not checked yet)"), "{text}");
+    let row = |text: &str, addr: SocketAddr| {
+        text.lines().find(|l| l.starts_with(&addr.to_string())).unwrap().to_owned()
+    };
+    assert!(row(&text, added).contains(" init "), "{text}");
+    // It takes traffic meanwhile, as an up backend does.
+    let names: std::collections::BTreeSet<String> =
+        futures_names(&balancer, 4).await.into_iter().collect();
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["b1", "b2"]);
+
+    // A failure seen in traffic is a health result: b1 has had one and is up again in the
+    // table (one failure is below `fall`), b2 still has none.
+    connector.set_behavior(mem_addr(1), Behavior::Refuse);
+    futures_names(&balancer, 2).await;
+    let stats = handle.stats();
+    let b1 = stats.pool().backend(mem_addr(1)).unwrap();
+    assert!(b1.checked && b1.connect_failures > 0, "{b1:?}");
+    let text = handle.execute("stats").await.unwrap().to_string();
+    assert!(text.contains("(1 not checked yet)"), "{text}");
+    assert!(row(&text, mem_addr(1)).contains(" up "), "{text}");
+    let json = lb_net::admin::StatsJson::from(&handle.stats());
+    let state = |addr: SocketAddr| {
+        json.backends.iter().find(|b| b.backend == addr.to_string()).unwrap().state.clone()
+    };
+    assert_eq!((state(mem_addr(1)), state(added)), ("up".to_owned(), "init".to_owned()));
+
+    // Without checks nothing would ever check it: plain `up`.
+    let (unchecked, _) = setup(Algorithm::RoundRobin, &[(1, 1)]);
+    let text = unchecked.handle().execute("stats").await.unwrap().to_string();
+    assert!(text.contains("1 of 1 backends available\n"), "{text}");
+    assert!(row(&text, mem_addr(1)).contains(" up "), "{text}");
+}
+
+/// The backends that `n` clients in a row reach (each client closed after its greeting).
+async fn futures_names(balancer: &Balancer<MemoryConnector>, n: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..n {
+        names.push(connect(balancer, client_addr(100 + i)).await.1);
+    }
+    names
+}

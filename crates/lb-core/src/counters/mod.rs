@@ -188,6 +188,10 @@ macro_rules! backend_counters {
             pub weight: u32,
             /// Health as the checks and real traffic last established it.
             pub health: Health,
+            /// Whether any health result (a check, a failure seen in traffic, an operator's
+            /// `set_health`) has arrived since the backend was added. Until then `health` is
+            /// the configured initial state, taken on trust.
+            pub checked: bool,
             /// What the operator has asked of the backend: ready, drain or maint.
             pub admin: AdminState,
             /// Whether the backend has been removed (shown only while connections are still
@@ -203,6 +207,7 @@ macro_rules! backend_counters {
                 backend: Backend,
                 counters: &Counters,
                 health: Health,
+                checked: bool,
                 admin: AdminState,
                 last_change: Option<Instant>,
                 removed: bool,
@@ -212,6 +217,7 @@ macro_rules! backend_counters {
                     addr: backend.addr,
                     weight: backend.weight,
                     health,
+                    checked,
                     admin,
                     removed,
                     $($f: counters.$f(),)*
@@ -412,8 +418,15 @@ picks picks lb_backend_picks Counter Times the algorithm chose the backend.
         counters.bytes_out.store(7, Relaxed);
         let backend =
             Backend { id: BackendId(1), addr: SocketAddr::from(([10, 0, 0, 1], 80)), weight: 1 };
-        let stats =
-            BackendStats::read(backend, &counters, Health::Up, AdminState::Ready, None, false);
+        let stats = BackendStats::read(
+            backend,
+            &counters,
+            Health::Up,
+            false,
+            AdminState::Ready,
+            None,
+            false,
+        );
         let read = [("active", 1), ("peak_active", 2), ("connections", 3), ("connect_failures", 4)];
         assert_eq!(values(stats.counters())[..4], read);
         let read = [("retries", 5), ("bytes_in", 6), ("bytes_out", 7), ("picks", 10)];

@@ -20,6 +20,7 @@ pub(super) struct Member {
     pub(super) weight: u32,
     pub(super) admin: AdminState,
     pub(super) health: Health,
+    pub(super) checked: bool,
     pub(super) last_change: Option<Instant>,
 }
 
@@ -37,6 +38,7 @@ impl Member {
             self.backend(),
             &self.slot.counters,
             self.health,
+            self.checked,
             self.admin,
             self.last_change,
             removed,

@@ -127,7 +127,13 @@ impl Pool {
         let mut w = self.writer();
         let at = w.position(addr)?;
         let member = &mut w.members[at];
-        let Some((from, to)) = member.health.force(health) else { return Ok(None) };
+        let first = !member.health.checked();
+        let Some((from, to)) = member.health.force(health) else {
+            if first {
+                self.publish(&mut w);
+            }
+            return Ok(None);
+        };
         member.last_change = Some(now);
         let backend = member.backend();
         self.publish(&mut w);
@@ -180,7 +186,15 @@ impl Pool {
     ) -> Option<Transition> {
         let mut w = self.writer();
         let member = w.members.iter_mut().find(|m| m.slot.backend.id == id)?;
-        let (from, to) = member.health.observe(result.is_ok())?;
+        let first = !member.health.checked();
+        let Some((from, to)) = member.health.observe(result.is_ok()) else {
+            if first {
+                // No change of health, but the backend is no longer waiting for its first
+                // result, which the stats show.
+                self.publish(&mut w);
+            }
+            return None;
+        };
         member.last_change = Some(now);
         let backend = member.backend();
         let reason = match result {
@@ -274,6 +288,7 @@ impl WriterMember {
             weight: self.weight,
             admin: self.admin,
             health: self.health.state(),
+            checked: self.health.checked(),
             last_change: self.last_change,
         }
     }

@@ -8,12 +8,12 @@
 use std::fmt;
 use std::ops::Index;
 
-use lb_core::{BackendStats, PoolStats, RetiredTotals, Totals};
+use lb_core::{BackendStats, RetiredTotals, Totals};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::control::{ListenerStats, ProxyStats, Stats};
+use crate::control::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 
 /// Counter values by their JSON key, in the counter table's order; serialised as the keys of
 /// the object that holds them.
@@ -99,7 +99,8 @@ pub struct BackendJson {
     /// The pool it belongs to.
     #[serde(default)]
     pub pool: String,
-    /// `up`, `down`, `drain`, `maint` or `removed`, as in the STATE column.
+    /// `up`, `init` (up, not checked yet), `down`, `drain`, `maint` or `removed`, as in the
+    /// STATE column.
     pub state: String,
     /// `up` or `down`.
     pub health: String,
@@ -217,11 +218,11 @@ pub struct StatsJson {
 }
 
 impl BackendJson {
-    fn from_stats(pool: &str, b: &BackendStats) -> Self {
+    fn from_stats(pool: &NamedPoolStats, b: &BackendStats) -> Self {
         BackendJson {
             backend: b.addr.to_string(),
-            pool: pool.to_owned(),
-            state: b.state().to_owned(),
+            pool: pool.name.clone(),
+            state: pool.shown_state(b).to_owned(),
             health: b.health.to_string(),
             admin: b.admin.to_string(),
             weight: b.weight,
@@ -231,12 +232,13 @@ impl BackendJson {
 }
 
 impl PoolJson {
-    fn from_stats(name: &str, s: &PoolStats, removed: bool) -> Self {
+    fn from_stats(pool: &NamedPoolStats) -> Self {
+        let s = &pool.stats;
         PoolJson {
-            name: name.to_owned(),
-            removed,
+            name: pool.name.clone(),
+            removed: pool.removed,
             algorithm: s.algorithm.to_string(),
-            backends: s.backends.iter().map(|b| BackendJson::from_stats(name, b)).collect(),
+            backends: s.backends.iter().map(|b| BackendJson::from_stats(pool, b)).collect(),
             retired: retired(&s.retired),
             totals: totals(&s.totals),
         }
@@ -273,8 +275,7 @@ impl From<&ListenerStats> for ListenerJson {
 
 impl From<&Stats> for StatsJson {
     fn from(s: &Stats) -> Self {
-        let pools: Vec<PoolJson> =
-            s.pools.iter().map(|p| PoolJson::from_stats(&p.name, &p.stats, p.removed)).collect();
+        let pools: Vec<PoolJson> = s.pools.iter().map(PoolJson::from_stats).collect();
         let mut algorithms: Vec<&str> =
             pools.iter().filter(|p| !p.removed).map(|p| p.algorithm.as_str()).collect();
         algorithms.dedup();

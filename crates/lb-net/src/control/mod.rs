@@ -427,11 +427,13 @@ impl Handle {
             name: p.name.to_string(),
             stats: p.pool.stats(),
             removed: false,
+            checks_enabled: p.settings.load().health.enabled,
         });
         let removed = removed.into_iter().map(|(name, stats)| NamedPoolStats {
             name: name.to_string(),
             stats,
             removed: true,
+            checks_enabled: false,
         });
         Stats {
             pools: current.chain(removed).collect(),

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lb_core::{PoolStats, RetiredTotals, Totals};
+use lb_core::{BackendStats, PoolStats, RetiredTotals, Totals};
 
 pub use crate::counters::ProxyStats;
 
@@ -18,6 +18,43 @@ pub struct NamedPoolStats {
     pub stats: PoolStats,
     /// Whether the pool has been removed (it is shown while connections to it are open).
     pub removed: bool,
+    /// Whether the pool's backends are health-checked: if so, a backend with no result yet is
+    /// shown as `init` rather than `up`.
+    pub checks_enabled: bool,
+}
+
+impl NamedPoolStats {
+    /// The state to show for one of this pool's backends: lb-core's
+    /// [`state`](BackendStats::state), except `init` for a backend still waiting for its
+    /// first health result in a pool whose backends are checked (it takes traffic meanwhile).
+    pub fn shown_state(&self, b: &BackendStats) -> &'static str {
+        if self.checks_enabled && b.awaiting_first_check() {
+            "init"
+        } else {
+            b.state()
+        }
+    }
+
+    /// How many of the available backends have not had a health result yet (0 when the
+    /// pool's backends are not checked).
+    pub fn awaiting_first_check(&self) -> usize {
+        if !self.checks_enabled {
+            return 0;
+        }
+        self.stats.backends.iter().filter(|b| b.awaiting_first_check()).count()
+    }
+
+    /// `N of M backends available`, with how many of those have not been checked yet.
+    fn available(&self) -> String {
+        let t = &self.stats.totals;
+        match self.awaiting_first_check() {
+            0 => format!("{} of {} backends available", t.available, t.backends),
+            n => format!(
+                "{} of {} backends available ({n} not checked yet)",
+                t.available, t.backends
+            ),
+        }
+    }
 }
 
 /// One listener's counters at one moment.
@@ -109,12 +146,7 @@ impl fmt::Display for Stats {
         let uptime = format_duration(self.uptime);
         match self.pools.as_slice() {
             [one] => {
-                let t = &one.stats.totals;
-                writeln!(
-                    f,
-                    "algorithm {}, up {uptime}, {} of {} backends available",
-                    one.stats.algorithm, t.available, t.backends
-                )?;
+                writeln!(f, "algorithm {}, up {uptime}, {}", one.stats.algorithm, one.available())?;
             }
             pools => writeln!(f, "up {uptime}, {} pools", pools.len())?,
         }
@@ -147,7 +179,7 @@ impl fmt::Display for Stats {
             if several {
                 writeln!(f, "{}{}", if i > 0 { "\n" } else { "" }, Heading(pool))?;
             }
-            table(f, &pool.stats)?;
+            table(f, pool)?;
             if i + 1 < self.pools.len() {
                 writeln!(f)?;
             }
@@ -174,11 +206,7 @@ impl fmt::Display for Heading<'_> {
         if pool.removed {
             return write!(f, "pool {} (removed): {} connections still open", pool.name, t.active);
         }
-        write!(
-            f,
-            "pool {}: algorithm {}, {} of {} backends available",
-            pool.name, pool.stats.algorithm, t.available, t.backends
-        )
+        write!(f, "pool {}: algorithm {}, {}", pool.name, pool.stats.algorithm, pool.available())
     }
 }
 
@@ -186,13 +214,14 @@ impl fmt::Display for NamedPoolStats {
     /// `stats POOL`: the pool's heading and its table.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", Heading(self))?;
-        table(f, &self.stats)
+        table(f, self)
     }
 }
 
 /// One pool's table: a row per backend, a RETIRED row when removed backends are no longer
 /// listed, and the TOTAL row (no line break after it).
-fn table(f: &mut fmt::Formatter<'_>, pool: &PoolStats) -> fmt::Result {
+fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
+    let pool = &named.stats;
     let t = &pool.totals;
     let width = pool.backends.iter().map(|b| b.addr.to_string().len()).max().unwrap_or(0).max(7);
     writeln!(
@@ -214,7 +243,7 @@ fn table(f: &mut fmt::Formatter<'_>, pool: &PoolStats) -> fmt::Result {
             f,
             "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
             b.addr.to_string(),
-            b.state(),
+            named.shown_state(b),
             b.weight,
             b.active,
             b.peak_active,
