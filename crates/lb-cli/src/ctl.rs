@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, SERVER};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -146,6 +146,17 @@ pub(crate) async fn send(
             .body(Full::new(Bytes::from(command.to_owned())))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let response = sender.send_request(request).await.map_err(not_admin)?;
+        // Another HTTP server on that port (a 200 from it would otherwise read as success):
+        // lb's endpoint names itself in every answer (`lb_net::admin::SERVER`).
+        let server = response.headers().get(SERVER).map(|v| String::from_utf8_lossy(v.as_bytes()));
+        if !server.as_deref().is_some_and(|s| s.starts_with("lb/")) {
+            let said =
+                server.map_or_else(|| "no Server header".to_owned(), |s| format!("Server: {s}"));
+            return Err(format!(
+                "{admin} answered {} but is not lb's admin endpoint ({said}); is that the --admin address?",
+                response.status()
+            ));
+        }
         let status = response.status();
         let body = response
             .into_body()

@@ -986,6 +986,29 @@ fn ctl_without_a_balancer_says_where_it_looked() {
     assert!(err.contains("admin port 0 means a free port"), "{err}");
 }
 
+#[test]
+fn ctl_against_another_http_server_fails() {
+    // Any HTTP server answering 200 to everything, as a web server on a mistyped port would.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut request = [0u8; 4096];
+        let _ = s.read(&mut request);
+        let body = "welcome to nginx";
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let (code, out, err) = ctl(&["--admin", &addr.to_string(), "stats"], &[]);
+    server.join().unwrap();
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("is not lb's admin endpoint (Server: nginx)"), "{err}");
+}
+
 /// A plain HTTP GET; returns the body.
 fn http_get(addr: &str, path: &str) -> String {
     let (status, body) = http_get_as(addr, addr, path);
