@@ -247,7 +247,7 @@ pub(crate) fn parse_health_check(s: &str) -> Result<HealthCheck, String> {
 
 /// A connection limit; `None` for unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limit(pub(crate) Option<u64>);
+pub(crate) struct Limit<T = u64>(pub(crate) Option<T>);
 
 /// A connection limit: a whole number, or `0` / `unlimited` for none.
 pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
@@ -264,6 +264,20 @@ pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
             "invalid limit {s:?}: expected a whole number (0 or \"unlimited\" for none)"
         )),
     }
+}
+
+/// `--max-connections-per-client` and `--max-connection-rate-per-client`: as [`parse_limit`],
+/// up to 4294967295 (lb-net counts per client in 32 bits).
+pub(crate) fn parse_client_limit(s: &str) -> Result<Limit<u32>, String> {
+    let Limit(limit) = parse_limit(s)?;
+    let too_large =
+        |_| format!("invalid limit {s:?}: at most {} (0 or \"unlimited\" for none)", u32::MAX);
+    limit.map(u32::try_from).transpose().map(Limit).map_err(too_large)
+}
+
+/// One `--allow` or `--deny` range: `10.0.0.0/8`, `2001:db8::/32` or one address.
+pub(crate) fn parse_address_range(s: &str) -> Result<lb_net::AddressRange, String> {
+    s.parse().map_err(|e: lb_net::Error| e.to_string())
 }
 
 /// A port to listen on, 0 to 65535 (0 picks a free one).
@@ -402,8 +416,8 @@ Examples:
 
   lb --config lb.toml                          settings from a file (example: docs/lb.example.toml)
 
-While it runs, type `help` for commands (stats, add, remove, drain, enable, weight, algorithm,
-health, reload, quit). `reload` or SIGHUP re-reads the --config file and applies what changed;
+While it runs, type `help` for commands (stats, add, remove, drain, enable, maint, weight,
+algorithm, health, reload, quit). `reload` or SIGHUP re-reads the --config file and applies what changed;
 SIGHUP also reopens the log file (for log rotation). SIGINT or SIGTERM shut it down gracefully,
 like `quit`.";
 

@@ -26,6 +26,7 @@
 //! setting's parser through [`SettingValue`]. The `[[pool]]` and `[[listen]]` tables and the
 //! rules about what goes together are [`crate::tables`].
 
+mod messages;
 mod raw;
 
 use std::collections::BTreeSet;
@@ -36,11 +37,12 @@ use std::sync::LazyLock;
 use clap::builder::TypedValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
+use lb_net::AddressRange;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub(crate) use raw::{read_key, refuse_other_values, unknown_key, At, Scalar, Table, Tables};
+pub(crate) use raw::{read_key, unknown_key, At, ListForm, Scalar, Strings, Table, Tables};
 
 use crate::args::{self, one_line, Args, BackendSpec, FromText};
 #[cfg(doc)]
@@ -66,7 +68,8 @@ pub(crate) fn parse(name: &str, text: &str) -> Result<File, String> {
 
 fn read(name: &str, text: &str) -> Result<File, String> {
     let place = Place::new(name, text);
-    let TopLevel(file) = toml::from_str(text).map_err(|e| toml_message(&place, text, &e))?;
+    let TopLevel(file) =
+        toml::from_str(text).map_err(|e| messages::toml_message(&place, text, &e))?;
     // A value its setting's parser turned down.
     let mut file =
         file.map_err(|bad| format!("{}: {}: {}", place.at(bad.at), bad.key, bad.message))?;
@@ -128,60 +131,6 @@ impl Place {
     }
 }
 
-/// The TOML reader's message, in the file's words, with the file and line.
-fn toml_message(place: &Place, text: &str, e: &toml::de::Error) -> String {
-    // serde says "field"; in a file people write keys.
-    let mut message = e
-        .message()
-        .trim_end()
-        .replace("unknown field", "unknown key")
-        .replace("missing field", "missing key");
-    let Some(span) = e.span() else { return format!("{}: {message}", place.name) };
-    if message == "duplicate key" {
-        // The span is the key itself; name it, as for an unknown one.
-        if let Some(key) = text.get(span.clone()) {
-            message = format!("duplicate key `{}`", key.trim());
-        }
-    } else if message == "missing key `address`" {
-        // Of the tables, only [[backend]] is read by serde's derive, which says this.
-        message = format!(
-            "backend: missing key `address`: each {} table needs address = \"HOST:PORT\"",
-            RawBackend::HEADER
-        );
-    }
-    match message.split_once(": ") {
-        // Our own messages start with the key of the table or list they are about; name it as
-        // the file writes it there (`pool.backend` for a pool's backends, `listen.routes`).
-        Some((key, rest)) if OWN_PREFIXES.contains(&key) => {
-            if let Some(mut path) = path_at(text, span.start, true) {
-                // One about a key in the table (unknown, out of place) is at that key, whose
-                // line's path ends with it.
-                let about_key = rest.starts_with("unknown key") || rest.starts_with('`');
-                if let Some(k) = rest.split('`').nth(1).filter(|_| about_key) {
-                    if let Some(table) = path.strip_suffix(&format!(".{k}")) {
-                        path = table.to_owned();
-                    }
-                }
-                if path.rsplit('.').next() == Some(key) {
-                    message = format!("{path}: {rest}");
-                }
-            }
-        }
-        _ if message.starts_with("unknown key") || message.starts_with("duplicate key") => {}
-        // A syntax error in a value (`port = 1e400`, `algorithm = `): name the key written on
-        // that line, as a bad value's message does.
-        _ => {
-            if let Some(key) = path_at(text, span.start, false) {
-                message = format!("{key}: {message}");
-            }
-        }
-    }
-    format!("{}: {message}", place.at(span.start))
-}
-
-/// The keys our own messages about a table or a list start with (`backend: expected ...`).
-const OWN_PREFIXES: [&str; 5] = ["backend", "pool", "listen", "routes", "sni"];
-
 /// A value its setting's parser turned down: where it is, the key it was read for and why.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BadValue {
@@ -221,6 +170,12 @@ pub(crate) trait SettingValue {
     fn flag(&self) -> Self::Flag;
     /// Reads the value of `key` from the file.
     fn read(&self, key: &str, raw: Self::Raw) -> Result<Self::Value, BadValue>;
+    /// Checks a value written where TOML could not read one (`port = 80a`, unquoted text):
+    /// the parser's message if it is not a good value either, `Ok` if it is (then only the
+    /// quotes are missing). `None` for a setting not written as one value.
+    fn check_written(&self, _text: &str) -> Option<Result<(), String>> {
+        None
+    }
 }
 
 /// Most settings: the value's text (a string as written, a number or `true` as the command
@@ -236,6 +191,10 @@ impl<P: TypedValueParser + Fn(&str) -> Result<T, String>, T> SettingValue for Fr
 
     fn read(&self, key: &str, raw: Spanned<Scalar>) -> Result<T, BadValue> {
         read_text(key, &raw, &self.parse)
+    }
+
+    fn check_written(&self, text: &str) -> Option<Result<(), String>> {
+        Some((self.parse)(text).map(drop))
     }
 }
 
@@ -286,9 +245,56 @@ impl SettingValue for Backends {
             let target = read_text(&part("address"), &entry.address, args::parse_backend_address)?;
             let weight = read_optional(&part("weight"), entry.weight, args::parse_weight)?;
             let state = read_optional(&part("state"), entry.state, args::parse_admin_state)?;
+            // Written twice alike (port 0 excepted: a free port for each demo backend); two
+            // names for one address are found once both are resolved ([`crate::plan::wanted`]).
+            let twice =
+                specs.iter().position(|s: &BackendSpec| s.target == target && target.port != 0);
+            if let Some(first) = twice {
+                let (first, second) = (first + 1, specs.len() + 1);
+                return Err(BadValue::at(
+                    entry.address.span().start,
+                    key,
+                    format!("{target} is listed twice (entries {first} and {second})"),
+                ));
+            }
             specs.push(BackendSpec { target, weight, state: state.unwrap_or_default() });
         }
         Ok(specs)
+    }
+}
+
+/// `--allow` and `--deny`: each flag value one range (clap splits at commas); in the file, a
+/// list of them (`["10.0.0.0/8", "192.0.2.7"]`), or one string as the flag takes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ranges;
+
+impl ListForm for Ranges {
+    const FORM: &'static str =
+        "expected a list of address ranges such as [\"10.0.0.0/8\", \"192.0.2.7\"]";
+}
+
+impl SettingValue for Ranges {
+    type Flag = FromText<fn(&str) -> Result<AddressRange, String>>;
+    type Raw = Spanned<Strings<Ranges>>;
+    type Value = Vec<AddressRange>;
+
+    fn flag(&self) -> Self::Flag {
+        one_line(args::parse_address_range)
+    }
+
+    fn read(
+        &self,
+        key: &str,
+        raw: Spanned<Strings<Ranges>>,
+    ) -> Result<Vec<AddressRange>, BadValue> {
+        let ranges = |text: &str| -> Result<Vec<AddressRange>, String> {
+            text.split(',').map(args::parse_address_range).collect()
+        };
+        let mut all = Vec::new();
+        for item in Strings::items(raw) {
+            all.extend(read_text(key, &item, ranges)?);
+        }
+        Ok(all)
     }
 }
 
@@ -344,6 +350,7 @@ impl<'de> Deserialize<'de> for TopLevel {
                     file.settings = settings.finish()?;
                     file.pools = pools.checked()?;
                     file.listeners = listeners.checked()?;
+                    ListenTable::name_alike_port_0(&mut file.listeners);
                     Ok(file)
                 })();
                 Ok(TopLevel(checked))
@@ -406,42 +413,6 @@ impl<'de> Deserialize<'de> for TopKey {
                 .ok_or_else(|| unknown_key("", key, &TOP_KEYS)),
         })
     }
-}
-
-/// The key assigned on the line holding `offset` (`port` for `port = 1e400`), as a message
-/// names it: `backend.weight` inside a `[[backend]]` table; with `headers`, also the table a
-/// header line opens (`pool.backend` for `[[pool.backend]]`). `None` when the line does neither.
-fn path_at(text: &str, offset: usize, headers: bool) -> Option<String> {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next().unwrap_or_default();
-    let is_key = |k: &str| {
-        !k.is_empty()
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    };
-    if headers && line.trim_start().starts_with('[') {
-        let table = line.trim().trim_start_matches('[').split(']').next()?.trim();
-        return is_key(table).then(|| table.to_owned());
-    }
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    if !is_key(key) {
-        return None;
-    }
-    // The table the line is in: the last header above it.
-    let table = text[..start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']' || c == ' '));
-    Some(match table {
-        Some(table) if !table.is_empty() => format!("{table}.{key}"),
-        _ => key.to_owned(),
-    })
 }
 
 /// One `[[backend]]` table.

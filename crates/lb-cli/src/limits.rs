@@ -21,6 +21,12 @@ impl OpenFiles {
         // worker, the log, a few checks): keep a quarter instead of claiming room for none.
         self.now.saturating_sub(RESERVED.min(self.now / 4)) / 2
     }
+
+    /// The limit before, if it was raised (a log line that says `raised_from` when nothing was
+    /// raised would send someone looking for a change that did not happen).
+    pub(crate) fn raised_from(&self) -> Option<u64> {
+        (self.now > self.before).then_some(self.before)
+    }
 }
 
 /// Raises the soft open files limit to the hard one. Failure to raise is not an error: the
@@ -58,6 +64,12 @@ mod tests {
         assert_eq!(OpenFiles { before: 10, now: 10 }.connections(), 4);
         assert_eq!(OpenFiles { before: 64, now: 64 }.connections(), 24);
         assert_eq!(OpenFiles { before: 256, now: 256 }.connections(), 96);
+    }
+
+    #[test]
+    fn raised_from_only_when_raised() {
+        assert_eq!(OpenFiles { before: 1024, now: 20_000 }.raised_from(), Some(1024));
+        assert_eq!(OpenFiles { before: 20_000, now: 20_000 }.raised_from(), None);
     }
 
     #[cfg(unix)]

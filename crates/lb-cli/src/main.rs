@@ -40,6 +40,7 @@ mod reload;
 mod repl;
 mod services;
 mod settings;
+mod show;
 mod tables;
 
 use std::net::SocketAddr;
@@ -79,11 +80,15 @@ fn main() -> ExitCode {
             }
             // One line: clap's first paragraph names the flag and the problem (for missing
             // arguments, the first line ends in a colon and the names follow, one per line).
+            // The help that explains it: `lb ctl`'s for a mistake after `ctl` (which comes
+            // first: flags of lb's own do not go with it).
+            let ctl = std::env::args_os().nth(1).is_some_and(|first| first == "ctl");
+            let help = if ctl { "lb ctl --help" } else { "lb --help" };
             let text = args::one_line_error(e).render().to_string();
             let first: Vec<&str> =
                 text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
             let first = if first.is_empty() { "invalid arguments".into() } else { first.join(" ") };
-            err!("lb: {} (see lb --help)", first.trim_start_matches("error: "));
+            err!("lb: {} (see {help})", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -142,6 +147,9 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
         None => cli.settings.clone(),
     };
     let services = Services::new(&args, &given, file.as_ref()).map_err(Failure::Usage)?;
+    // What the file says that does nothing: said once on the terminal and once in the log.
+    let warnings = file.as_ref().map(config::File::warnings).unwrap_or_default();
+    warnings.iter().for_each(|w| err!("lb: warning: {w}"));
     for spec in &services.pools {
         if let Some(b) = spec.settings.backends.iter().find(|b| b.target.port == 0 && !args.demo) {
             return Err(Failure::Usage(spec.about(format!(
@@ -152,6 +160,7 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
     }
     let log_guard = logging::init(&args.log_file, &args.log_level).map_err(Failure::Runtime)?;
     let log_reopener = log_guard.reopener();
+    warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let proxy = ProxyConfig {
         max_connections: args.max_connections.0,
         shutdown_grace: args.shutdown_grace,
@@ -269,9 +278,13 @@ async fn serve(
         let checked = plan::wanted(&spec.settings.backends, addrs);
         wanted.push(checked.map_err(|e| Failure::Usage(spec.about(e)))?);
     }
-    let mut sockets = Vec::with_capacity(services.listeners.len());
+    let mut addrs = Vec::with_capacity(services.listeners.len());
     for spec in &services.listeners {
-        let addr = spec.resolve().await.map_err(Failure::Runtime)?;
+        addrs.push(spec.resolve().await.map_err(Failure::Runtime)?);
+    }
+    services::check_overlaps(&services.listeners, &addrs).map_err(Failure::Usage)?;
+    let mut sockets = Vec::with_capacity(services.listeners.len());
+    for (spec, &addr) in services.listeners.iter().zip(&addrs) {
         sockets.push(spec.bind(addr, args.workers).map_err(Failure::Runtime)?);
     }
     let bound = sockets
@@ -285,11 +298,13 @@ async fn serve(
     shown.log_start(config_file.as_deref());
     if let Some(files) = limits::raise_open_files_limit() {
         let room = files.connections();
-        tracing::info!(
-            open_files = files.now,
-            raised_from = files.before,
-            "open files limit allows about {room} connections at once"
-        );
+        let message = format!("open files limit allows about {room} connections at once");
+        match files.raised_from() {
+            Some(before) => {
+                tracing::info!(open_files = files.now, raised_from = before, "{message}")
+            }
+            None => tracing::info!(open_files = files.now, "{message}"),
+        }
         if args.max_connections.0.is_some_and(|max| max > room) {
             tracing::warn!(
                 open_files = files.now,
@@ -311,7 +326,7 @@ async fn serve(
             running: args.clone(),
             demo_ports,
             handle: handle.clone(),
-            one_at_a_time: tokio::sync::Mutex::new(()),
+            applied: tokio::sync::Mutex::new(services.clone()),
         });
         handle.set_reloader(Arc::new(move || {
             let reloader = reloader.clone();

@@ -20,15 +20,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use lb_core::HealthConfig;
-use lb_net::{ListenerConfig, PoolSettings, Routing, DEFAULT_POOL};
+use lb_net::{ListenerConfig, Routing, DEFAULT_LISTENER, DEFAULT_POOL};
 
 use crate::config::{self, Given};
 use crate::plan::{needs_restart, resolve, wanted, Plan, Wanted};
-use crate::services::{routing_text, PoolSpec, Services};
-use crate::settings::Settings;
+use crate::services::{about, check_overlaps, routing_text, ListenSpec, PoolSpec, Services};
+use crate::settings::{Key, Scope, Settings};
+use crate::show::Show;
 
 /// Everything a reload needs, kept from start-up.
 #[derive(Debug)]
@@ -47,9 +47,12 @@ pub(crate) struct Reloader {
     pub(crate) demo_ports: Vec<SocketAddr>,
     /// The running balancer.
     pub(crate) handle: lb_net::Handle,
-    /// Two reloads at once (SIGHUP during `reload`) would plan from the same state and then
+    /// The pools and listeners as last applied (at start-up, then by each reload), whose
+    /// settings the answer compares the file's with: only a reload changes them (the prompt
+    /// changes backends and algorithms, which a plan compares with what runs). Locked for the
+    /// whole reload: two at once (SIGHUP during `reload`) would plan from the same state and
     /// both apply; one at a time, the second finds nothing left to do.
-    pub(crate) one_at_a_time: tokio::sync::Mutex<()>,
+    pub(crate) applied: tokio::sync::Mutex<Services>,
 }
 
 /// What a reload does to one listener.
@@ -58,8 +61,8 @@ enum ListenerChange {
     Add(ListenerConfig, Vec<TcpListener>),
     /// A listener whose address changed: it goes, and one on the new sockets takes its place.
     Move { config: ListenerConfig, sockets: Vec<TcpListener>, from: Option<SocketAddr> },
-    /// New routes or options at the same address.
-    Set { old: ListenerConfig, new: ListenerConfig },
+    /// New routes or options at the same address, and what changed.
+    Set { new: ListenerConfig, what: String },
     /// A listener no longer in the file.
     Remove(String),
 }
@@ -90,7 +93,7 @@ impl Reloader {
     /// Re-reads the file and applies the difference; the answer summarises what changed, or
     /// says why nothing did.
     pub(crate) async fn reload(&self) -> Result<String, String> {
-        let _one = self.one_at_a_time.lock().await;
+        let mut applied = self.applied.lock().await;
         let file = config::load(&self.path)?;
         if file.pools.is_empty() && file.settings.backends.is_none() && !self.given.has("backends")
         {
@@ -115,7 +118,7 @@ impl Reloader {
                 (!running_pools.contains(&spec.name)).then(|| spec.build(wanted)).transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let listeners = self.bind_listeners(&services).await?;
+        let listeners = self.bind_listeners(&services, &applied).await?;
         // Nothing has been changed up to here; from here on nothing can fail but a race with a
         // command at the prompt.
         let mut report = Report::default();
@@ -125,7 +128,8 @@ impl Reloader {
             && services.pool(DEFAULT_POOL).is_some();
         for ((spec, wanted), new) in services.pools.iter().zip(&wanted).zip(new_pools) {
             let Some(pool) = new else {
-                let changes = self.update_pool(spec, wanted, &mut report).join(", ");
+                let before = applied.pools.iter().find(|p| p.name == spec.name);
+                let changes = self.update_pool(spec, before, wanted, &mut report).join(", ");
                 match changes.as_str() {
                     "" => {}
                     _ if one_pool => report.done.push(changes),
@@ -162,6 +166,10 @@ impl Reloader {
             let failed = report.failed.join(", ");
             answer.push_str(&format!("; not applied (changed meanwhile): {failed}"));
         }
+        for warning in file.warnings() {
+            answer.push_str(&format!("; warning: {warning}"));
+        }
+        *applied = services;
         Ok(answer)
     }
 
@@ -191,19 +199,30 @@ impl Reloader {
 
     /// What to do with each listener; a listener at a new address gets its sockets bound
     /// here, so that an address that cannot be bound is found before anything changes.
-    async fn bind_listeners(&self, services: &Services) -> Result<Vec<ListenerChange>, String> {
+    /// `applied` has the listeners' settings as last applied, for what changed.
+    async fn bind_listeners(
+        &self,
+        services: &Services,
+        applied: &Services,
+    ) -> Result<Vec<ListenerChange>, String> {
         let running = self.handle.listeners();
-        let mut changes = Vec::new();
+        let mut addrs = Vec::with_capacity(services.listeners.len());
         for spec in &services.listeners {
-            let addr = spec.resolve().await?;
+            addrs.push(spec.resolve().await?);
+        }
+        check_overlaps(&services.listeners, &addrs)?;
+        let mut changes = Vec::new();
+        for (spec, addr) in services.listeners.iter().zip(addrs) {
             let current = running.iter().find(|(c, _)| c.name == spec.config.name);
             if let Some((config, Some(bound))) = current {
                 // Port 0 asks for any free port: the one it has is as good.
                 if bound.ip() == addr.ip() && (addr.port() == 0 || addr.port() == bound.port()) {
                     if *config != spec.config {
+                        let before =
+                            applied.listeners.iter().find(|l| l.config.name == config.name);
                         changes.push(ListenerChange::Set {
-                            old: config.clone(),
                             new: spec.config.clone(),
+                            what: listener_changes(config, before, spec),
                         });
                     }
                     continue;
@@ -259,11 +278,11 @@ impl Reloader {
                     report.done.push(format!("listener {name} moved from {from} to {to}"));
                 }
             }
-            ListenerChange::Set { old, new } => {
-                let what = listener_changes(&old, &new);
+            ListenerChange::Set { new, what } => {
                 let name = new.name.clone();
                 if report.check(|| format!("listener {name}"), handle.set_listener(new)) {
-                    report.done.push(format!("listener {name}: {what}"));
+                    // The shorthand's listener reads as a one-listener lb's always has.
+                    report.done.push(about("listener", &name, DEFAULT_LISTENER, what));
                 }
             }
             ListenerChange::Remove(name) => {
@@ -275,8 +294,15 @@ impl Reloader {
     }
 
     /// Brings a running pool to the file: its backends and algorithm ([`Plan`]), thresholds,
-    /// per-backend limit and [`PoolSettings`]. Returns what changed.
-    fn update_pool(&self, spec: &PoolSpec, wanted: &[Wanted], report: &mut Report) -> Vec<String> {
+    /// per-backend limit and [`PoolSettings`]. Returns what changed: the plan, and each
+    /// setting whose value differs from `before` (the pool as last applied).
+    fn update_pool(
+        &self,
+        spec: &PoolSpec,
+        before: Option<&PoolSpec>,
+        wanted: &[Wanted],
+        report: &mut Report,
+    ) -> Vec<String> {
         let Some(pool) = self.handle.pool_named(&spec.name) else {
             report.failed.push(format!("pool {}: removed meanwhile", spec.name));
             return Vec::new();
@@ -289,65 +315,55 @@ impl Reloader {
         let running = pool.config();
         if (running.health.rise, running.health.fall) != (next.rise, next.fall) {
             let health = HealthConfig { rise: next.rise, fall: next.fall, ..running.health };
-            match pool.set_health_config(health) {
-                Ok(()) => changes.push(format!(
-                    "rise/fall {}/{}->{}/{}",
-                    running.health.rise, running.health.fall, next.rise, next.fall
-                )),
-                Err(e) => report.failed.push(spec.about(format!("rise/fall: {e}"))),
+            if let Err(e) = pool.set_health_config(health) {
+                report.failed.push(spec.about(format!("rise/fall: {e}")));
             }
         }
         let limit = next.max_connections_per_backend.0;
         if running.max_connections_per_backend != limit {
             pool.set_max_connections_per_backend(limit);
-            let show = |l: Option<u64>| l.map_or("unlimited".to_owned(), |n| n.to_string());
-            changes.push(format!(
-                "max-connections-per-backend {}->{}",
-                show(running.max_connections_per_backend),
-                show(limit)
-            ));
         }
         let settings = spec.pool_settings();
-        if let Some(old) = self.handle.pool_settings(&spec.name).filter(|old| *old != settings) {
-            let what = settings_changes(&old, &settings);
+        if self.handle.pool_settings(&spec.name).is_some_and(|old| old != settings) {
             let set = self.handle.set_pool_settings(&spec.name, settings);
-            if report.check(|| spec.about("settings"), set) {
-                changes.extend(what);
-            }
+            report.check(|| spec.about("settings"), set);
+        }
+        if let Some(before) = before {
+            changes.extend(pool_changes(&before.settings, next));
         }
         changes
     }
 }
 
-/// What differs between two pool settings, each as `key old->new` (the file's keys).
-fn settings_changes(old: &PoolSettings, new: &PoolSettings) -> Vec<String> {
-    let check = |s: &PoolSettings| match (s.health.enabled, &s.health.kind) {
-        (false, _) => "off".to_owned(),
-        (true, kind) => kind.to_string(),
-    };
-    let idle = |s: &PoolSettings| s.idle_timeout.map_or("off".into(), show_duration);
-    let pairs = [
-        ("health-interval", show_duration(old.health.interval), show_duration(new.health.interval)),
-        ("health-timeout", show_duration(old.health.timeout), show_duration(new.health.timeout)),
-        ("health-check", check(old), check(new)),
-        ("connect-timeout", show_duration(old.connect_timeout), show_duration(new.connect_timeout)),
-        ("idle-timeout", idle(old), idle(new)),
-        ("retries", old.retries.to_string(), new.retries.to_string()),
-    ];
-    let mut changes: Vec<String> = pairs
-        .into_iter()
-        .filter(|(_, old, new)| old != new)
-        .map(|(key, old, new)| format!("{key} {old}->{new}"))
-        .collect();
-    if changes.is_empty() {
-        // A setting lb-net has and the file does not (yet) name.
-        changes.push("pool settings".into());
+/// The pool-scoped settings that differ, each as `key old->new` in the table's order; but the
+/// backends and the algorithm, which the [`Plan`] says (against what runs: the prompt may have
+/// changed them), and `rise` and `fall` as one `rise/fall` pair, as lb-core sets them.
+fn pool_changes(before: &Settings, next: &Settings) -> Vec<String> {
+    let mut changes: Vec<String> = Vec::new();
+    for change in before.changes(next, Scope::Pool) {
+        let text = match change.key {
+            Key::backends | Key::algorithm => continue,
+            Key::rise | Key::fall => {
+                format!("rise/fall {}/{}->{}/{}", before.rise, before.fall, next.rise, next.fall)
+            }
+            _ => change.to_string(),
+        };
+        if !changes.contains(&text) {
+            changes.push(text);
+        }
     }
     changes
 }
 
-/// What differs between two settings of a listener.
-fn listener_changes(old: &ListenerConfig, new: &ListenerConfig) -> String {
+/// What differs between a running listener (`old`, and `before`, its settings as last
+/// applied) and the file's (`next`): where connections go, its inspection, and each
+/// listener-scoped setting (`deny none->10.0.0.0/8`).
+fn listener_changes(
+    old: &ListenerConfig,
+    before: Option<&ListenSpec>,
+    next: &ListenSpec,
+) -> String {
+    let new = &next.config;
     let mut what = Vec::new();
     match (&old.routing, &new.routing) {
         (a, b) if a == b => {}
@@ -358,55 +374,42 @@ fn listener_changes(old: &ListenerConfig, new: &ListenerConfig) -> String {
         what.push(format!("accept-proxy {}->{}", old.accept_proxy, new.accept_proxy));
     }
     if old.inspect_timeout != new.inspect_timeout {
-        let (a, b) = (show_duration(old.inspect_timeout), show_duration(new.inspect_timeout));
+        let (a, b) = (old.inspect_timeout.show(), new.inspect_timeout.show());
         what.push(format!("inspect-timeout {a}->{b}"));
     }
-    if what.is_empty() {
-        what.push("settings changed".into());
+    if let Some(before) = before {
+        let changes = before.settings.changes(&next.settings, Scope::Listener);
+        what.extend(changes.iter().map(ToString::to_string));
     }
     what.join(", ")
-}
-
-/// A duration as the file writes it: `500ms`, `2s`, `5m`, `1m30s`, `1h`.
-fn show_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let parts = [
-        (secs / 3600, "h"),
-        (secs / 60 % 60, "m"),
-        (secs % 60, "s"),
-        (u64::from(d.subsec_millis()), "ms"),
-    ];
-    let text: String =
-        parts.iter().filter(|(n, _)| *n > 0).map(|(n, unit)| format!("{n}{unit}")).collect();
-    if text.is_empty() {
-        "0s".into()
-    } else {
-        text
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, FromArgMatches};
 
-    #[test]
-    fn durations_read_back_as_written() {
-        for text in ["500ms", "2s", "5m", "1m30s", "1h", "2h5m", "1s250ms", "0s"] {
-            let d = crate::args::parse_duration(text).unwrap();
-            assert_eq!(show_duration(d), text);
-        }
+    fn settings(flags: &[&str]) -> Settings {
+        let matches = crate::args::Args::command().try_get_matches_from(flags).unwrap();
+        crate::args::Args::from_arg_matches(&matches).unwrap().settings
     }
 
     #[test]
     fn changed_pool_settings_are_named_by_their_keys() {
-        let old = PoolSettings::default();
-        let mut new = old.clone();
-        new.retries = 0;
-        new.idle_timeout = None;
-        new.health.enabled = false;
-        new.connect_timeout = Duration::from_millis(1500);
+        let old = settings(&["lb"]);
+        let new = settings(&[
+            "lb",
+            "--retries",
+            "0",
+            "--idle-timeout",
+            "off",
+            "--health-check",
+            "off",
+            "--connect-timeout",
+            "1500ms",
+        ]);
         assert_eq!(
-            settings_changes(&old, &new),
+            pool_changes(&old, &new),
             [
                 "health-check tcp->off",
                 "connect-timeout 2s->1s500ms",
@@ -414,18 +417,72 @@ mod tests {
                 "retries 2->0"
             ]
         );
+        // Every one, by its key; rise and fall as the pair lb-core sets; the backends and the
+        // algorithm are the plan's to say.
+        let new = settings(&[
+            "lb",
+            "--send-proxy",
+            "v2",
+            "--server-timeout",
+            "1m30s",
+            "--retry-on-empty",
+            "--fall",
+            "5",
+            "--algorithm",
+            "p2c",
+            "--backend",
+            "127.0.0.1:9",
+            "--deny",
+            "10.0.0.0/8",
+        ]);
+        assert_eq!(
+            pool_changes(&old, &new),
+            [
+                "rise/fall 2/3->2/5",
+                "server-timeout 1m->1m30s",
+                "retry-on-empty false->true",
+                "send-proxy off->v2"
+            ]
+        );
     }
 
     #[test]
     fn listener_changes_say_what_changed() {
-        let old = ListenerConfig::to_pool("in", "web");
-        let mut new = ListenerConfig::to_pool("in", "api");
-        assert_eq!(listener_changes(&old, &new), "pool web->api");
-        new.accept_proxy = true;
-        new.inspect_timeout = Duration::from_secs(2);
+        let spec = |pool: &str, flags: &[&str]| {
+            let config = ListenerConfig::to_pool("in", pool);
+            let address = lb_net::Target { host: "127.0.0.1".into(), port: 0 };
+            ListenSpec::new(address, config, settings(flags), None)
+        };
+        let old = spec("web", &["lb"]);
+        let mut new = spec("api", &["lb"]);
+        assert_eq!(listener_changes(&old.config, Some(&old), &new), "pool web->api");
+        new.config.accept_proxy = true;
+        new.config.inspect_timeout = std::time::Duration::from_secs(2);
         assert_eq!(
-            listener_changes(&old, &new),
+            listener_changes(&old.config, Some(&old), &new),
             "pool web->api, accept-proxy false->true, inspect-timeout 5s->2s"
         );
+        let flags = [
+            "lb",
+            "--allow",
+            "10.0.0.0/8,192.0.2.7",
+            "--deny",
+            "10.9.0.0/16",
+            "--max-connections-per-client",
+            "20",
+            "--max-connection-rate-per-client",
+            "5",
+            "--port",
+            "9000",
+        ];
+        let limited = spec("web", &flags);
+        assert_eq!(
+            listener_changes(&old.config, Some(&old), &limited),
+            "allow none->10.0.0.0/8,192.0.2.7/32, deny none->10.9.0.0/16, \
+             max-connections-per-client unlimited->20, max-connection-rate-per-client \
+             unlimited->5"
+        );
+        assert_eq!(limited.config.admission.max_connections_per_client, Some(20));
+        assert_eq!(limited.config.admission.deny[0].to_string(), "10.9.0.0/16");
     }
 }

@@ -10,12 +10,12 @@
 //! or else to the only pool ([`File::shorthand_pool`]).
 
 use std::fmt::Display;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use lb_core::{HealthConfig, Pool, PoolConfig};
 use lb_net::inspect::proxy_header::Version;
 use lb_net::{
-    HealthCheckConfig, ListenerConfig, PoolSettings, Routing, Target, DEFAULT_LISTENER,
+    Admission, HealthCheckConfig, ListenerConfig, PoolSettings, Routing, Target, DEFAULT_LISTENER,
     DEFAULT_POOL,
 };
 
@@ -48,7 +48,14 @@ pub(crate) struct PoolSpec {
 #[derive(Debug, Clone)]
 pub(crate) struct ListenSpec {
     pub(crate) address: Target,
+    /// Its lb-net configuration, `admission` included (from `settings`).
     pub(crate) config: ListenerConfig,
+    /// Only the listener-scoped settings are this listener's (a `[[listen]]` table's keys over
+    /// the top level's); the others are the top level's.
+    pub(crate) settings: Settings,
+    /// Where its address is written (`lb.toml line 12`), for messages about it; `None` for the
+    /// shorthand's (`--host`/`--port` or the top-level keys).
+    pub(crate) written_at: Option<String>,
 }
 
 impl Services {
@@ -94,11 +101,14 @@ impl Services {
                 format!("{}: several pools and no [[listen]] tables", file.place.name())
             })?;
             let address = Target { host: settings.host.clone(), port: settings.port };
-            vec![ListenSpec { address, config: ListenerConfig::to_pool(DEFAULT_LISTENER, pool) }]
+            let config = ListenerConfig::to_pool(DEFAULT_LISTENER, pool);
+            vec![ListenSpec::new(address, config, settings.clone(), None)]
         } else {
-            let spec = |l: &ListenTable| ListenSpec {
-                address: l.address.value.clone(),
-                config: l.config.clone(),
+            // As for pools, a table's keys beat the top level's.
+            let spec = |l: &ListenTable| {
+                let own = settings.merge(&Given::default(), &l.settings);
+                let at = Some(file.place.at(l.address.at));
+                ListenSpec::new(l.address.value.clone(), l.config.clone(), own, at)
             };
             file.listeners.iter().map(|l| spec(&l.value)).collect()
         };
@@ -175,6 +185,22 @@ pub(crate) fn addresses(wanted: &[Wanted]) -> String {
 }
 
 impl ListenSpec {
+    /// A listener on `address` configured by `config`, who may connect taken from `settings`.
+    pub(crate) fn new(
+        address: Target,
+        mut config: ListenerConfig,
+        settings: Settings,
+        written_at: Option<String>,
+    ) -> ListenSpec {
+        config.admission = Admission {
+            allow: settings.allow.clone(),
+            deny: settings.deny.clone(),
+            max_connections_per_client: settings.max_connections_per_client.0,
+            max_connection_rate_per_client: settings.max_connection_rate_per_client.0,
+        };
+        ListenSpec { address, config, settings, written_at }
+    }
+
     /// `message` about this listener: as it is for the shorthand's, after `listener NAME: ` for
     /// the others.
     pub(crate) fn about(&self, message: impl Display) -> String {
@@ -202,8 +228,36 @@ impl ListenSpec {
     }
 }
 
+/// Refuses listeners that would share an address: `addrs[i]` is `listeners[i]`'s, resolved.
+/// Two on one port overlap when their addresses are equal or one is the unspecified address
+/// of its family (`0.0.0.0` takes every IPv4 address; `::` every address, as it also takes
+/// IPv4 on a dual-stack host). Both could be bound (each socket has SO_REUSEPORT), and the
+/// kernel would then split clients between them at random. Port 0 never overlaps: each gets a
+/// free port of its own.
+pub(crate) fn check_overlaps(listeners: &[ListenSpec], addrs: &[SocketAddr]) -> Result<(), String> {
+    let overlap = |a: &SocketAddr, b: &SocketAddr| {
+        let covers = |wide: &SocketAddr, other: &SocketAddr| match wide.ip() {
+            IpAddr::V4(ip) => ip.is_unspecified() && other.is_ipv4(),
+            IpAddr::V6(ip) => ip.is_unspecified(),
+        };
+        a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+    };
+    for (i, (later, addr)) in listeners.iter().zip(addrs).enumerate() {
+        let earlier = listeners[..i].iter().zip(addrs).find(|(_, other)| overlap(addr, other));
+        if let Some((first, first_addr)) = earlier {
+            let place = later.written_at.as_deref().map_or(String::new(), |at| format!("{at}: "));
+            return Err(format!(
+                "{place}listen.address: {addr} overlaps listener {} on {first_addr}: two \
+                 listeners cannot share an address (give each its own port)",
+                first.config.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `message` as is about the `default` `what`, after `what NAME: ` about another.
-fn about(what: &str, name: &str, default: &str, message: impl Display) -> String {
+pub(crate) fn about(what: &str, name: &str, default: &str, message: impl Display) -> String {
     if name == default {
         message.to_string()
     } else {

@@ -7,8 +7,9 @@
 //!   text), with the entry's parser as the value parser;
 //! - [`FileConfig`], what a `--config` file sets, and [`FileConfig::read`], which hands a key's
 //!   value to the same parser (see [`crate::config`] for the rest of the file's reading);
-//! - [`Settings::merge`] (a typed flag, else the file, else the default) and
-//!   [`Settings::changed`] (what a reload compares);
+//! - [`Settings::merge`] (a typed flag, else the file, else the default),
+//!   [`Settings::changed`] (what a reload compares) and [`Settings::changes`] (what its answer
+//!   says changed, each value written back by its type's [`Show`]);
 //! - [`SETTINGS`] and [`KEYS`], for code and tests that walk every setting.
 //!
 //! An entry reads:
@@ -23,33 +24,39 @@
 //! The parser is a [`SettingValue`]: it gives the flag's clap value parser and reads the key's
 //! value from a file. [`one_line`] or [`secret`] around a text parser for most, [`Switch`] for
 //! on/off flags (the file wants `true` or `false`), [`Backends`] for `--backend` (`[[backend]]`
-//! tables in the file). Adding a setting is one entry here, plus its docs (the
+//! tables in the file), [`Ranges`] for `--allow` and `--deny` (a list in the file). Adding a setting is one entry here, plus its docs (the
 //! README's flag table and docs/lb.example.toml, which a test holds to this table).
 
 use std::time::Duration;
 
+use std::fmt;
+
 use lb_core::Algorithm;
-use lb_net::Target;
+use lb_net::{AddressRange, Target};
 use serde::de::MapAccess;
 
 use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
-    parse_allowed_hosts, parse_duration, parse_health_check, parse_host, parse_limit,
-    parse_listen_port, parse_log_level, parse_optional_duration, parse_positive_duration,
-    parse_retries, parse_send_proxy, parse_text, parse_threshold, parse_workers, secret,
-    BackendSpec, HealthCheck, HostList, Limit, OptionalDuration, SendProxy,
+    parse_allowed_hosts, parse_client_limit, parse_duration, parse_health_check, parse_host,
+    parse_limit, parse_listen_port, parse_log_level, parse_optional_duration,
+    parse_positive_duration, parse_retries, parse_send_proxy, parse_text, parse_threshold,
+    parse_workers, secret, BackendSpec, HealthCheck, HostList, Limit, OptionalDuration, SendProxy,
 };
-use crate::config::{Backends, BadValue, Given, SettingValue, Switch};
+use crate::config::{Backends, BadValue, Given, Ranges, SettingValue, Switch};
+use crate::show::Show;
 
 /// What a setting configures, which says where a configuration file may set it: a `[[pool]]`
-/// table takes the `Pool` keys (the top-level ones are every pool's defaults), the top level
-/// alone the `Listener` keys (the one-listener shorthand's address) and the `Process` ones.
+/// table takes the `Pool` keys (the top-level ones are every pool's defaults), a `[[listen]]`
+/// table the `Listener` keys (the top-level ones are every listener's defaults), the top level
+/// alone the `Shorthand` keys (the one-listener shorthand's address) and the `Process` ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
     /// The backends and how they are chosen, checked and connected to: one pool's.
     Pool,
-    /// The address of the shorthand's one listener (`[[listen]]` tables have their own keys).
+    /// Who may connect to a listener, and how much: one listener's.
     Listener,
+    /// The address of the shorthand's one listener (a `[[listen]]` table has `address`).
+    Shorthand,
     /// The process as a whole: logging, threads, the global limit, the admin endpoint, shutdown.
     Process,
 }
@@ -72,6 +79,28 @@ pub(crate) struct Setting {
     pub(crate) scope: Scope,
     /// Whether a reload applies it.
     pub(crate) reload: Reload,
+}
+
+/// A live setting whose value differs between two [`Settings`]: `key old->new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) key: Key,
+    pub(crate) old: String,
+    pub(crate) new: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}->{}", self.key.key(), self.old, self.new)
+    }
+}
+
+/// `$body` for a setting a reload applies, nothing for one it leaves to a restart: only live
+/// settings are ever shown by value (a restart-only one, such as the admin token, is named
+/// alone).
+macro_rules! if_live {
+    (Live, $($body:tt)*) => { $($body)* };
+    (Restart, $($body:tt)*) => {};
 }
 
 /// Expands the table of settings (see the module documentation for the form of an entry).
@@ -132,6 +161,14 @@ macro_rules! settings {
             pub(crate) fn key(self) -> &'static str {
                 self.setting().key
             }
+
+            /// Checks a value written where TOML could not read one, with this setting's
+            /// parser ([`SettingValue::check_written`]).
+            pub(crate) fn check_written(self, text: &str) -> Option<Result<(), String>> {
+                match self {
+                    $(Key::$field => SettingValue::check_written(&$parser, text),)*
+                }
+            }
         }
 
         impl Settings {
@@ -159,6 +196,24 @@ macro_rules! settings {
                     }
                 )*
                 changed
+            }
+
+            /// The live settings of `scope` whose value differs in `next`, in the table's
+            /// order, each with both values as the file writes them.
+            pub(crate) fn changes(&self, next: &Settings, scope: Scope) -> Vec<Change> {
+                let mut changes = Vec::new();
+                $(
+                    if_live!($reload,
+                        if Key::$field.setting().scope == scope && self.$field != next.$field {
+                            changes.push(Change {
+                                key: Key::$field,
+                                old: self.$field.show(),
+                                new: next.$field.show(),
+                            });
+                        }
+                    );
+                )*
+                changes
             }
         }
 
@@ -203,13 +258,37 @@ macro_rules! settings {
 settings! {
     /// Address to listen on: a host name or IP (0.0.0.0 or :: for every interface).
     #[arg(long = "host", default_value = "localhost", value_name = "HOST")]
-    #[setting(Listener, Live)]
+    #[setting(Shorthand, Live)]
     host: String = one_line(parse_host);
 
     /// Port to listen on (0 picks a free one, printed at start-up).
     #[arg(long = "port", default_value_t = 8080)]
-    #[setting(Listener, Live)]
+    #[setting(Shorthand, Live)]
     port: u16 = one_line(parse_listen_port);
+
+    /// Only clients in these address ranges may connect, e.g. 10.0.0.0/8,192.0.2.7 (repeatable
+    /// or comma separated) [default: every client].
+    #[arg(long = "allow", value_name = "RANGE", value_delimiter = ',')]
+    #[setting(Listener, Live)]
+    allow: Vec<AddressRange> = Ranges;
+
+    /// Clients in these address ranges may not connect, even if --allow lists them
+    /// (repeatable or comma separated) [default: none].
+    #[arg(long = "deny", value_name = "RANGE", value_delimiter = ',')]
+    #[setting(Listener, Live)]
+    deny: Vec<AddressRange> = Ranges;
+
+    /// Most connections one client address may have open at once; more are closed at once (0
+    /// for unlimited).
+    #[arg(long = "max-connections-per-client", default_value = "unlimited", value_name = "N")]
+    #[setting(Listener, Live)]
+    max_connections_per_client: Limit<u32> = one_line(parse_client_limit);
+
+    /// Most new connections per second from one client address (over a sliding second); more
+    /// are closed at once (0 for unlimited).
+    #[arg(long = "max-connection-rate-per-client", default_value = "unlimited", value_name = "N")]
+    #[setting(Listener, Live)]
+    max_connection_rate_per_client: Limit<u32> = one_line(parse_client_limit);
 
     /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
     #[arg(long = "algorithm", default_value = "round_robin", value_name = "NAME")]
@@ -219,7 +298,7 @@ settings! {
     /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000) and ,drain or ,maint.
     #[arg(
         long = "backend",
-        value_name = "HOST:PORT[,weight=N]",
+        value_name = "HOST:PORT[,weight=N][,drain|maint]",
         default_values = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
     )]
     #[setting(Pool, Live)]
@@ -245,9 +324,10 @@ settings! {
     #[setting(Pool, Live)]
     fall: u32 = one_line(parse_threshold);
 
-    /// How to check backends: tcp (connect), http:/path (expects 2xx or 3xx), or off (then
-    /// failed connects are retried elsewhere but take no backend down: nothing would bring it
-    /// back up).
+    /// How to check backends: tcp (connect); http:/path, or http://HOST/path to send Host: HOST,
+    /// passing on any 2xx or 3xx unless ,status=200|204|300-399 says which, and with ,body=TEXT
+    /// only if the body contains TEXT; or off (then failed connects are retried elsewhere but
+    /// take no backend down: nothing would bring it back up).
     #[arg(long = "health-check", default_value = "tcp", value_name = "KIND")]
     #[setting(Pool, Live)]
     health_check: HealthCheck = one_line(parse_health_check);
@@ -257,7 +337,7 @@ settings! {
     #[setting(Pool, Live)]
     connect_timeout: Duration = one_line(parse_positive_duration);
 
-    /// Close connections with no traffic either way for this long (off to never).
+    /// Close connections with no traffic either way for this long (off or 0 to never).
     #[arg(long = "idle-timeout", default_value = "5m", value_name = "DURATION")]
     #[setting(Pool, Live)]
     idle_timeout: OptionalDuration = one_line(parse_optional_duration);
@@ -278,19 +358,19 @@ settings! {
     retries: u32 = one_line(parse_retries);
 
     /// After a client half-closes, close the connection once the backend has sent nothing for
-    /// this long (off to never).
+    /// this long (off or 0 to never).
     #[arg(long = "client-fin-timeout", default_value = "30s", value_name = "DURATION")]
     #[setting(Pool, Live)]
     client_fin_timeout: OptionalDuration = one_line(parse_optional_duration);
 
     /// After a backend half-closes, close the connection once the client has sent nothing for
-    /// this long (off to never).
+    /// this long (off or 0 to never).
     #[arg(long = "server-fin-timeout", default_value = "30s", value_name = "DURATION")]
     #[setting(Pool, Live)]
     server_fin_timeout: OptionalDuration = one_line(parse_optional_duration);
 
     /// Close a connection whose backend has not sent a single byte once nothing has moved for
-    /// this long: a backend that accepted and hung (off to never).
+    /// this long: a backend that accepted and hung (off or 0 to never).
     #[arg(long = "server-timeout", default_value = "60s", value_name = "DURATION")]
     #[setting(Pool, Live)]
     server_timeout: OptionalDuration = one_line(parse_optional_duration);
@@ -321,7 +401,8 @@ settings! {
     #[setting(Pool, Live)]
     check_send_proxy: bool = Switch;
 
-    /// On shutdown, how long open connections may finish before they are closed.
+    /// On shutdown, how long open connections may finish before they are closed (0s: closed at
+    /// once).
     #[arg(long = "shutdown-grace", default_value = "10s", value_name = "DURATION")]
     #[setting(Process, Restart)]
     shutdown_grace: Duration = one_line(parse_duration);

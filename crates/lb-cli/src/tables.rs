@@ -17,7 +17,8 @@
 //! [`crate::settings`], by the same key and through the same parser as at the top level, where
 //! those keys are the defaults of every pool. A `[[listen]]` table takes an `address`, a `name`,
 //! where its connections go (`pool`, or `routes` by TLS server name with a `default-pool`),
-//! `accept-proxy` and `inspect-timeout`. [`File::check`] holds the rules across tables: names
+//! `accept-proxy`, `inspect-timeout` and any listener-scoped setting (who may connect), the
+//! top-level ones being every listener's defaults. [`File::check`] holds the rules across tables: names
 //! unique, routes to pools that exist, and what does not go together.
 
 use std::sync::LazyLock;
@@ -25,7 +26,7 @@ use std::sync::LazyLock;
 use lb_net::{
     ListenerConfig, Routing, ServerName, SniRoute, Target, DEFAULT_INSPECT_TIMEOUT, DEFAULT_POOL,
 };
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -34,8 +35,8 @@ use crate::args::{
     parse_server_name,
 };
 use crate::config::{
-    read_key, read_optional, read_text, refuse_other_values, unknown_key, At, BadValue, File,
-    Scalar, SettingValue, SettingsReader, Switch, Table, Tables,
+    read_key, read_optional, read_text, unknown_key, At, BadValue, File, ListForm, Scalar,
+    SettingValue, SettingsReader, Strings, Switch, Table, Tables,
 };
 use crate::settings::{FileConfig, Key, Scope, SETTINGS};
 
@@ -81,6 +82,10 @@ fn out_of_place(table: &str, key: Key) -> String {
              (before any table) for every pool"
         ),
         Scope::Listener => format!(
+            "{table}: `{name}` is a listener's key: set it in a [[listen]] table, or at the top \
+             level (before any table) for every listener"
+        ),
+        Scope::Shorthand => format!(
             "{table}: `{name}` is a top-level key, for the one listener of a file without \
              [[listen]] tables; a [[listen]] table takes address = \"HOST:PORT\""
         ),
@@ -147,8 +152,14 @@ pub(crate) struct ListenTable {
     pub(crate) config: ListenerConfig,
     /// Where its name is written (its address, for the default name).
     pub(crate) name_at: usize,
+    /// Whether the name is written (else it is the address as written).
+    pub(crate) named: bool,
     /// Each pool it names: the key it is named under, and the name with where it is.
     pub(crate) pools: Vec<(&'static str, At<String>)>,
+    /// The listener-scoped settings it sets; the others are the top level's.
+    pub(crate) settings: FileConfig,
+    /// Where `inspect-timeout` is written, if it is.
+    pub(crate) inspect_timeout_at: Option<usize>,
 }
 
 /// A key of a `[[listen]]` table.
@@ -161,9 +172,10 @@ enum ListenKey {
     DefaultPool,
     AcceptProxy,
     InspectTimeout,
+    Setting(Key),
 }
 
-/// The keys a `[[listen]]` table takes.
+/// The keys a `[[listen]]` table takes besides the listener-scoped settings.
 const LISTEN_KEYS: [(&str, ListenKey); 7] = [
     ("address", ListenKey::Address),
     ("name", ListenKey::Name),
@@ -174,13 +186,19 @@ const LISTEN_KEYS: [(&str, ListenKey); 7] = [
     ("inspect-timeout", ListenKey::InspectTimeout),
 ];
 
+/// Every key a `[[listen]]` table takes, for the message about an unknown one.
+static ALL_LISTEN_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let settings = SETTINGS.iter().filter(|s| s.scope == Scope::Listener).map(|s| s.key);
+    LISTEN_KEYS.iter().map(|(k, _)| *k).chain(settings).collect()
+});
+
 impl<'de> Deserialize<'de> for ListenKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ListenKey, D::Error> {
-        read_key(d, |key| {
-            known(&LISTEN_KEYS, key).ok_or_else(|| match Key::from_key(key) {
-                Some(setting) => out_of_place("listen", setting),
-                None => unknown_key("listen: ", key, &LISTEN_KEYS.map(|(k, _)| k)),
-            })
+        read_key(d, |key| match (known(&LISTEN_KEYS, key), Key::from_key(key)) {
+            (Some(own), _) => Ok(own),
+            (None, Some(k)) if k.setting().scope == Scope::Listener => Ok(ListenKey::Setting(k)),
+            (None, Some(k)) => Err(out_of_place("listen", k)),
+            (None, None) => Err(unknown_key("listen: ", key, &ALL_LISTEN_KEYS)),
         })
     }
 }
@@ -201,6 +219,7 @@ struct RawListen {
     default_pool: Option<Spanned<Scalar>>,
     accept_proxy: Option<Spanned<Scalar>>,
     inspect_timeout: Option<Spanned<Scalar>>,
+    settings: SettingsReader,
 }
 
 impl Table for ListenTable {
@@ -216,6 +235,10 @@ impl Table for ListenTable {
             let slot = match key.into_inner() {
                 ListenKey::Routes => {
                     raw.routes = Some((at, map.next_value()?));
+                    continue;
+                }
+                ListenKey::Setting(key) => {
+                    raw.settings.read(key, "listen.", &mut map)?;
                     continue;
                 }
                 ListenKey::Address => &mut raw.address,
@@ -319,13 +342,13 @@ impl RawListen {
             Some(raw) => Switch.read("listen.accept-proxy", raw)?,
             None => false,
         };
+        let inspect_timeout_at = self.inspect_timeout.as_ref().map(|t| t.span().start);
         let inspect_timeout =
             read_optional("listen.inspect-timeout", self.inspect_timeout, parse_positive_duration)?
                 .unwrap_or(DEFAULT_INSPECT_TIMEOUT);
-        #[allow(
-            clippy::needless_update,
-            reason = "lb-net is adding listener settings: they keep their defaults here"
-        )]
+        let settings = self.settings.finish()?;
+        // Who may connect (`admission`) is set once the top level's defaults are known
+        // ([`crate::services`]).
         let config = ListenerConfig {
             name,
             routing,
@@ -333,7 +356,30 @@ impl RawListen {
             inspect_timeout,
             ..ListenerConfig::to_pool("", "")
         };
-        Ok(ListenTable { address, config, name_at, pools })
+        let named = self.name.is_some();
+        Ok(ListenTable { address, config, name_at, named, pools, settings, inspect_timeout_at })
+    }
+}
+
+impl ListenTable {
+    /// Unnamed listeners on one port-0 address (each gets a free port of its own) would all
+    /// be named after it: the second is called `ADDRESS-2`, the third `ADDRESS-3`, and so on,
+    /// the same on every reload of the same file.
+    pub(crate) fn name_alike_port_0(listeners: &mut [At<ListenTable>]) {
+        for i in 0..listeners.len() {
+            let (earlier, rest) = listeners.split_at_mut(i);
+            let this = &mut rest[0].value;
+            if this.named || this.address.value.port != 0 {
+                continue;
+            }
+            let alike = earlier
+                .iter()
+                .filter(|l| !l.value.named && l.value.address.value == this.address.value)
+                .count();
+            if alike > 0 {
+                this.config.name = format!("{}-{}", this.config.name, alike + 1);
+            }
+        }
     }
 }
 
@@ -372,7 +418,7 @@ impl Table for Route {
         let (mut sni, mut pool) = (None, None);
         while let Some(key) = map.next_key::<RouteKey>()? {
             match key {
-                RouteKey::Sni => sni = Some(map.next_value::<Spanned<Names>>()?),
+                RouteKey::Sni => sni = Some(map.next_value::<Spanned<Strings<ServerNames>>>()?),
                 RouteKey::Pool => pool = Some(map.next_value::<Spanned<Scalar>>()?),
             }
         }
@@ -389,10 +435,7 @@ impl Table for Route {
             let sni = sni.ok_or_else(|| missing("sni"))?;
             let pool = pool.ok_or_else(|| missing("pool"))?;
             let span = sni.span();
-            let written = match sni.into_inner() {
-                Names::One(name) => vec![Spanned::new(span.clone(), Scalar::Text(name))],
-                Names::Many(names) => names,
-            };
+            let written = Strings::items(sni);
             if written.is_empty() {
                 return Err(BadValue::at(
                     span.start,
@@ -410,37 +453,10 @@ impl Table for Route {
 }
 
 /// A route's `sni`: a list of server names, or one alone.
-enum Names {
-    One(String),
-    Many(Vec<Spanned<Scalar>>),
-}
+struct ServerNames;
 
-impl<'de> Deserialize<'de> for Names {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Names, D::Error> {
-        const FORM: &str = "expected a list of server names such as [\"api.example.com\"]";
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Names;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "sni: {FORM}")
-            }
-            refuse_other_values!(@but_text format_args!("sni: {FORM}"));
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Names, E> {
-                Ok(Names::One(v.to_owned()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Names, A::Error> {
-                let mut names = Vec::new();
-                while let Some(name) = seq.next_element()? {
-                    names.push(name);
-                }
-                Ok(Names::Many(names))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Names, A::Error> {
-                Err(de::Error::custom(format!("sni: {FORM}, found a table")))
-            }
-        }
-        d.deserialize_any(V)
-    }
+impl ListForm for ServerNames {
+    const FORM: &'static str = "sni: expected a list of server names such as [\"api.example.com\"]";
 }
 
 impl File {
@@ -461,6 +477,25 @@ impl File {
             [only] => Some(only),
             _ => None,
         }
+    }
+
+    /// What the file says that does nothing, one line each naming the file, the line and the
+    /// key: lb starts (or reloads) with it, and says so.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let place = &self.place;
+        let listeners = self.listeners.iter().map(|l| &l.value);
+        let idle = listeners
+            .filter(|l| !l.config.accept_proxy && matches!(l.config.routing, Routing::Pool(_)));
+        idle.filter_map(|l| l.inspect_timeout_at)
+            .map(|at| {
+                format!(
+                    "{}: listen.inspect-timeout: applies only to a listener with routes or \
+                     accept-proxy = true (it bounds the wait for the TLS ClientHello or the \
+                     PROXY header); this one reads neither, so it has no effect",
+                    place.at(at)
+                )
+            })
+            .collect()
     }
 
     /// The rules across tables, each broken one a line naming the file, the line and the key.

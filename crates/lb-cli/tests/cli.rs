@@ -730,7 +730,10 @@ fn a_broken_file_on_reload_changes_nothing() {
             format!("{change}[[backend]]\naddress = \"no-such-host.invalid:80\"\n"),
             "backend no-such-host.invalid:80: cannot resolve".into(),
         ),
-        (format!("{change}{}", backend_table(b, 1, "drain")), format!("duplicate backend {b}")),
+        (
+            format!("{change}{}", backend_table(b, 1, "drain")),
+            format!("line 13: backend: {b} is listed twice (entries 2 and 3)"),
+        ),
         (
             format!("admin-token = \"\"\n{change}"),
             "line 1: admin-token: the admin token is empty".into(),
@@ -1245,6 +1248,11 @@ fn bad_service_files_give_one_line_and_status_2() {
             "lb.toml line 16: listen.address: 127.0.0.1:1 is also where listener 127.0.0.1:1 listens (line 13)".into(),
         ),
         (
+            listen("pool = \"web\"\n[[listen]]\naddress = \"0.0.0.0:1\"\npool = \"db\"\n[[listen]]\naddress = \"127.0.0.1:1\"\npool = \"web\"\n"),
+            &[],
+            "lb.toml line 16: listen.address: 127.0.0.1:1 overlaps listener 0.0.0.0:1 on 0.0.0.0:1: two listeners cannot share an address".into(),
+        ),
+        (
             pools.clone(),
             &["--port", "0"],
             "lb.toml line 1: pool: 2 pools (web, db) and no [[listen]] tables".into(),
@@ -1398,4 +1406,34 @@ fn a_reload_whose_new_address_is_taken_changes_nothing() {
         "{answer}"
     );
     assert_eq!(via(addr), "cache-1");
+}
+
+#[test]
+fn who_may_connect_is_set_by_flags_and_changed_by_reload() {
+    let b = backend("b-1");
+    // Denied by a flag: closed before any backend is reached.
+    let mut lb = Lb::start(&["--backend", &b.to_string(), "--deny", "127.0.0.0/8"]);
+    assert!(try_via(lb.addr).is_err(), "a denied client reached a backend");
+    assert_eq!(try_via(lb.addr).ok(), None);
+    lb.send("quit");
+    lb.wait_exit();
+
+    // Set in the file, lifted by a reload that says what changed.
+    let file = |deny: &str| format!("deny = [{deny}]\n{}", backend_table(b, 1, "ready"));
+    let mut lb = Lb::start_with_config(&file("\"127.0.0.1\""), &[]);
+    assert!(try_via(lb.addr).is_err(), "a denied client reached a backend");
+    lb.write_config(&file(""));
+    let answer = lb.command("reload", "reload");
+    assert!(answer.contains("deny 127.0.0.1/32->none"), "{answer}");
+    assert_eq!(try_via(lb.addr).unwrap(), "b-1");
+    // And the limit per client: one connection open at once.
+    lb.write_config(&format!("max-connections-per-client = 1\n{}", file("")));
+    let answer = lb.command("reload", "reload");
+    assert!(answer.contains("max-connections-per-client unlimited->1"), "{answer}");
+    let held = Held::open(lb.addr);
+    assert!(try_via(lb.addr).is_err(), "a second connection from one client was let in");
+    drop(held);
+    eventually("a connection once the first closed", || {
+        try_via(lb.addr).map_err(|e| e.to_string())
+    });
 }

@@ -135,3 +135,13 @@ fn flags_are_consistent_and_defaults_parse() {
         (None, None, Some(10))
     );
 }
+
+#[test]
+fn the_help_names_every_command() {
+    // `help` and `exit` go without saying (`quit` is named).
+    let named = AFTER_HELP.split("commands (").nth(1).and_then(|s| s.split(')').next()).unwrap();
+    let named: Vec<&str> = named.split(',').map(str::trim).collect();
+    for command in lb_net::COMMAND_NAMES.iter().filter(|c| !["help", "exit"].contains(c)) {
+        assert!(named.contains(command), "--help does not name {command}: {named:?}");
+    }
+}

@@ -93,7 +93,6 @@ macro_rules! refuse_other_values {
         }
     };
 }
-pub(crate) use refuse_other_values;
 
 /// A key whose value is a list of tables. A custom visitor so that a plain string, a single
 /// `[backend]` table or a list of strings (easy mistakes) is reported with the key's name and
@@ -261,5 +260,65 @@ impl<'de> Deserialize<'de> for Scalar {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// How a [`Strings`] value is written, for the message about a value of another kind.
+pub(crate) trait ListForm {
+    /// `expected a list of ... such as [...]`, after the key as the message names it.
+    const FORM: &'static str;
+}
+
+/// A key whose value is a list of strings, or one string alone (`sni = "a.example"`, `deny =
+/// "10.0.0.0/8"`); anything else is turned down in the file's words (`F::FORM`).
+pub(crate) struct Strings<F> {
+    value: OneOrMany,
+    form: PhantomData<F>,
+}
+
+enum OneOrMany {
+    One(String),
+    Many(Vec<Spanned<Scalar>>),
+}
+
+impl<F> Strings<F> {
+    /// Each string with where it is written (one alone: where the value is).
+    pub(crate) fn items(strings: Spanned<Strings<F>>) -> Vec<Spanned<Scalar>> {
+        let span = strings.span();
+        match strings.into_inner().value {
+            OneOrMany::One(text) => vec![Spanned::new(span, Scalar::Text(text))],
+            OneOrMany::Many(items) => items,
+        }
+    }
+
+    fn new(value: OneOrMany) -> Strings<F> {
+        Strings { value, form: PhantomData }
+    }
+}
+
+impl<'de, F: ListForm> Deserialize<'de> for Strings<F> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strings<F>, D::Error> {
+        struct V<F>(PhantomData<F>);
+        impl<'de, F: ListForm> Visitor<'de> for V<F> {
+            type Value = Strings<F>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(F::FORM)
+            }
+            refuse_other_values!(@but_text F::FORM);
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Strings<F>, E> {
+                Ok(Strings::new(OneOrMany::One(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings<F>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Strings::new(OneOrMany::Many(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Strings<F>, A::Error> {
+                Err(de::Error::custom(format!("{}, found a table", F::FORM)))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
     }
 }

@@ -125,7 +125,7 @@ fn each_rule_is_one_line_naming_file_line_and_key() {
             ),
             (
                 listen("pool = \"web\"\nadress = \"x\"\n"),
-                "lb.toml line 13: listen: unknown key `adress`, expected one of `address`, `name`, `pool`, `routes`, `default-pool`, `accept-proxy`, `inspect-timeout`".into(),
+                "lb.toml line 13: listen: unknown key `adress`, expected one of `address`, `name`, `pool`, `routes`, `default-pool`, `accept-proxy`, `inspect-timeout`, `allow`, `deny`, `max-connections-per-client`, `max-connection-rate-per-client`".into(),
             ),
             (
                 listen("routes = [{ sni = [\"a.example\"], pol = \"web\" }]\n"),
@@ -589,4 +589,57 @@ mod generated {
             }
         }
     }
+}
+
+#[test]
+fn mistakes_people_make_are_named_in_the_files_words() {
+    // A pool's backend table written before its [[pool]] header.
+    let e = err("[[pool.backend]]\naddress = \"127.0.0.1:1\"\n[[pool]]\nname = \"web\"\n");
+    assert!(e.starts_with("lb.toml line 1: pool.backend: a [[pool.backend]] table belongs"), "{e}");
+    // A value TOML cannot read is handed to the key's own parser.
+    let e = err("port = 80a\n");
+    assert!(e.starts_with("lb.toml line 1: port: invalid port \"80a\""), "{e}");
+    // One backend twice in a pool.
+    let e = err(&two_pools("")
+        .replace("\"10.0.0.5:443\" }]", "\"10.0.0.5:443\" }, { address = \"10.0.0.5:443\" }]"));
+    assert!(e.contains("10.0.0.5:443 is listed twice (entries 1 and 2)"), "{e}");
+}
+
+#[test]
+fn listeners_take_who_may_connect_and_warn_about_idle_keys() {
+    let file = parse(
+        "lb.toml",
+        &format!(
+            "deny = [\"10.9.0.0/16\"]\n{}",
+            two_pools(
+                "[[listen]]\naddress = \"127.0.0.1:0\"\npool = \"web\"\n\
+             allow = \"10.0.0.0/8, 192.0.2.7\"\nmax-connections-per-client = 5\n\
+                 inspect-timeout = \"2s\"\n",
+            )
+        ),
+    )
+    .unwrap();
+    let listen = &file.listeners[0].value;
+    let allow: Vec<String> =
+        listen.settings.allow.iter().flatten().map(|r| r.to_string()).collect();
+    assert_eq!(allow, ["10.0.0.0/8", "192.0.2.7/32"]);
+    // The top level's `deny` is every listener's default.
+    assert_eq!(file.settings.deny.as_ref().map(Vec::len), Some(1));
+    let warnings = file.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("lb.toml line 15: listen.inspect-timeout: applies only"));
+    // A pool's key in a [[listen]] table, and a listener's in a [[pool]] table.
+    let e = err(&two_pools("[[listen]]\naddress = \"127.0.0.1:0\"\npool = \"web\"\nretries = 1\n"));
+    assert!(e.contains("`retries` is a pool's key"), "{e}");
+    // (What follows two_pools' second [[pool]] header is in that table.)
+    let e = err(&two_pools("allow = [\"10.0.0.0/8\"]\n"));
+    assert!(e.contains("`allow` is a listener's key"), "{e}");
+}
+
+#[test]
+fn unnamed_listeners_on_one_port_0_address_get_names_of_their_own() {
+    let listen = "[[listen]]\naddress = \"127.0.0.1:0\"\npool = \"web\"\n";
+    let file = parse("lb.toml", &two_pools(&format!("{listen}{listen}{listen}"))).unwrap();
+    let names: Vec<&str> = file.listeners.iter().map(|l| l.value.config.name.as_str()).collect();
+    assert_eq!(names, ["127.0.0.1:0", "127.0.0.1:0-2", "127.0.0.1:0-3"]);
 }
