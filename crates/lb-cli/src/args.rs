@@ -215,6 +215,25 @@ pub(crate) fn parse_send_proxy(s: &str) -> Result<SendProxy, String> {
     }
 }
 
+/// `--log-format`: how each log line is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// One readable line: time, level, target, message and fields.
+    #[default]
+    Text,
+    /// One JSON object per line, the fields at the top level.
+    Json,
+}
+
+/// `text` or `json`.
+pub(crate) fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("invalid log format {s:?}: expected text or json")),
+    }
+}
+
 /// A duration that can be turned off; `None` for off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OptionalDuration(pub(crate) Option<Duration>);
@@ -450,6 +469,15 @@ pub(crate) enum Sub {
     /// Send one command to a running lb's admin endpoint and print the answer, e.g.
     /// `lb ctl stats` or `lb ctl drain 127.0.0.1:8002`.
     Ctl(CtlArgs),
+    /// Print a completion script for SHELL, e.g. `lb completions bash >
+    /// /etc/bash_completion.d/lb` (README, "Shell completions and the man page").
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `lb man > /usr/local/share/man/man1/lb.1`.
+    Man,
 }
 
 /// `lb ctl` arguments.

@@ -25,6 +25,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
+
+use crate::args::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// Longest a line waits in memory before it is written: short enough for `tail -f`.
@@ -48,6 +50,8 @@ struct Pending {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// The format of every line, the writer thread's own included.
+    format: LogFormat,
 }
 
 impl Shared {
@@ -149,6 +153,7 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
         };
         if dropped > 0 {
             let note = own_line(
+                shared.format,
                 "WARN",
                 &format!("{dropped} log lines dropped: the log file could not keep up"),
             );
@@ -173,7 +178,7 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
             match open(&path) {
                 Ok(new) => {
                     file = new;
-                    let note = own_line("INFO", "log file reopened (SIGHUP)");
+                    let note = own_line(shared.format, "INFO", "log file reopened (SIGHUP)");
                     let _ = file.write_all(note.as_bytes());
                 }
                 Err(e) => {
@@ -181,7 +186,7 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
                         "cannot reopen log file {}: {e}; still writing to the file opened before",
                         path.display()
                     );
-                    let _ = file.write_all(own_line("ERROR", &message).as_bytes());
+                    let _ = file.write_all(own_line(shared.format, "ERROR", &message).as_bytes());
                     err!("lb: {message}");
                 }
             }
@@ -192,23 +197,34 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
 /// A line about the log file itself, written by the writer thread (which cannot go through
 /// `tracing`: it is the end of that pipeline), in the same format as every other line:
 /// timestamp, level, target `lb::log`, message.
-fn own_line(level: &str, message: &str) -> String {
+fn own_line(format: LogFormat, level: &str, message: &str) -> String {
     use tracing_subscriber::fmt::format::Writer;
     use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-    let mut line = String::new();
-    let _ = SystemTime.format_time(&mut Writer::new(&mut line));
-    line.push_str(&format!(" {level:>5} lb::log: {message}\n"));
-    line
+    let mut time = String::new();
+    let _ = SystemTime.format_time(&mut Writer::new(&mut time));
+    match format {
+        LogFormat::Text => format!("{time} {level:>5} lb::log: {message}\n"),
+        LogFormat::Json => {
+            let line = serde_json::json!({
+                "timestamp": time,
+                "level": level,
+                "message": message,
+                "target": "lb::log",
+            });
+            format!("{line}\n")
+        }
+    }
 }
 
-/// Opens (appends to) `path` and sends all `tracing` events at `level` there. Keep the guard
-/// alive until exit: dropping it writes what is still pending.
-pub(crate) fn init(path: &str, level: &str) -> Result<LogGuard, String> {
+/// Opens (appends to) `path` and sends all `tracing` events at `level` there, each line
+/// written as `format` says. Keep the guard alive until exit: dropping it writes what is still
+/// pending.
+pub(crate) fn init(path: &str, level: &str, format: LogFormat) -> Result<LogGuard, String> {
     let file_path = PathBuf::from(path);
     let file = open(&file_path).map_err(|e| format!("cannot open log file {path}: {e}"))?;
     let filter =
         EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared { format, ..Shared::default() });
     let thread = {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -216,12 +232,22 @@ pub(crate) fn init(path: &str, level: &str) -> Result<LogGuard, String> {
             .spawn(move || write_batches(&shared, file, file_path))
             .map_err(|e| format!("cannot start the log writer: {e}"))?
     };
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Batch(Arc::clone(&shared)))
         .with_ansi(false)
-        .with_target(true)
-        .init();
+        .with_target(true);
+    match format {
+        LogFormat::Text => subscriber.init(),
+        // The event's fields beside timestamp, level and target (no nesting to look through);
+        // lb opens no spans, so there is no span list to write.
+        LogFormat::Json => subscriber
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     Ok(LogGuard { shared, thread: Some(thread) })
 }
 

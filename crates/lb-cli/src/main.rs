@@ -33,6 +33,7 @@ mod args;
 mod config;
 mod ctl;
 mod demo;
+mod generate;
 mod limits;
 mod logging;
 mod plan;
@@ -48,11 +49,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use lb_net::{Balancer, Command, ProxyConfig, TcpConnector};
+use lb_net::{AccessLogFormat, Balancer, Command, ProxyConfig, TcpConnector};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use args::Args;
+use args::{Args, LogFormat};
 use config::Given;
 use services::{addresses, routing_text, PoolSpec, Services};
 use settings::Settings;
@@ -92,8 +93,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(args::Sub::Ctl(ctl)) = &cli.command {
-        return ctl::main(ctl);
+    match &cli.command {
+        Some(args::Sub::Ctl(ctl)) => return ctl::main(ctl),
+        Some(args::Sub::Completions { shell }) => return generate::completions(*shell),
+        Some(args::Sub::Man) => return generate::man_page(),
+        None => {}
     }
     match run(cli, given) {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,12 +162,17 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
             ))));
         }
     }
-    let log_guard = logging::init(&args.log_file, &args.log_level).map_err(Failure::Runtime)?;
+    let log_guard = logging::init(&args.log_file, &args.log_level, args.log_format)
+        .map_err(Failure::Runtime)?;
     let log_reopener = log_guard.reopener();
     warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let proxy = ProxyConfig {
         max_connections: args.max_connections.0,
         shutdown_grace: args.shutdown_grace,
+        access_log: match args.log_format {
+            LogFormat::Text => AccessLogFormat::Line,
+            LogFormat::Json => AccessLogFormat::Fields,
+        },
         ..ProxyConfig::default()
     };
     let balancer = Balancer::empty(TcpConnector, proxy);
@@ -344,6 +353,22 @@ async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
+    // Installed before the banner too, so that SIGTERM sent once lb is visibly up stops it
+    // gracefully rather than by the default action.
+    let stop_signals = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(int), Ok(term)) => Some((int, term)),
+        _ => None,
+    };
+    let signals = shutdown_signal(handle.clone(), stop_signals);
+    // Accepting before the banner says so, and before the prompt takes commands (a `reload`
+    // typed at once must find the listeners running).
+    for (spec, sockets) in services.listeners.iter().zip(sockets) {
+        let added = handle.add_listener(spec.config.clone(), sockets);
+        added.map_err(|e| Failure::Runtime(spec.about(e)))?;
+    }
+    if services.shorthand {
+        tracing::info!(address = %bound[0], workers = args.workers, "listening");
+    }
     shown.banner(config_file.as_deref());
     if let Some(admin) = &args.admin {
         let listener = bind(&admin.host, admin.port).await.map_err(|f| match f {
@@ -369,14 +394,6 @@ async fn serve(
     }
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;
-    let signals = shutdown_signal(handle.clone());
-    if services.shorthand {
-        tracing::info!(address = %bound[0], workers = args.workers, "listening");
-    }
-    for (spec, sockets) in services.listeners.iter().zip(sockets) {
-        let added = handle.add_listener(spec.config.clone(), sockets);
-        added.map_err(|e| Failure::Runtime(spec.about(e)))?;
-    }
     let report = balancer.supervise(signals).await;
     if !args.quiet {
         out!("stopped ({} connections closed at the end of the grace period)", report.cut);
@@ -502,10 +519,8 @@ async fn reload_on_hangup(
 
 /// Resolves on the first SIGINT or SIGTERM. A second one ends the process at once, for when the
 /// grace period is too long to wait.
-async fn shutdown_signal(handle: lb_net::Handle) {
-    let (Ok(mut int), Ok(mut term)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+async fn shutdown_signal(handle: lb_net::Handle, signals: Option<(Signal, Signal)>) {
+    let Some((mut int, mut term)) = signals else {
         tracing::error!("cannot install signal handlers; use `quit` to stop");
         return std::future::pending().await;
     };

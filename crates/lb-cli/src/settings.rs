@@ -38,9 +38,10 @@ use serde::de::MapAccess;
 use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
     parse_allowed_hosts, parse_client_limit, parse_duration, parse_health_check, parse_host,
-    parse_limit, parse_listen_port, parse_log_level, parse_optional_duration,
+    parse_limit, parse_listen_port, parse_log_format, parse_log_level, parse_optional_duration,
     parse_positive_duration, parse_retries, parse_send_proxy, parse_text, parse_threshold,
-    parse_workers, secret, BackendSpec, HealthCheck, HostList, Limit, OptionalDuration, SendProxy,
+    parse_workers, secret, BackendSpec, HealthCheck, HostList, Limit, LogFormat, OptionalDuration,
+    SendProxy,
 };
 use crate::config::{Backends, BadValue, Given, Ranges, SettingValue, Switch};
 use crate::show::Show;
@@ -417,6 +418,12 @@ settings! {
     #[arg(long = "log-level", default_value = "info", value_name = "LEVEL")]
     #[setting(Process, Restart)]
     log_level: String = one_line(parse_log_level);
+
+    /// Log line format: text, or json (one JSON object per line, access lines included, for
+    /// Loki, Elastic or Vector).
+    #[arg(long = "log-format", default_value = "text", value_name = "FORMAT")]
+    #[setting(Process, Restart)]
+    log_format: LogFormat = one_line(parse_log_format);
 
     /// No banner and no prompt (commands on stdin are still read); a port picked by --port 0
     /// or --admin 0 is still printed.

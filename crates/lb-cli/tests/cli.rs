@@ -155,11 +155,24 @@ impl Lb {
     }
 
     /// Runs `stats` until no connection is open any more (a closed client connection is
-    /// accounted for a moment later); returns that stats.
+    /// accounted for a moment later) and every backend has had its first health check;
+    /// returns that stats.
     fn stats_when_idle(&mut self) -> (String, Vec<(String, String, u32, u64)>) {
         eventually("stats without open connections", || {
             let stats = self.stats();
-            if stats.1.iter().all(|row| row.3 == 0) {
+            if stats.1.iter().all(|row| row.3 == 0 && row.1 != "init") {
+                Ok(stats)
+            } else {
+                Err(format!("{stats:?}"))
+            }
+        })
+    }
+
+    /// Runs `stats` until every backend has had its first health check (none shows `init`).
+    fn stats_when_checked(&mut self) -> (String, Vec<(String, String, u32, u64)>) {
+        eventually("stats with every backend checked", || {
+            let stats = self.stats();
+            if stats.1.iter().all(|row| row.1 != "init") {
                 Ok(stats)
             } else {
                 Err(format!("{stats:?}"))
@@ -645,7 +658,7 @@ fn config_file_then_reload_adds_removes_and_reweights_without_cutting_connection
 
     // The held connection still works; its backend is listed as removed while it lasts.
     held.echo("after");
-    let (algorithm, rows) = lb.stats();
+    let (algorithm, rows) = lb.stats_when_checked();
     assert_eq!(algorithm, "least_connections");
     let row = |addr: SocketAddr| rows.iter().find(|r| r.0 == addr.to_string()).cloned();
     assert_eq!(row(gone), Some((gone.to_string(), "removed".into(), 1, 1)));
@@ -1436,4 +1449,101 @@ fn who_may_connect_is_set_by_flags_and_changed_by_reload() {
     eventually("a connection once the first closed", || {
         try_via(lb.addr).map_err(|e| e.to_string())
     });
+}
+
+/// Runs `lb` with `args` to the end; its status and stdout.
+fn output(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(LB).args(args).stdin(Stdio::null()).output().unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn completions_name_every_subcommand_and_flag() {
+    let (_, help) = output(&["--help"]);
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| w.trim_end_matches([',', '.', ')']))
+        .filter(|w| w.len() > 1 && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+        .collect();
+    assert!(flags.contains(&"health-check") && flags.contains(&"log-format"), "{flags:?}");
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let (code, script) = output(&["completions", shell]);
+        assert_eq!(code, Some(0), "{shell}");
+        // fish writes `-l health-check`, the others `--health-check`.
+        for flag in &flags {
+            assert!(script.contains(flag), "the {shell} script lacks --{flag}");
+        }
+        for sub in ["ctl", "completions", "man"] {
+            assert!(script.contains(sub), "the {shell} script lacks the subcommand {sub}");
+        }
+    }
+    let (code, _) = output(&["completions", "tcsh"]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn the_man_page_renders() {
+    let (code, page) = output(&["man"]);
+    assert_eq!(code, Some(0));
+    assert!(page.starts_with(".ie") || page.starts_with(".TH"), "not roff: {}", &page[..80]);
+    assert!(page.contains(".TH lb 1"), "no title header");
+    let Ok(mut groff) = Command::new("groff")
+        // No hyphenation and long lines, so that flags are not split at line ends.
+        .args(["-man", "-Tutf8", "-Wall", "-rHY=0", "-rLL=250n"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        println!("groff is not installed: the page was produced but not rendered");
+        return;
+    };
+    groff.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    let rendered = groff.wait_with_output().unwrap();
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    // grotty writes bold and underline by overstriking (`x\x08x`): keep the last of each.
+    let mut text = String::new();
+    for c in String::from_utf8_lossy(&rendered.stdout).chars() {
+        match c {
+            '\u{8}' => drop(text.pop()),
+            '\u{2010}' | '\u{2212}' => text.push('-'),
+            c => text.push(c),
+        }
+    }
+    for needle in ["SYNOPSIS", "--health-check", "--log-format", "ctl"] {
+        assert!(text.contains(needle), "the rendered page lacks {needle}");
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_access_lines_included() {
+    let b = backend("json-1");
+    let mut lb = Lb::start(&["--backend", &b.to_string(), "--log-format", "json"]);
+    assert_eq!(via(lb.addr), "json-1");
+    lb.command("drain 127.0.0.1:1", "no backend");
+    lb.send("quit");
+    lb.wait_exit();
+    let text = lb.log_text();
+    let mut access = 0;
+    for line in text.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        let object = value.as_object().unwrap_or_else(|| panic!("not an object: {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(object.contains_key(key), "no {key}: {line}");
+        }
+        if object["target"] == "lb::access" {
+            access += 1;
+            assert_eq!(object["backend"], b.to_string().as_str(), "{line}");
+            assert_eq!(object["termination"], "normal", "{line}");
+            assert_eq!(object["retries"], 0, "{line}");
+            for key in ["client", "accept_time", "tc", "tt", "bytes_in", "bytes_out"] {
+                assert!(object.contains_key(key), "no {key}: {line}");
+            }
+            assert!(!object.contains_key("sni") && !object.contains_key("pool"), "{line}");
+        }
+    }
+    assert_eq!(access, 1, "{text}");
+    assert!(text.contains("\"target\":\"lb::control\""), "the failed command is logged: {text}");
 }

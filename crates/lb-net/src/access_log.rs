@@ -110,10 +110,28 @@ pub(crate) struct Session<'a> {
     /// by shutdown.
     pub(crate) end: Option<Termination>,
     counters: &'a ProxyCounters,
+    format: AccessLogFormat,
+}
+
+/// How an access-log event carries its [`AccessLine`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One message, the line as [`AccessLine`]'s `Display` writes it (for text logs).
+    #[default]
+    Line,
+    /// One field per part of the line, named as the line's documented fields (`client`,
+    /// `accept_time`, `pool`, `backend`, `tc`, `tt`, `bytes_in`, `bytes_out`, `termination`,
+    /// `retries`, `sni`; `pool` and `sni` only when the line has them), for structured logs
+    /// such as JSON. The message is `connection closed`.
+    Fields,
 }
 
 impl<'a> Session<'a> {
-    pub(crate) fn new(client: Option<SocketAddr>, counters: &'a ProxyCounters) -> Self {
+    pub(crate) fn new(
+        client: Option<SocketAddr>,
+        counters: &'a ProxyCounters,
+        format: AccessLogFormat,
+    ) -> Self {
         Session {
             client,
             accepted: Instant::now(),
@@ -126,6 +144,7 @@ impl<'a> Session<'a> {
             traffic: Traffic::default(),
             end: None,
             counters,
+            format,
         }
     }
 }
@@ -134,24 +153,23 @@ impl Drop for Session<'_> {
     fn drop(&mut self) {
         let total = self.accepted.elapsed();
         self.counters.connection_duration.observe(total);
-        let end = self.end.unwrap_or(Termination::Shutdown);
-        tracing::info!(
-            target: "lb::access",
-            "{}",
-            AccessLine {
-                client: self.client,
-                accepted: self.accepted_wall,
-                backend: self.backend,
-                pool: self.pool.clone(),
-                server_name: self.server_name.clone(),
-                connect_time: self.connect_time,
-                total,
-                bytes_in: self.traffic.bytes_in.load(Relaxed),
-                bytes_out: self.traffic.bytes_out.load(Relaxed),
-                end,
-                retries: self.retries,
-            }
-        );
+        let line = AccessLine {
+            client: self.client,
+            accepted: self.accepted_wall,
+            backend: self.backend,
+            pool: self.pool.take(),
+            server_name: self.server_name.take(),
+            connect_time: self.connect_time,
+            total,
+            bytes_in: self.traffic.bytes_in.load(Relaxed),
+            bytes_out: self.traffic.bytes_out.load(Relaxed),
+            end: self.end.unwrap_or(Termination::Shutdown),
+            retries: self.retries,
+        };
+        match self.format {
+            AccessLogFormat::Line => tracing::info!(target: "lb::access", "{line}"),
+            AccessLogFormat::Fields => line.log_fields(),
+        }
     }
 }
 
@@ -211,7 +229,7 @@ impl fmt::Display for AccessLine {
             f,
             "{} {}/{} {} {} {} {}",
             DisplayPeer(self.backend),
-            self.connect_time.map_or(-1, |d| d.as_millis() as i64),
+            self.tc(),
             self.total.as_millis(),
             self.bytes_in,
             self.bytes_out,
@@ -222,6 +240,32 @@ impl fmt::Display for AccessLine {
             write!(f, " sni={name}")?;
         }
         Ok(())
+    }
+}
+
+impl AccessLine {
+    /// `Tc`: milliseconds to connect, `-1` if no connection was made.
+    fn tc(&self) -> i64 {
+        self.connect_time.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Logs the line as one field per part ([`AccessLogFormat::Fields`]).
+    fn log_fields(&self) {
+        tracing::info!(
+            target: "lb::access",
+            client = %DisplayPeer(self.client),
+            accept_time = %humantime::format_rfc3339_millis(self.accepted),
+            pool = self.pool.as_deref().filter(|_| self.backend.is_some()),
+            backend = %DisplayPeer(self.backend),
+            tc = self.tc(),
+            tt = u64::try_from(self.total.as_millis()).unwrap_or(u64::MAX),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            termination = self.end.as_str(),
+            retries = self.retries,
+            sni = self.server_name.as_deref(),
+            "connection closed"
+        );
     }
 }
 

@@ -91,7 +91,7 @@ use std::sync::Arc;
 use lb_core::Pool;
 use tokio::net::TcpListener;
 
-pub use access_log::{AccessLine, Termination};
+pub use access_log::{AccessLine, AccessLogFormat, Termination};
 pub use admission::{AddressRange, Admission};
 pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
 #[cfg(any(test, feature = "test-util"))]

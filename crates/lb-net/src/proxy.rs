@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::accept::{accept_loop, Backoff};
-use crate::access_log::{DisplayPeer, Session, Termination};
+use crate::access_log::{AccessLogFormat, DisplayPeer, Session, Termination};
 use crate::admission::Refused;
 use crate::connector::{is_local_exhaustion, ByteStream, Connector};
 use crate::counters::ProxyCounters;
@@ -67,6 +67,9 @@ pub struct ProxyConfig {
     /// How long graceful shutdown lets open connections finish before closing them. Default
     /// 10 s.
     pub shutdown_grace: Duration,
+    /// How each access-log event carries its line ([`AccessLogFormat`]). Default: one
+    /// formatted message.
+    pub access_log: AccessLogFormat,
 }
 
 impl Default for ProxyConfig {
@@ -82,6 +85,7 @@ impl Default for ProxyConfig {
             retry_on_empty: false,
             observe_empty: false,
             shutdown_grace: Duration::from_secs(10),
+            access_log: AccessLogFormat::Line,
         }
     }
 }
@@ -183,7 +187,8 @@ impl<C: Connector> ProxyShared<C> {
                     match listener.gate.admit(peer.ip(), rules) {
                         Ok(held) => place = held,
                         Err(refused) => {
-                            let mut session = Session::new(ends.peer, &self.counters);
+                            let mut session =
+                                Session::new(ends.peer, &self.counters, self.config.access_log);
                             session.end = Some(self.refuse(listener, refused));
                             return;
                         }
@@ -194,7 +199,7 @@ impl<C: Connector> ProxyShared<C> {
         let limit = self.config.max_connections.unwrap_or(u64::MAX);
         let Some(ticket) = self.tracker.try_enter(limit) else {
             self.counters.rejected_at_limit.fetch_add(1, Relaxed);
-            let mut session = Session::new(ends.peer, &self.counters);
+            let mut session = Session::new(ends.peer, &self.counters, self.config.access_log);
             session.end = Some(Termination::Limit);
             return; // dropping the stream closes it; dropping the session logs it
         };
@@ -218,7 +223,7 @@ impl<C: Connector> ProxyShared<C> {
         S: ByteStream,
     {
         // Logged when dropped, however this ends: also when shutdown aborts the task.
-        let mut session = Session::new(ends.peer, &self.counters);
+        let mut session = Session::new(ends.peer, &self.counters, self.config.access_log);
         let routes = listener.routes.load_full();
         let sni = routes.by_server_name();
         let preamble = if routes.config.accept_proxy || sni {
