@@ -270,6 +270,7 @@ pub(crate) struct Limit<T = u64>(pub(crate) Option<T>);
 
 /// A connection limit: a whole number, or `0` / `unlimited` for none.
 pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
+    let s = s.trim();
     if s.eq_ignore_ascii_case("unlimited") || s.eq_ignore_ascii_case("none") {
         return Ok(Limit(None));
     }
@@ -277,7 +278,7 @@ pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
         Ok(0) => Ok(Limit(None)),
         Ok(n) => Ok(Limit(Some(n))),
         Err(_) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            Err(format!("invalid limit {s:?}: too large (0 or \"unlimited\" for no limit)"))
+            Err(format!("invalid limit {s:?}: too large (0 or \"unlimited\" for none)"))
         }
         Err(_) => Err(format!(
             "invalid limit {s:?}: expected a whole number (0 or \"unlimited\" for none)"
@@ -289,8 +290,13 @@ pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
 /// up to 4294967295 (lb-net counts per client in 32 bits).
 pub(crate) fn parse_client_limit(s: &str) -> Result<Limit<u32>, String> {
     let Limit(limit) = parse_limit(s)?;
-    let too_large =
-        |_| format!("invalid limit {s:?}: at most {} (0 or \"unlimited\" for none)", u32::MAX);
+    let too_large = |_| {
+        format!(
+            "invalid limit {:?}: too large, at most {} (0 or \"unlimited\" for none)",
+            s.trim(),
+            u32::MAX
+        )
+    };
     limit.map(u32::try_from).transpose().map(Limit).map_err(too_large)
 }
 
@@ -351,19 +357,28 @@ pub(crate) fn parse_log_level(s: &str) -> Result<String, String> {
 pub(crate) struct FromText<P> {
     pub(crate) parse: P,
     adjust: fn(clap::Error) -> clap::Error,
+    /// The values shell completion offers (the parser still decides what it takes).
+    offered: fn() -> Vec<&'static str>,
+}
+
+impl<P> FromText<P> {
+    /// Offers `values` to shell completion (`lb --algorithm <TAB>`).
+    pub(crate) fn offering(self, values: fn() -> Vec<&'static str>) -> Self {
+        FromText { offered: values, ..self }
+    }
 }
 
 /// A value parser whose errors stay on one line: clap's message quotes the value as typed, so a
 /// value holding a newline or a carriage return (`--health-check $'http:/a\r\nX'`) would split
 /// or garble it. The value is shown with such characters escaped instead ([`one_line_error`]).
 pub(crate) fn one_line<P>(parse: P) -> FromText<P> {
-    FromText { parse, adjust: one_line_error }
+    FromText { parse, adjust: one_line_error, offered: Vec::new }
 }
 
 /// A value parser for a secret: its errors say what is wrong with the value without quoting it,
 /// as a rejected token would otherwise land on stderr (and in the journal, under systemd).
 pub(crate) fn secret<P>(parse: P) -> FromText<P> {
-    FromText { parse, adjust: hide_value }
+    FromText { parse, adjust: hide_value, offered: Vec::new }
 }
 
 impl<P: TypedValueParser> TypedValueParser for FromText<P> {
@@ -376,6 +391,14 @@ impl<P: TypedValueParser> TypedValueParser for FromText<P> {
         value: &std::ffi::OsStr,
     ) -> Result<Self::Value, clap::Error> {
         self.parse.parse_ref(cmd, arg, value).map_err(self.adjust)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let values = (self.offered)();
+        (!values.is_empty())
+            .then(|| Box::new(values.into_iter().map(clap::builder::PossibleValue::new)) as Box<_>)
     }
 }
 

@@ -16,15 +16,73 @@ pub(crate) fn completions(shell: clap_complete::Shell) -> ExitCode {
     emit(&script)
 }
 
-/// Writes the manual page, in roff, to stdout.
+/// Writes the manual page, in roff, to stdout: clap_mangen's sections for `lb` itself, then
+/// the subcommands on the same page (clap_mangen would point at an `lb-ctl(1)` page of their
+/// own, which no one installs) and the examples with their layout kept.
 pub(crate) fn man_page() -> ExitCode {
+    let command = Args::command();
+    let man = clap_mangen::Man::new(command.clone());
     let mut page = Vec::new();
-    match clap_mangen::Man::new(Args::command()).render(&mut page) {
+    let rendered = (|| -> std::io::Result<()> {
+        man.render_title(&mut page)?;
+        man.render_name_section(&mut page)?;
+        man.render_synopsis_section(&mut page)?;
+        man.render_description_section(&mut page)?;
+        man.render_options_section(&mut page)?;
+        page.extend_from_slice(subcommands_section(&command).as_bytes());
+        if let Some(examples) = command.get_after_help() {
+            page.extend_from_slice(b".SH EXAMPLES\n.nf\n");
+            for line in examples.to_string().lines().skip_while(|l| l.starts_with("Examples")) {
+                page.extend_from_slice(format!("{}\n", roff(line)).as_bytes());
+            }
+            page.extend_from_slice(b".fi\n");
+        }
+        man.render_version_section(&mut page)
+    })();
+    match rendered {
         Ok(()) => emit(&page),
         Err(e) => {
             err!("lb: cannot render the manual page: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `COMMANDS`: each subcommand with what it does and its options.
+fn subcommands_section(command: &clap::Command) -> String {
+    let mut out = String::from(".SH COMMANDS\n");
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("lb {}", sub.get_name());
+        out.push_str(&format!(".SS \"{}\"\n", roff(&name)));
+        if let Some(about) = sub.get_long_about().or(sub.get_about()) {
+            out.push_str(&format!("{}\n", roff(&about.to_string())));
+        }
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_id() != "help") {
+            let names = match (arg.get_short(), arg.get_long()) {
+                (_, Some(long)) => format!("\\fB\\-\\-{}\\fR", roff(long)),
+                (Some(short), None) => format!("\\fB\\-{short}\\fR"),
+                (None, None) => String::new(),
+            };
+            let value = arg
+                .get_value_names()
+                .map(|v| v.iter().map(|n| format!("\\fI<{}>\\fR", roff(n))).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .join(" ");
+            out.push_str(&format!(".TP\n{}\n", [names, value].join(" ").trim()));
+            if let Some(help) = arg.get_long_help().or(arg.get_help()) {
+                out.push_str(&format!("{}\n", roff(&help.to_string())));
+            }
+        }
+    }
+    out
+}
+
+/// `text` as roff prints it: backslashes and hyphens escaped, no line read as a request.
+fn roff(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    match escaped.starts_with(['.', '\'']) {
+        true => format!("\\&{escaped}"),
+        false => escaped,
     }
 }
 

@@ -205,12 +205,14 @@ fn own_line(format: LogFormat, level: &str, message: &str) -> String {
     match format {
         LogFormat::Text => format!("{time} {level:>5} lb::log: {message}\n"),
         LogFormat::Json => {
-            let line = serde_json::json!({
-                "timestamp": time,
-                "level": level,
-                "message": message,
-                "target": "lb::log",
-            });
+            // In the order tracing-subscriber writes its own lines.
+            let text = |t: &str| serde_json::Value::from(t).to_string();
+            let line = format!(
+                "{{\"timestamp\":{},\"level\":{},\"message\":{},\"target\":\"lb::log\"}}",
+                text(&time),
+                text(level),
+                text(message)
+            );
             format!("{line}\n")
         }
     }

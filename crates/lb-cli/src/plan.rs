@@ -25,13 +25,15 @@ pub(crate) struct Wanted {
 }
 
 /// Resolves every backend (all or nothing), preferring IPv4 as `localhost` may resolve to ::1
-/// first while backends usually listen on IPv4.
+/// first while backends usually listen on IPv4. An IPv4-mapped address (`[::ffff:10.0.0.5]:80`)
+/// is the IPv4 one, so that one backend is not listed twice under two spellings.
 pub(crate) async fn resolve(specs: &[BackendSpec]) -> Result<Vec<SocketAddr>, String> {
     let mut resolved = Vec::with_capacity(specs.len());
     for spec in specs {
         let addrs =
             spec.target.resolve().await.map_err(|e| format!("backend {}: {e}", spec.target))?;
-        resolved.push(addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]));
+        let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
+        resolved.push(SocketAddr::new(addr.ip().to_canonical(), addr.port()));
     }
     Ok(resolved)
 }

@@ -102,11 +102,14 @@ impl Services {
             })?;
             let address = Target { host: settings.host.clone(), port: settings.port };
             let config = ListenerConfig::to_pool(DEFAULT_LISTENER, pool);
-            vec![ListenSpec::new(address, config, settings.clone(), None)]
+            let own = typed_admission(settings.clone(), settings, given, None, file);
+            vec![ListenSpec::new(address, config, own, None)]
         } else {
-            // As for pools, a table's keys beat the top level's.
+            // As for pools, a table's keys beat the top level's; but who may connect, typed on
+            // the command line, is every listener's ([`typed_admission`]).
             let spec = |l: &ListenTable| {
                 let own = settings.merge(&Given::default(), &l.settings);
+                let own = typed_admission(own, settings, given, Some(l), file);
                 let at = Some(file.place.at(l.address.at));
                 ListenSpec::new(l.address.value.clone(), l.config.clone(), own, at)
             };
@@ -119,6 +122,35 @@ impl Services {
     pub(crate) fn pool(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.name == name)
     }
+}
+
+/// Who may connect to a listener when flags say it: a typed `--allow` or per-client limit
+/// beats a `[[listen]]` table's own key (typed at the command line, it is meant for every
+/// listener: an operator blocking an attacker in a hurry must not miss one), and a typed
+/// `--deny` adds to the ranges the file denies there (the table's own, else the top level's)
+/// rather than replacing them: a deny written anywhere keeps applying. `own` is the listener's
+/// settings, `typed` the flags over the file's top level.
+fn typed_admission(
+    mut own: Settings,
+    typed: &Settings,
+    given: &Given,
+    table: Option<&ListenTable>,
+    file: &File,
+) -> Settings {
+    if given.has("allow") {
+        own.allow = typed.allow.clone();
+    }
+    if given.has("max_connections_per_client") {
+        own.max_connections_per_client = typed.max_connections_per_client;
+    }
+    if given.has("max_connection_rate_per_client") {
+        own.max_connection_rate_per_client = typed.max_connection_rate_per_client;
+    }
+    if given.has("deny") {
+        let written = table.and_then(|t| t.settings.deny.as_ref()).or(file.settings.deny.as_ref());
+        own.deny = typed.deny.iter().chain(written.into_iter().flatten()).copied().collect();
+    }
+    own
 }
 
 impl PoolSpec {
@@ -192,6 +224,13 @@ impl ListenSpec {
         settings: Settings,
         written_at: Option<String>,
     ) -> ListenSpec {
+        // In order and once each, so that a reload that only reorders or repeats a range
+        // changes nothing.
+        let mut settings = settings;
+        for ranges in [&mut settings.allow, &mut settings.deny] {
+            ranges.sort_unstable_by_key(ToString::to_string);
+            ranges.dedup();
+        }
         config.admission = Admission {
             allow: settings.allow.clone(),
             deny: settings.deny.clone(),
@@ -242,8 +281,11 @@ pub(crate) fn check_overlaps(listeners: &[ListenSpec], addrs: &[SocketAddr]) -> 
         };
         a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
     };
-    for (i, (later, addr)) in listeners.iter().zip(addrs).enumerate() {
-        let earlier = listeners[..i].iter().zip(addrs).find(|(_, other)| overlap(addr, other));
+    // `[::ffff:127.0.0.1]:80` is 127.0.0.1:80.
+    let addrs: Vec<SocketAddr> =
+        addrs.iter().map(|a| SocketAddr::new(a.ip().to_canonical(), a.port())).collect();
+    for (i, (later, addr)) in listeners.iter().zip(&addrs).enumerate() {
+        let earlier = listeners[..i].iter().zip(&addrs).find(|(_, other)| overlap(addr, other));
         if let Some((first, first_addr)) = earlier {
             let place = later.written_at.as_deref().map_or(String::new(), |at| format!("{at}: "));
             return Err(format!(
@@ -367,5 +409,44 @@ backend = [{ address = "127.0.0.1:8002" }]
         let e = services(&two, &["lb", "--backend", "127.0.0.1:9"]).unwrap_err();
         assert!(e.starts_with("lb.toml line 5: pool: --backend does not go"), "{e}");
         assert!(services(listen, &["lb", "--algorithm", "p2c"]).is_ok());
+    }
+
+    #[test]
+    fn typed_admission_flags_reach_every_listener() {
+        let text = format!(
+            "deny = [\"127.0.0.9\"]\n{TWO}\n[[listen]]\naddress = \"127.0.0.1:0\"\npool = \"web\"\n\n\
+             [[listen]]\naddress = \"127.0.0.2:0\"\npool = \"db\"\ndeny = [\"127.0.0.10\"]\n\
+             allow = [\"127.0.0.0/24\"]\nmax-connections-per-client = 9\n"
+        );
+        let ranges =
+            |r: &[lb_net::AddressRange]| r.iter().map(ToString::to_string).collect::<Vec<_>>();
+        // Without flags: each table's own keys, else the top level's.
+        let s = services(&text, &["lb"]).unwrap();
+        let (one, two) = (&s.listeners[0].config.admission, &s.listeners[1].config.admission);
+        assert_eq!(
+            (ranges(&one.deny), ranges(&two.deny)),
+            (vec!["127.0.0.9/32".to_owned()], vec!["127.0.0.10/32".to_owned()])
+        );
+        assert_eq!(two.max_connections_per_client, Some(9));
+        // A typed --deny adds to what each listener denies; --allow and the limits beat the
+        // tables.
+        let flags = [
+            "lb",
+            "--deny",
+            "127.0.0.5,127.0.0.5",
+            "--allow",
+            "127.0.0.0/16",
+            "--max-connections-per-client",
+            "3",
+        ];
+        let s = services(&text, &flags).unwrap();
+        let (one, two) = (&s.listeners[0].config.admission, &s.listeners[1].config.admission);
+        assert_eq!(ranges(&one.deny), ["127.0.0.5/32", "127.0.0.9/32"]);
+        assert_eq!(ranges(&two.deny), ["127.0.0.10/32", "127.0.0.5/32"]);
+        assert_eq!(ranges(&two.allow), ["127.0.0.0/16"]);
+        assert_eq!(
+            (one.max_connections_per_client, two.max_connections_per_client),
+            (Some(3), Some(3))
+        );
     }
 }

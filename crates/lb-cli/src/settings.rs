@@ -268,13 +268,13 @@ settings! {
     port: u16 = one_line(parse_listen_port);
 
     /// Only clients in these address ranges may connect, e.g. 10.0.0.0/8,192.0.2.7 (repeatable
-    /// or comma separated) [default: every client].
+    /// or comma separated; typed here, on every listener) [default: every client].
     #[arg(long = "allow", value_name = "RANGE", value_delimiter = ',')]
     #[setting(Listener, Live)]
     allow: Vec<AddressRange> = Ranges;
 
     /// Clients in these address ranges may not connect, even if --allow lists them
-    /// (repeatable or comma separated) [default: none].
+    /// (repeatable or comma separated; typed here, added to every listener's) [default: none].
     #[arg(long = "deny", value_name = "RANGE", value_delimiter = ',')]
     #[setting(Listener, Live)]
     deny: Vec<AddressRange> = Ranges;
@@ -294,7 +294,8 @@ settings! {
     /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
     #[arg(long = "algorithm", default_value = "round_robin", value_name = "NAME")]
     #[setting(Pool, Live)]
-    algorithm: Algorithm = one_line(parse_algorithm);
+    algorithm: Algorithm =
+        one_line(parse_algorithm).offering(|| Algorithm::ALL.map(Algorithm::as_str).to_vec());
 
     /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000) and ,drain or ,maint.
     #[arg(
@@ -394,7 +395,7 @@ settings! {
     /// address: v1 (text), v2 (binary) or off.
     #[arg(long = "send-proxy", default_value = "off", value_name = "VERSION")]
     #[setting(Pool, Live)]
-    send_proxy: SendProxy = one_line(parse_send_proxy);
+    send_proxy: SendProxy = one_line(parse_send_proxy).offering(|| vec!["v1", "v2", "off"]);
 
     /// Start each health check with a PROXY header too (v2 LOCAL, or v1 UNKNOWN with
     /// --send-proxy v1), for backends that refuse connections without one.
@@ -423,7 +424,7 @@ settings! {
     /// Loki, Elastic or Vector).
     #[arg(long = "log-format", default_value = "text", value_name = "FORMAT")]
     #[setting(Process, Restart)]
-    log_format: LogFormat = one_line(parse_log_format);
+    log_format: LogFormat = one_line(parse_log_format).offering(|| vec!["text", "json"]);
 
     /// No banner and no prompt (commands on stdin are still read); a port picked by --port 0
     /// or --admin 0 is still printed.

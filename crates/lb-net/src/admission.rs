@@ -29,9 +29,15 @@ use crate::error::Error;
 pub struct AddressRange(ipnet::IpNet);
 
 impl AddressRange {
-    /// Whether `ip` is in the range. An IPv4-mapped IPv6 address counts as the IPv4 one.
+    /// Whether `ip` is in the range. An IPv4-mapped IPv6 address counts as the IPv4 one (a
+    /// dual-stack listener sees IPv4 clients so), and an IPv6 range that covers the mapped
+    /// addresses (`::/0`) covers the IPv4 ones.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.contains(&ip.to_canonical())
+        let ip = ip.to_canonical();
+        match (self.0, ip) {
+            (ipnet::IpNet::V6(net), IpAddr::V4(v4)) => net.contains(&v4.to_ipv6_mapped()),
+            _ => self.0.contains(&ip),
+        }
     }
 }
 
@@ -53,8 +59,25 @@ impl FromStr for AddressRange {
                 }
             },
         };
-        // `10.1.2.3/8` is written as `10.0.0.0/8`: the range, not one address in it.
-        Ok(AddressRange(net.trunc()))
+        // `10.0.0.1/8` is most likely `10.0.0.1/32` with a typo, which read as `10.0.0.0/8`
+        // would let in a whole /8: refuse it, saying both.
+        if net.trunc() != net {
+            return Err(Error::InvalidSetting(format!(
+                "invalid address range {:?}: host bits are set; write {} for the range or {} \
+                 for the one address",
+                s.escape_debug().to_string(),
+                net.trunc(),
+                ipnet::IpNet::from(net.addr()),
+            )));
+        }
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) is the IPv4 range, as clients are.
+        if let ipnet::IpNet::V6(v6) = net {
+            if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+                let v4 = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("prefix <= 32");
+                return Ok(AddressRange(v4.into()));
+            }
+        }
+        Ok(AddressRange(net))
     }
 }
 
@@ -290,8 +313,21 @@ mod tests {
 
     #[test]
     fn ranges_parse_and_contain() {
-        assert_eq!(range("10.1.2.3/8").to_string(), "10.0.0.0/8");
         assert_eq!(range("192.0.2.7").to_string(), "192.0.2.7/32");
+        // Host bits set: most likely a typo for one address, which must not open a whole /8.
+        let e = "10.1.2.3/8".parse::<AddressRange>().unwrap_err().to_string();
+        assert!(e.contains("host bits are set; write 10.0.0.0/8") && e.contains("10.1.2.3/32"));
+        // IPv4-mapped ranges are the IPv4 ones, for IPv4 clients and mapped ones alike.
+        for mapped in ["::ffff:127.0.0.5", "::ffff:127.0.0.0/120"] {
+            let r = range(mapped);
+            assert!(r.to_string().starts_with("127.0.0."), "{r}");
+            assert!(r.contains("127.0.0.5".parse().unwrap()), "{mapped}");
+            assert!(r.contains("::ffff:127.0.0.5".parse().unwrap()), "{mapped}");
+            assert!(!r.contains("127.0.1.5".parse().unwrap()), "{mapped}");
+        }
+        // An IPv6 range over the mapped addresses covers IPv4 clients.
+        assert!(range("::/0").contains("192.0.2.1".parse().unwrap()));
+        assert!(!range("2001:db8::/32").contains("192.0.2.1".parse().unwrap()));
         assert!(range("10.0.0.0/8").contains("10.200.0.1".parse().unwrap()));
         assert!(range("10.0.0.0/8").contains("::ffff:10.0.0.1".parse().unwrap()));
         assert!(!range("10.0.0.0/8").contains("11.0.0.1".parse().unwrap()));

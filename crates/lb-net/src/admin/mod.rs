@@ -53,7 +53,7 @@ pub use json::{
 };
 
 use crate::accept::accept_loop;
-use crate::control::{Command, Handle};
+use crate::control::{parse_logged, Handle};
 use prometheus::StatsCollector;
 
 /// Largest `POST /command` body accepted: a command is one short line.
@@ -319,7 +319,7 @@ impl Server {
         if line.lines().count() > 1 {
             return text(StatusCode::BAD_REQUEST, "error: send one command per request\n");
         }
-        let command = match Command::parse(line) {
+        let command = match parse_logged(line) {
             Ok(command) => command,
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("error: {e}\n")),
         };

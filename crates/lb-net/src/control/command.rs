@@ -94,8 +94,28 @@ A <backend> is host:port, [v6]:port, or host port, after pool/ when there are se
 
 impl Command {
     /// Parses one line. Blank lines are an error ([`Error::BadCommand`] with "empty command")
-    /// that callers usually ignore.
+    /// that callers usually ignore. An error's text never holds a control character: one in
+    /// the line is written escaped (`\u{1b}`), so a message cannot drive the terminal or the
+    /// log it is printed to.
     pub fn parse(line: &str) -> Result<Command, Error> {
+        Command::parse_line(line).map_err(|e| {
+            let text = e.to_string();
+            if text.contains(char::is_control) {
+                let mut escaped = String::with_capacity(text.len());
+                for c in text.chars() {
+                    match c.is_control() {
+                        true => escaped.extend(c.escape_debug()),
+                        false => escaped.push(c),
+                    }
+                }
+                Error::BadCommand(escaped)
+            } else {
+                e
+            }
+        })
+    }
+
+    fn parse_line(line: &str) -> Result<Command, Error> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some((&name, mut rest)) = words.split_first() else {
             return Err(Error::BadCommand("empty command".into()));
@@ -563,5 +583,15 @@ mod tests {
         // IPv4 and names keep the `host port` example.
         assert!(err("add 127.0.0.1").contains("e.g. `add 127.0.0.1 8001`"));
         assert!(err("remove localhost").contains("e.g. `remove localhost 8001`"));
+    }
+
+    #[test]
+    fn errors_never_carry_control_characters() {
+        for line in ["drain \u{1b}[2J\u{1b}[31mRED", "add h\u{7}st", "weight a:1 \u{7f}"] {
+            let e = Command::parse(line).unwrap_err().to_string();
+            assert!(!e.contains(char::is_control), "{e:?}");
+        }
+        let e = Command::parse("drain \u{1b}[2J").unwrap_err().to_string();
+        assert!(e.contains("\\u{1b}[2J 8001`"), "{e}");
     }
 }

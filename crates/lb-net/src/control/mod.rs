@@ -251,7 +251,7 @@ impl Handle {
     /// Parses and runs one text command; see [`Command::parse`] for the grammar. A command that
     /// does not parse, or fails, changes nothing.
     pub async fn execute(&self, line: &str) -> Result<Reply, Error> {
-        let command = Command::parse(line)?;
+        let command = parse_logged(line)?;
         self.execute_command(command).await
     }
 
@@ -532,4 +532,15 @@ fn named(pool: &PoolRuntime, addr: SocketAddr) -> String {
         Some(name) => format!("{name}/{addr}"),
         None => addr.to_string(),
     }
+}
+
+/// [`Command::parse`], logging a line that does not parse (target `lb::control`, as a command
+/// that fails is), blank lines excepted: every command refused is in the log.
+pub(crate) fn parse_logged(line: &str) -> Result<Command, Error> {
+    Command::parse(line).inspect_err(|e| {
+        if !line.trim().is_empty() {
+            let line = line.trim().escape_debug();
+            tracing::warn!(target: "lb::control", command = %line, error = %e, "command failed");
+        }
+    })
 }
