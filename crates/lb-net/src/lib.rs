@@ -69,6 +69,7 @@ mod connector;
 mod control;
 mod counters;
 mod error;
+mod events;
 mod health_check;
 pub mod inspect;
 mod listener;
@@ -103,6 +104,7 @@ pub use control::{
 };
 pub use counters::ProxyCounter;
 pub use error::Error;
+pub use events::{Event, EventKind, EVENTS_KEPT};
 pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig, HttpCheck, StatusSet};
 pub use listener::{ListenerConfig, Routing, ServerName, SniRoute, DEFAULT_INSPECT_TIMEOUT};
 pub use pools::{PoolSettings, DEFAULT_POOL};

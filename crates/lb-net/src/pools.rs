@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use crate::control::validate_pool_name;
 use crate::error::Error;
+use crate::events::EventLog;
 use crate::health_check::{self, CheckLog, HealthCheckConfig};
 use crate::inspect::proxy_header::Version as ProxyVersion;
 use crate::proxy::ProxyConfig;
@@ -105,12 +106,18 @@ impl fmt::Debug for PoolRuntime {
 }
 
 impl PoolRuntime {
-    pub(crate) fn new(name: &str, pool: Pool, settings: PoolSettings) -> Self {
+    /// A pool called `name`, whose health transitions also go to `events`.
+    pub(crate) fn new(
+        name: &str,
+        pool: Pool,
+        settings: PoolSettings,
+        events: Arc<EventLog>,
+    ) -> Self {
         PoolRuntime {
             name: name.into(),
             pool,
             settings: ArcSwap::from_pointee(settings),
-            checks: health_check::health_log(name),
+            checks: health_check::health_log(name, events),
             checker: Mutex::new(None),
         }
     }

@@ -593,3 +593,110 @@ async fn remove_and_add_with_open_connections_keeps_series_unique_and_totals_who
     assert_eq!(m[&format!("lb_backend_connections_total{{{b1}}}")], 0.0);
     assert_eq!(m[&format!("lb_backend_active_connections{{{b1}}}")], 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_with_a_strict_policy_and_guarded_like_stats() {
+    let (_balancer, _handle, admin) = setup(None).await;
+    for (path, kind) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/dashboard.js", "text/javascript; charset=utf-8"),
+        ("/dashboard.css", "text/css; charset=utf-8"),
+    ] {
+        let (status, headers, body) = http(admin, "GET", path, &[], "").await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-type"], kind);
+        let csp = &headers["content-security-policy"];
+        assert!(csp.starts_with("default-src 'none'; script-src 'self';"), "{csp}");
+        assert!(csp.contains("connect-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["cache-control"], "no-cache");
+        assert!(!body.is_empty());
+    }
+    // A browser typing the address sends no Origin; the page's own requests are same-origin.
+    let host = admin.to_string();
+    let own = format!("http://{admin}");
+    let page =
+        [("Host", host.as_str()), ("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")];
+    assert_eq!(http_exactly(admin, "GET", "/stats", &page, "").await.0, 200);
+    // The guard applies to the page as to /stats: another site, or a rebound name, is refused.
+    let foreign = [("Host", host.as_str()), ("Origin", "http://evil.example")];
+    assert_eq!(http_exactly(admin, "GET", "/", &foreign, "").await.0, 403);
+    let rebound = format!("rebind.evil.example:{}", admin.port());
+    assert_eq!(http_exactly(admin, "GET", "/", &[("Host", rebound.as_str())], "").await.0, 403);
+    let (status, headers, _) = http(admin, "POST", "/", &[], "drain 10.99.0.1:7000").await;
+    assert_eq!((status, headers.get("allow").map(String::as_str)), (405, Some("GET, HEAD")));
+    let (_, _, body) = http(admin, "GET", "/nope", &[], "").await;
+    assert!(body.contains("GET / (the dashboard)"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_json_keeps_recent_events_and_says_whether_commands_need_a_token() {
+    let (balancer, _handle, admin) = setup(Some("s3cret")).await;
+    let stats = |admin| async move {
+        let (status, _, body) = http(admin, "GET", "/stats", &[], "").await;
+        assert_eq!(status, 200);
+        serde_json::from_str::<StatsJson>(&body).unwrap()
+    };
+    let got = stats(admin).await;
+    assert!(got.token_required);
+    assert!(got.events.is_empty());
+    // b2 refuses: three failed connects take it down (from traffic, no checker running).
+    traffic(&balancer, 6).await;
+    let auth = [("Authorization", "Bearer s3cret")];
+    assert_eq!(http(admin, "POST", "/command", &auth, "drain 10.99.0.1:7000").await.0, 200);
+    assert_eq!(http(admin, "POST", "/command", &auth, "remove 10.99.0.9:1").await.0, 400);
+    // Reads are not events.
+    assert_eq!(http(admin, "POST", "/command", &[], "stats").await.0, 200);
+    let got = stats(admin).await;
+    let events: Vec<(&str, &str)> =
+        got.events.iter().map(|e| (e.kind.as_str(), e.text.as_str())).collect();
+    assert_eq!(
+        events,
+        [
+            (
+                "health-down",
+                "backend 10.99.0.2:7000 is down (was up): 3 consecutive failures, last: \
+                 connection refused"
+            ),
+            (
+                "command",
+                "drain 10.99.0.1:7000: draining 10.99.0.1:7000: no new connections, open ones \
+                 continue"
+            ),
+            ("command-failed", "remove 10.99.0.9:1: no backend 10.99.0.9:1 in the pool"),
+        ]
+    );
+    assert_eq!(got.events.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(got.events[0].pool.as_deref(), Some("default"));
+    assert!(got.events.windows(2).all(|w| w[0].uptime_seconds <= w[1].uptime_seconds));
+    assert!(got.events[0].time.ends_with('Z'), "RFC 3339, UTC: {}", got.events[0].time);
+    // The down backend says why; nothing was checked (no checker runs here).
+    let b2 = &got.backends[1];
+    assert_eq!(b2.state, "down");
+    assert!(b2.reason.as_deref().is_some_and(|r| r.contains("connection refused")), "{b2:?}");
+    assert_eq!((b2.check_us, b2.check_error.as_deref()), (None, None));
+    let (_, _, admin_open) = setup(None).await;
+    assert!(!stats(admin_open).await.token_required);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_json_has_each_backends_last_check_time_and_error() {
+    let (up, _up) = tcp_named_backend("up").await;
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let pool = Pool::default();
+    pool.add(up, None).unwrap();
+    pool.add(dead, None).unwrap();
+    let health = HealthCheckConfig { interval: Duration::from_millis(20), ..Default::default() };
+    let (_lb, handle, task) = start(pool, ProxyConfig::default(), health).await;
+    eventually(Duration::from_secs(10), "both backends checked", || async {
+        let json = StatsJson::from(&handle.stats());
+        json.backends.iter().all(|b| b.check_us.is_some())
+    })
+    .await;
+    let json = StatsJson::from(&handle.stats());
+    let (b_up, b_dead) = (&json.backends[0], &json.backends[1]);
+    assert!(b_up.check_us.is_some_and(|us| us < 1_000_000), "{b_up:?}");
+    assert_eq!(b_up.check_error, None);
+    assert!(b_dead.check_error.as_deref().is_some_and(|e| e.contains("refused")), "{b_dead:?}");
+    stop(handle, task).await;
+}

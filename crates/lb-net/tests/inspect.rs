@@ -323,8 +323,16 @@ async fn health_checks_can_start_with_a_local_proxy_header() {
             len += n;
             match proxy_header::parse(&buf[..len]) {
                 proxy_header::Parse::Incomplete => continue,
-                proxy_header::Parse::Done { header, .. } => {
+                proxy_header::Parse::Done { header, consumed } => {
                     assert_eq!(header, proxy_header::Header::Local);
+                    // Read the whole request first: closing with unread bytes would send a
+                    // reset, which can reach the checker before the answer does.
+                    while !buf[consumed..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf[len..]).await {
+                            Ok(n) if n > 0 => len += n,
+                            _ => return,
+                        }
+                    }
                     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
                     return;
                 }

@@ -14,6 +14,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::control::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
+use crate::events::Event;
 
 /// Counter values by their JSON key, in the counter table's order; serialised as the keys of
 /// the object that holds them.
@@ -112,6 +113,18 @@ pub struct BackendJson {
     /// `bytes_out`, `picks` (lb-core's counter table, [`BackendStats::COUNTERS`]).
     #[serde(flatten)]
     pub counters: CounterValues,
+    /// How long its last health check took, in microseconds (`null`: not checked yet).
+    /// Microseconds because a check of a backend on the same host takes well under one
+    /// millisecond.
+    #[serde(default)]
+    pub check_us: Option<u64>,
+    /// Why its last health check failed (`null` if it passed or has not run).
+    #[serde(default)]
+    pub check_error: Option<String>,
+    /// Why its health last changed, e.g. `3 consecutive failures, last: connection refused`
+    /// (`null` if it never has): for a backend that is down, the reason it is.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// The client-side counters in `GET /stats`: the proxy's own counters, serialised as they are.
@@ -215,10 +228,50 @@ pub struct StatsJson {
     /// Each listener.
     #[serde(default)]
     pub listeners: Vec<ListenerJson>,
+    /// The most recent health transitions and commands, oldest first (at most
+    /// [`EVENTS_KEPT`](crate::EVENTS_KEPT)).
+    #[serde(default)]
+    pub events: Vec<EventJson>,
+    /// Whether commands that change something need the admin token (`--admin-token` is set).
+    /// The dashboard offers its actions only then. Filled in by the admin endpoint: `false` in
+    /// a `StatsJson` made from [`Stats`] alone.
+    #[serde(default)]
+    pub token_required: bool,
+}
+
+/// One recent event in `GET /stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventJson {
+    /// Its number: events are numbered from 1 in the order they happened.
+    pub id: u64,
+    /// When, in RFC 3339 (UTC, milliseconds).
+    pub time: String,
+    /// When, as seconds since start (compare with `uptime_seconds` for how long ago).
+    pub uptime_seconds: f64,
+    /// `health-down`, `health-up`, `command` or `command-failed`.
+    pub kind: String,
+    /// The pool, for health transitions.
+    pub pool: Option<String>,
+    /// What happened, as the log says it.
+    pub text: String,
+}
+
+impl From<&Event> for EventJson {
+    fn from(e: &Event) -> Self {
+        EventJson {
+            id: e.id,
+            time: humantime::format_rfc3339_millis(e.time).to_string(),
+            uptime_seconds: e.uptime.as_secs_f64(),
+            kind: e.kind.as_str().to_owned(),
+            pool: e.pool.clone(),
+            text: e.text.clone(),
+        }
+    }
 }
 
 impl BackendJson {
     fn from_stats(pool: &NamedPoolStats, b: &BackendStats) -> Self {
+        let check = pool.checks.get(&b.id);
         BackendJson {
             backend: b.addr.to_string(),
             pool: pool.name.clone(),
@@ -227,6 +280,9 @@ impl BackendJson {
             admin: b.admin.to_string(),
             weight: b.weight,
             counters: CounterValues::of(b.counters()),
+            check_us: check.map(|c| u64::try_from(c.duration.as_micros()).unwrap_or(u64::MAX)),
+            check_error: check.and_then(|c| c.result.clone().err()),
+            reason: pool.changes.get(&b.id).map(|t| t.reason.to_string()),
         }
     }
 }
@@ -301,6 +357,8 @@ impl From<&Stats> for StatsJson {
             retired_pools: retired(&s.retired_pools),
             listeners: s.listeners.iter().map(ListenerJson::from).collect(),
             pools,
+            events: s.events.iter().map(EventJson::from).collect(),
+            token_required: false,
         }
     }
 }

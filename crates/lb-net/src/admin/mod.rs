@@ -1,5 +1,9 @@
-//! The admin endpoint: Prometheus metrics, JSON stats and remote commands over HTTP/1.1.
+//! The admin endpoint: a dashboard, Prometheus metrics, JSON stats and remote commands over
+//! HTTP/1.1.
 //!
+//! - `GET /`: the dashboard, a page compiled into the binary that polls `/stats` and can send
+//!   commands with the token typed into it (see the `dashboard` module: `dashboard.html`,
+//!   `dashboard.js` and `dashboard.css` beside this file).
 //! - `GET /metrics`: Prometheus text exposition (format 0.0.4), encoded by `prometheus-client`
 //!   from the same counters the `stats` command shows, read at scrape time. Series are keyed by
 //!   address alone, so a removed backend still draining and the backend added again at its
@@ -42,14 +46,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+mod dashboard;
 mod guard;
 mod json;
 mod prometheus;
 
 pub use guard::{AllowedHost, CLIENT_HEADER};
 pub use json::{
-    BackendJson, ClientsJson, CounterValues, ListenerJson, PoolJson, RetiredJson, StatsJson,
-    TotalsJson,
+    BackendJson, ClientsJson, CounterValues, EventJson, ListenerJson, PoolJson, RetiredJson,
+    StatsJson, TotalsJson,
 };
 
 use crate::accept::accept_loop;
@@ -272,7 +277,8 @@ impl Server {
                 }
             }
             (&Method::GET | &Method::HEAD, "/stats") => {
-                let json = StatsJson::from(&self.handle.stats());
+                let mut json = StatsJson::from(&self.handle.stats());
+                json.token_required = self.config.token.is_some();
                 match serde_json::to_vec_pretty(&json) {
                     Ok(body) => {
                         let mut r = text(StatusCode::OK, body);
@@ -284,11 +290,15 @@ impl Server {
                 }
             }
             (&Method::POST, "/command") => self.command(req, peer).await,
+            (&Method::GET | &Method::HEAD, path) if dashboard::is_asset(path) => {
+                dashboard::respond(path).unwrap_or_else(|| text(StatusCode::NOT_FOUND, ""))
+            }
+            (_, path) if dashboard::is_asset(path) => method_not_allowed("GET, HEAD"),
             (_, "/metrics" | "/stats") => method_not_allowed("GET, HEAD"),
             (_, "/command") => method_not_allowed("POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try GET /metrics, GET /stats or POST /command\n",
+                "not found: try GET / (the dashboard), GET /metrics, GET /stats or POST /command\n",
             ),
         }
     }

@@ -30,6 +30,7 @@ pub use reply::{BackendHealth, PoolHealth, Reply};
 pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 
 use crate::counters::ProxyCounters;
 use crate::error::Error;
+use crate::events::{EventKind, EventLog};
 use crate::health_check::CheckStatus;
 use crate::listener::{ListenerConfig, ListenerRuntime, Routes};
 use crate::pools::{PoolRuntime, PoolSettings, Pools};
@@ -56,6 +58,8 @@ pub(crate) struct HandleInner {
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) shutdown: Arc<Shutdown>,
     pub(crate) started: Instant,
+    /// Recent health transitions and commands, for the dashboard.
+    pub(crate) events: Arc<EventLog>,
     pub(crate) reloader: ReloadSlot,
     /// Starts health checkers and accept loops (it knows the connector's type).
     pub(crate) tasks: Arc<dyn Tasks>,
@@ -96,6 +100,7 @@ impl Handle {
         tracker: Arc<Tracker>,
         shutdown: Arc<Shutdown>,
     ) -> Handle {
+        let started = Instant::now();
         Handle {
             inner: Arc::new(HandleInner {
                 pools: Pools::default(),
@@ -103,7 +108,8 @@ impl Handle {
                 counters,
                 tracker,
                 shutdown,
-                started: Instant::now(),
+                started,
+                events: Arc::new(EventLog::new(started)),
                 reloader: ReloadSlot::default(),
                 tasks,
             }),
@@ -143,7 +149,8 @@ impl Handle {
     /// `settings` say. Its health checker starts at once if the balancer runs, else when it
     /// starts. The name must be a valid pool name ([`validate_pool_name`]) not in use.
     pub fn add_pool(&self, name: &str, pool: Pool, settings: PoolSettings) -> Result<(), Error> {
-        let runtime = Arc::new(PoolRuntime::new(name, pool, settings));
+        let runtime =
+            Arc::new(PoolRuntime::new(name, pool, settings, Arc::clone(&self.inner.events)));
         self.inner.pools.add(Arc::clone(&runtime))?;
         self.inner.tasks.start_checker(&runtime);
         Ok(())
@@ -255,17 +262,21 @@ impl Handle {
         self.execute_command(command).await
     }
 
-    /// Runs a command. Every command that changes something is logged (target `lb::control`).
+    /// Runs a command. Every command that changes something is logged (target `lb::control`)
+    /// and kept among the recent events ([`Stats::events`]), as is every failed one.
     pub async fn execute_command(&self, command: Command) -> Result<Reply, Error> {
         let result = self.apply(&command).await;
         let changes = command.changes_state();
+        let events = &self.inner.events;
         match &result {
             Ok(reply) if changes => {
-                tracing::info!(target: "lb::control", command = %command, "{reply}")
+                tracing::info!(target: "lb::control", command = %command, "{reply}");
+                events.push(EventKind::Command, None, format!("{command}: {reply}"));
             }
             Ok(_) => tracing::debug!(target: "lb::control", command = %command, "ok"),
             Err(e) => {
-                tracing::warn!(target: "lb::control", command = %command, error = %e, "command failed")
+                tracing::warn!(target: "lb::control", command = %command, error = %e, "command failed");
+                events.push(EventKind::CommandFailed, None, format!("{command}: {e}"));
             }
         }
         result
@@ -423,17 +434,29 @@ impl Handle {
     pub fn stats(&self) -> Stats {
         let (removed, retired_pools) = self.inner.pools.removed();
         let current = self.inner.pools.all();
-        let current = current.iter().map(|p| NamedPoolStats {
-            name: p.name.to_string(),
-            stats: p.pool.stats(),
-            removed: false,
-            checks_enabled: p.settings.load().health.enabled,
+        let current = current.iter().map(|p| {
+            let stats = p.pool.stats();
+            // Only what this snapshot lists: the log may still hold a backend removed since.
+            let log = lock(&p.checks);
+            let listed = |id: &lb_core::BackendId| stats.backends.iter().any(|b| b.id == *id);
+            let checks = log.checks.iter().filter(|(id, _)| listed(id));
+            let changes = log.changes.iter().filter(|(id, _)| listed(id));
+            NamedPoolStats {
+                name: p.name.to_string(),
+                checks: checks.map(|(id, c)| (*id, c.clone())).collect(),
+                changes: changes.map(|(id, t)| (*id, t.clone())).collect(),
+                stats,
+                removed: false,
+                checks_enabled: p.settings.load().health.enabled,
+            }
         });
         let removed = removed.into_iter().map(|(name, stats)| NamedPoolStats {
             name: name.to_string(),
             stats,
             removed: true,
             checks_enabled: false,
+            checks: HashMap::new(),
+            changes: HashMap::new(),
         });
         Stats {
             pools: current.chain(removed).collect(),
@@ -457,6 +480,7 @@ impl Handle {
                 .collect(),
             proxy: self.inner.counters.snapshot(self.inner.tracker.open()),
             uptime: self.inner.started.elapsed(),
+            events: self.inner.events.recent(),
         }
     }
 

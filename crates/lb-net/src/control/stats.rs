@@ -1,11 +1,15 @@
 //! What `stats` answers: the pool's and the proxy's counters at one moment, and the table the
 //! REPL and `lb ctl` print.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lb_core::{BackendStats, PoolStats, RetiredTotals, Totals};
+use lb_core::{BackendId, BackendStats, PoolStats, RetiredTotals, Totals, Transition};
+
+use crate::events::Event;
+use crate::health_check::CheckStatus;
 
 pub use crate::counters::ProxyStats;
 
@@ -21,6 +25,11 @@ pub struct NamedPoolStats {
     /// Whether the pool's backends are health-checked: if so, a backend with no result yet is
     /// shown as `init` rather than `up`.
     pub checks_enabled: bool,
+    /// The last health check of each listed backend that has had one (what the `health`
+    /// command shows), read with the stats; empty for a removed pool.
+    pub checks: HashMap<BackendId, CheckStatus>,
+    /// The last change of health of each listed backend that has had one, with its reason.
+    pub changes: HashMap<BackendId, Transition>,
 }
 
 impl NamedPoolStats {
@@ -94,6 +103,9 @@ pub struct Stats {
     pub proxy: ProxyStats,
     /// Time since the balancer started.
     pub uptime: Duration,
+    /// The most recent health transitions and commands, oldest first (at most
+    /// [`EVENTS_KEPT`](crate::EVENTS_KEPT)).
+    pub events: Vec<Event>,
 }
 
 impl Stats {

@@ -22,6 +22,7 @@ pub use http::{HttpCheck, StatusSet};
 
 use crate::connector::{is_local_exhaustion, Connector};
 use crate::error::Error;
+use crate::events::EventLog;
 use crate::inspect::proxy_header::Version as ProxyVersion;
 
 /// How a backend is checked.
@@ -118,22 +119,25 @@ pub(crate) struct HealthLog {
     pub(crate) pool: Arc<str>,
     pub(crate) checks: HashMap<BackendId, CheckStatus>,
     pub(crate) changes: HashMap<BackendId, Transition>,
+    /// The balancer's recent events, where transitions are also kept for the dashboard.
+    pub(crate) events: Arc<EventLog>,
 }
 
 /// A pool's [`HealthLog`], shared.
 pub(crate) type CheckLog = Arc<Mutex<HealthLog>>;
 
-/// A new, empty log for the pool called `pool`.
-pub(crate) fn health_log(pool: &str) -> CheckLog {
+/// A new, empty log for the pool called `pool`, whose transitions also go to `events`.
+pub(crate) fn health_log(pool: &str, events: Arc<EventLog>) -> CheckLog {
     Arc::new(Mutex::new(HealthLog {
         pool: pool.into(),
         checks: HashMap::new(),
         changes: HashMap::new(),
+        events,
     }))
 }
 
 /// Logs a health transition (`warn` when a backend goes down, `info` when it comes back) and
-/// keeps it for the `health` command.
+/// keeps it for the `health` command and the recent events.
 pub(crate) fn record_transition(log: &CheckLog, t: Transition) {
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
     let pool = &*log.pool;
@@ -149,6 +153,7 @@ pub(crate) fn record_transition(log: &CheckLog, t: Transition) {
             "backend is up"
         ),
     }
+    log.events.transition(pool, &t);
     log.changes.insert(t.backend.id, t);
 }
 
