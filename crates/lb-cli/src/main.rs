@@ -387,7 +387,7 @@ async fn serve(
         };
         if let Ok(addr) = listener.local_addr() {
             if !args.quiet || admin.port == 0 {
-                out!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
+                out!("admin endpoint on http://{addr} (dashboard at /, /metrics, /stats, POST /command)");
             }
         }
         tokio::spawn(lb_net::admin::run(listener, handle.clone(), config, stop));

@@ -453,8 +453,8 @@ settings! {
     #[setting(Process, Restart)]
     workers: usize = one_line(parse_workers);
 
-    /// Serve the admin endpoint (GET /metrics, GET /stats, POST /command) on ADDR; PORT or
-    /// :PORT listen on 127.0.0.1 only [default: off].
+    /// Serve the admin endpoint (the dashboard at /, GET /metrics, GET /stats, POST /command)
+    /// on ADDR; PORT or :PORT listen on 127.0.0.1 only [default: off].
     #[arg(long = "admin", value_name = "ADDR")]
     #[setting(Process, Restart)]
     admin: Option<Target> = one_line(parse_admin);
