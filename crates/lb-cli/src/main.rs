@@ -33,6 +33,7 @@ mod args;
 mod config;
 mod ctl;
 mod demo;
+mod lifecycle;
 mod limits;
 mod logging;
 mod plan;
@@ -95,7 +96,21 @@ fn main() -> ExitCode {
     if let Some(args::Sub::Ctl(ctl)) = &cli.command {
         return ctl::main(ctl);
     }
-    match run(cli, given) {
+    // Taken first, before anything is opened: descriptors left open for this process by
+    // the one that started it (an upgrading lb, or systemd).
+    let readiness = match lb_net::lifecycle::Readiness::take_from_env() {
+        Ok(readiness) => readiness,
+        Err(msg) => {
+            err!("lb: {msg}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = run(cli, given, readiness.clone());
+    // An upgrading predecessor keeps serving, and says why.
+    if let Err(Failure::Usage(msg) | Failure::Runtime(msg)) = &result {
+        readiness.failed(msg);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
             err!("lb: {msg}");
@@ -139,13 +154,24 @@ struct CommandLine {
     given: Given,
 }
 
-fn run(cli: Args, given: Given) -> Result<(), Failure> {
+fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Result<(), Failure> {
+    let exec = lifecycle::Exec::current();
+    let passed = lb_net::lifecycle::PassedSockets::take_from_env().map_err(Failure::Runtime)?;
+    let life = lifecycle::Lifecycle {
+        passed,
+        readiness,
+        notifier: lb_net::lifecycle::Notifier::from_env(),
+        exec,
+    };
     // A bad file is bad input, like a bad flag: exit status 2 before anything is opened.
     let file = cli.config.as_deref().map(config::load).transpose().map_err(Failure::Usage)?;
-    let args = match &file {
+    let mut args = match &file {
         Some(file) => cli.settings.merge(&given, &file.settings),
         None => cli.settings.clone(),
     };
+    // Started by an upgrade: no terminal to prompt on (stdin is /dev/null), and the
+    // predecessor's output is not to be repeated.
+    args.quiet |= life.readiness.is_upgrade();
     let services = Services::new(&args, &given, file.as_ref()).map_err(Failure::Usage)?;
     // What the file says that does nothing: said once on the terminal and once in the log.
     let warnings = file.as_ref().map(config::File::warnings).unwrap_or_default();
@@ -178,7 +204,7 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(format!("cannot start the runtime: {e}")))?;
     let command_line = CommandLine { cli, given };
     let result = runtime.block_on(async {
-        tokio::spawn(serve(args, services, balancer, command_line, log_reopener))
+        tokio::spawn(serve(args, services, balancer, command_line, log_reopener, life))
             .await
             .unwrap_or_else(|e| Err(Failure::Runtime(format!("lb stopped unexpectedly: {e}"))))
     });
@@ -220,16 +246,23 @@ fn start_workers(
     Ok(threads)
 }
 
-/// Resolves and binds one listener on the current runtime (the admin endpoint's).
-async fn bind(host: &str, port: u16) -> Result<TcpListener, Failure> {
+/// Resolves and binds the admin endpoint's listener, or takes the one passed for it.
+async fn bind_admin(
+    host: &str,
+    port: u16,
+    life: &mut lifecycle::Lifecycle,
+) -> Result<std::net::TcpListener, Failure> {
     let target = lb_net::Target { host: host.to_owned(), port };
     let addrs = target
         .resolve()
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {host}: {e}")))?;
     let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
+    if let Some(passed) = life.admin_socket(addr) {
+        return Ok(passed);
+    }
     let fail = |e: std::io::Error| Failure::Runtime(format!("cannot listen on {addr}: {e}"));
-    TcpListener::from_std(lb_net::bind(addr, false).map_err(fail)?).map_err(fail)
+    lb_net::bind(addr, false).map_err(fail)
 }
 
 /// Starts a demo backend on every backend address on this machine, in every pool (port 0: a
@@ -264,6 +297,7 @@ async fn serve(
     balancer: Balancer,
     command_line: CommandLine,
     log_reopener: logging::LogReopener,
+    mut life: lifecycle::Lifecycle,
 ) -> Result<(), Failure> {
     // Every backend is resolved and every address bound before anything is served.
     let mut resolved = Vec::with_capacity(services.pools.len());
@@ -285,7 +319,7 @@ async fn serve(
     services::check_overlaps(&services.listeners, &addrs).map_err(Failure::Usage)?;
     let mut sockets = Vec::with_capacity(services.listeners.len());
     for (spec, &addr) in services.listeners.iter().zip(&addrs) {
-        sockets.push(spec.bind(addr, args.workers).map_err(Failure::Runtime)?);
+        sockets.push(life.listener_sockets(spec, addr, args.workers).map_err(Failure::Runtime)?);
     }
     let bound = sockets
         .iter()
@@ -328,10 +362,31 @@ async fn serve(
             handle: handle.clone(),
             applied: tokio::sync::Mutex::new(services.clone()),
         });
-        handle.set_reloader(Arc::new(move || {
+        let reload: lb_net::Reloader = Arc::new(move || {
             let reloader = reloader.clone();
             Box::pin(async move { reloader.reload().await.map_err(lb_net::Error::Reload) })
+        });
+        let notifier = life.notifier.clone();
+        handle.set_reloader(lifecycle::notify_around_reload(reload, notifier, handle.clone()));
+    }
+    let upgrader = Arc::new(lifecycle::Upgrader::new(
+        life.exec.clone(),
+        handle.clone(),
+        life.notifier.clone(),
+    ));
+    {
+        let upgrader = upgrader.clone();
+        handle.set_upgrader(Arc::new(move || {
+            let upgrader = upgrader.clone();
+            Box::pin(async move { upgrader.upgrade().await })
         }));
+    }
+    // Installed early too: SIGUSR2's default action would end the process.
+    match signal(SignalKind::user_defined2()) {
+        Ok(usr2) => {
+            tokio::spawn(lifecycle::upgrade_on_usr2(usr2, handle.clone(), args.quiet));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot install the SIGUSR2 handler; use `upgrade`"),
     }
     // Installed before the banner, so a SIGHUP sent once lb is visibly up never meets the
     // default action (ending the process).
@@ -344,24 +399,40 @@ async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
-    shown.banner(config_file.as_deref());
+    // After an upgrade the predecessor said it all: the addresses are the same.
+    let upgrading = life.readiness.is_upgrade();
+    if !upgrading {
+        shown.banner(config_file.as_deref());
+    }
     if let Some(admin) = &args.admin {
-        let listener = bind(&admin.host, admin.port).await.map_err(|f| match f {
-            Failure::Runtime(msg) | Failure::Usage(msg) => {
-                Failure::Runtime(format!("admin endpoint: {msg}"))
-            }
-        })?;
+        let admin_failure = |msg: String| Failure::Runtime(format!("admin endpoint: {msg}"));
+        let listener =
+            bind_admin(&admin.host, admin.port, &mut life).await.map_err(|f| match f {
+                Failure::Runtime(msg) | Failure::Usage(msg) => admin_failure(msg),
+            })?;
+        match listener.try_clone() {
+            Ok(kept) => *upgrader.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept),
+            Err(e) => tracing::warn!(error = %e, "cannot keep the admin socket for an upgrade"),
+        }
+        let listener = TcpListener::from_std(listener).map_err(|e| admin_failure(e.to_string()))?;
         let config = lb_net::admin::AdminConfig {
             token: args.admin_token.clone(),
             allowed_hosts: args.admin_allowed_hosts.0.clone(),
         };
         let stop = {
             let handle = handle.clone();
-            // Up until shutdown is complete, so the drain can be watched and scraped.
-            async move { handle.drained().await }
+            let handed_over = upgrader.handed_over();
+            // Up until shutdown is complete, so the drain can be watched and scraped; or
+            // until a successor took over, which then answers alone.
+            async move {
+                tokio::select! {
+                    () = handle.drained() => {}
+                    () = handed_over => {}
+                }
+            }
         };
         if let Ok(addr) = listener.local_addr() {
-            if !args.quiet || admin.port == 0 {
+            if !upgrading && (!args.quiet || admin.port == 0) {
                 out!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
             }
         }
@@ -377,6 +448,8 @@ async fn serve(
         let added = handle.add_listener(spec.config.clone(), sockets);
         added.map_err(|e| Failure::Runtime(spec.about(e)))?;
     }
+    life.ready(&handle);
+    tokio::spawn(lifecycle::notify_systemd(handle.clone(), life.notifier.clone()));
     let report = balancer.supervise(signals).await;
     if !args.quiet {
         out!("stopped ({} connections closed at the end of the grace period)", report.cut);

@@ -294,7 +294,7 @@ impl Reloader {
     }
 
     /// Brings a running pool to the file: its backends and algorithm ([`Plan`]), thresholds,
-    /// per-backend limit and [`PoolSettings`]. Returns what changed: the plan, and each
+    /// per-backend limit and [`lb_net::PoolSettings`]. Returns what changed: the plan, and each
     /// setting whose value differs from `before` (the pool as last applied).
     fn update_pool(
         &self,

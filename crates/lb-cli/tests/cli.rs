@@ -252,7 +252,7 @@ fn stats_add_remove_and_bad_commands_through_stdin() {
     assert!((0..4).all(|_| via(lb.addr) == "beta"));
 
     // Bad input: one line of error, and the balancer carries on.
-    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, quit");
+    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, upgrade, quit");
     assert!(lb.command("add 127.0.0.1", "error:").contains("missing port"));
     assert!(lb
         .command("add 127.0.0.1:3 weight=5 weight=6", "error:")

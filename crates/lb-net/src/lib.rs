@@ -71,6 +71,7 @@ mod counters;
 mod error;
 mod health_check;
 pub mod inspect;
+pub mod lifecycle;
 mod listener;
 mod metrics;
 mod pools;
@@ -99,7 +100,7 @@ pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
     validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command, Handle,
     ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply, Stats, Target,
-    COMMAND_NAMES, HELP, MAX_POOL_NAME,
+    Upgrader, COMMAND_NAMES, HELP, MAX_POOL_NAME,
 };
 pub use counters::ProxyCounter;
 pub use error::Error;
