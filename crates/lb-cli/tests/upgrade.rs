@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver};
@@ -77,10 +77,15 @@ impl Lb {
 
     /// `lb --config lb.toml ARGS`, stdin from /dev/null.
     fn start(config: &str, args: &[&str]) -> Lb {
+        Lb::start_in(Lb::dir(config), args, &[])
+    }
+
+    /// `lb --config lb.toml ARGS` in `dir` with `env` added, stdin from /dev/null.
+    fn start_in(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &Path)]) -> Lb {
         let mut command = Command::new(LB);
         command.args(["--config", "lb.toml", "--log-level", "debug"]).args(args);
-        command.stdin(Stdio::null());
-        Lb::spawn(command, Lb::dir(config))
+        command.envs(env.iter().copied()).stdin(Stdio::null());
+        Lb::spawn(command, dir)
     }
 
     /// Waits for an output line containing `needle`; returns it.
@@ -295,8 +300,11 @@ fn backend_config(backends: &[SocketAddr]) -> String {
 #[test]
 fn an_upgrade_under_load_drops_no_client_and_the_old_process_exits_after_its_last_connection() {
     let alpha = backend("alpha");
-    let mut old = Lb::start(
-        &backend_config(&[alpha]),
+    let dir = Lb::dir(&backend_config(&[alpha]));
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut old = Lb::start_in(
+        dir,
         &[
             "--host",
             "127.0.0.1",
@@ -310,9 +318,11 @@ fn an_upgrade_under_load_drops_no_client_and_the_old_process_exits_after_its_las
             "60s",
             "-q",
         ],
+        &[("NOTIFY_SOCKET", &notify_path)],
     );
     let addr = old.address_after("listening on ");
     let admin = old.address_after("admin endpoint on http://");
+    expect_notification(&notify, &["READY=1"]);
     let mut held = Client::connect(addr).unwrap();
     held.echo("before the upgrade").unwrap();
 
@@ -334,6 +344,8 @@ fn an_upgrade_under_load_drops_no_client_and_the_old_process_exits_after_its_las
         "upgrade: serving; the old process stops accepting predecessor={}",
         old.pid()
     ));
+    // systemd is told to follow the new process (NotifyAccess=all accepts it from there).
+    expect_notification(&notify, &[&format!("MAINPID={new_pid}"), "READY=1"]);
 
     // Clients keep being served while the old process drains its one connection.
     load.wait_for(100);
@@ -342,6 +354,14 @@ fn an_upgrade_under_load_drops_no_client_and_the_old_process_exits_after_its_las
     drop(held);
     let status = old.wait_exit();
     assert!(status.success(), "the old process exits 0: {status:?}");
+
+    // The old process told systemd nothing of its own shutdown: the service did not stop.
+    notify.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = notify.recv(&mut buf) {
+        let message = String::from_utf8_lossy(&buf[..n]);
+        assert!(!message.contains("STOPPING=1"), "{message}");
+    }
 
     // The new process alone: clients, and the admin endpoint it took over.
     load.wait_for(100);
