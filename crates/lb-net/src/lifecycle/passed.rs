@@ -102,21 +102,23 @@ impl PassedSockets {
 
     /// Takes every socket meant for the listener `name` configured on `addr`: a
     /// predecessor's listener of that name on that address (port 0: any port of that IP),
-    /// and systemd's sockets named `name` in `LISTEN_FDNAMES` or bound to that address.
+    /// and systemd's sockets named `name` in `LISTEN_FDNAMES` or bound to exactly that
+    /// address.
     /// Empty if none is: the listener binds its own.
     pub fn take_listener(&mut self, name: &str, addr: SocketAddr) -> Vec<TcpListener> {
         self.take(|s| match &s.owner {
             Owner::Listener(n) => n == name && same_address(s.addr, addr),
-            Owner::Systemd(n) => n == name || same_address(s.addr, addr),
+            Owner::Systemd(n) => n == name || s.addr == addr,
             Owner::Admin => false,
         })
     }
 
-    /// Takes the admin endpoint's socket for `addr`: the predecessor's admin socket, or a
-    /// systemd socket bound to that address, if either is on it.
+    /// Takes the admin endpoint's socket for `addr`: the predecessor's admin socket (port 0:
+    /// any port of that IP), or a systemd socket bound to exactly that address.
     pub fn take_admin(&mut self, addr: SocketAddr) -> Option<TcpListener> {
         let mut taken = self.take(|s| match &s.owner {
-            Owner::Admin | Owner::Systemd(_) => same_address(s.addr, addr),
+            Owner::Admin => same_address(s.addr, addr),
+            Owner::Systemd(_) => s.addr == addr,
             Owner::Listener(_) => false,
         });
         // Several would be a systemd configuration passing the same address twice: one is
@@ -243,5 +245,56 @@ impl Readiness {
                 tracing::warn!(error = %e, "cannot report to the process that started this one");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passed(owner: Owner) -> PassedSocket {
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        PassedSocket { owner, addr: socket.local_addr().unwrap(), socket }
+    }
+
+    #[test]
+    fn sockets_go_to_the_listener_of_their_name_and_address_and_the_rest_close() {
+        let web = passed(Owner::Listener("web".into()));
+        let web2 = PassedSocket { socket: web.socket.try_clone().unwrap(), ..passed(Owner::Admin) };
+        let web2 = PassedSocket { owner: Owner::Listener("web".into()), addr: web.addr, ..web2 };
+        let admin = passed(Owner::Admin);
+        let old = passed(Owner::Listener("old".into()));
+        let systemd = passed(Owner::Systemd("lb.socket".into()));
+        let named = passed(Owner::Systemd("api".into()));
+        let (web_addr, admin_addr, systemd_addr) = (web.addr, admin.addr, systemd.addr);
+        let mut sockets = PassedSockets { sockets: vec![web, web2, admin, old, systemd, named] };
+
+        // The name alone is not enough: a listener moved to another address binds anew.
+        assert!(sockets.take_listener("web", "127.0.0.1:1".parse().unwrap()).is_empty());
+        // Port 0 in the configuration keeps the port the listener had.
+        assert_eq!(sockets.take_listener("web", "127.0.0.1:0".parse().unwrap()).len(), 2);
+        assert!(sockets.take_listener("web", web_addr).is_empty(), "taken once");
+        // The admin endpoint's socket is no listener's, even on a matching address.
+        assert!(sockets.take_listener("other", admin_addr).is_empty());
+        assert!(sockets.take_admin(admin_addr).is_some());
+        // systemd's: by address, or by name wherever bound.
+        assert_eq!(sockets.take_listener("https", systemd_addr).len(), 1);
+        assert_eq!(sockets.take_listener("api", "10.0.0.1:443".parse().unwrap()).len(), 1);
+        let closed = sockets.close_unused();
+        assert_eq!(closed.len(), 1);
+        assert!(closed[0].starts_with("listener old on 127.0.0.1:"), "{closed:?}");
+        assert!(sockets.is_empty());
+    }
+
+    #[test]
+    fn descriptors_that_are_not_listening_tcp_sockets_are_refused() {
+        let mut seen = HashSet::new();
+        assert!(listening_socket(1, &mut seen).unwrap_err().contains("standard"));
+        let bound = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(bound);
+        let e = listening_socket(fd, &mut seen).unwrap_err();
+        assert!(e.contains("not a listening TCP socket"), "{e}");
+        // Taken (and closed) all the same: the number is not offered twice.
+        assert!(listening_socket(fd, &mut seen).unwrap_err().contains("named twice"));
     }
 }

@@ -151,3 +151,63 @@ fn describe(status: std::process::ExitStatus) -> String {
         _ => "ended".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sh -c SCRIPT` as the successor, with one listener and an admin socket. (Scripts
+    /// write to the pipe through /proc: dash's `>&N` takes one digit only.)
+    async fn start(script: &str, timeout: Duration) -> Result<Successor, Error> {
+        let web = vec![TcpListener::bind("127.0.0.1:0").unwrap()];
+        let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+        let args: Vec<OsString> = ["-c", script].iter().map(Into::into).collect();
+        let listeners = [("web".to_owned(), web)];
+        start_successor(Path::new("/bin/sh"), &args, &listeners, Some(&admin), timeout).await
+    }
+
+    fn message(result: Result<Successor, Error>) -> String {
+        match result {
+            Ok(s) => panic!("unexpectedly ready: {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_successor_that_says_ready_gets_the_sockets_by_name() {
+        let dir = std::env::temp_dir().join(format!("lb-successor-{}", std::process::id()));
+        let file = dir.with_extension("env");
+        let script = format!(
+            r#"echo "$LB_INHERITED_FDS $LB_UPGRADED_FROM" > {}; echo ready > /proc/self/fd/$LB_UPGRADE_READY_FD"#,
+            file.display()
+        );
+        let successor = start(&script, READY_TIMEOUT).await.unwrap();
+        assert_ne!(successor.pid, std::process::id());
+        let seen = std::fs::read_to_string(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let (fds, from) = seen.trim().split_once(' ').unwrap();
+        assert_eq!(from, std::process::id().to_string());
+        let (web, admin) = fds.split_once(';').unwrap();
+        assert!(web.starts_with("web=") && admin.starts_with("@admin="), "{fds}");
+    }
+
+    #[tokio::test]
+    async fn a_successor_that_fails_exits_or_stays_silent_is_reported_and_stopped() {
+        let refused = message(
+            start(
+                r#"echo "error: bad file" > /proc/self/fd/$LB_UPGRADE_READY_FD; exit 2"#,
+                READY_TIMEOUT,
+            )
+            .await,
+        );
+        assert!(refused.contains("could not start: bad file"), "{refused}");
+        assert!(refused.starts_with("upgrade failed, this process keeps serving: "), "{refused}");
+        let exited = message(start("exit 3", READY_TIMEOUT).await);
+        assert!(exited.contains("exited with status 3 before it was ready"), "{exited}");
+        let silent = message(start("exec sleep 30", Duration::from_millis(200)).await);
+        assert!(silent.contains("was not ready within 0.2 s; it was stopped"), "{silent}");
+        let missing = Path::new("/nonexistent/lb");
+        let e = start_successor(missing, &[], &[], None, READY_TIMEOUT).await.unwrap_err();
+        assert!(e.to_string().contains("cannot start /nonexistent/lb"), "{e}");
+    }
+}
