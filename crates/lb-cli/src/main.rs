@@ -170,7 +170,9 @@ fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Resu
         None => cli.settings.clone(),
     };
     // Started by an upgrade: no terminal to prompt on (stdin is /dev/null), and the
-    // predecessor's output is not to be repeated.
+    // predecessor's output is not to be repeated. (Reloads compare with the quiet the
+    // flags and file say, which they cannot change.)
+    let configured = args.clone();
     args.quiet |= life.readiness.is_upgrade();
     let services = Services::new(&args, &given, file.as_ref()).map_err(Failure::Usage)?;
     // What the file says that does nothing: said once on the terminal and once in the log.
@@ -204,7 +206,8 @@ fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Resu
         .map_err(|e| Failure::Runtime(format!("cannot start the runtime: {e}")))?;
     let command_line = CommandLine { cli, given };
     let result = runtime.block_on(async {
-        tokio::spawn(serve(args, services, balancer, command_line, log_reopener, life))
+        let serving = Serving { args, configured, life };
+        tokio::spawn(serve(serving, services, balancer, command_line, log_reopener))
             .await
             .unwrap_or_else(|e| Err(Failure::Runtime(format!("lb stopped unexpectedly: {e}"))))
     });
@@ -291,14 +294,22 @@ async fn start_demo(
     Ok(port_0.map(|(_, addr)| *addr).collect())
 }
 
-async fn serve(
+/// What `serve` runs with: the settings in force, those the flags and file give (the same
+/// but for `quiet` in a process started by an upgrade), and the process's lifecycle.
+struct Serving {
     args: Settings,
+    configured: Settings,
+    life: lifecycle::Lifecycle,
+}
+
+async fn serve(
+    serving: Serving,
     services: Services,
     balancer: Balancer,
     command_line: CommandLine,
     log_reopener: logging::LogReopener,
-    mut life: lifecycle::Lifecycle,
 ) -> Result<(), Failure> {
+    let Serving { args, configured, mut life } = serving;
     // Every backend is resolved and every address bound before anything is served.
     let mut resolved = Vec::with_capacity(services.pools.len());
     for spec in &services.pools {
@@ -357,7 +368,7 @@ async fn serve(
             path,
             cli: command_line.cli.settings,
             given: command_line.given,
-            running: args.clone(),
+            running: configured,
             demo_ports,
             handle: handle.clone(),
             applied: tokio::sync::Mutex::new(services.clone()),
@@ -399,22 +410,41 @@ async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
+    // SIGINT and SIGTERM handled from here on (the handlers are installed now, and a signal
+    // that arrives before `supervise` waits for it is kept), so one sent as soon as lb is
+    // visibly up, or ready for systemd, never ends it abruptly.
+    let signals = shutdown_signal(handle.clone());
+    // Everything that can fail comes before accepting: a process started by an upgrade that
+    // fails must not have taken connections it would then cut.
+    let admin_failure = |msg: String| Failure::Runtime(format!("admin endpoint: {msg}"));
+    let admin_socket = match &args.admin {
+        Some(admin) => {
+            let bound = bind_admin(&admin.host, admin.port, &mut life).await;
+            let listener = bound
+                .map_err(|(Failure::Runtime(msg) | Failure::Usage(msg))| admin_failure(msg))?;
+            match listener.try_clone() {
+                Ok(kept) => *upgrader.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept),
+                Err(e) => tracing::warn!(error = %e, "cannot keep the admin socket for an upgrade"),
+            }
+            Some(TcpListener::from_std(listener).map_err(|e| admin_failure(e.to_string()))?)
+        }
+        None => None,
+    };
+    // Accepting before the banner and the prompt: a command that follows them (`reload`)
+    // finds every listener in place.
+    if services.shorthand {
+        tracing::info!(address = %bound[0], workers = args.workers, "listening");
+    }
+    for (spec, sockets) in services.listeners.iter().zip(sockets) {
+        let added = handle.add_listener(spec.config.clone(), sockets);
+        added.map_err(|e| Failure::Runtime(spec.about(e)))?;
+    }
     // After an upgrade the predecessor said it all: the addresses are the same.
     let upgrading = life.readiness.is_upgrade();
     if !upgrading {
         shown.banner(config_file.as_deref());
     }
-    if let Some(admin) = &args.admin {
-        let admin_failure = |msg: String| Failure::Runtime(format!("admin endpoint: {msg}"));
-        let listener =
-            bind_admin(&admin.host, admin.port, &mut life).await.map_err(|f| match f {
-                Failure::Runtime(msg) | Failure::Usage(msg) => admin_failure(msg),
-            })?;
-        match listener.try_clone() {
-            Ok(kept) => *upgrader.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept),
-            Err(e) => tracing::warn!(error = %e, "cannot keep the admin socket for an upgrade"),
-        }
-        let listener = TcpListener::from_std(listener).map_err(|e| admin_failure(e.to_string()))?;
+    if let (Some(admin), Some(listener)) = (&args.admin, admin_socket) {
         let config = lb_net::admin::AdminConfig {
             token: args.admin_token.clone(),
             allowed_hosts: args.admin_allowed_hosts.0.clone(),
@@ -440,14 +470,6 @@ async fn serve(
     }
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;
-    let signals = shutdown_signal(handle.clone());
-    if services.shorthand {
-        tracing::info!(address = %bound[0], workers = args.workers, "listening");
-    }
-    for (spec, sockets) in services.listeners.iter().zip(sockets) {
-        let added = handle.add_listener(spec.config.clone(), sockets);
-        added.map_err(|e| Failure::Runtime(spec.about(e)))?;
-    }
     life.ready(&handle);
     tokio::spawn(lifecycle::notify_systemd(handle.clone(), life.notifier.clone()));
     let report = balancer.supervise(signals).await;
@@ -574,11 +596,18 @@ async fn reload_on_hangup(
 }
 
 /// Resolves on the first SIGINT or SIGTERM. A second one ends the process at once, for when the
-/// grace period is too long to wait.
-async fn shutdown_signal(handle: lb_net::Handle) {
-    let (Ok(mut int), Ok(mut term)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+/// grace period is too long to wait. The handlers are installed at the call, not when the
+/// future is first polled: from then on neither signal ends the process abruptly.
+fn shutdown_signal(handle: lb_net::Handle) -> impl std::future::Future<Output = ()> {
+    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move { on_shutdown_signal(handlers, handle).await }
+}
+
+async fn on_shutdown_signal(
+    handlers: (std::io::Result<Signal>, std::io::Result<Signal>),
+    handle: lb_net::Handle,
+) {
+    let (Ok(mut int), Ok(mut term)) = handlers else {
         tracing::error!("cannot install signal handlers; use `quit` to stop");
         return std::future::pending().await;
     };

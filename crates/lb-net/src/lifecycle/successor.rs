@@ -46,13 +46,13 @@ pub async fn start_successor(
     timeout: Duration,
 ) -> Result<Successor, Error> {
     let fail = |why: String| Error::Upgrade(why);
-    // Duplicates without close-on-exec (dup(2) never sets it): exactly these cross into the
-    // successor. They are dropped right after the spawn; lb starts no other processes, so no
-    // other child can inherit them meanwhile.
+    // Duplicates without close-on-exec: exactly these cross into the successor. They are
+    // dropped right after the spawn; lb starts no other processes, so no other child can
+    // inherit them meanwhile.
     let mut handed: Vec<OwnedFd> = Vec::new();
     let mut entries = Vec::new();
     let mut dup = |socket: &TcpListener| -> Result<String, Error> {
-        let fd = rustix::io::dup(socket)
+        let fd = inheritable(socket)
             .map_err(|e| fail(format!("cannot duplicate a listening socket: {e}")))?;
         let number = fd.as_raw_fd().to_string();
         handed.push(fd);
@@ -68,7 +68,7 @@ pub async fn start_successor(
     let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
     let child_write =
-        rustix::io::dup(&ready_write).map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
+        inheritable(&ready_write).map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
     // Only the successor may hold the write end: its exit is then the end of the pipe.
     drop(ready_write);
     let mut command = Command::new(program);
@@ -124,6 +124,15 @@ pub async fn start_successor(
             )))
         }
     }
+}
+
+/// A duplicate of `fd` that a started process inherits (no close-on-exec), numbered 3 or
+/// above: with this process's standard input closed, a plain dup(2) could return 0, which
+/// the successor's standard input (/dev/null) would replace.
+fn inheritable(fd: impl std::os::fd::AsFd) -> rustix::io::Result<OwnedFd> {
+    let copy = rustix::io::fcntl_dupfd_cloexec(fd, 3)?;
+    rustix::io::fcntl_setfd(&copy, rustix::io::FdFlags::empty())?;
+    Ok(copy)
 }
 
 /// Ends a successor that will not take over (it may already have exited) and says how it
