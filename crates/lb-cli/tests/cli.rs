@@ -711,7 +711,14 @@ fn a_broken_file_on_reload_changes_nothing() {
     let good = format!("algorithm = \"random\"\n\n{}", backend_table(a, 2, "ready"));
     let mut lb = Lb::start_with_config(&good, &[]);
     assert_eq!(via(lb.addr), "alpha");
-    let before = lb.stats_when_idle();
+    // After the first health check: `init` turning `up` is no change a reload made.
+    let before = eventually("a health check result", || {
+        let stats = lb.stats_when_idle();
+        match stats.1.iter().all(|row| row.1 != "init") {
+            true => Ok(stats),
+            false => Err(format!("{stats:?}")),
+        }
+    });
 
     // Each file would also add b, reweight a and switch the algorithm, were it valid.
     let change = format!(

@@ -570,3 +570,67 @@ fn two_instances_with_backends_in_different_orders_agree_on_every_ip_hash_pick()
     assert_eq!(seen.len(), NAMES.len(), "every backend gets clients: {seen:?}");
     assert!(seen.values().all(|&n| n >= 20), "spread: {seen:?}");
 }
+
+/// The upgraded process's answer to `upgrade`: the new process's pid.
+fn upgrade(admin: SocketAddr) -> Successor {
+    let (code, answer, stderr) = ctl(admin, &["upgrade"]);
+    assert_eq!(code, Some(0), "{answer}{stderr}");
+    let pid = answer.split("upgraded: process ").nth(1).and_then(|r| r.split(' ').next());
+    Successor(pid.and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{answer}")))
+}
+
+#[test]
+fn upgrades_in_a_row_follow_the_file_for_workers_and_listeners() {
+    let alpha = backend("alpha");
+    let file = |workers: usize, extra: bool| {
+        let mut text = format!("workers = {workers}\n{}", backend_config(&[alpha]));
+        text.push_str(
+            "[[listen]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\npool = \"default\"\n",
+        );
+        if extra {
+            text.push_str(
+                "[[listen]]\nname = \"extra\"\naddress = \"127.0.0.1:0\"\npool = \"default\"\n",
+            );
+        }
+        text
+    };
+    let mut old = Lb::start(&file(1, false), &["--admin", "127.0.0.1:0", "-q"]);
+    let addr = old.address_after("listening on ");
+    let admin = old.address_after("admin endpoint on http://");
+
+    // One worker to three: the one socket taken over, two more bound beside it on the port
+    // the old process still holds; a listener new in the file bound afresh.
+    std::fs::write(old.path("lb.toml"), file(3, true)).unwrap();
+    let second = upgrade(admin);
+    assert!(old.wait_exit().success());
+    old.expect_log("taking over passed listening sockets listener=main");
+    old.expect_log(&format!("listening listener=main address={addr} sockets=3"));
+    let extra = old.expect_log("listening listener=extra");
+    let extra: SocketAddr =
+        extra.split("address=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    for lb in [addr, extra, addr, addr] {
+        Client::connect(lb).unwrap().echo("after the first upgrade").unwrap();
+    }
+
+    // Three to one, and the extra listener gone: every socket still accepted on (closing one
+    // would drop its queue), the extra one closed.
+    std::fs::write(old.path("lb.toml"), file(1, false)).unwrap();
+    let third = upgrade(admin);
+    eventually("exit of the second process", || match second.alive() {
+        false => Ok(()),
+        true => Err("still running"),
+    });
+    old.expect_log(&format!(
+        "taking over passed listening sockets listener=main address={addr} sockets=3"
+    ));
+    old.expect_log("closed a passed socket no longer configured: listener extra");
+    for _ in 0..6 {
+        Client::connect(addr).unwrap().echo("after the second upgrade").unwrap();
+    }
+    assert!(Client::connect(extra).is_err(), "the extra listener is closed");
+    third.signal("TERM");
+    eventually("exit of the third process", || match third.alive() {
+        false => Ok(()),
+        true => Err("still running"),
+    });
+}
