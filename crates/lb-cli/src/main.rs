@@ -34,6 +34,7 @@ mod config;
 mod ctl;
 mod demo;
 mod generate;
+mod lifecycle;
 mod limits;
 mod logging;
 mod plan;
@@ -99,7 +100,21 @@ fn main() -> ExitCode {
         Some(args::Sub::Man) => return generate::man_page(),
         None => {}
     }
-    match run(cli, given) {
+    // Taken first, before anything is opened: descriptors left open for this process by
+    // the one that started it (an upgrading lb, or systemd).
+    let readiness = match lb_net::lifecycle::Readiness::take_from_env() {
+        Ok(readiness) => readiness,
+        Err(msg) => {
+            err!("lb: {msg}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = run(cli, given, readiness.clone());
+    // An upgrading predecessor keeps serving, and says why.
+    if let Err(Failure::Usage(msg) | Failure::Runtime(msg)) = &result {
+        readiness.failed(msg);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
             err!("lb: {msg}");
@@ -143,13 +158,26 @@ struct CommandLine {
     given: Given,
 }
 
-fn run(cli: Args, given: Given) -> Result<(), Failure> {
+fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Result<(), Failure> {
+    let exec = lifecycle::Exec::current();
+    let passed = lb_net::lifecycle::PassedSockets::take_from_env().map_err(Failure::Runtime)?;
+    let life = lifecycle::Lifecycle {
+        passed,
+        readiness,
+        notifier: lb_net::lifecycle::Notifier::from_env(),
+        exec,
+    };
     // A bad file is bad input, like a bad flag: exit status 2 before anything is opened.
     let file = cli.config.as_deref().map(config::load).transpose().map_err(Failure::Usage)?;
-    let args = match &file {
+    let mut args = match &file {
         Some(file) => cli.settings.merge(&given, &file.settings),
         None => cli.settings.clone(),
     };
+    // Started by an upgrade: no terminal to prompt on (stdin is /dev/null), and the
+    // predecessor's output is not to be repeated. (Reloads compare with the quiet the
+    // flags and file say, which they cannot change.)
+    let configured = args.clone();
+    args.quiet |= life.readiness.is_upgrade();
     let services = Services::new(&args, &given, file.as_ref()).map_err(Failure::Usage)?;
     // What the file says that does nothing: said once on the terminal and once in the log.
     let warnings = file.as_ref().map(config::File::warnings).unwrap_or_default();
@@ -187,7 +215,8 @@ fn run(cli: Args, given: Given) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(format!("cannot start the runtime: {e}")))?;
     let command_line = CommandLine { cli, given };
     let result = runtime.block_on(async {
-        tokio::spawn(serve(args, services, balancer, command_line, log_reopener))
+        let serving = Serving { args, configured, life };
+        tokio::spawn(serve(serving, services, balancer, command_line, log_reopener))
             .await
             .unwrap_or_else(|e| Err(Failure::Runtime(format!("lb stopped unexpectedly: {e}"))))
     });
@@ -229,16 +258,23 @@ fn start_workers(
     Ok(threads)
 }
 
-/// Resolves and binds one listener on the current runtime (the admin endpoint's).
-async fn bind(host: &str, port: u16) -> Result<TcpListener, Failure> {
+/// Resolves and binds the admin endpoint's listener, or takes the one passed for it.
+async fn bind_admin(
+    host: &str,
+    port: u16,
+    life: &mut lifecycle::Lifecycle,
+) -> Result<std::net::TcpListener, Failure> {
     let target = lb_net::Target { host: host.to_owned(), port };
     let addrs = target
         .resolve()
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {host}: {e}")))?;
     let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
+    if let Some(passed) = life.admin_socket(addr) {
+        return Ok(passed);
+    }
     let fail = |e: std::io::Error| Failure::Runtime(format!("cannot listen on {addr}: {e}"));
-    TcpListener::from_std(lb_net::bind(addr, false).map_err(fail)?).map_err(fail)
+    lb_net::bind(addr, false).map_err(fail)
 }
 
 /// Starts a demo backend on every backend address on this machine, in every pool (port 0: a
@@ -267,13 +303,22 @@ async fn start_demo(
     Ok(port_0.map(|(_, addr)| *addr).collect())
 }
 
-async fn serve(
+/// What `serve` runs with: the settings in force, those the flags and file give (the same
+/// but for `quiet` in a process started by an upgrade), and the process's lifecycle.
+struct Serving {
     args: Settings,
+    configured: Settings,
+    life: lifecycle::Lifecycle,
+}
+
+async fn serve(
+    serving: Serving,
     services: Services,
     balancer: Balancer,
     command_line: CommandLine,
     log_reopener: logging::LogReopener,
 ) -> Result<(), Failure> {
+    let Serving { args, configured, mut life } = serving;
     // Every backend is resolved and every address bound before anything is served.
     let mut resolved = Vec::with_capacity(services.pools.len());
     for spec in &services.pools {
@@ -294,7 +339,7 @@ async fn serve(
     services::check_overlaps(&services.listeners, &addrs).map_err(Failure::Usage)?;
     let mut sockets = Vec::with_capacity(services.listeners.len());
     for (spec, &addr) in services.listeners.iter().zip(&addrs) {
-        sockets.push(spec.bind(addr, args.workers).map_err(Failure::Runtime)?);
+        sockets.push(life.listener_sockets(spec, addr, args.workers).map_err(Failure::Runtime)?);
     }
     let bound = sockets
         .iter()
@@ -332,15 +377,36 @@ async fn serve(
             path,
             cli: command_line.cli.settings,
             given: command_line.given,
-            running: args.clone(),
+            running: configured,
             demo_ports,
             handle: handle.clone(),
             applied: tokio::sync::Mutex::new(services.clone()),
         });
-        handle.set_reloader(Arc::new(move || {
+        let reload: lb_net::Reloader = Arc::new(move || {
             let reloader = reloader.clone();
             Box::pin(async move { reloader.reload().await.map_err(lb_net::Error::Reload) })
+        });
+        let notifier = life.notifier.clone();
+        handle.set_reloader(lifecycle::notify_around_reload(reload, notifier, handle.clone()));
+    }
+    let upgrader = Arc::new(lifecycle::Upgrader::new(
+        life.exec.clone(),
+        handle.clone(),
+        life.notifier.clone(),
+    ));
+    {
+        let upgrader = upgrader.clone();
+        handle.set_upgrader(Arc::new(move || {
+            let upgrader = upgrader.clone();
+            Box::pin(async move { upgrader.upgrade().await })
         }));
+    }
+    // Installed early too: SIGUSR2's default action would end the process.
+    match signal(SignalKind::user_defined2()) {
+        Ok(usr2) => {
+            tokio::spawn(lifecycle::upgrade_on_usr2(usr2, handle.clone(), args.quiet));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot install the SIGUSR2 handler; use `upgrade`"),
     }
     // Installed before the banner, so a SIGHUP sent once lb is visibly up never meets the
     // default action (ending the process).
@@ -353,47 +419,68 @@ async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "cannot install the SIGHUP handler; use `reload`"),
     }
-    // Installed before the banner too, so that SIGTERM sent once lb is visibly up stops it
-    // gracefully rather than by the default action.
-    let stop_signals = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(int), Ok(term)) => Some((int, term)),
-        _ => None,
+    // SIGINT and SIGTERM handled from here on (the handlers are installed now, and a signal
+    // that arrives before `supervise` waits for it is kept), so one sent as soon as lb is
+    // visibly up, or ready for systemd, never ends it abruptly.
+    let signals = shutdown_signal(handle.clone());
+    // Everything that can fail comes before accepting: a process started by an upgrade that
+    // fails must not have taken connections it would then cut.
+    let admin_failure = |msg: String| Failure::Runtime(format!("admin endpoint: {msg}"));
+    let admin_socket = match &args.admin {
+        Some(admin) => {
+            let bound = bind_admin(&admin.host, admin.port, &mut life).await;
+            let listener = bound
+                .map_err(|(Failure::Runtime(msg) | Failure::Usage(msg))| admin_failure(msg))?;
+            match listener.try_clone() {
+                Ok(kept) => *upgrader.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept),
+                Err(e) => tracing::warn!(error = %e, "cannot keep the admin socket for an upgrade"),
+            }
+            Some(TcpListener::from_std(listener).map_err(|e| admin_failure(e.to_string()))?)
+        }
+        None => None,
     };
-    let signals = shutdown_signal(handle.clone(), stop_signals);
-    // Accepting before the banner says so, and before the prompt takes commands (a `reload`
-    // typed at once must find the listeners running).
+    // Accepting before the banner and the prompt: a command that follows them (`reload`)
+    // finds every listener in place.
+    if services.shorthand {
+        tracing::info!(address = %bound[0], workers = args.workers, "listening");
+    }
     for (spec, sockets) in services.listeners.iter().zip(sockets) {
         let added = handle.add_listener(spec.config.clone(), sockets);
         added.map_err(|e| Failure::Runtime(spec.about(e)))?;
     }
-    if services.shorthand {
-        tracing::info!(address = %bound[0], workers = args.workers, "listening");
+    // After an upgrade the predecessor said it all: the addresses are the same.
+    let upgrading = life.readiness.is_upgrade();
+    if !upgrading {
+        shown.banner(config_file.as_deref());
     }
-    shown.banner(config_file.as_deref());
-    if let Some(admin) = &args.admin {
-        let listener = bind(&admin.host, admin.port).await.map_err(|f| match f {
-            Failure::Runtime(msg) | Failure::Usage(msg) => {
-                Failure::Runtime(format!("admin endpoint: {msg}"))
-            }
-        })?;
+    if let (Some(admin), Some(listener)) = (&args.admin, admin_socket) {
         let config = lb_net::admin::AdminConfig {
             token: args.admin_token.clone(),
             allowed_hosts: args.admin_allowed_hosts.0.clone(),
         };
         let stop = {
             let handle = handle.clone();
-            // Up until shutdown is complete, so the drain can be watched and scraped.
-            async move { handle.drained().await }
+            let handed_over = upgrader.handed_over();
+            // Up until shutdown is complete, so the drain can be watched and scraped; or
+            // until a successor took over, which then answers alone.
+            async move {
+                tokio::select! {
+                    () = handle.drained() => {}
+                    () = handed_over => {}
+                }
+            }
         };
         if let Ok(addr) = listener.local_addr() {
-            if !args.quiet || admin.port == 0 {
-                out!("admin endpoint on http://{addr} (dashboard at /, /metrics, /stats, POST /command)");
+            if !upgrading && (!args.quiet || admin.port == 0) {
+                out!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
             }
         }
         tokio::spawn(lb_net::admin::run(listener, handle.clone(), config, stop));
     }
     repl::spawn(handle.clone(), tokio::runtime::Handle::current(), args.quiet)
         .map_err(|e| Failure::Runtime(format!("cannot start the command prompt: {e}")))?;
+    life.ready(&handle);
+    tokio::spawn(lifecycle::notify_systemd(handle.clone(), life.notifier.clone()));
     let report = balancer.supervise(signals).await;
     if !args.quiet {
         out!("stopped ({} connections closed at the end of the grace period)", report.cut);
@@ -518,9 +605,18 @@ async fn reload_on_hangup(
 }
 
 /// Resolves on the first SIGINT or SIGTERM. A second one ends the process at once, for when the
-/// grace period is too long to wait.
-async fn shutdown_signal(handle: lb_net::Handle, signals: Option<(Signal, Signal)>) {
-    let Some((mut int, mut term)) = signals else {
+/// grace period is too long to wait. The handlers are installed at the call, not when the
+/// future is first polled: from then on neither signal ends the process abruptly.
+fn shutdown_signal(handle: lb_net::Handle) -> impl std::future::Future<Output = ()> {
+    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move { on_shutdown_signal(handlers, handle).await }
+}
+
+async fn on_shutdown_signal(
+    handlers: (std::io::Result<Signal>, std::io::Result<Signal>),
+    handle: lb_net::Handle,
+) {
+    let (Ok(mut int), Ok(mut term)) = handlers else {
         tracing::error!("cannot install signal handlers; use `quit` to stop");
         return std::future::pending().await;
     };

@@ -25,6 +25,9 @@ pub enum Error {
     /// `reload` failed; the running configuration is unchanged.
     #[error("reload failed, configuration unchanged: {0}")]
     Reload(String),
+    /// `upgrade` failed: no new process took over, and this one keeps serving.
+    #[error("upgrade failed, this process keeps serving: {0}")]
+    Upgrade(String),
     /// A setting whose value is not valid; the message names the setting and the expected form.
     #[error("{0}")]
     InvalidSetting(String),

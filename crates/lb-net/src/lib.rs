@@ -50,6 +50,8 @@
 //! - [`bind`] / [`bind_shared`]: listening sockets set up as the balancer wants them.
 //! - [`AccessLine`] / [`Termination`]: the per-connection log line.
 //! - [`admin`]: the HTTP admin endpoint (metrics, JSON stats, remote commands).
+//! - [`lifecycle`]: where listening sockets come from (bound, inherited from a predecessor
+//!   during an upgrade, or passed by systemd), the upgrade's hand-over, systemd notifications.
 //! - [`inspect`]: pure parsers for a connection's first bytes: the PROXY protocol header
 //!   (`accept-proxy` / `send-proxy`) and the TLS ClientHello's server name (SNI routing).
 //! - [`Error`]: the one error type.
@@ -72,6 +74,7 @@ mod error;
 mod events;
 mod health_check;
 pub mod inspect;
+pub mod lifecycle;
 mod listener;
 mod metrics;
 mod pools;
@@ -100,7 +103,7 @@ pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
     validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command, Handle,
     ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply, Stats, Target,
-    COMMAND_NAMES, HELP, MAX_POOL_NAME,
+    Upgrader, COMMAND_NAMES, HELP, MAX_POOL_NAME,
 };
 pub use counters::ProxyCounter;
 pub use error::Error;

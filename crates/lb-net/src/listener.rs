@@ -9,7 +9,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -260,6 +260,13 @@ pub(crate) struct ListenerRuntime {
     pub(crate) gate: Gate,
     /// Turned on to stop accepting (listener removed); open connections finish on their own.
     stop: watch::Sender<bool>,
+    /// Second descriptors of its listening sockets while it accepts, for handing them to a
+    /// successor process on an upgrade ([`Handle::listening_sockets`]). Dropped as soon as it
+    /// stops accepting, so that a removed listener's port, or every port at shutdown, closes
+    /// then rather than when the process exits.
+    ///
+    /// [`Handle::listening_sockets`]: crate::Handle::listening_sockets
+    sockets: Mutex<Vec<std::net::TcpListener>>,
 }
 
 impl ListenerRuntime {
@@ -271,12 +278,30 @@ impl ListenerRuntime {
             counters: ListenerCounters::default(),
             gate: Gate::default(),
             stop: watch::channel(false).0,
+            sockets: Mutex::new(Vec::new()),
         }
     }
 
     /// Stops its accept loops.
     pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
+        self.release_sockets();
+    }
+
+    /// Keeps `sockets` (second descriptors of the ones its accept loops use) for a hand-over.
+    pub(crate) fn keep_sockets(&self, sockets: Vec<std::net::TcpListener>) {
+        *self.sockets.lock().unwrap_or_else(|p| p.into_inner()) = sockets;
+    }
+
+    /// New descriptors of its listening sockets (empty once it stopped accepting).
+    pub(crate) fn clone_sockets(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
+        let kept = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().map(std::net::TcpListener::try_clone).collect()
+    }
+
+    /// Drops the descriptors kept for a hand-over (it no longer accepts).
+    pub(crate) fn release_sockets(&self) {
+        drop(std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|p| p.into_inner())));
     }
 
     /// Resolves once [`stop`](Self::stop) was called.

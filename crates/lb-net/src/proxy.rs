@@ -151,6 +151,9 @@ impl<C: Connector> ProxyShared<C> {
             }
         };
         accept_loop(socket, &mut stop, accepted, failed).await;
+        // Stopped accepting: its port closes with its last socket (a successor process that
+        // took it over keeps its own descriptors).
+        listener.release_sockets();
         if !self.shutdown.is_requested() {
             // The listener was removed: serve the clients already queued on its socket (they
             // completed their handshake with us) rather than reset them when it closes.

@@ -65,6 +65,16 @@ impl<C: Connector> Tasks for ProxyShared<C> {
         if let Some(address) = listener.address {
             tracing::info!(listener = %listener.name, address = %address, sockets = sockets.len(), "listening");
         }
+        match sockets.iter().map(std::net::TcpListener::try_clone).collect() {
+            Ok(kept) => listener.keep_sockets(kept),
+            // Serving matters more: without them, an upgrade's successor binds this address
+            // itself (and fails, saying why, while this process keeps serving).
+            Err(e) => tracing::warn!(
+                listener = %listener.name,
+                error = %e,
+                "cannot keep the listening sockets for an upgrade"
+            ),
+        }
         for (i, socket) in sockets.into_iter().enumerate() {
             let (shared, listener) = (Arc::clone(&self), Arc::clone(&listener));
             runtimes[i % runtimes.len()].spawn(async move {

@@ -51,12 +51,15 @@ pub enum Command {
     Help,
     /// Re-read the configuration file and apply the difference.
     Reload,
+    /// Start a new process of the same program, hand it the listening sockets, and once it
+    /// is ready stop accepting and exit after the open connections end.
+    Upgrade,
     /// Shut down gracefully.
     Quit,
 }
 
 /// Command names, for completion in the REPL.
-pub const COMMAND_NAMES: [&str; 13] = [
+pub const COMMAND_NAMES: [&str; 14] = [
     "add",
     "remove",
     "drain",
@@ -68,6 +71,7 @@ pub const COMMAND_NAMES: [&str; 13] = [
     "health",
     "help",
     "reload",
+    "upgrade",
     "quit",
     "exit",
 ];
@@ -87,6 +91,8 @@ Commands:
   weight <backend> <N>               change a backend's weight
   algorithm [pool] [name]            show or switch: round_robin, least_connections, random, ip_hash, p2c
   reload                             re-read the --config file and apply the difference
+  upgrade                            hand the sockets to a new process of the installed lb
+                                     binary; this one exits once its connections end
   help                               this list
   quit                               shut down gracefully (also: exit)
 A <backend> is host:port, [v6]:port, or host port, after pool/ when there are several pools
@@ -171,10 +177,11 @@ impl Command {
             "health" => Command::Health(take_pool(&mut rest)?),
             "help" | "?" => Command::Help,
             "reload" => Command::Reload,
+            "upgrade" => Command::Upgrade,
             "quit" | "exit" | "shutdown" => Command::Quit,
             _ => {
                 return Err(Error::BadCommand(format!(
-                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, quit"
+                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, upgrade, quit"
                 )))
             }
         };
@@ -324,6 +331,7 @@ impl fmt::Display for Command {
             }
             Command::Help => f.write_str("help"),
             Command::Reload => f.write_str("reload"),
+            Command::Upgrade => f.write_str("upgrade"),
             Command::Quit => f.write_str("quit"),
         }
     }
@@ -397,6 +405,7 @@ mod tests {
             ("health", Command::Health(None)),
             ("help", Command::Help),
             ("reload", Command::Reload),
+            ("upgrade", Command::Upgrade),
             ("quit", Command::Quit),
             ("exit", Command::Quit),
         ] {

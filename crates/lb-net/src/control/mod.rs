@@ -61,6 +61,7 @@ pub(crate) struct HandleInner {
     /// Recent health transitions and commands, for the dashboard.
     pub(crate) events: Arc<EventLog>,
     pub(crate) reloader: ReloadSlot,
+    pub(crate) upgrader: ReloadSlot,
     /// Starts health checkers and accept loops (it knows the connector's type).
     pub(crate) tasks: Arc<dyn Tasks>,
 }
@@ -69,7 +70,13 @@ pub(crate) struct HandleInner {
 /// the changes or an error that says why nothing was changed.
 pub type Reloader = Arc<dyn Fn() -> BoxFuture<Result<String, Error>> + Send + Sync>;
 
-/// The reload hook, if the binary set one.
+/// What `upgrade` runs: starts a successor process, hands it the listening sockets and, once
+/// it is ready, shuts this balancer down gracefully, answering with what happened; or an
+/// error saying why this process keeps serving. (The `lb` binary's is in
+/// [`lifecycle`](crate::lifecycle).)
+pub type Upgrader = Arc<dyn Fn() -> BoxFuture<Result<String, Error>> + Send + Sync>;
+
+/// The reload (or upgrade) hook, if the binary set one.
 #[derive(Default)]
 pub(crate) struct ReloadSlot(Mutex<Option<Reloader>>);
 
@@ -111,6 +118,7 @@ impl Handle {
                 started,
                 events: Arc::new(EventLog::new(started)),
                 reloader: ReloadSlot::default(),
+                upgrader: ReloadSlot::default(),
                 tasks,
             }),
         }
@@ -119,6 +127,30 @@ impl Handle {
     /// Sets what the `reload` command does (the binary re-reads its configuration file).
     pub fn set_reloader(&self, reloader: Reloader) {
         *lock(&self.inner.reloader.0) = Some(reloader);
+    }
+
+    /// Sets what the `upgrade` command does (the binary starts its successor).
+    pub fn set_upgrader(&self, upgrader: Upgrader) {
+        *lock(&self.inner.upgrader.0) = Some(upgrader);
+    }
+
+    /// New descriptors of every listener's listening sockets (all of each listener's, one per
+    /// worker), by listener name, for handing them to another process: each shares its
+    /// socket (and the connections queued on it) with the one the listener accepts on. A
+    /// listener that stopped accepting has none.
+    pub fn listening_sockets(&self) -> Result<Vec<(String, Vec<std::net::TcpListener>)>, Error> {
+        let listeners = lock(&self.inner.listeners).clone();
+        let mut all = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            let sockets = l.clone_sockets().map_err(|source| Error::Listen {
+                addr: l.address.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                source,
+            })?;
+            if !sockets.is_empty() {
+                all.push((l.name.to_string(), sockets));
+            }
+        }
+        Ok(all)
     }
 
     /// The first pool: the pool of a one-pool balancer ([`Balancer::new`]), for anything the
@@ -386,6 +418,15 @@ impl Handle {
                     ));
                 };
                 Reply::Done(reload().await?)
+            }
+            Command::Upgrade => {
+                let upgrader = lock(&self.inner.upgrader.0).clone();
+                let Some(upgrade) = upgrader else {
+                    return Err(Error::Upgrade(
+                        "this program does not upgrade itself (no upgrader set)".into(),
+                    ));
+                };
+                Reply::Done(upgrade().await?)
             }
             Command::Quit => {
                 self.shutdown();
