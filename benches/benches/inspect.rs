@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_main, Criterion};
 use lb_net::inspect::{client_hello, proxy_header};
 
 /// Real first flights, captured as testdata/client_hello/README.md says.
@@ -20,7 +20,7 @@ const HELLOS: [(&str, &[u8]); 2] = [
     ),
 ];
 
-fn inspect(c: &mut Criterion) {
+pub(crate) fn inspect(c: &mut Criterion) {
     let mut group = c.benchmark_group("inspect");
     for (name, hello) in HELLOS {
         assert!(matches!(client_hello::parse(hello), client_hello::Parse::Done(_)), "{name}");
@@ -40,5 +40,8 @@ fn inspect(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inspect);
-criterion_main!(benches);
+#[allow(missing_docs)] // the macro generates an undocumented public function
+mod group {
+    criterion::criterion_group!(benches, super::inspect);
+}
+criterion_main!(group::benches);
