@@ -59,6 +59,7 @@ mod pool;
 pub mod selection;
 pub mod sim;
 mod slot;
+pub mod slow_start;
 mod stats;
 
 pub use backend::{
@@ -67,6 +68,9 @@ pub use backend::{
 pub use counters::{BackendStats, CounterInfo, CounterKind, RetiredTotals, Totals};
 pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthMachine, Reason, Transition};
-pub use pool::{Lease, Pool, PoolConfig};
+pub use pool::{
+    AddOptions, BoundedLoad, Change, Explain, Inputs, Lease, Load, PassReason, PassedOver, Pool,
+    PoolConfig, Serving, ShareChange, WhatIf, MAX_HASH_BALANCE_FACTOR,
+};
 pub use selection::Algorithm;
 pub use stats::PoolStats;
