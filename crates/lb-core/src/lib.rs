@@ -11,6 +11,13 @@
 //! and touches only atomics. That makes the crate as usable inside an async proxy (see
 //! `lb-net`) as inside a simulation ([`sim`]).
 //!
+//! Traffic management is decided here too, once per published snapshot: backup backends
+//! ([`AddOptions::backup`]), fail-open below a panic threshold, slow start
+//! ([`PoolConfig::slow_start`], driven by [`Pool::tick`]) and bounded-load `ip_hash`
+//! ([`PoolConfig::hash_balance_factor`]). Two read-only questions are answered on the side:
+//! [`Pool::what_if`] (what a change would move) and [`Pool::explain`] (why a client would get
+//! the backend it gets).
+//!
 //! `cargo run -p lb-core --example pick` runs a pool on its own: weighted picks, a drain, failed
 //! connects, and its stats printed from the counter table ([`CounterInfo`]).
 //!
