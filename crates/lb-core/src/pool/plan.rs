@@ -203,4 +203,60 @@ mod tests {
         members[1].admin = AdminState::Drain;
         assert_eq!(plan(&members, 0).picks, vec![(0, 2)]);
     }
+
+    fn standing() -> impl proptest::strategy::Strategy<Value = Standing> {
+        use proptest::prelude::*;
+        let admin = prop::sample::select(vec![READY, AdminState::Drain, AdminState::Maint]);
+        (any::<bool>(), any::<bool>(), admin, 1u32..5).prop_map(|(backup, up, admin, weight)| {
+            let health = if up { UP } else { DOWN };
+            Standing { weight, ..member(1, backup, health, admin) }
+        })
+    }
+
+    proptest::proptest! {
+        /// The plan against the rules written out one by one.
+        #[test]
+        fn the_plan_follows_the_rules(
+            members in proptest::collection::vec(standing(), 0..12),
+            threshold in proptest::prop_oneof![proptest::strategy::Just(0u8), 0u8..=100],
+        ) {
+            let p = plan(&members, threshold);
+            let primary_ok = |m: &Standing| !m.backup && m.available();
+            let backup_ok = |m: &Standing| m.backup && m.available();
+            let ready = members.iter().filter(|m| !m.backup && m.admin == READY).count() as f64;
+            let up = members.iter().filter(|m| primary_ok(m)).count() as f64;
+            let below = threshold > 0 && ready > 0.0 && up / ready < f64::from(threshold) / 100.0;
+            let expected: Vec<usize> = members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| match p.serving {
+                    Serving::Primaries => primary_ok(m),
+                    Serving::Backups => backup_ok(m),
+                    Serving::Panic => !m.backup && m.admin == READY,
+                    Serving::Nobody => false,
+                })
+                .map(|(i, _)| i)
+                .collect();
+            proptest::prop_assert_eq!(indices(&p), expected.clone());
+            let serving = p.serving;
+            match serving {
+                Serving::Primaries => proptest::prop_assert!(up > 0.0 && !below),
+                Serving::Backups => {
+                    proptest::prop_assert!(up == 0.0 && !expected.is_empty());
+                }
+                Serving::Panic => {
+                    proptest::prop_assert!(below && !members.iter().any(|m| up == 0.0 && backup_ok(m)));
+                }
+                Serving::Nobody => {
+                    proptest::prop_assert!(up == 0.0 && !below && !members.iter().any(backup_ok));
+                }
+            }
+            // Whatever the mode, an operator's drain or maint is never overridden, and no
+            // ramp means the weights are the configured ones.
+            for &(i, weight) in &p.picks {
+                proptest::prop_assert_eq!(members[i].admin, READY);
+                proptest::prop_assert_eq!(weight, members[i].weight);
+            }
+        }
+    }
 }
