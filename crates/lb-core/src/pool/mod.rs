@@ -63,8 +63,9 @@ pub struct PoolConfig {
     pub panic_threshold: u8,
     /// Slow start: a backend that becomes available (comes up, or is added or enabled through
     /// a call that passes the time) gets its weight ramped from 10% to full over this window,
-    /// in tenths, for every algorithm. Default none: a backend gets its full share at once,
-    /// which is what pools without warm-up needs want and costs nothing.
+    /// in tenths, for every algorithm (see [`crate::slow_start`]; the owner calls
+    /// [`Pool::tick`]). Default none: a backend gets its full share at once, which is right
+    /// for backends that need no warm-up, and costs nothing.
     pub slow_start: Option<Duration>,
     /// Bounded-load consistent hashing for `ip_hash` (HAProxy's `hash-balance-factor`), in
     /// percent: 0 (off, the default: plain Maglev) or at least 100. A client goes to its
