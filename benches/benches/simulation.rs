@@ -1,9 +1,12 @@
 //! Replays the same synthetic workload through every algorithm and prints the comparison table
-//! (see `lb_core::sim`), then measures Maglev's disruption on removal for N from 5 to 100.
+//! (see `lb_core::sim`), the skewed-client workload through ip_hash with and without bounded
+//! load, then Maglev's disruption on removal for N from 5 to 100.
 //! `cargo bench -p lb-benches --bench simulation`.
 
 use lb_core::selection::MaglevTable;
-use lb_core::sim::{format_table, simulate_all, Workload};
+use lb_core::sim::{
+    format_load_table, format_table, simulate_all, simulate_bounded_load, Workload,
+};
 use std::net::SocketAddr;
 
 fn main() {
@@ -18,6 +21,15 @@ fn main() {
         workload.backends.iter().map(|b| b.speed).collect::<Vec<_>>()
     );
     println!("{}", format_table(&simulate_all(&workload)));
+
+    let skewed = Workload::skewed();
+    println!(
+        "Bounded load: skewed clients (Zipf exponent {}), {} equal backends, ip_hash with \
+         hash_balance_factor off and on\n",
+        skewed.client_skew,
+        skewed.backends.len()
+    );
+    println!("{}", format_load_table(&simulate_bounded_load(&[0, 150, 125, 110])));
 
     println!("Maglev: fraction of keys that move when one of N equal backends is removed\n");
     println!("| N | moved | ideal 1/N | bound 2.5/N |\n|---|---|---|---|");

@@ -167,6 +167,7 @@ impl PoolSpec {
             algorithm: s.algorithm,
             health: HealthConfig { rise: s.rise, fall: s.fall, ..HealthConfig::default() },
             max_connections_per_backend: s.max_connections_per_backend.0,
+            ..PoolConfig::default()
         }
     }
 

@@ -42,6 +42,18 @@ pub enum Error {
         /// The value that was given.
         value: u32,
     },
+    /// A panic threshold above 100 percent.
+    #[error("panic threshold {0}% is out of range: a percentage from 0 (off) to 100")]
+    PanicThresholdOutOfRange(u8),
+    /// A slow-start window of zero.
+    #[error("slow start must be longer than zero (leave it unset for none)")]
+    ZeroSlowStart,
+    /// A hash balance factor that is neither 0 nor within 100 to 10000.
+    #[error(
+        "hash balance factor {0} is out of range: 0 (off) or a percentage of the average load \
+         from 100 to 10000, e.g. 125"
+    )]
+    HashBalanceFactorOutOfRange(u32),
     /// Every backend is removed, down, draining, in maintenance, excluded or at its limit.
     #[error("no backend available")]
     NoBackendAvailable,

@@ -11,6 +11,13 @@
 //! and touches only atomics. That makes the crate as usable inside an async proxy (see
 //! `lb-net`) as inside a simulation ([`sim`]).
 //!
+//! Traffic management is decided here too, once per published snapshot: backup backends
+//! ([`AddOptions::backup`]), fail-open below a panic threshold, slow start
+//! ([`PoolConfig::slow_start`], driven by [`Pool::tick`]) and bounded-load `ip_hash`
+//! ([`PoolConfig::hash_balance_factor`]). Two read-only questions are answered on the side:
+//! [`Pool::what_if`] (what a change would move) and [`Pool::explain`] (why a client would get
+//! the backend it gets).
+//!
 //! `cargo run -p lb-core --example pick` runs a pool on its own: weighted picks, a drain, failed
 //! connects, and its stats printed from the counter table ([`CounterInfo`]).
 //!
@@ -59,6 +66,7 @@ mod pool;
 pub mod selection;
 pub mod sim;
 mod slot;
+pub mod slow_start;
 mod stats;
 
 pub use backend::{
@@ -67,6 +75,9 @@ pub use backend::{
 pub use counters::{BackendStats, CounterInfo, CounterKind, RetiredTotals, Totals};
 pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthMachine, Reason, Transition};
-pub use pool::{Lease, Pool, PoolConfig};
+pub use pool::{
+    AddOptions, BoundedLoad, Change, Explain, Inputs, Lease, Load, PassReason, PassedOver, Pool,
+    PoolConfig, Serving, ShareChange, WhatIf, MAX_HASH_BALANCE_FACTOR,
+};
 pub use selection::Algorithm;
 pub use stats::PoolStats;

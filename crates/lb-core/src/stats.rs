@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use crate::backend::AdminState;
 use crate::counters::{BackendStats, RetiredTotals, Totals};
 use crate::health::Health;
+use crate::pool::Serving;
 use crate::selection::Algorithm;
 
 impl BackendStats {
@@ -32,6 +33,12 @@ impl BackendStats {
             && self.admin == AdminState::Ready
             && self.health == Health::Up
     }
+
+    /// The weight the backend has now: its weight, or while a slow-start ramp runs, the
+    /// ramp's share of it (a backend of weight 1 at 30% has 0.3).
+    pub fn effective_weight(&self) -> f64 {
+        f64::from(self.weight) * f64::from(self.ramp_percent.unwrap_or(100)) / 100.0
+    }
 }
 
 /// The whole pool at one moment.
@@ -47,6 +54,14 @@ pub struct PoolStats {
     pub retired: RetiredTotals,
     /// Sums over all backends, listed or retired.
     pub totals: Totals,
+    /// Whether backups are carrying the new connections now: no primary is available and a
+    /// backup is. Computed when the pool's state last changed, so a gauge and a log line on
+    /// each change of this value follow the pool exactly.
+    pub backup_active: bool,
+    /// Whether the pool is in panic (fail-open) now: fewer than its `panic_threshold` share of
+    /// `ready` primaries is up, so new connections spread over all of them regardless of
+    /// health.
+    pub panic: bool,
 }
 
 impl PoolStats {
@@ -56,6 +71,7 @@ impl PoolStats {
         retired: RetiredTotals,
         available: usize,
         no_backend: u64,
+        serving: Serving,
     ) -> Self {
         let mut totals = Totals {
             backends: backends.iter().filter(|b| !b.removed).count(),
@@ -67,7 +83,14 @@ impl PoolStats {
         for b in &backends {
             totals.add_backend(b);
         }
-        PoolStats { algorithm, backends, retired, totals }
+        PoolStats {
+            algorithm,
+            backends,
+            retired,
+            totals,
+            backup_active: serving == Serving::Backups,
+            panic: serving == Serving::Panic,
+        }
     }
 
     /// The stats of the backend at `addr`, if listed.

@@ -291,6 +291,7 @@ fn config() -> impl Strategy<Value = PoolConfig> {
                 initial: if up { Health::Up } else { Health::Down },
             },
             max_connections_per_backend: limit,
+            ..PoolConfig::default()
         },
     )
 }

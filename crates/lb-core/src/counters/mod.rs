@@ -35,6 +35,18 @@ pub enum CounterKind {
     Counter,
 }
 
+/// A backend's state besides its counters, as [`BackendStats`] shows it (see its fields).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BackendState {
+    pub(crate) health: Health,
+    pub(crate) checked: bool,
+    pub(crate) admin: AdminState,
+    pub(crate) last_change: Option<Instant>,
+    pub(crate) removed: bool,
+    pub(crate) backup: bool,
+    pub(crate) ramp_percent: Option<u8>,
+}
+
 /// One backend counter's names and description, for outputs that list every counter.
 ///
 /// [`BackendStats::COUNTERS`], [`Totals::COUNTERS`] and [`RetiredTotals::COUNTERS`] list the
@@ -197,31 +209,33 @@ macro_rules! backend_counters {
             /// Whether the backend has been removed (shown only while connections are still
             /// open).
             pub removed: bool,
+            /// Whether the backend is a backup: it takes new connections only while no
+            /// primary is available ([`PoolStats::backup_active`](crate::PoolStats::backup_active)
+            /// says when that is).
+            pub backup: bool,
+            /// While a slow-start ramp runs: the share of its weight the backend has now, in
+            /// percent (10, 20, ... 100); `None` at full weight. See
+            /// [`effective_weight`](Self::effective_weight).
+            pub ramp_percent: Option<u8>,
             $(#[doc = $help] $(#[doc = $doc])* pub $f: u64,)*
             /// When health last changed (as passed in by whoever reported it), if ever.
             pub last_change: Option<Instant>,
         }
 
         impl BackendStats {
-            pub(crate) fn read(
-                backend: Backend,
-                counters: &Counters,
-                health: Health,
-                checked: bool,
-                admin: AdminState,
-                last_change: Option<Instant>,
-                removed: bool,
-            ) -> Self {
+            pub(crate) fn read(backend: Backend, counters: &Counters, state: BackendState) -> Self {
                 BackendStats {
                     id: backend.id,
                     addr: backend.addr,
                     weight: backend.weight,
-                    health,
-                    checked,
-                    admin,
-                    removed,
+                    health: state.health,
+                    checked: state.checked,
+                    admin: state.admin,
+                    removed: state.removed,
+                    backup: state.backup,
+                    ramp_percent: state.ramp_percent,
                     $($f: counters.$f(),)*
-                    last_change,
+                    last_change: state.last_change,
                 }
             }
 
@@ -418,15 +432,16 @@ picks picks lb_backend_picks Counter Times the algorithm chose the backend.
         counters.bytes_out.store(7, Relaxed);
         let backend =
             Backend { id: BackendId(1), addr: SocketAddr::from(([10, 0, 0, 1], 80)), weight: 1 };
-        let stats = BackendStats::read(
-            backend,
-            &counters,
-            Health::Up,
-            false,
-            AdminState::Ready,
-            None,
-            false,
-        );
+        let state = BackendState {
+            health: Health::Up,
+            checked: false,
+            admin: AdminState::Ready,
+            last_change: None,
+            removed: false,
+            backup: false,
+            ramp_percent: None,
+        };
+        let stats = BackendStats::read(backend, &counters, state);
         let read = [("active", 1), ("peak_active", 2), ("connections", 3), ("connect_failures", 4)];
         assert_eq!(values(stats.counters())[..4], read);
         let read = [("retries", 5), ("bytes_in", 6), ("bytes_out", 7), ("picks", 10)];

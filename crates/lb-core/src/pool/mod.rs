@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fastrand::Rng;
@@ -30,12 +31,19 @@ use crate::health::HealthConfig;
 use crate::selection::{Algorithm, Randomness};
 use crate::stats::PoolStats;
 
+mod explain;
 mod lease;
+mod plan;
 mod snapshot;
+mod what_if;
 mod writer;
 
+pub use explain::{BoundedLoad, Explain, Inputs, Load, PassReason, PassedOver};
 pub use lease::Lease;
+pub use plan::Serving;
 use snapshot::{Member, Snapshot};
+pub use what_if::{Change, ShareChange, WhatIf};
+pub use writer::AddOptions;
 use writer::WriterState;
 
 /// How a pool starts.
@@ -48,6 +56,60 @@ pub struct PoolConfig {
     pub health: HealthConfig,
     /// Most active connections per backend; a backend at its limit is skipped. Default none.
     pub max_connections_per_backend: Option<u64>,
+    /// Fail-open (Envoy's panic threshold), in percent, 0 to 100: when fewer than this share
+    /// of the `ready` primaries is up (and no backup is), new connections spread over every
+    /// `ready` primary regardless of health, rather than crushing the few left. Default 0,
+    /// off: sending traffic to backends known to be down is a choice to make knowingly.
+    pub panic_threshold: u8,
+    /// Slow start: a backend that becomes available (comes up, or is added or enabled through
+    /// a call that passes the time) gets its weight ramped from 10% to full over this window,
+    /// in tenths, for every algorithm (see [`crate::slow_start`]; the owner calls
+    /// [`Pool::tick`]). Default none: a backend gets its full share at once, which is right
+    /// for backends that need no warm-up, and costs nothing.
+    pub slow_start: Option<Duration>,
+    /// Bounded-load consistent hashing for `ip_hash` (HAProxy's `hash-balance-factor`), in
+    /// percent: 0 (off, the default: plain Maglev) or at least 100. A client goes to its
+    /// Maglev backend unless that backend would then hold more than this share of the
+    /// average load per weight; then to the next backend in its preference order under the
+    /// bound (the formula is at [`load_bound`](crate::selection::load_bound)).
+    pub hash_balance_factor: u32,
+}
+
+/// The largest [`PoolConfig::hash_balance_factor`]: beyond 100 times the average load the
+/// bound no longer bounds anything.
+pub const MAX_HASH_BALANCE_FACTOR: u32 = 10_000;
+
+impl PoolConfig {
+    /// Checks every setting: health thresholds at least 1, `panic_threshold` at most 100,
+    /// `slow_start` longer than zero, `hash_balance_factor` 0 or 100 to
+    /// [`MAX_HASH_BALANCE_FACTOR`].
+    pub fn validate(&self) -> Result<()> {
+        self.health.validate()?;
+        validate_panic_threshold(self.panic_threshold)?;
+        validate_slow_start(self.slow_start)?;
+        validate_hash_balance_factor(self.hash_balance_factor)
+    }
+}
+
+fn validate_panic_threshold(percent: u8) -> Result<()> {
+    if percent > 100 {
+        return Err(Error::PanicThresholdOutOfRange(percent));
+    }
+    Ok(())
+}
+
+fn validate_slow_start(window: Option<Duration>) -> Result<()> {
+    if window == Some(Duration::ZERO) {
+        return Err(Error::ZeroSlowStart);
+    }
+    Ok(())
+}
+
+fn validate_hash_balance_factor(factor: u32) -> Result<()> {
+    if factor != 0 && !(100..=MAX_HASH_BALANCE_FACTOR).contains(&factor) {
+        return Err(Error::HashBalanceFactorOutOfRange(factor));
+    }
+    Ok(())
 }
 
 /// A value alone on its cache line (128 bytes: x86 prefetches lines in pairs).
@@ -119,9 +181,10 @@ impl Default for Pool {
 }
 
 impl Pool {
-    /// An empty pool. Fails if a health threshold in `config` is zero.
+    /// An empty pool. Fails if a setting in `config` is invalid (see
+    /// [`PoolConfig::validate`]).
     pub fn new(config: PoolConfig) -> Result<Pool> {
-        config.health.validate()?;
+        config.validate()?;
         let writer = WriterState::new(config);
         let snapshot = writer.snapshot();
         Ok(Pool {
@@ -153,7 +216,8 @@ impl Pool {
         snap.members.iter().find(|m| m.slot.backend.addr == addr).map(Member::backend)
     }
 
-    /// Number of backends that can take a new connection now (up and ready).
+    /// Number of backends new connections are spread over now: the available primaries, or
+    /// while none is, the available backups, or in panic every `ready` primary.
     pub fn available(&self) -> usize {
         self.inner.snapshot.load().candidates.len()
     }

@@ -5,12 +5,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Lease;
+use super::plan::{plan, Serving, Standing};
+use super::{Lease, PoolConfig};
 use crate::backend::{AdminState, Backend, BackendId};
-use crate::counters::{BackendStats, RetiredTotals};
-use crate::health::Health;
+use crate::counters::{BackendState, BackendStats, RetiredTotals};
+use crate::health::{Health, Reason};
 use crate::selection::{Algorithm, PickCtx, Randomness, Selector};
 use crate::slot::{Candidate, Slot};
+use crate::slow_start::Ramp;
 use crate::stats::PoolStats;
 
 /// A member of the pool as of one snapshot.
@@ -22,11 +24,24 @@ pub(super) struct Member {
     pub(super) health: Health,
     pub(super) checked: bool,
     pub(super) last_change: Option<Instant>,
+    /// Takes connections only while no primary is available.
+    pub(super) backup: bool,
+    /// Its slow-start ramp, while one runs.
+    pub(super) ramp: Option<Ramp>,
+    /// Why health last went down, while it is down (for `explain`).
+    pub(super) down_reason: Option<Arc<Reason>>,
 }
 
 impl Member {
-    fn eligible(&self) -> bool {
-        self.health == Health::Up && self.admin == AdminState::Ready
+    pub(super) fn standing(&self) -> Standing {
+        Standing {
+            addr: self.slot.backend.addr,
+            weight: self.weight,
+            backup: self.backup,
+            admin: self.admin,
+            health: self.health,
+            ramp: self.ramp,
+        }
     }
 
     pub(super) fn backend(&self) -> Backend {
@@ -34,15 +49,16 @@ impl Member {
     }
 
     pub(super) fn stats(&self, removed: bool) -> BackendStats {
-        BackendStats::read(
-            self.backend(),
-            &self.slot.counters,
-            self.health,
-            self.checked,
-            self.admin,
-            self.last_change,
+        let state = BackendState {
+            health: self.health,
+            checked: self.checked,
+            admin: self.admin,
+            last_change: self.last_change,
             removed,
-        )
+            backup: self.backup,
+            ramp_percent: self.ramp.map(Ramp::percent),
+        };
+        BackendStats::read(self.backend(), &self.slot.counters, state)
     }
 }
 
@@ -52,34 +68,69 @@ pub(crate) struct Snapshot {
     pub(super) algorithm: Algorithm,
     pub(super) members: Vec<Member>,
     pub(super) candidates: Vec<Candidate>,
-    selector: Selector,
+    /// For each candidate, its index in `members`.
+    pub(super) candidate_members: Vec<usize>,
+    pub(super) selector: Selector,
+    /// Primaries, backups, panic or nobody: which members became the candidates.
+    pub(super) serving: Serving,
+    /// The configuration the snapshot was built with.
+    pub(super) config: PoolConfig,
     /// Removed backends whose counters may still change or be read through an older snapshot:
     /// shown in stats while they have connections open, counted in the totals until folded
     /// into `folded`.
     retired: Vec<Member>,
     /// The counters of removed backends dropped from `retired`, so totals never go backwards.
     folded: RetiredTotals,
-    limit: u64,
+    /// The per-backend connection limit, `u64::MAX` for none.
+    pub(super) limit: u64,
 }
 
 impl Snapshot {
-    /// The snapshot of these members: the eligible ones become the candidates, and the
-    /// algorithm's selector is built for them. `limit` is the per-backend connection limit
-    /// (`u64::MAX` for none).
+    /// The snapshot of these members under `config`: the plan (primaries, backups or panic,
+    /// slow-start weights; see `plan`) gives the candidates, and the algorithm's selector is
+    /// built for them.
     pub(super) fn build(
-        algorithm: Algorithm,
+        config: PoolConfig,
         members: Vec<Member>,
         retired: Vec<Member>,
         folded: RetiredTotals,
-        limit: u64,
     ) -> Snapshot {
-        let candidates: Vec<Candidate> = members
+        let standings: Vec<Standing> = members.iter().map(Member::standing).collect();
+        let plan = plan(&standings, config.panic_threshold);
+        let candidates: Vec<Candidate> = plan
+            .picks
             .iter()
-            .filter(|m| m.eligible())
-            .map(|m| Candidate { slot: Arc::clone(&m.slot), weight: m.weight })
+            .map(|&(i, weight)| Candidate { slot: Arc::clone(&members[i].slot), weight })
             .collect();
-        let selector = Selector::build(algorithm, &candidates);
-        Snapshot { algorithm, members, candidates, selector, retired, folded, limit }
+        let candidate_members = plan.picks.iter().map(|&(i, _)| i).collect();
+        let selector = Selector::build(config.algorithm, &candidates, config.hash_balance_factor);
+        Snapshot {
+            algorithm: config.algorithm,
+            members,
+            candidates,
+            candidate_members,
+            selector,
+            serving: plan.serving,
+            config,
+            retired,
+            folded,
+            limit: config.max_connections_per_backend.unwrap_or(u64::MAX),
+        }
+    }
+
+    /// What a pick skips besides backends the selector does not know: those in `exclude` and
+    /// those at the connection limit. One definition for [`pick`](Self::pick) and `explain`.
+    #[inline(always)]
+    pub(super) fn skip<'a>(
+        &'a self,
+        exclude: &'a [BackendId],
+    ) -> impl Fn(usize) -> bool + Copy + 'a {
+        let (candidates, limit) = (&self.candidates[..], self.limit);
+        move |i: usize| {
+            let c = &candidates[i];
+            (!exclude.is_empty() && exclude.contains(&c.slot.backend.id))
+                || (limit != u64::MAX && c.active() >= limit)
+        }
     }
 
     /// Chooses a candidate not in `exclude` and below the limit, and counts the connection on
@@ -95,11 +146,7 @@ impl Snapshot {
         let candidates = &self.candidates[..];
         let limit = self.limit;
         let mut ctx = PickCtx { candidates, client, rng, cursor };
-        let skip = |i: usize| {
-            let c = &candidates[i];
-            (!exclude.is_empty() && exclude.contains(&c.slot.backend.id))
-                || (limit != u64::MAX && c.active() >= limit)
-        };
+        let skip = self.skip(exclude);
         // A candidate can fill up between the selector's look and our increment (another thread
         // took the last place); then `skip` sees it full and the next round picks another. Each
         // round that fails has seen one more candidate full, so this ends.
@@ -127,6 +174,13 @@ impl Snapshot {
                 retired.add_stats(&stats);
             }
         }
-        PoolStats::new(self.algorithm, backends, retired, self.candidates.len(), no_backend)
+        PoolStats::new(
+            self.algorithm,
+            backends,
+            retired,
+            self.candidates.len(),
+            no_backend,
+            self.serving,
+        )
     }
 }

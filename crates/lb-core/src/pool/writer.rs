@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::{Arc, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::snapshot::{Member, Snapshot};
 use super::{Inner, Pool, PoolConfig};
@@ -14,6 +14,19 @@ use crate::error::{Error, Result};
 use crate::health::{Health, HealthConfig, HealthMachine, Reason, Transition};
 use crate::selection::Algorithm;
 use crate::slot::{PassiveHealth, Slot};
+use crate::slow_start::Ramp;
+
+/// How a backend joins the pool: [`Pool::add_backend`]'s options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AddOptions {
+    /// Its weight; [`DEFAULT_WEIGHT`] if `None`.
+    pub weight: Option<u32>,
+    /// Its admin state to start with. Default `ready`.
+    pub admin: AdminState,
+    /// Whether it is a backup: it takes new connections only while no primary is available.
+    /// Default no.
+    pub backup: bool,
+}
 
 /// What only writers touch, under the mutex.
 #[derive(Debug)]
@@ -32,6 +45,9 @@ struct WriterMember {
     admin: AdminState,
     health: HealthMachine,
     last_change: Option<Instant>,
+    backup: bool,
+    ramp: Option<Ramp>,
+    down_reason: Option<Arc<Reason>>,
 }
 
 impl Pool {
@@ -61,7 +77,25 @@ impl Pool {
         weight: Option<u32>,
         admin: AdminState,
     ) -> Result<BackendId> {
-        let weight = validate_weight(u64::from(weight.unwrap_or(DEFAULT_WEIGHT)))?;
+        self.add_backend(addr, AddOptions { weight, admin, backup: false }, None)
+    }
+
+    /// Adds a backend with `options` (weight, admin state, backup), in the configured initial
+    /// health state. Returns its new id.
+    ///
+    /// With slow start configured, `now` decides whether the backend ramps: with a time, a
+    /// backend that is available at once ramps from `now`; with `None` it gets its full weight
+    /// at once. Pass `None` for the backends a balancer starts with (HAProxy's rule: slow start
+    /// never applies at start-up, it would only slow everything down alike) and the time for a
+    /// backend added to a running pool.
+    pub fn add_backend(
+        &self,
+        addr: SocketAddr,
+        options: AddOptions,
+        now: Option<Instant>,
+    ) -> Result<BackendId> {
+        let weight = validate_weight(u64::from(options.weight.unwrap_or(DEFAULT_WEIGHT)))?;
+        let admin = options.admin;
         let mut w = self.writer();
         if w.members.iter().any(|m| m.slot.backend.addr == addr) {
             return Err(Error::DuplicateBackend(addr));
@@ -74,7 +108,18 @@ impl Pool {
             pool: Arc::<Inner>::downgrade(&self.inner),
         });
         let health = HealthMachine::new(w.config.health);
-        w.members.push(WriterMember { slot, weight, admin, health, last_change: None });
+        let mut member = WriterMember {
+            slot,
+            weight,
+            admin,
+            health,
+            last_change: None,
+            backup: options.backup,
+            ramp: None,
+            down_reason: None,
+        };
+        member.update_ramp(false, now, w.config.slow_start);
+        w.members.push(member);
         self.publish(&mut w);
         Ok(id)
     }
@@ -105,15 +150,121 @@ impl Pool {
     }
 
     /// Sets a backend's admin state: `Ready`, `Drain` (no new connections, open ones
-    /// continue) or `Maint`.
+    /// continue) or `Maint`. A backend enabled this way gets its full weight at once; see
+    /// [`set_admin_state_at`](Self::set_admin_state_at) for one that slow-starts.
     pub fn set_admin_state(&self, addr: SocketAddr, admin: AdminState) -> Result<()> {
+        self.change_admin_state(addr, admin, None)
+    }
+
+    /// [`set_admin_state`](Self::set_admin_state) at time `now`: with slow start configured,
+    /// a backend this makes available (enabled after `drain` or `maint`, and up) ramps from
+    /// `now`.
+    pub fn set_admin_state_at(
+        &self,
+        addr: SocketAddr,
+        admin: AdminState,
+        now: Instant,
+    ) -> Result<()> {
+        self.change_admin_state(addr, admin, Some(now))
+    }
+
+    fn change_admin_state(
+        &self,
+        addr: SocketAddr,
+        admin: AdminState,
+        now: Option<Instant>,
+    ) -> Result<()> {
         let mut w = self.writer();
         let at = w.position(addr)?;
-        if w.members[at].admin != admin {
-            w.members[at].admin = admin;
+        let window = w.config.slow_start;
+        let member = &mut w.members[at];
+        if member.admin != admin {
+            let was = member.available();
+            member.admin = admin;
+            member.update_ramp(was, now, window);
             self.publish(&mut w);
         }
         Ok(())
+    }
+
+    /// Makes a backend a backup (`true`: it takes new connections only while no primary is
+    /// available) or a primary (`false`).
+    pub fn set_backup(&self, addr: SocketAddr, backup: bool) -> Result<()> {
+        let mut w = self.writer();
+        let at = w.position(addr)?;
+        if w.members[at].backup != backup {
+            w.members[at].backup = backup;
+            self.publish(&mut w);
+        }
+        Ok(())
+    }
+
+    /// Changes the panic threshold (percent, 0 = off; see [`PoolConfig::panic_threshold`]).
+    pub fn set_panic_threshold(&self, percent: u8) -> Result<()> {
+        super::validate_panic_threshold(percent)?;
+        let mut w = self.writer();
+        if w.config.panic_threshold != percent {
+            w.config.panic_threshold = percent;
+            self.publish(&mut w);
+        }
+        Ok(())
+    }
+
+    /// Changes the slow-start window (`None` for none; see [`PoolConfig::slow_start`]).
+    /// Ramps under way continue over the new window from when they started; with `None`
+    /// they end at once.
+    pub fn set_slow_start(&self, window: Option<Duration>) -> Result<()> {
+        super::validate_slow_start(window)?;
+        let mut w = self.writer();
+        if w.config.slow_start != window {
+            w.config.slow_start = window;
+            if window.is_none() {
+                w.members.iter_mut().for_each(|m| m.ramp = None);
+            }
+            self.publish(&mut w);
+        }
+        Ok(())
+    }
+
+    /// Changes the bounded-load factor of `ip_hash` (0 = off, else 100 to
+    /// [`MAX_HASH_BALANCE_FACTOR`](super::MAX_HASH_BALANCE_FACTOR); see
+    /// [`PoolConfig::hash_balance_factor`]).
+    pub fn set_hash_balance_factor(&self, factor: u32) -> Result<()> {
+        super::validate_hash_balance_factor(factor)?;
+        let mut w = self.writer();
+        if w.config.hash_balance_factor != factor {
+            w.config.hash_balance_factor = factor;
+            self.publish(&mut w);
+        }
+        Ok(())
+    }
+
+    /// Advances slow-start ramps to `now`, publishing a new snapshot if a backend's weight
+    /// steps up (or its ramp ends). Returns when the next step is due, or `None` if no ramp
+    /// is under way.
+    ///
+    /// A pool with slow start configured needs its owner to call this: at the instant it
+    /// returned, or simply every second or so (a ramp has ten steps). Without slow start, or
+    /// with nothing ramping, it publishes nothing.
+    pub fn tick(&self, now: Instant) -> Option<Instant> {
+        let mut w = self.writer();
+        let window = w.config.slow_start?;
+        let mut changed = false;
+        let mut next: Option<Instant> = None;
+        for m in &mut w.members {
+            let Some(ramp) = m.ramp else { continue };
+            let advanced = ramp.at(now, window);
+            changed |= advanced != Some(ramp);
+            m.ramp = advanced;
+            if let Some(r) = advanced {
+                let due = r.next_step_at(window);
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        if changed {
+            self.publish(&mut w);
+        }
+        next
     }
 
     /// Forces a backend's health (for embedding programs without a health checker, and for
@@ -126,15 +277,17 @@ impl Pool {
     ) -> Result<Option<Transition>> {
         let mut w = self.writer();
         let at = w.position(addr)?;
+        let window = w.config.slow_start;
         let member = &mut w.members[at];
         let first = !member.health.checked();
+        let was = member.available();
         let Some((from, to)) = member.health.force(health) else {
             if first {
                 self.publish(&mut w);
             }
             return Ok(None);
         };
-        member.last_change = Some(now);
+        member.changed_health(to, Reason::Forced, was, now, window);
         let backend = member.backend();
         self.publish(&mut w);
         Ok(Some(Transition { backend, from, to, reason: Reason::Forced, at: now }))
@@ -185,8 +338,10 @@ impl Pool {
         now: Instant,
     ) -> Option<Transition> {
         let mut w = self.writer();
+        let window = w.config.slow_start;
         let member = w.members.iter_mut().find(|m| m.slot.backend.id == id)?;
         let first = !member.health.checked();
+        let was = member.available();
         let Some((from, to)) = member.health.observe(result.is_ok()) else {
             if first {
                 // No change of health, but the backend is no longer waiting for its first
@@ -195,7 +350,6 @@ impl Pool {
             }
             return None;
         };
-        member.last_change = Some(now);
         let backend = member.backend();
         let reason = match result {
             Ok(()) => Reason::ChecksPassed { consecutive: member.health.config().rise },
@@ -204,6 +358,7 @@ impl Pool {
                 detail: detail.to_owned(),
             },
         };
+        member.changed_health(to, reason.clone(), was, now, window);
         self.publish(&mut w);
         Some(Transition { backend, from, to, reason, at: now })
     }
@@ -234,11 +389,10 @@ impl WriterState {
     /// The snapshot of the state as it is.
     pub(super) fn snapshot(&self) -> Snapshot {
         Snapshot::build(
-            self.config.algorithm,
+            self.config,
             self.members.iter().map(WriterMember::snapshot).collect(),
             self.retired.clone(),
             self.folded,
-            self.config.max_connections_per_backend.unwrap_or(u64::MAX),
         )
     }
 
@@ -282,6 +436,36 @@ impl WriterMember {
         Backend { weight: self.weight, ..self.slot.backend }
     }
 
+    fn available(&self) -> bool {
+        self.health.state() == Health::Up && self.admin == AdminState::Ready
+    }
+
+    /// After a change that may have made the backend available or unavailable (`was`: before
+    /// it): a backend that just became available starts a slow-start ramp at `now` (when
+    /// there is a time and a window); one no longer available drops its ramp, and starts a
+    /// new one when it is back.
+    fn update_ramp(&mut self, was: bool, now: Option<Instant>, window: Option<Duration>) {
+        if !self.available() {
+            self.ramp = None;
+        } else if !was && window.is_some() {
+            self.ramp = now.map(Ramp::start);
+        }
+    }
+
+    /// Records a health transition to `to` for `reason` at `now`.
+    fn changed_health(
+        &mut self,
+        to: Health,
+        reason: Reason,
+        was: bool,
+        now: Instant,
+        window: Option<Duration>,
+    ) {
+        self.last_change = Some(now);
+        self.down_reason = (to == Health::Down).then(|| Arc::new(reason));
+        self.update_ramp(was, Some(now), window);
+    }
+
     fn snapshot(&self) -> Member {
         Member {
             slot: Arc::clone(&self.slot),
@@ -290,6 +474,9 @@ impl WriterMember {
             health: self.health.state(),
             checked: self.health.checked(),
             last_change: self.last_change,
+            backup: self.backup,
+            ramp: self.ramp,
+            down_reason: self.down_reason.clone(),
         }
     }
 }

@@ -145,6 +145,32 @@ impl MaglevTable {
         }
     }
 
+    /// The slot a hash falls in (`hash % len`), or `None` for an empty table.
+    pub fn slot_of(&self, hash: u64) -> Option<u64> {
+        (!self.is_empty()).then(|| self.slot_of.rem(hash))
+    }
+
+    /// The distinct backends (indices into the slice given to `build`) in the order a key
+    /// whose hash is `hash` prefers them: the table's slots from the key's own onwards,
+    /// wrapping, each backend at its first appearance. This is the order in which a pick walks
+    /// on past backends it cannot use.
+    pub fn preference(&self, hash: u64, backends: usize) -> Vec<usize> {
+        let mut seen = vec![false; backends];
+        let mut order = Vec::with_capacity(backends);
+        let Some(start) = self.slot_of(hash) else { return order };
+        let len = self.len() as u64;
+        for k in 0..len {
+            let Some(i) = self.lookup((start + k) % len) else { break };
+            if !std::mem::replace(&mut seen[i], true) {
+                order.push(i);
+                if order.len() == backends {
+                    break;
+                }
+            }
+        }
+        order
+    }
+
     /// How many slots each backend (by index into the slice given to `build`) owns.
     pub fn slot_counts(&self, backends: usize) -> Vec<u64> {
         let mut counts = vec![0; backends];
@@ -228,27 +254,122 @@ fn fill<T: Copy + Default>(
     }
 }
 
+/// The most active connections a backend may hold under bounded-load consistent hashing:
+/// `ceil(factor / 100 × (total_active + 1) × weight / total_weight)`.
+///
+/// Mirrokni, Thorup and Zadimoghaddam, "Consistent Hashing with Bounded Loads" (SODA 2018):
+/// each bin's capacity is `ceil(c × m / n)` for `m` balls (the one being placed included) in
+/// `n` bins; weighted here, as HAProxy's `hash-balance-factor` does, so a backend's share of
+/// the capacity is its share of the weight. `total_active` and `total_weight` are over the
+/// backends the pick chooses from; `factor` is the percentage (125 for `c = 1.25`). A backend
+/// takes a new connection only while its active count is *below* this bound, so after the
+/// pick it holds at most the bound computed with the new total.
+///
+/// ```
+/// use lb_core::selection::load_bound;
+/// // 3 equal backends, 8 connections open, factor 125: ceil(1.25 × 9 / 3) = 4.
+/// assert_eq!(load_bound(125, 8, 3, 1), 4);
+/// ```
+pub fn load_bound(factor: u32, total_active: u64, total_weight: u64, weight: u32) -> u64 {
+    let numerator = u128::from(factor) * (u128::from(total_active) + 1) * u128::from(weight);
+    let denominator = 100 * u128::from(total_weight.max(1));
+    u64::try_from(numerator.div_ceil(denominator)).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug)]
 pub(crate) struct IpHash {
     table: MaglevTable,
+    /// Bounded load's factor in percent, 0 for plain Maglev.
+    balance_factor: u32,
+    /// Sum of the candidates' weights, for the bound.
+    total_weight: u64,
+}
+
+impl IpHash {
+    pub(crate) fn new(candidates: &[Candidate], balance_factor: u32) -> Self {
+        let backends: Vec<(SocketAddr, u32)> =
+            candidates.iter().map(|c| (c.addr(), c.weight)).collect();
+        let total_weight = candidates.iter().map(|c| u64::from(c.weight)).sum();
+        IpHash { table: MaglevTable::build(&backends), balance_factor, total_weight }
+    }
+
+    pub(crate) fn table(&self) -> &MaglevTable {
+        &self.table
+    }
+
+    pub(crate) fn balance_factor(&self) -> u32 {
+        self.balance_factor
+    }
+
+    pub(crate) fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+
+    /// The hash a pick uses for `client`.
+    #[inline]
+    pub(crate) fn hash(ctx: &mut PickCtx<'_>) -> u64 {
+        // Without a client address (an in-memory test stream, a Unix socket) there is nothing to
+        // be sticky to: any slot will do.
+        match ctx.client {
+            Some(ip) => hash_client(ip),
+            None => ctx.rng().u64(..),
+        }
+    }
+
+    /// The pick for a client whose hash is `hash`: what [`Select::pick`] does once it has the
+    /// hash, and what `explain` asks to agree with it.
+    #[inline(always)]
+    pub(crate) fn pick_hash(
+        &self,
+        candidates: &[Candidate],
+        hash: u64,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        if self.balance_factor == 0 {
+            return self.table.lookup_skipping(hash, skip);
+        }
+        self.pick_bounded(candidates, hash, skip)
+    }
+
+    /// The bounded-load pick: the client's first choice `skip` allows if it is under the
+    /// bound, else the next backend in the client's preference order (the table's slots from
+    /// its own) that is; if every backend `skip` allows is at the bound (the ones under it
+    /// excluded or at their connection limit), the first choice after all, rather than none.
+    ///
+    /// Out of line: only pools with the factor set come here, and the plain pick stays small.
+    #[inline(never)]
+    pub(crate) fn pick_bounded(
+        &self,
+        candidates: &[Candidate],
+        hash: u64,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let first = self.table.lookup_skipping(hash, &skip)?;
+        // An idle backend is under any bound (at least 1), so the sum is not needed.
+        if candidates[first].active() == 0 {
+            return Some(first);
+        }
+        let total: u64 = candidates.iter().map(Candidate::active).sum();
+        let under = |i: usize| {
+            let c = &candidates[i];
+            c.active() < load_bound(self.balance_factor, total, self.total_weight, c.weight)
+        };
+        if under(first) {
+            return Some(first);
+        }
+        self.table.lookup_skipping(hash, |i| skip(i) || !under(i)).or(Some(first))
+    }
 }
 
 impl Select for IpHash {
     fn build(candidates: &[Candidate]) -> Self {
-        let backends: Vec<(SocketAddr, u32)> =
-            candidates.iter().map(|c| (c.addr(), c.weight)).collect();
-        IpHash { table: MaglevTable::build(&backends) }
+        IpHash::new(candidates, 0)
     }
 
     #[inline]
     fn pick(&self, ctx: &mut PickCtx<'_>, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        // Without a client address (an in-memory test stream, a Unix socket) there is nothing to
-        // be sticky to: any slot will do.
-        let hash = match ctx.client {
-            Some(ip) => hash_client(ip),
-            None => ctx.rng().u64(..),
-        };
-        self.table.lookup_skipping(hash, skip)
+        let hash = IpHash::hash(ctx);
+        self.pick_hash(ctx.candidates, hash, skip)
     }
 }
 

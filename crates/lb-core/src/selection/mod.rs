@@ -22,7 +22,7 @@ pub(crate) mod p2c;
 pub(crate) mod random;
 pub(crate) mod round_robin;
 
-pub use ip_hash::{hash_client, table_size, MaglevTable};
+pub use ip_hash::{hash_client, load_bound, table_size, MaglevTable};
 
 /// A balancing algorithm, by the name used on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -147,12 +147,20 @@ pub(crate) enum Selector {
 }
 
 impl Selector {
-    pub(crate) fn build(algorithm: Algorithm, candidates: &[Candidate]) -> Self {
+    /// The selector of `algorithm` for `candidates`; `hash_balance_factor` is `ip_hash`'s
+    /// bounded-load factor (0 = off).
+    pub(crate) fn build(
+        algorithm: Algorithm,
+        candidates: &[Candidate],
+        hash_balance_factor: u32,
+    ) -> Self {
         match algorithm {
             Algorithm::RoundRobin => Selector::RoundRobin(Select::build(candidates)),
             Algorithm::LeastConnections => Selector::LeastConnections(Select::build(candidates)),
             Algorithm::Random => Selector::Random(Select::build(candidates)),
-            Algorithm::IpHash => Selector::IpHash(Select::build(candidates)),
+            Algorithm::IpHash => {
+                Selector::IpHash(ip_hash::IpHash::new(candidates, hash_balance_factor))
+            }
             Algorithm::P2c => Selector::P2c(Select::build(candidates)),
         }
     }

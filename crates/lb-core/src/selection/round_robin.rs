@@ -105,6 +105,13 @@ fn webster_cycle(weights: &[u64], total: u64) -> Vec<u32> {
     out
 }
 
+impl RoundRobin {
+    /// The cycle of candidate indices a pick walks.
+    pub(crate) fn cycle(&self) -> &[u32] {
+        &self.cycle
+    }
+}
+
 impl Select for RoundRobin {
     fn build(candidates: &[Candidate]) -> Self {
         let weights: Vec<u32> = candidates.iter().map(|c| c.weight).collect();
