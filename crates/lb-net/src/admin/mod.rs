@@ -48,8 +48,8 @@ mod prometheus;
 
 pub use guard::{AllowedHost, CLIENT_HEADER};
 pub use json::{
-    BackendJson, ClientsJson, CounterValues, ListenerJson, PoolJson, RetiredJson, StatsJson,
-    TotalsJson,
+    BackendJson, ClientsJson, CounterValues, DiscoveryJson, ListenerJson, PoolJson, RetiredJson,
+    StatsJson, TotalsJson,
 };
 
 use crate::accept::accept_loop;
