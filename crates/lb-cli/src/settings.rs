@@ -410,7 +410,7 @@ settings! {
     #[setting(Pool, Live)]
     discover: Option<DnsQuery> = one_line(parse_discover);
 
-    /// The DNS server --discover asks, IP[:PORT] (Consul: 127.0.0.1:8600) [default: the
+    /// The DNS server --discover asks, IP or IP:PORT (Consul: 127.0.0.1:8600) [default: the
     /// system's, from /etc/resolv.conf].
     #[arg(long = "resolver", value_name = "IP[:PORT]")]
     #[setting(Pool, Live)]

@@ -1548,7 +1548,8 @@ fn json_logs_are_one_object_per_line_access_lines_included() {
     assert!(text.contains("\"target\":\"lb::control\""), "the failed command is logged: {text}");
 }
 
-/// Runs `stats` until its backend rows (address, state, weight) are `want`; returns them.
+/// Runs `stats` until its backend rows (address, state, weight; `init` read as `up`), in
+/// any order, are `want`.
 fn stats_until(lb: &mut Lb, what: &str, want: &[(String, &str, u32)]) {
     eventually(what, || {
         let (_, rows) = lb.stats();
@@ -1556,10 +1557,12 @@ fn stats_until(lb: &mut Lb, what: &str, want: &[(String, &str, u32)]) {
             .iter()
             .map(|r| (r.0.clone(), if r.1 == "init" { "up" } else { r.1.as_str() }, r.2))
             .collect();
-        let got: Vec<(String, String, u32)> =
+        let mut got: Vec<(String, String, u32)> =
             got.into_iter().map(|(a, s, w)| (a, s.to_owned(), w)).collect();
-        let want: Vec<(String, String, u32)> =
+        let mut want: Vec<(String, String, u32)> =
             want.iter().map(|(a, s, w)| (a.clone(), (*s).to_owned(), *w)).collect();
+        got.sort();
+        want.sort();
         if got == want {
             Ok(())
         } else {
@@ -1648,14 +1651,10 @@ fn a_pool_table_discovers_srv_and_a_reload_keeps_or_drops_what_dns_gave() {
     };
     let discover = "discover = \"srv:_app._tcp.test\"\n";
     let mut lb = Lb::start_with_config(&file(discover), &[]);
-    let sorted = |mut v: Vec<(String, &'static str, u32)>| {
-        v.sort();
-        v
-    };
     stats_until(
         &mut lb,
         "listed and discovered",
-        &sorted(vec![(listed.to_string(), "up", 1), (alpha.to_string(), "up", 5)]),
+        &[(listed.to_string(), "up", 1), (alpha.to_string(), "up", 5)],
     );
     // A reload of the same file keeps the discovered member the file does not list.
     let answer = lb.command("reload", "reload");
@@ -1664,7 +1663,7 @@ fn a_pool_table_discovers_srv_and_a_reload_keeps_or_drops_what_dns_gave() {
     stats_until(
         &mut lb,
         "the new SRV record",
-        &sorted(vec![(listed.to_string(), "up", 1), (beta.to_string(), "up", 2)]),
+        &[(listed.to_string(), "up", 1), (beta.to_string(), "up", 2)],
     );
     // Without discover, what DNS gave goes; the listed backend stays.
     lb.write_config(&file(""));
