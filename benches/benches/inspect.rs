@@ -10,10 +10,7 @@ use lb_net::inspect::{client_hello, proxy_header};
 
 /// Real first flights, captured as testdata/client_hello/README.md says.
 const HELLOS: [(&str, &[u8]); 2] = [
-    (
-        "chromium-156",
-        include_bytes!("../../crates/lb-net/testdata/client_hello/chromium-156.bin"),
-    ),
+    ("chromium-156", include_bytes!("../../crates/lb-net/testdata/client_hello/chromium-156.bin")),
     (
         "openssl-3.0-tls13",
         include_bytes!("../../crates/lb-net/testdata/client_hello/openssl-3.0-tls13.bin"),

@@ -10,7 +10,8 @@ use clap::Parser;
 use lb_core::{AdminState, Algorithm};
 use lb_net::admin::AllowedHost;
 use lb_net::BackendOptions;
-use lb_net::{CheckKind, Target};
+use lb_net::{CheckKind, DnsQuery, Target};
+use std::net::SocketAddr;
 
 use crate::settings::Settings;
 
@@ -542,6 +543,26 @@ pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
 /// is given on purpose.
 pub(crate) fn parse_admin(s: &str) -> Result<Target, String> {
     crate::ctl::parse_admin_addr(s)
+}
+
+/// `--discover`: `dns:HOST:PORT` or `srv:NAME` (lb-net's one parser of the two forms).
+pub(crate) fn parse_discover(s: &str) -> Result<DnsQuery, String> {
+    s.trim().parse::<DnsQuery>().map_err(|e| e.to_string())
+}
+
+/// `--resolver`: the DNS server discovery asks, `IP` (port 53) or `IP:PORT` (`[v6]:PORT`).
+pub(crate) fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        _ => Err(format!(
+            "invalid resolver {s:?}: expected the DNS server's IP address, with a port if not \
+             53: 127.0.0.1:8600, 10.0.0.2 or [::1]:53"
+        )),
+    }
 }
 
 #[cfg(test)]

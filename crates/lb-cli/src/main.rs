@@ -56,7 +56,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use args::{Args, LogFormat};
 use config::Given;
-use services::{addresses, routing_text, PoolSpec, Services};
+use services::{backends_text, routing_text, PoolSpec, Services};
 use settings::Settings;
 
 /// Why `lb` stopped before serving: bad input (exit status 2) or the environment (1).
@@ -372,6 +372,19 @@ async fn serve(
         let added = handle.add_pool(&spec.name, pool, spec.pool_settings());
         added.map_err(|e| Failure::Usage(spec.about(e)))?;
     }
+    // Backends from DNS: the first lookup is applied before anything listens, so the first
+    // clients find them (a failed one is logged and retried: the pool starts with its listed
+    // backends, if any).
+    for spec in &services.pools {
+        let Some(discovery) = spec.discovery_config() else { continue };
+        let source = discovery.describe();
+        let first = handle.set_discovery(&spec.name, Some(discovery)).await;
+        let first = first.map_err(|e| Failure::Runtime(spec.about(e)))?.unwrap_or_default();
+        tracing::info!(pool = %spec.name, source = %source, "discover: {first}");
+        if !args.quiet {
+            out!("{}", spec.about(format!("discover {source}: {first}")));
+        }
+    }
     if let Some(path) = config {
         let reloader = Arc::new(reload::Reloader {
             path,
@@ -522,7 +535,7 @@ impl Shown<'_> {
             tracing::info!(
                 address = %self.bound[0],
                 algorithm = %pool.settings.algorithm,
-                backends = %addresses(wanted),
+                backends = %backends_text(pool, wanted),
                 health_check = %pool.pool_settings().health.kind,
                 config,
                 "lb {version} starting"
@@ -550,7 +563,7 @@ impl Shown<'_> {
         }
         let version = env!("CARGO_PKG_VERSION");
         if let Some((pool, wanted)) = self.one_pool() {
-            let (algorithm, backends) = (pool.settings.algorithm, addresses(wanted));
+            let (algorithm, backends) = (pool.settings.algorithm, backends_text(pool, wanted));
             out!("lb {version} listening on {} ({algorithm}), backends: {backends}", self.bound[0]);
         } else {
             let (pools, listeners) = self.pools_and_listeners();

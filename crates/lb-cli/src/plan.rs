@@ -2,7 +2,8 @@
 //! [`wanted`]), and the [`Plan`] that brings the running pool to them; and which changed
 //! settings only a restart applies ([`needs_restart`]).
 //!
-//! The file (under the flags, as at start-up) is the whole truth about a pool's backend list,
+//! The file (under the flags, as at start-up) is the whole truth about a pool's backend list
+//! (but for the members DNS discovery manages, which a plan leaves to it),
 //! their weights and admin states, and the algorithm: a plan adds, removes and changes backends
 //! until the pool matches it, which also undoes changes made at the prompt since. Open
 //! connections are never touched: a removed backend's connections finish on their own
@@ -71,8 +72,14 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// Compares what runs (one consistent stats snapshot) with what is wanted.
-    pub(crate) fn new(current: &PoolStats, wanted: &[Wanted], algorithm: Algorithm) -> Plan {
+    /// Compares what runs (one consistent stats snapshot) with what is wanted. `discovered`
+    /// are the members DNS discovery manages: not listed in the file, they are not removed.
+    pub(crate) fn new(
+        current: &PoolStats,
+        wanted: &[Wanted],
+        algorithm: Algorithm,
+        discovered: &[SocketAddr],
+    ) -> Plan {
         let running: Vec<_> = current.backends.iter().filter(|b| !b.removed).collect();
         let mut plan = Plan::default();
         for w in wanted {
@@ -91,6 +98,7 @@ impl Plan {
         plan.remove = running
             .iter()
             .filter(|b| !wanted.iter().any(|w| w.addr == b.addr))
+            .filter(|b| !discovered.contains(&b.addr))
             .map(|b| b.addr)
             .collect();
         if current.algorithm != algorithm {
@@ -205,7 +213,7 @@ mod tests {
             want(8004, 1, AdminState::Ready),
             want(8005, 4, AdminState::Maint),
         ];
-        let plan = Plan::new(&pool.stats(), &wanted, Algorithm::P2c);
+        let plan = Plan::new(&pool.stats(), &wanted, Algorithm::P2c, &[]);
         assert_eq!(
             plan.to_string(),
             "added 127.0.0.1:8004, added 127.0.0.1:8005 (weight 4, maint), \
@@ -231,7 +239,7 @@ mod tests {
         );
         assert_eq!(stats.algorithm, Algorithm::P2c);
         // Applied once, the same file is no change.
-        let again = Plan::new(&pool.stats(), &wanted, Algorithm::P2c);
+        let again = Plan::new(&pool.stats(), &wanted, Algorithm::P2c, &[]);
         assert!(again.is_empty());
         assert_eq!(again.to_string(), "no changes");
     }
@@ -241,8 +249,12 @@ mod tests {
         let pool = Pool::new(PoolConfig::default()).unwrap();
         pool.add(addr(8001), None).unwrap();
         let lease = pool.pick(None, &[]).unwrap();
-        let plan =
-            Plan::new(&pool.stats(), &[want(8002, 1, AdminState::Ready)], Algorithm::RoundRobin);
+        let plan = Plan::new(
+            &pool.stats(),
+            &[want(8002, 1, AdminState::Ready)],
+            Algorithm::RoundRobin,
+            &[],
+        );
         assert!(plan.apply(&pool).is_empty());
         // Still counted (shown as removed) until the connection ends; then gone.
         let old = pool.stats().backends.into_iter().find(|b| b.addr == addr(8001)).unwrap();
@@ -251,7 +263,8 @@ mod tests {
         assert!(Plan::new(
             &pool.stats(),
             &[want(8002, 1, AdminState::Ready)],
-            Algorithm::RoundRobin
+            Algorithm::RoundRobin,
+            &[]
         )
         .is_empty());
         drop(lease);
@@ -262,8 +275,12 @@ mod tests {
     fn a_race_with_the_prompt_is_reported_not_fatal() {
         let pool = Pool::new(PoolConfig::default()).unwrap();
         pool.add(addr(8001), None).unwrap();
-        let plan =
-            Plan::new(&pool.stats(), &[want(8002, 1, AdminState::Ready)], Algorithm::RoundRobin);
+        let plan = Plan::new(
+            &pool.stats(),
+            &[want(8002, 1, AdminState::Ready)],
+            Algorithm::RoundRobin,
+            &[],
+        );
         pool.remove(addr(8001)).unwrap(); // someone at the prompt was quicker
         let failed = plan.apply(&pool);
         assert_eq!(failed, ["remove 127.0.0.1:8001: no backend 127.0.0.1:8001 in the pool"]);

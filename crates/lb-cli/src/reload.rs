@@ -95,13 +95,14 @@ impl Reloader {
     pub(crate) async fn reload(&self) -> Result<String, String> {
         let mut applied = self.applied.lock().await;
         let file = config::load(&self.path)?;
-        if file.pools.is_empty() && file.settings.backends.is_none() && !self.given.has("backends")
-        {
+        let no_list = file.settings.backends.is_none() && !self.given.has("backends");
+        let no_dns = file.settings.discover.is_none() && !self.given.has("discover");
+        if file.pools.is_empty() && no_list && no_dns {
             // An empty or truncated file (a half-written save) would otherwise swap every
             // backend for the built-in 127.0.0.1:8001-8003.
             return Err(format!(
-                "{} lists no backends ([[backend]] tables); the built-in defaults apply only at \
-                 start-up, never on reload",
+                "{} lists no backends ([[backend]] tables, or discover); the built-in defaults \
+                 apply only at start-up, never on reload",
                 self.path.display()
             ));
         }
@@ -129,7 +130,8 @@ impl Reloader {
         for ((spec, wanted), new) in services.pools.iter().zip(&wanted).zip(new_pools) {
             let Some(pool) = new else {
                 let before = applied.pools.iter().find(|p| p.name == spec.name);
-                let changes = self.update_pool(spec, before, wanted, &mut report).join(", ");
+                let changes = self.update_pool(spec, before, wanted, &mut report).await;
+                let changes = changes.join(", ");
                 match changes.as_str() {
                     "" => {}
                     _ if one_pool => report.done.push(changes),
@@ -141,7 +143,18 @@ impl Reloader {
             if report.check(|| format!("pool {}", spec.name), added) {
                 let n = wanted.len();
                 let s = if n == 1 { "" } else { "s" };
-                report.done.push(format!("pool {} added ({n} backend{s})", spec.name));
+                let mut done = format!("pool {} added ({n} backend{s}", spec.name);
+                if let Some(discovery) = spec.discovery_config() {
+                    let source = discovery.describe();
+                    match self.handle.set_discovery(&spec.name, Some(discovery)).await {
+                        Ok(first) => {
+                            let first = first.unwrap_or_default();
+                            done.push_str(&format!(", discover {source}: {first}"));
+                        }
+                        Err(e) => report.failed.push(format!("pool {}: {e}", spec.name)),
+                    }
+                }
+                report.done.push(done + ")");
             }
         }
         for change in listeners {
@@ -296,7 +309,7 @@ impl Reloader {
     /// Brings a running pool to the file: its backends and algorithm ([`Plan`]), thresholds,
     /// per-backend limit and [`lb_net::PoolSettings`]. Returns what changed: the plan, and each
     /// setting whose value differs from `before` (the pool as last applied).
-    fn update_pool(
+    async fn update_pool(
         &self,
         spec: &PoolSpec,
         before: Option<&PoolSpec>,
@@ -308,9 +321,27 @@ impl Reloader {
             return Vec::new();
         };
         let next = &spec.settings;
-        let plan = Plan::new(&pool.stats(), wanted, next.algorithm);
+        // Discovery first: a new source takes over the members the old one found (they go
+        // once its first answer is in, or stay if it fails); with none any more, they are no
+        // longer DNS's, and the plan removes those the file does not list.
+        let mut discovered = Vec::new();
+        let discovery = spec.discovery_config();
+        if self.handle.discovery_config(&spec.name) != discovery {
+            let source = discovery.as_ref().map(|d| d.describe());
+            match self.handle.set_discovery(&spec.name, discovery).await {
+                Ok(Some(first)) => discovered.push(match source {
+                    Some(source) => format!("discover {source}: {first}"),
+                    None => "discover stopped".into(),
+                }),
+                Ok(None) => {}
+                Err(e) => report.failed.push(spec.about(e)),
+            }
+        }
+        let dns = self.handle.discovered(&spec.name);
+        let plan = Plan::new(&pool.stats(), wanted, next.algorithm, &dns);
         report.failed.extend(plan.apply(&pool).into_iter().map(|f| spec.about(f)));
         let mut changes = if plan.is_empty() { Vec::new() } else { vec![plan.to_string()] };
+        changes.append(&mut discovered);
         // Settings that apply to the next connection or check, so they need no restart.
         let running = pool.config();
         if (running.health.rise, running.health.fall) != (next.rise, next.fall) {
@@ -342,7 +373,8 @@ fn pool_changes(before: &Settings, next: &Settings) -> Vec<String> {
     let mut changes: Vec<String> = Vec::new();
     for change in before.changes(next, Scope::Pool) {
         let text = match change.key {
-            Key::backends | Key::algorithm => continue,
+            // `discover` is said with what its first lookup did (update_pool).
+            Key::backends | Key::algorithm | Key::discover => continue,
             Key::rise | Key::fall => {
                 format!("rise/fall {}/{}->{}/{}", before.rise, before.fall, next.rise, next.fall)
             }

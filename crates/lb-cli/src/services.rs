@@ -15,13 +15,14 @@ use std::net::{IpAddr, SocketAddr};
 use lb_core::{HealthConfig, Pool, PoolConfig};
 use lb_net::inspect::proxy_header::Version;
 use lb_net::{
-    Admission, HealthCheckConfig, ListenerConfig, PoolSettings, Routing, Target, DEFAULT_LISTENER,
-    DEFAULT_POOL,
+    Admission, DiscoveryConfig, HealthCheckConfig, ListenerConfig, PoolSettings, Routing, Target,
+    DEFAULT_LISTENER, DEFAULT_POOL,
 };
 
 use crate::config::{File, Given};
 use crate::plan::Wanted;
 use crate::settings::Settings;
+use crate::show::Show;
 use crate::tables::{ListenTable, PoolTable};
 
 /// The pools and listeners of a running `lb`.
@@ -85,16 +86,47 @@ impl Services {
                 file.place.at(first.at)
             ));
         }
+        if let (Some(first), true) = (file.pools.first(), given.has("discover")) {
+            return Err(format!(
+                "{}: pool: --discover does not go with [[pool]] tables: give each pool that \
+                 takes backends from DNS its discover in its table",
+                file.place.at(first.at)
+            ));
+        }
         let pools = if file.pools.is_empty() {
-            vec![PoolSpec { name: DEFAULT_POOL.into(), settings: settings.clone() }]
+            let mut settings = settings.clone();
+            // With DNS for backends, the built-in defaults (127.0.0.1:8001-8003) do not apply:
+            // only backends given by flag or file join the discovered ones.
+            if settings.discover.is_some()
+                && !given.has("backends")
+                && file.settings.backends.is_none()
+            {
+                settings.backends.clear();
+            }
+            vec![PoolSpec { name: DEFAULT_POOL.into(), settings }]
         } else {
             // A table's keys beat the top level's, typed flags included: those are defaults.
-            let table = |t: &PoolTable| PoolSpec {
-                name: t.name.value.clone(),
-                settings: settings.merge(&Given::default(), &t.settings),
+            let table = |t: &PoolTable| {
+                let mut settings = settings.merge(&Given::default(), &t.settings);
+                if t.settings.backends.is_none() {
+                    // A table without a list takes its backends from DNS alone (the file
+                    // checks it has discover), never the built-in defaults.
+                    settings.backends.clear();
+                }
+                PoolSpec { name: t.name.value.clone(), settings }
             };
             file.pools.iter().map(|t| table(&t.value)).collect()
         };
+        for pool in &pools {
+            let s = &pool.settings;
+            if s.dns_min_refresh > s.dns_max_refresh {
+                return Err(pool.about(format!(
+                    "dns-min-refresh {} is above dns-max-refresh {}",
+                    s.dns_min_refresh.show(),
+                    s.dns_max_refresh.show()
+                )));
+            }
+        }
         let shorthand = file.listeners.is_empty();
         let listeners = if shorthand {
             let pool = file.shorthand_pool().ok_or_else(|| {
@@ -206,15 +238,39 @@ impl PoolSpec {
         Ok(pool)
     }
 
-    /// `name (algorithm): backends`, for the banner and the start-up log.
+    /// How the pool's members follow DNS, if they do: `discover` with `resolver` and the
+    /// refresh bounds.
+    pub(crate) fn discovery_config(&self) -> Option<DiscoveryConfig> {
+        let s = &self.settings;
+        let query = s.discover.clone()?;
+        Some(DiscoveryConfig {
+            resolver: s.resolver,
+            min_refresh: s.dns_min_refresh,
+            max_refresh: s.dns_max_refresh,
+            ..DiscoveryConfig::new(query)
+        })
+    }
+
+    /// `name (algorithm): backends`, for the banner and the start-up log; `+ dns:...` after
+    /// them for a pool that also takes backends from DNS.
     pub(crate) fn describe(&self, wanted: &[Wanted]) -> String {
-        format!("{} ({}): {}", self.name, self.settings.algorithm, addresses(wanted))
+        format!("{} ({}): {}", self.name, self.settings.algorithm, backends_text(self, wanted))
     }
 }
 
 /// The backends' addresses, comma separated.
 pub(crate) fn addresses(wanted: &[Wanted]) -> String {
     wanted.iter().map(|w| w.addr.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The listed backends' addresses and, for a pool that also takes backends from DNS, where
+/// from: `10.0.0.5:443 + srv:_https._tcp.web`, or `srv:_https._tcp.web` alone.
+pub(crate) fn backends_text(spec: &PoolSpec, wanted: &[Wanted]) -> String {
+    match (&spec.settings.discover, wanted.is_empty()) {
+        (Some(query), true) => query.to_string(),
+        (Some(query), false) => format!("{} + {query}", addresses(wanted)),
+        (None, _) => addresses(wanted),
+    }
 }
 
 impl ListenSpec {
@@ -399,6 +455,35 @@ backend = [{ address = "127.0.0.1:8002" }]
         let s = services("", &["lb", "--port", "9000"]).unwrap();
         assert_eq!((s.pools.len(), s.pools[0].name.as_str(), s.shorthand), (1, "default", true));
         assert_eq!(s.listeners[0].address.port, 9000);
+    }
+
+    #[test]
+    fn pools_can_take_their_backends_from_dns() {
+        // A table with discover needs no backend list; resolver and bounds come from the
+        // table or, as defaults, the top level.
+        let text = "resolver = \"127.0.0.1:8600\"\ndns-max-refresh = \"10s\"\n\n[[pool]]\n\
+                    name = \"web\"\ndiscover = \"srv:_http._tcp.web.service.consul\"\n\
+                    dns-min-refresh = \"2s\"\n";
+        let s = services(text, &["lb"]).unwrap();
+        let d = s.pools[0].discovery_config().unwrap();
+        assert_eq!(d.describe(), "srv:_http._tcp.web.service.consul via 127.0.0.1:8600");
+        assert_eq!((d.min_refresh.as_secs(), d.max_refresh.as_secs()), (2, 10));
+        assert!(s.pools[0].settings.backends.is_empty());
+        // The shorthand: --discover alone drops the built-in default backends; --backend
+        // flags stay beside it.
+        let s = services("", &["lb", "--discover", "dns:app.internal:8080"]).unwrap();
+        assert!(s.pools[0].settings.backends.is_empty());
+        assert_eq!(s.pools[0].discovery_config().unwrap().resolver, None);
+        let flags = ["lb", "--discover", "dns:app.internal:8080", "--backend", "127.0.0.1:9"];
+        assert_eq!(services("", &flags).unwrap().pools[0].settings.backends.len(), 1);
+        assert_eq!(services("", &["lb"]).unwrap().pools[0].settings.backends.len(), 3);
+        assert!(services("", &["lb"]).unwrap().pools[0].discovery_config().is_none());
+        let e =
+            services("", &["lb", "--discover", "srv:x", "--dns-min-refresh", "1m"]).unwrap_err();
+        assert_eq!(e, "dns-min-refresh 1m is above dns-max-refresh 30s");
+        let one = "[[pool]]\nname = \"web\"\nbackend = [{ address = \"127.0.0.1:1\" }]\n";
+        let e = services(one, &["lb", "--discover", "srv:x"]).unwrap_err();
+        assert!(e.starts_with("lb.toml line 1: pool: --discover does not go with [[pool]]"), "{e}");
     }
 
     #[test]

@@ -32,16 +32,17 @@ use std::time::Duration;
 use std::fmt;
 
 use lb_core::Algorithm;
-use lb_net::{AddressRange, Target};
+use lb_net::{AddressRange, DnsQuery, Target};
 use serde::de::MapAccess;
+use std::net::SocketAddr;
 
 use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
-    parse_allowed_hosts, parse_client_limit, parse_duration, parse_health_check, parse_host,
-    parse_limit, parse_listen_port, parse_log_format, parse_log_level, parse_optional_duration,
-    parse_positive_duration, parse_retries, parse_send_proxy, parse_text, parse_threshold,
-    parse_workers, secret, BackendSpec, HealthCheck, HostList, Limit, LogFormat, OptionalDuration,
-    SendProxy,
+    parse_allowed_hosts, parse_client_limit, parse_discover, parse_duration, parse_health_check,
+    parse_host, parse_limit, parse_listen_port, parse_log_format, parse_log_level,
+    parse_optional_duration, parse_positive_duration, parse_resolver, parse_retries,
+    parse_send_proxy, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
+    HostList, Limit, LogFormat, OptionalDuration, SendProxy,
 };
 use crate::config::{Backends, BadValue, Given, Ranges, SettingValue, Switch};
 use crate::show::Show;
@@ -402,6 +403,31 @@ settings! {
     #[arg(long = "check-send-proxy")]
     #[setting(Pool, Live)]
     check_send_proxy: bool = Switch;
+
+    /// Also take backends from DNS, re-resolved at the records' TTL: dns:HOST:PORT (every
+    /// A/AAAA address of HOST, on PORT) or srv:NAME (SRV records: host, port and weight each;
+    /// the lowest priority value only) [default: none].
+    #[arg(long = "discover", value_name = "dns:HOST:PORT|srv:NAME")]
+    #[setting(Pool, Live)]
+    discover: Option<DnsQuery> = one_line(parse_discover);
+
+    /// The DNS server --discover asks, IP or IP:PORT (Consul: 127.0.0.1:8600) [default: the
+    /// system's, from /etc/resolv.conf].
+    #[arg(long = "resolver", value_name = "IP[:PORT]")]
+    #[setting(Pool, Live)]
+    resolver: Option<SocketAddr> = one_line(parse_resolver);
+
+    /// Shortest time between two DNS lookups of --discover: a shorter TTL (Consul's is 0)
+    /// counts as this.
+    #[arg(long = "dns-min-refresh", default_value = "1s", value_name = "DURATION")]
+    #[setting(Pool, Live)]
+    dns_min_refresh: Duration = one_line(parse_positive_duration);
+
+    /// Longest time between two DNS lookups of --discover: a longer TTL counts as this, and
+    /// failing lookups are retried at least this often.
+    #[arg(long = "dns-max-refresh", default_value = "30s", value_name = "DURATION")]
+    #[setting(Pool, Live)]
+    dns_max_refresh: Duration = one_line(parse_positive_duration);
 
     /// On shutdown, how long open connections may finish before they are closed (0s: closed at
     /// once).

@@ -67,6 +67,20 @@ impl Show for Duration {
     }
 }
 
+impl Show for Option<lb_net::DnsQuery> {
+    /// The source as written, or `none`.
+    fn show(&self) -> String {
+        self.as_ref().map_or("none".into(), ToString::to_string)
+    }
+}
+
+impl Show for Option<std::net::SocketAddr> {
+    /// The server, or `system` for the system's resolver.
+    fn show(&self) -> String {
+        self.map_or("system".into(), |a| a.to_string())
+    }
+}
+
 impl Show for OptionalDuration {
     fn show(&self) -> String {
         self.0.map_or("off".into(), |d| d.show())

@@ -124,11 +124,13 @@ impl Table for PoolTable {
             };
             let settings = settings.finish()?;
             match &settings.backends {
+                // Its members come from DNS.
+                None if settings.discover.is_some() => Ok(PoolTable { name, settings }),
                 None => Err(BadValue::of_table(
                     "pool",
                     format!(
                         "pool {:?} has no backends: give it backend = [{{ address = \"HOST:PORT\" \
-                         }}] or [[pool.backend]] tables",
+                         }}] or [[pool.backend]] tables, or discover = \"dns:HOST:PORT\"",
                         name.value
                     ),
                 )),
@@ -519,6 +521,11 @@ impl File {
                 Key::backends,
                 "a top-level backend list does not go with [[pool]] tables: give each pool its \
                  own backends in its table",
+            )?;
+            top_level(
+                Key::discover,
+                "a top-level discover does not go with [[pool]] tables: give each pool that \
+                 takes backends from DNS its own discover in its table",
             )?;
         }
         if !self.listeners.is_empty() {

@@ -1554,3 +1554,130 @@ fn json_logs_are_one_object_per_line_access_lines_included() {
     assert_eq!(access, 1, "{text}");
     assert!(text.contains("\"target\":\"lb::control\""), "the failed command is logged: {text}");
 }
+
+/// Runs `stats` until its backend rows (address, state, weight; `init` read as `up`), in
+/// any order, are `want`.
+fn stats_until(lb: &mut Lb, what: &str, want: &[(String, &str, u32)]) {
+    eventually(what, || {
+        let (_, rows) = lb.stats();
+        let got: Vec<(String, &str, u32)> = rows
+            .iter()
+            .map(|r| (r.0.clone(), if r.1 == "init" { "up" } else { r.1.as_str() }, r.2))
+            .collect();
+        let mut got: Vec<(String, String, u32)> =
+            got.into_iter().map(|(a, s, w)| (a, s.to_owned(), w)).collect();
+        let mut want: Vec<(String, String, u32)> =
+            want.iter().map(|(a, s, w)| (a.clone(), (*s).to_owned(), *w)).collect();
+        got.sort();
+        want.sort();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+}
+
+#[test]
+fn discover_follows_a_dns_server_given_by_resolver() {
+    use lb_net::{DnsBehavior, TestDnsServer};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dns = runtime.block_on(TestDnsServer::start()).unwrap();
+    let alpha = backend("alpha");
+    let port = alpha.port();
+    dns.set_addresses("app.test", &["127.0.0.1".parse().unwrap()], 1);
+    let resolver = dns.addr().to_string();
+    let discover = format!("dns:app.test:{port}");
+    let mut lb = Lb::start(&[
+        "--discover",
+        &discover,
+        "--resolver",
+        &resolver,
+        "--dns-min-refresh",
+        "50ms",
+        "--dns-max-refresh",
+        "200ms",
+        "--health-check",
+        "off",
+    ]);
+    // The first answer is in before lb listens: no default backends, only DNS's.
+    let (_, rows) = lb.stats();
+    assert_eq!(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), [alpha.to_string()]);
+    assert_eq!(via(lb.addr), "alpha");
+    lb.send("stats");
+    let line = lb.expect_line("discovery dns:app.test");
+    assert!(line.contains(&format!("via {resolver}: 1 backend,")), "{line}");
+
+    // The A records change: the pool follows (the old address goes, no connection being open).
+    dns.set_addresses("app.test", &["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()], 1);
+    let at = |ip: &str| format!("{ip}:{port}");
+    stats_until(
+        &mut lb,
+        "the new A records",
+        &[(at("127.0.0.2"), "up", 1), (at("127.0.0.3"), "up", 1)],
+    );
+    lb.expect_log("backend added: DNS lists it");
+    lb.expect_log("backend removed: DNS no longer lists it");
+
+    // DNS fails: the members stay, the error is logged and counted.
+    dns.set_behavior(DnsBehavior::ServerFailure);
+    lb.expect_log("DNS lookup failed; keeping the last known members");
+    stats_until(
+        &mut lb,
+        "the same members",
+        &[(at("127.0.0.2"), "up", 1), (at("127.0.0.3"), "up", 1)],
+    );
+    lb.send("stats");
+    let line = lb.expect_line("discovery dns:app.test");
+    assert!(line.contains("keeping the last known backends"), "{line}");
+
+    // DNS answers again, with alpha: traffic reaches it again.
+    dns.set_behavior(DnsBehavior::Answer);
+    dns.set_addresses("app.test", &["127.0.0.1".parse().unwrap()], 1);
+    stats_until(&mut lb, "alpha again", &[(alpha.to_string(), "up", 1)]);
+    assert_eq!(via(lb.addr), "alpha");
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
+fn a_pool_table_discovers_srv_and_a_reload_keeps_or_drops_what_dns_gave() {
+    use lb_net::{SrvRecord, TestDnsServer};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dns = runtime.block_on(TestDnsServer::start()).unwrap();
+    let (alpha, beta, listed) = (backend("alpha"), backend("beta"), backend("listed"));
+    dns.set_addresses("h.test", &["127.0.0.1".parse().unwrap()], 1);
+    let srv = |port, weight| SrvRecord { priority: 1, weight, port, target: "h.test".into() };
+    dns.set_srv("_app._tcp.test", &[srv(alpha.port(), 5)], 1);
+    let file = |discover: &str| {
+        format!(
+            "[[pool]]\nname = \"default\"\n{discover}resolver = \"{}\"\ndns-min-refresh = \
+             \"50ms\"\ndns-max-refresh = \"200ms\"\nbackend = [{{ address = \"{listed}\" }}]\n",
+            dns.addr()
+        )
+    };
+    let discover = "discover = \"srv:_app._tcp.test\"\n";
+    let mut lb = Lb::start_with_config(&file(discover), &[]);
+    stats_until(
+        &mut lb,
+        "listed and discovered",
+        &[(listed.to_string(), "up", 1), (alpha.to_string(), "up", 5)],
+    );
+    // A reload of the same file keeps the discovered member the file does not list.
+    let answer = lb.command("reload", "reload");
+    assert!(answer.ends_with(": no changes"), "{answer}");
+    dns.set_srv("_app._tcp.test", &[srv(beta.port(), 2)], 1);
+    stats_until(
+        &mut lb,
+        "the new SRV record",
+        &[(listed.to_string(), "up", 1), (beta.to_string(), "up", 2)],
+    );
+    // Without discover, what DNS gave goes; the listed backend stays.
+    lb.write_config(&file(""));
+    let answer = lb.command("reload", "reload");
+    assert!(answer.contains(&format!("removed {beta}")), "{answer}");
+    assert!(answer.contains("discover stopped"), "{answer}");
+    stats_until(&mut lb, "only the listed backend", &[(listed.to_string(), "up", 1)]);
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}

@@ -96,3 +96,65 @@ proxy_counters! {
     /// Refused at once at a per-client limit (connections open, or new per second).
     rate_limited => "lb_connections_rate_limited", "Client connections refused at once at a per-client limit of connections open or new connections per second.";
 }
+
+/// What a counter of a pool's DNS discovery is called in the metrics, and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryCounter {
+    /// The field of [`DiscoveryCounts`] and its key in `GET /stats`.
+    pub name: &'static str,
+    /// The Prometheus metric family (a counter, labelled with the pool; `_total` is added by
+    /// the encoder).
+    pub metric: &'static str,
+    /// The metric's help text.
+    pub help: &'static str,
+}
+
+macro_rules! discovery_counters {
+    ($( $(#[doc = $doc:literal])* $field:ident => $metric:literal, $help:literal; )*) => {
+        /// One pool's discovery counters, written by its discovery task.
+        #[derive(Debug, Default)]
+        pub(crate) struct DiscoveryCounters {
+            $( pub(crate) $field: AtomicU64, )*
+        }
+
+        impl DiscoveryCounters {
+            /// The counters now.
+            pub(crate) fn snapshot(&self) -> DiscoveryCounts {
+                DiscoveryCounts { $( $field: self.$field.load(Relaxed), )* }
+            }
+
+            /// Adds one to the counter `which` picks.
+            pub(crate) fn bump(&self, which: impl FnOnce(&Self) -> &AtomicU64) {
+                which(self).fetch_add(1, Relaxed);
+            }
+        }
+
+        /// A pool's discovery counters at one moment; in `GET /stats` under the same names.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        pub struct DiscoveryCounts {
+            $( $(#[doc = $doc])* pub $field: u64, )*
+        }
+
+        impl DiscoveryCounts {
+            /// Every counter with its value, in table order.
+            pub fn counters(&self) -> impl Iterator<Item = (DiscoveryCounter, u64)> {
+                [$( (DiscoveryCounter { name: stringify!($field), metric: $metric, help: $help }, self.$field), )*]
+                    .into_iter()
+            }
+        }
+    };
+}
+
+discovery_counters! {
+    /// Lookups that answered with at least one address.
+    refreshes => "lb_dns_refreshes", "DNS lookups of the pool's discovery that answered with at least one address.";
+    /// Lookups that failed, timed out or answered with no address (the pool kept its members).
+    errors => "lb_dns_errors", "DNS lookups of the pool's discovery that failed, timed out or answered with no address; the pool kept its last known members.";
+    /// Backends added because DNS listed them.
+    added => "lb_dns_backends_added", "Backends added to the pool because DNS listed them.";
+    /// Backends removed because DNS no longer listed them.
+    removed => "lb_dns_backends_removed", "Backends removed from the pool because DNS no longer listed them (their open connections finish).";
+    /// Backends whose weight changed because their SRV weight did.
+    reweighted => "lb_dns_backends_reweighted", "Backends of the pool whose weight changed because their SRV record's weight did.";
+}

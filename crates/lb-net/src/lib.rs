@@ -46,6 +46,8 @@
 //! - [`Handle`]: every control action; [`Command`] / [`BackendOptions`] / [`Target`] are the
 //!   text grammar, [`Reply`] / [`Stats`] / [`ProxyStats`] / [`CheckStatus`] the answers.
 //! - [`ProxyConfig`], [`HealthCheckConfig`] / [`CheckKind`]: settings.
+//! - [`DiscoveryConfig`] / [`DnsQuery`] / [`DnsSource`]: pool members from DNS (A/AAAA or
+//!   SRV), kept up to date by [`Handle::set_discovery`].
 //! - [`Connector`] / [`TcpConnector`] / [`ByteStream`]: how backends are reached.
 //! - [`bind`] / [`bind_shared`]: listening sockets set up as the balancer wants them.
 //! - [`AccessLine`] / [`Termination`]: the per-connection log line.
@@ -70,6 +72,7 @@ mod admission;
 mod connector;
 mod control;
 mod counters;
+mod discovery;
 mod error;
 mod events;
 mod health_check;
@@ -105,7 +108,13 @@ pub use control::{
     ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply, Stats, Target,
     Upgrader, COMMAND_NAMES, HELP, MAX_POOL_NAME,
 };
-pub use counters::ProxyCounter;
+pub use counters::{DiscoveryCounter, ProxyCounter};
+pub use discovery::{
+    Answer, DiscoveryConfig, DiscoveryCounts, DiscoveryStats, DnsQuery, DnsSource, Member,
+    DEFAULT_DNS_MAX_REFRESH, DEFAULT_DNS_MIN_REFRESH, DEFAULT_DNS_TIMEOUT,
+};
+#[cfg(any(test, feature = "test-util"))]
+pub use discovery::{DnsBehavior, SrvRecord, TestDnsServer};
 pub use error::Error;
 pub use events::{Event, EventKind, EVENTS_KEPT};
 pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig, HttpCheck, StatusSet};
@@ -284,6 +293,7 @@ impl<C: Connector> Balancer<C> {
         }
         for pool in handle.inner.pools.all().iter() {
             pool.stop_checker();
+            pool.discovery.stop(false);
         }
         self.shared.shutdown.finish();
         tracing::info!("shut down");

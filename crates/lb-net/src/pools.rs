@@ -14,6 +14,7 @@ use lb_core::{Pool, PoolStats, RetiredTotals};
 use tokio::task::AbortHandle;
 
 use crate::control::validate_pool_name;
+use crate::discovery::DiscoveryState;
 use crate::error::Error;
 use crate::events::EventLog;
 use crate::health_check::{self, CheckLog, HealthCheckConfig};
@@ -97,6 +98,8 @@ pub(crate) struct PoolRuntime {
     pub(crate) checks: CheckLog,
     /// The running health checker, stopped when the pool goes or its checks change.
     pub(crate) checker: Mutex<Option<AbortHandle>>,
+    /// Members from DNS, if the pool has any: the task, the members it owns, its counters.
+    pub(crate) discovery: Arc<DiscoveryState>,
 }
 
 impl fmt::Debug for PoolRuntime {
@@ -119,6 +122,7 @@ impl PoolRuntime {
             settings: ArcSwap::from_pointee(settings),
             checks: health_check::health_log(name, events),
             checker: Mutex::new(None),
+            discovery: Arc::default(),
         }
     }
 
@@ -139,6 +143,7 @@ impl PoolRuntime {
 impl Drop for PoolRuntime {
     fn drop(&mut self) {
         self.stop_checker();
+        self.discovery.stop(false);
     }
 }
 

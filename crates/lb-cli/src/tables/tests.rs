@@ -149,7 +149,31 @@ fn each_rule_is_one_line_naming_file_line_and_key() {
             ),
             (
                 two_pools("retires = 1\n"),
-                "lb.toml line 9: pool: unknown key `retires`, expected one of `name`, `algorithm`, `backend`, `health-interval`, `health-timeout`, `rise`, `fall`, `health-check`, `connect-timeout`, `idle-timeout`, `max-connections-per-backend`, `retries`, `client-fin-timeout`, `server-fin-timeout`, `server-timeout`, `retry-on-empty`, `observe-empty`, `send-proxy`, `check-send-proxy`".into(),
+                "lb.toml line 9: pool: unknown key `retires`, expected one of `name`, `algorithm`, `backend`, `health-interval`, `health-timeout`, `rise`, `fall`, `health-check`, `connect-timeout`, `idle-timeout`, `max-connections-per-backend`, `retries`, `client-fin-timeout`, `server-fin-timeout`, `server-timeout`, `retry-on-empty`, `observe-empty`, `send-proxy`, `check-send-proxy`, `discover`, `resolver`, `dns-min-refresh`, `dns-max-refresh`".into(),
+            ),
+            (
+                two_pools("discover = \"dns:app\"\n"),
+                "lb.toml line 9: pool.discover: invalid discover \"dns:app\": expected dns:HOST:PORT, e.g. dns:app.internal:8080".into(),
+            ),
+            (
+                two_pools("discover = \"consul:web\"\n"),
+                "lb.toml line 9: pool.discover: invalid discover \"consul:web\": expected dns:HOST:PORT (every A/AAAA address of HOST, on PORT) or srv:NAME (SRV records, e.g. srv:_http._tcp.web.service.consul)".into(),
+            ),
+            (
+                two_pools("discover = \"dns:app.internal:99999\"\n"),
+                "lb.toml line 9: pool.discover: invalid discover \"dns:app.internal:99999\": port \"99999\" is not a number from 1 to 65535".into(),
+            ),
+            (
+                two_pools("resolver = \"consul.internal:8600\"\n"),
+                "lb.toml line 9: pool.resolver: invalid resolver \"consul.internal:8600\": expected the DNS server's IP address, with a port if not 53: 127.0.0.1:8600, 10.0.0.2 or [::1]:53".into(),
+            ),
+            (
+                two_pools("dns-min-refresh = \"0s\"\n"),
+                "lb.toml line 9: pool.dns-min-refresh: \"0s\" is zero: this duration must be positive".into(),
+            ),
+            (
+                format!("discover = \"srv:web\"\n{}", two_pools("")),
+                "lb.toml line 1: discover: a top-level discover does not go with [[pool]] tables: give each pool that takes backends from DNS its own discover in its table".into(),
             ),
             (
                 two_pools("retries = 101\n"),
@@ -173,7 +197,7 @@ fn each_rule_is_one_line_naming_file_line_and_key() {
             ),
             (
                 two_pools("[[pool]]\nname = \"mq\"\n"),
-                "lb.toml line 9: pool: pool \"mq\" has no backends: give it backend = [{ address = \"HOST:PORT\" }] or [[pool.backend]] tables".into(),
+                "lb.toml line 9: pool: pool \"mq\" has no backends: give it backend = [{ address = \"HOST:PORT\" }] or [[pool.backend]] tables, or discover = \"dns:HOST:PORT\"".into(),
             ),
             (
                 two_pools("[[pool]]\nname = \"mq\"\nbackend = \"10.0.0.1:1\"\n"),

@@ -171,6 +171,28 @@ pub struct PoolJson {
     pub retired: RetiredJson,
     /// Sums over its `backends` and `retired`.
     pub totals: TotalsJson,
+    /// Its DNS discovery, for a pool whose members (some of them) come from DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryJson>,
+}
+
+/// A pool's DNS discovery in `GET /stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryJson {
+    /// What is looked up, and where: `srv:_http._tcp.web.service.consul via 127.0.0.1:8600`.
+    pub source: String,
+    /// The backends DNS gave (`host:port`), in address order.
+    pub members: Vec<String>,
+    /// Seconds since the last lookup ended; `null` before the first.
+    pub last_refresh_seconds_ago: Option<f64>,
+    /// Seconds until the next lookup.
+    pub next_refresh_seconds: Option<f64>,
+    /// Why the last lookup failed, while lookups fail (the members are the last known ones).
+    pub last_error: Option<String>,
+    /// `refreshes`, `errors`, `added`, `removed`, `reweighted` (lb-net's discovery counter
+    /// table).
+    #[serde(flatten)]
+    pub counts: crate::DiscoveryCounts,
 }
 
 /// One listener in `GET /stats`.
@@ -297,6 +319,14 @@ impl PoolJson {
             backends: s.backends.iter().map(|b| BackendJson::from_stats(pool, b)).collect(),
             retired: retired(&s.retired),
             totals: totals(&s.totals),
+            discovery: pool.discovery.as_ref().map(|d| DiscoveryJson {
+                source: d.source.clone(),
+                members: d.members.iter().map(ToString::to_string).collect(),
+                last_refresh_seconds_ago: d.last_refresh.map(|t| t.as_secs_f64()),
+                next_refresh_seconds: d.next_refresh.map(|t| t.as_secs_f64()),
+                last_error: d.last_error.clone(),
+                counts: d.counts,
+            }),
         }
     }
 }

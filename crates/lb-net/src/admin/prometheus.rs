@@ -191,6 +191,32 @@ impl Collector for StatsCollector {
                 )
             }),
         )?;
+        // Pools with DNS discovery: its counters (one table, lb-net's counters.rs) and how
+        // many members it gave.
+        let discovering: Vec<(&str, &crate::DiscoveryStats)> = stats
+            .pools
+            .iter()
+            .filter(|p| !p.removed)
+            .filter_map(|p| p.discovery.as_ref().map(|d| (p.name.as_str(), d)))
+            .collect();
+        if let Some((_, first)) = discovering.first() {
+            for (i, (counter, _)) in first.counts.counters().enumerate() {
+                let rows = discovering.iter().map(|(pool, d)| {
+                    let value = d.counts.counters().nth(i).map_or(0, |(_, v)| v);
+                    (vec![("pool", (*pool).to_owned())], Value::Whole(value))
+                });
+                family(&mut e, counter.metric, counter.help, Counter, rows)?;
+            }
+            family(
+                &mut e,
+                "lb_dns_backends",
+                "Backends of the pool that DNS discovery gave (the last known ones while lookups fail).",
+                Gauge,
+                discovering.iter().map(|(pool, d)| {
+                    (vec![("pool", (*pool).to_owned())], Value::Whole(d.members.len() as u64))
+                }),
+            )?;
+        }
         let p = &stats.proxy;
         single(&mut e, "lb_connections_open", "Client connections open now.", Gauge, p.open)?;
         for (counter, value) in p.counters() {

@@ -40,6 +40,7 @@ use lb_core::{AdminState, Algorithm, Pool};
 use tokio::time::Instant;
 
 use crate::counters::ProxyCounters;
+use crate::discovery::{self, DiscoveryConfig};
 use crate::error::Error;
 use crate::events::{EventKind, EventLog};
 use crate::health_check::CheckStatus;
@@ -188,6 +189,51 @@ impl Handle {
         Ok(())
     }
 
+    /// Makes the members of the pool called `name` follow DNS as `config` says (see
+    /// [`DiscoveryConfig`]), in place of what it followed; `None` stops following DNS, and
+    /// the members it had added stay, as ordinary members. The lookups run on a task of the
+    /// current runtime until the pool goes, discovery changes or shutdown begins.
+    ///
+    /// With a new configuration, this resolves once the first lookup has been applied, with
+    /// what it did in words (`3 backends in DNS (3 added)`, or why the lookup failed: the pool
+    /// then keeps what it has and the task tries again). The same configuration again
+    /// changes nothing and answers `None`. Fails only when the resolver cannot be set up (the
+    /// system's DNS configuration cannot be read) or there is no such pool.
+    pub async fn set_discovery(
+        &self,
+        name: &str,
+        config: Option<DiscoveryConfig>,
+    ) -> Result<Option<String>, Error> {
+        let pool = self.inner.pools.get(name).ok_or_else(|| self.inner.pools.unknown(name))?;
+        let state = Arc::clone(&pool.discovery);
+        if state.config() == config {
+            return Ok(None);
+        }
+        let Some(config) = config else {
+            state.stop(true);
+            tracing::info!(target: "lb::discovery", pool = name, "discovery stopped; its members stay as ordinary members");
+            return Ok(Some("discovery stopped".into()));
+        };
+        tracing::info!(target: "lb::discovery", pool = name, source = %config.describe(), "discovery started");
+        let shutdown = Arc::clone(&self.inner.shutdown);
+        let stop = async move { shutdown.requested().await };
+        let first =
+            discovery::start(Arc::clone(&pool.name), pool.pool.clone(), state, config, stop)
+                .await?;
+        Ok(Some(first))
+    }
+
+    /// The members of the pool called `name` that DNS discovery added and manages: a
+    /// configuration reload leaves these alone rather than removing them as unlisted.
+    pub fn discovered(&self, name: &str) -> Vec<SocketAddr> {
+        self.inner.pools.get(name).map(|p| p.discovery.owned()).unwrap_or_default()
+    }
+
+    /// What the pool called `name` discovers, if anything.
+    pub fn discovery_config(&self, name: &str) -> Option<DiscoveryConfig> {
+        self.inner.pools.get(name).and_then(|p| p.discovery.config())
+    }
+
     /// Removes the pool called `name`: its health checker stops, connections open to its
     /// backends finish on their own. A pool a listener still routes to cannot be removed
     /// (change or remove the listener first).
@@ -203,7 +249,9 @@ impl Handle {
                 users.join(", ")
             )));
         }
-        self.inner.pools.remove(name)?.stop_checker();
+        let removed = self.inner.pools.remove(name)?;
+        removed.stop_checker();
+        removed.discovery.stop(true);
         Ok(())
     }
 
@@ -323,7 +371,7 @@ impl Handle {
                 // Prefer IPv4 when a name resolves to both: backends usually listen on IPv4,
                 // and `localhost` often resolves to ::1 first.
                 let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
-                runtime.pool.add_with_state(addr, *weight, state.unwrap_or_default())?;
+                add_backend(&runtime.pool, addr, *weight, state.unwrap_or_default())?;
                 let weight = weight.unwrap_or(lb_core::DEFAULT_WEIGHT);
                 Reply::Done(format!(
                     "added {} (weight {weight}, {})",
@@ -333,7 +381,7 @@ impl Handle {
             }
             Command::Remove(backend) => {
                 let (runtime, addr) = self.find(backend, "remove").await?;
-                runtime.pool.remove(addr)?;
+                remove_backend(&runtime.pool, addr)?;
                 let name = named(&runtime, addr);
                 Reply::Done(format!("removed {name}; its open connections will finish"))
             }
@@ -355,7 +403,7 @@ impl Handle {
             }
             Command::Weight(backend, weight) => {
                 let (runtime, addr) = self.find(backend, "weight").await?;
-                runtime.pool.set_weight(addr, *weight)?;
+                set_backend_weight(&runtime.pool, addr, *weight)?;
                 Reply::Done(format!("{} weight {weight}", named(&runtime, addr)))
             }
             Command::Algorithm { pool: None, algorithm: None } if pools.all().len() > 1 => {
@@ -489,6 +537,7 @@ impl Handle {
                 stats,
                 removed: false,
                 checks_enabled: p.settings.load().health.enabled,
+                discovery: p.discovery.stats(),
             }
         });
         let removed = removed.into_iter().map(|(name, stats)| NamedPoolStats {
@@ -498,6 +547,7 @@ impl Handle {
             checks_enabled: false,
             checks: HashMap::new(),
             changes: HashMap::new(),
+            discovery: None,
         });
         Stats {
             pools: current.chain(removed).collect(),
@@ -589,6 +639,30 @@ impl Handle {
     pub async fn shutdown_requested(&self) {
         self.inner.shutdown.requested().await;
     }
+}
+
+/// Adds a backend: the `add` command's change, also made by DNS discovery, so both add alike.
+pub(crate) fn add_backend(
+    pool: &Pool,
+    addr: SocketAddr,
+    weight: Option<u32>,
+    state: AdminState,
+) -> Result<(), Error> {
+    pool.add_with_state(addr, weight, state)?;
+    Ok(())
+}
+
+/// Removes a backend (its open connections finish): the `remove` command's change, also made
+/// by DNS discovery.
+pub(crate) fn remove_backend(pool: &Pool, addr: SocketAddr) -> Result<(), Error> {
+    pool.remove(addr)?;
+    Ok(())
+}
+
+/// Sets a backend's weight: the `weight` command's change, also made by DNS discovery.
+pub(crate) fn set_backend_weight(pool: &Pool, addr: SocketAddr, weight: u32) -> Result<(), Error> {
+    pool.set_weight(addr, weight)?;
+    Ok(())
 }
 
 /// A backend as answers name it: `POOL/HOST:PORT`, or `HOST:PORT` in the default pool.
