@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::services::Services;
+use crate::Failure;
+
 /// Whether a backend address is one a demo backend may take: on this machine.
 pub(crate) fn is_local(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
@@ -82,4 +85,29 @@ async fn answer(mut stream: TcpStream, name: String) {
             return;
         }
     }
+}
+
+/// Starts a demo backend on every backend address on this machine, in every pool (port 0: a
+/// free port, put in place in `resolved`). Returns the addresses the port-0 ones got, in
+/// order, for reloads.
+pub(crate) async fn start_for(
+    services: &Services,
+    resolved: &mut [Vec<SocketAddr>],
+) -> Result<Vec<SocketAddr>, Failure> {
+    let local: Vec<SocketAddr> = resolved.iter().flatten().copied().filter(is_local).collect();
+    if local.is_empty() {
+        return Err(Failure::Usage(
+            "--demo starts backends on this machine, but no --backend is on 127.0.0.1 or ::1"
+                .into(),
+        ));
+    }
+    let bound = start(&local).await.map_err(Failure::Runtime)?;
+    tracing::info!(backends = ?bound, "demo backends started");
+    for (addr, bound) in resolved.iter_mut().flatten().filter(|a| is_local(a)).zip(bound) {
+        *addr = bound;
+    }
+    let port_0 = services.pools.iter().zip(resolved.iter()).flat_map(|(spec, addrs)| {
+        spec.settings.backends.iter().zip(addrs).filter(|(b, _)| b.target.port == 0)
+    });
+    Ok(port_0.map(|(_, addr)| *addr).collect())
 }

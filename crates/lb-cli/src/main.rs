@@ -43,6 +43,7 @@ mod repl;
 mod services;
 mod settings;
 mod show;
+mod signals;
 mod tables;
 
 use std::net::SocketAddr;
@@ -50,14 +51,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use lb_net::{AccessLogFormat, Balancer, Command, ProxyConfig, TcpConnector};
+use lb_net::{AccessLogFormat, Balancer, ProxyConfig, TcpConnector};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{signal, SignalKind};
 
 use args::{Args, LogFormat};
 use config::Given;
 use services::{backends_text, routing_text, PoolSpec, Services};
 use settings::Settings;
+use signals::{reload_on_hangup, shutdown_signal};
 
 /// Why `lb` stopped before serving: bad input (exit status 2) or the environment (1).
 enum Failure {
@@ -277,32 +279,6 @@ async fn bind_admin(
     lb_net::bind(addr, false).map_err(fail)
 }
 
-/// Starts a demo backend on every backend address on this machine, in every pool (port 0: a
-/// free port, put in place in `resolved`). Returns the addresses the port-0 ones got, in
-/// order, for reloads.
-async fn start_demo(
-    services: &Services,
-    resolved: &mut [Vec<SocketAddr>],
-) -> Result<Vec<SocketAddr>, Failure> {
-    let local: Vec<SocketAddr> =
-        resolved.iter().flatten().copied().filter(demo::is_local).collect();
-    if local.is_empty() {
-        return Err(Failure::Usage(
-            "--demo starts backends on this machine, but no --backend is on 127.0.0.1 or ::1"
-                .into(),
-        ));
-    }
-    let bound = demo::start(&local).await.map_err(Failure::Runtime)?;
-    tracing::info!(backends = ?bound, "demo backends started");
-    for (addr, bound) in resolved.iter_mut().flatten().filter(|a| demo::is_local(a)).zip(bound) {
-        *addr = bound;
-    }
-    let port_0 = services.pools.iter().zip(resolved.iter()).flat_map(|(spec, addrs)| {
-        spec.settings.backends.iter().zip(addrs).filter(|(b, _)| b.target.port == 0)
-    });
-    Ok(port_0.map(|(_, addr)| *addr).collect())
-}
-
 /// What `serve` runs with: the settings in force, those the flags and file give (the same
 /// but for `quiet` in a process started by an upgrade), and the process's lifecycle.
 struct Serving {
@@ -326,7 +302,7 @@ async fn serve(
         resolved.push(addrs.map_err(|e| Failure::Runtime(spec.about(e)))?);
     }
     let demo_ports =
-        if args.demo { start_demo(&services, &mut resolved).await? } else { Vec::new() };
+        if args.demo { demo::start_for(&services, &mut resolved).await? } else { Vec::new() };
     let mut wanted = Vec::with_capacity(resolved.len());
     for (spec, addrs) in services.pools.iter().zip(&resolved) {
         let checked = plan::wanted(&spec.settings.backends, addrs);
@@ -581,82 +557,6 @@ impl Shown<'_> {
             }
         }
     }
-}
-
-/// Each SIGHUP reopens the log file (for log rotation: lines from now on go to the file at the
-/// `--log-file` path) and runs `reload`, as typed at the prompt: the same answer (printed
-/// unless quiet) and the same log line (target `lb::control`), including "no configuration
-/// file to reload" without --config.
-async fn reload_on_hangup(
-    mut hangup: Signal,
-    handle: lb_net::Handle,
-    quiet: bool,
-    has_config: bool,
-    log: logging::LogReopener,
-) {
-    while hangup.recv().await.is_some() {
-        // Logged first, so this line is the last of the old file.
-        if !has_config {
-            // Log rotation without a config file: nothing failed, so no error.
-            tracing::info!("SIGHUP: reopening the log file (no --config file to reload)");
-            log.request();
-            if !quiet {
-                out!("SIGHUP: log file reopened; no --config file to reload");
-            }
-            continue;
-        }
-        tracing::info!("SIGHUP: reopening the log file and reloading the configuration");
-        log.request();
-        let answer = match handle.execute_command(Command::Reload).await {
-            Ok(reply) => reply.to_string(),
-            Err(e) => format!("error: {e}"),
-        };
-        if !quiet {
-            out!("SIGHUP: {answer}");
-        }
-    }
-}
-
-/// Resolves on the first SIGINT or SIGTERM. A second one ends the process at once, for when the
-/// grace period is too long to wait. The handlers are installed at the call, not when the
-/// future is first polled: from then on neither signal ends the process abruptly.
-fn shutdown_signal(handle: lb_net::Handle) -> impl std::future::Future<Output = ()> {
-    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
-    async move { on_shutdown_signal(handlers, handle).await }
-}
-
-async fn on_shutdown_signal(
-    handlers: (std::io::Result<Signal>, std::io::Result<Signal>),
-    handle: lb_net::Handle,
-) {
-    let (Ok(mut int), Ok(mut term)) = handlers else {
-        tracing::error!("cannot install signal handlers; use `quit` to stop");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        () = handle.shutdown_requested() => return,
-    };
-    tracing::info!(signal = name, "shutting down gracefully (send it again to stop at once)");
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::warn!("second signal: closing open connections now");
-        err!("lb: stopping at once");
-        handle.shutdown_now();
-        // The normal path then ends lb within moments (logging each cut connection); a third
-        // signal, or a shutdown stuck beyond that, ends the process regardless.
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-        }
-        err!("lb: shutdown did not complete; exiting");
-        std::process::exit(1);
-    });
 }
 
 #[cfg(test)]
