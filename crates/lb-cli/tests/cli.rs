@@ -1681,3 +1681,44 @@ fn a_pool_table_discovers_srv_and_a_reload_keeps_or_drops_what_dns_gave() {
     lb.command("quit", "shutting down");
     assert!(lb.wait_exit().success());
 }
+
+#[test]
+fn backups_serve_only_while_no_primary_can_and_traffic_keys_reload_live() {
+    let (a, b, c) = (backend("alpha"), backend("beta"), backend("gamma"));
+    let head = "health-interval = \"100ms\"\nrise = 1\n\n";
+    let config = format!(
+        "{head}{}{}backup = true\n\n",
+        backend_table(a, 1, "ready"),
+        backend_table(b, 1, "ready")
+    );
+    let mut lb = Lb::start_with_config(&config, &[]);
+    let (_, rows) = lb.stats_when_checked();
+    let states: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(states, ["up", "up/backup"]);
+    assert!((0..4).all(|_| via(lb.addr) == "alpha"));
+
+    // The only primary out: the backup takes every new connection, and the log says so.
+    lb.command(&format!("maint {a}"), "maintenance");
+    assert!((0..4).all(|_| via(lb.addr) == "beta"));
+    lb.expect_log("backups are carrying new connections");
+    // Back: new connections leave the backup.
+    lb.command(&format!("enable {a}"), "ready");
+    assert!((0..4).all(|_| via(lb.addr) == "alpha"));
+    lb.expect_log("backups no longer carry new connections");
+
+    // A backup added at the prompt.
+    let answer = lb.command(&format!("add {c} backup"), "added");
+    assert_eq!(answer, format!("added {c} (weight 1, ready, backup)"));
+
+    // The three pool keys apply on reload, and the answer names them.
+    let keys = "panic-threshold = 50\nslow-start = \"30s\"\nhash-balance-factor = 125\n";
+    lb.write_config(&format!("{keys}{config}{}backup = true\n", backend_table(c, 1, "ready")));
+    let answer = lb.command("reload", "reload");
+    assert!(
+        answer
+            .ends_with(": panic-threshold 0->50, slow-start off->30s, hash-balance-factor 0->125"),
+        "{answer}"
+    );
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}

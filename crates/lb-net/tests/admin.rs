@@ -197,6 +197,9 @@ async fn metrics_count_known_traffic_exactly() {
     assert_eq!(m["lb_connections_open"], 0.0);
     assert_eq!(m["lb_backends{pool=\"default\"}"], 2.0);
     assert_eq!(m["lb_backends_available{pool=\"default\"}"], 1.0);
+    assert_eq!(m["lb_pool_backup_active{pool=\"default\"}"], 0.0);
+    assert_eq!(m["lb_pool_panic{pool=\"default\"}"], 0.0);
+    assert_eq!(m[&format!("lb_backend_backup{{{b1}}}")], 0.0);
     assert_eq!(m["lb_algorithm{pool=\"default\",algorithm=\"round_robin\"}"], 1.0);
     assert_eq!(m["lb_connection_duration_seconds_count"], 6.0);
     assert_eq!(m["lb_connection_duration_seconds_bucket{le=\"+Inf\"}"], 6.0);

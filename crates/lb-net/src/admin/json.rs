@@ -93,7 +93,7 @@ impl<'de> Deserialize<'de> for CounterValues {
 }
 
 /// One backend in `GET /stats`: the `stats` table's columns, by the same names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendJson {
     /// `host:port`.
     pub backend: String,
@@ -109,6 +109,16 @@ pub struct BackendJson {
     pub admin: String,
     /// Its share of new connections relative to the others (1-1000).
     pub weight: u32,
+    /// Whether it is a backup: it takes new connections only while no primary is available.
+    #[serde(default)]
+    pub backup: bool,
+    /// While a slow-start ramp runs, the share of its weight it has now, in percent (10 to
+    /// 90); `null` when it has its full weight.
+    #[serde(default)]
+    pub ramp_percent: Option<u8>,
+    /// The weight it has now: `weight`, or while it ramps, `weight` × `ramp_percent` / 100.
+    #[serde(default)]
+    pub effective_weight: f64,
     /// Its counters: `active`, `peak`, `total`, `failures`, `retries`, `bytes_in`,
     /// `bytes_out`, `picks` (lb-core's counter table, [`BackendStats::COUNTERS`]).
     #[serde(flatten)]
@@ -164,6 +174,13 @@ pub struct PoolJson {
     pub removed: bool,
     /// Its algorithm.
     pub algorithm: String,
+    /// Whether its backups carry its new connections now (no primary is available).
+    #[serde(default)]
+    pub backup_active: bool,
+    /// Whether it is in panic (fail-open) now: too few primaries are up, so new connections
+    /// spread over every `ready` primary regardless of health.
+    #[serde(default)]
+    pub panic: bool,
     /// Its backends, in pool order (removed ones with open connections last, with state
     /// `removed`).
     pub backends: Vec<BackendJson>,
@@ -301,6 +318,9 @@ impl BackendJson {
             health: b.health.to_string(),
             admin: b.admin.to_string(),
             weight: b.weight,
+            backup: b.backup,
+            ramp_percent: b.ramp_percent,
+            effective_weight: b.effective_weight(),
             counters: CounterValues::of(b.counters()),
             check_us: check.map(|c| u64::try_from(c.duration.as_micros()).unwrap_or(u64::MAX)),
             check_error: check.and_then(|c| c.result.clone().err()),
@@ -316,6 +336,8 @@ impl PoolJson {
             name: pool.name.clone(),
             removed: pool.removed,
             algorithm: s.algorithm.to_string(),
+            backup_active: s.backup_active,
+            panic: s.panic,
             backends: s.backends.iter().map(|b| BackendJson::from_stats(pool, b)).collect(),
             retired: retired(&s.retired),
             totals: totals(&s.totals),

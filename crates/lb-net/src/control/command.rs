@@ -25,6 +25,8 @@ pub enum Command {
         weight: Option<u32>,
         /// Initial admin state (default ready).
         state: Option<AdminState>,
+        /// Whether it is a backup: new connections only while no primary is available.
+        backup: bool,
     },
     /// Remove a backend; its open connections finish on their own.
     Remove(BackendRef),
@@ -81,9 +83,10 @@ pub const HELP: &str = "\
 Commands:
   stats [pool]                       backends, connections and bytes, with totals
   health [pool]                      last health check of each backend
-  add [pool] <host> <port> [weight=N] [drain|maint]
-  add [pool] <host:port> [weight=N] [drain|maint]
-                                     add a backend (weight 1 to 1000, default 1)
+  add [pool] <host> <port> [weight=N] [drain|maint] [backup]
+  add [pool] <host:port> [weight=N] [drain|maint] [backup]
+                                     add a backend (weight 1 to 1000, default 1; a backup
+                                     serves only while no other backend is available)
   remove <backend>                   take a backend out; its open connections finish
   drain <backend>                    no new connections; open ones continue
   maint <backend>                    maintenance: no new connections
@@ -130,12 +133,12 @@ impl Command {
         let cmd = match name_lc.as_str() {
             "add" => {
                 let (pool, target) = take_added(&mut rest)?;
-                let BackendOptions { weight, state } =
+                let BackendOptions { weight, state, backup } =
                     BackendOptions::parse(rest.iter().copied()).map_err(|e| match e {
                         Error::BadCommand(msg) => Error::BadCommand(format!("add: {msg}")),
                         other => other,
                     })?;
-                return Ok(Command::Add { pool, target, weight, state });
+                return Ok(Command::Add { pool, target, weight, state, backup });
             }
             "remove" | "rm" | "del" | "delete" => {
                 Command::Remove(BackendRef::take(&mut rest, "remove")?)
@@ -231,13 +234,16 @@ fn take_added(words: &mut &[&str]) -> Result<(Option<String>, Target), Error> {
 }
 
 /// The options that may follow a backend's address, in `add` and in `lb --backend`
-/// (`127.0.0.1:8004,weight=3,drain`): a weight and an initial admin state, each at most once.
+/// (`127.0.0.1:8004,weight=3,drain,backup`): a weight, an initial admin state and `backup`,
+/// each at most once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendOptions {
     /// `weight=N` (also `w=N`, or a bare `N`): 1 to 1000; `None` for the default.
     pub weight: Option<u32>,
     /// `ready`, `drain` or `maint` (also `state=...`); `None` for the default, ready.
     pub state: Option<AdminState>,
+    /// `backup`: the backend takes new connections only while no primary is available.
+    pub backup: bool,
 }
 
 impl BackendOptions {
@@ -247,7 +253,11 @@ impl BackendOptions {
     pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BackendOptions, Error> {
         let mut options = BackendOptions::default();
         // The words that set each option, for the message when one comes again.
-        let (mut weight_word, mut state_word): (Option<&str>, Option<&str>) = (None, None);
+        let (mut weight_word, mut state_word, mut backup_word): (
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+        ) = (None, None, None);
         for word in words {
             let lower = word.to_ascii_lowercase();
             if let Some(w) = lower.strip_prefix("weight=").or_else(|| lower.strip_prefix("w=")) {
@@ -258,12 +268,14 @@ impl BackendOptions {
                 options.state = Some(once(&mut state_word, word, "admin state", s)?);
             } else if let Ok(s) = lower.parse::<AdminState>() {
                 options.state = Some(once(&mut state_word, word, "admin state", s)?);
+            } else if lower == "backup" {
+                options.backup = once(&mut backup_word, word, "backup", true)?;
             } else if !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_digit()) {
                 let w = parse_weight(&lower)?;
                 options.weight = Some(once(&mut weight_word, word, "weight", w)?);
             } else {
                 return Err(Error::BadCommand(format!(
-                    "unexpected {word:?}: expected weight=N or one of ready, drain, maint"
+                    "unexpected {word:?}: expected weight=N, backup or one of ready, drain, maint"
                 )));
             }
         }
@@ -297,13 +309,16 @@ fn parse_weight(s: &str) -> Result<u32, Error> {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Add { pool, target, weight, state } => {
+            Command::Add { pool, target, weight, state, backup } => {
                 write!(f, "add {}", BackendRef { pool: pool.clone(), target: target.clone() })?;
                 if let Some(w) = weight {
                     write!(f, " weight={w}")?;
                 }
                 if let Some(s) = state {
                     write!(f, " {s}")?;
+                }
+                if *backup {
+                    f.write_str(" backup")?;
                 }
                 Ok(())
             }
@@ -358,7 +373,7 @@ mod tests {
     }
 
     fn add(target: Target, weight: Option<u32>, state: Option<AdminState>) -> Command {
-        Command::Add { pool: None, target, weight, state }
+        Command::Add { pool: None, target, weight, state, backup: false }
     }
 
     #[test]
@@ -436,6 +451,7 @@ mod tests {
             target: t(host, port),
             weight,
             state: None,
+            backup: false,
         };
         assert_eq!(
             Command::parse("add db 10.0.0.9:5432").unwrap(),
@@ -512,6 +528,7 @@ mod tests {
             "stats web",
             "health db",
             "add web/10.0.0.9:5432 weight=2",
+            "add 10.0.0.9:80 maint backup",
             "drain web/10.0.0.5:443",
         ] {
             let cmd = Command::parse(line).unwrap();
@@ -570,8 +587,11 @@ mod tests {
         assert_eq!(parse(&[]).unwrap(), BackendOptions::default());
         assert_eq!(
             parse(&["weight=3", "drain"]).unwrap(),
-            BackendOptions { weight: Some(3), state: Some(AdminState::Drain) }
+            BackendOptions { weight: Some(3), state: Some(AdminState::Drain), backup: false }
         );
+        assert!(parse(&["BACKUP", "weight=2"]).unwrap().backup);
+        let twice = parse(&["backup", "backup"]).unwrap_err().to_string();
+        assert!(twice.contains("backup given twice"), "{twice}");
         assert_eq!(parse(&["W=4"]).unwrap().weight, Some(4));
         assert_eq!(parse(&["state=maint"]).unwrap().state, Some(AdminState::Maint));
         assert!(parse(&[""]).unwrap_err().to_string().contains("unexpected \"\""));

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use lb_core::{AdminState, Algorithm, Pool};
+use lb_core::{AddOptions, AdminState, Algorithm, Pool};
 use tokio::time::Instant;
 
 use crate::counters::ProxyCounters;
@@ -255,6 +255,16 @@ impl Handle {
         Ok(())
     }
 
+    /// Tells the pool called `name` that its `lb_core::Pool` was changed directly (through
+    /// [`pool_named`](Self::pool_named)): its task advances slow-start ramps from now, and a
+    /// change of who serves (backups, panic) is logged. Commands do this themselves; a
+    /// configuration reload calls it after applying a pool's changes.
+    pub fn pool_changed(&self, name: &str) {
+        if let Some(pool) = self.inner.pools.get(name) {
+            pool.pool_changed();
+        }
+    }
+
     /// Changes how the pool called `name` reaches and checks its backends. New connections use
     /// the new settings; a change of the health checks restarts its checker (backends keep
     /// their health state).
@@ -352,6 +362,10 @@ impl Handle {
             Ok(reply) if changes => {
                 tracing::info!(target: "lb::control", command = %command, "{reply}");
                 events.push(EventKind::Command, None, format!("{command}: {reply}"));
+                // A drain, a removal or a weight can hand the traffic to backups or end it.
+                for pool in self.inner.pools.all().iter() {
+                    pool.note_serving();
+                }
             }
             Ok(_) => tracing::debug!(target: "lb::control", command = %command, "ok"),
             Err(e) => {
@@ -365,16 +379,25 @@ impl Handle {
     async fn apply(&self, command: &Command) -> Result<Reply, Error> {
         let pools = &self.inner.pools;
         Ok(match command {
-            Command::Add { pool, target, weight, state } => {
+            Command::Add { pool, target, weight, state, backup } => {
                 let runtime = pools.named_or_only(pool.as_deref(), "add")?;
                 let addrs = target.resolve().await?;
                 // Prefer IPv4 when a name resolves to both: backends usually listen on IPv4,
                 // and `localhost` often resolves to ::1 first.
                 let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
-                add_backend(&runtime.pool, addr, *weight, state.unwrap_or_default())?;
+                let options = AddOptions {
+                    weight: *weight,
+                    admin: state.unwrap_or_default(),
+                    backup: *backup,
+                };
+                // With the time, so that with slow start it ramps (a backend added to a
+                // running pool is as cold as one that just came up).
+                runtime.pool.add_backend(addr, options, Some(Instant::now().into_std()))?;
+                runtime.pool_changed();
                 let weight = weight.unwrap_or(lb_core::DEFAULT_WEIGHT);
+                let backup = if *backup { ", backup" } else { "" };
                 Reply::Done(format!(
-                    "added {} (weight {weight}, {})",
+                    "added {} (weight {weight}, {}{backup})",
                     named(&runtime, addr),
                     state.unwrap_or_default()
                 ))
@@ -398,7 +421,12 @@ impl Handle {
             }
             Command::Enable(backend) => {
                 let (runtime, addr) = self.find(backend, "enable").await?;
-                runtime.pool.set_admin_state(addr, AdminState::Ready)?;
+                runtime.pool.set_admin_state_at(
+                    addr,
+                    AdminState::Ready,
+                    Instant::now().into_std(),
+                )?;
+                runtime.pool_changed();
                 Reply::Done(format!("{} ready", named(&runtime, addr)))
             }
             Command::Weight(backend, weight) => {
@@ -641,7 +669,7 @@ impl Handle {
     }
 }
 
-/// Adds a backend: the `add` command's change, also made by DNS discovery, so both add alike.
+/// Adds a backend found by DNS discovery: at its full weight at once, ready, a primary.
 pub(crate) fn add_backend(
     pool: &Pool,
     addr: SocketAddr,
