@@ -486,7 +486,7 @@ Examples:
   lb --config lb.toml                          settings from a file (example: docs/lb.example.toml)
 
 While it runs, type `help` for commands (stats, add, remove, drain, enable, maint, weight,
-algorithm, health, reload, upgrade, quit). `reload` or SIGHUP re-reads the --config file and applies what changed;
+algorithm, health, what-if, explain, reload, upgrade, quit). `reload` or SIGHUP re-reads the --config file and applies what changed;
 SIGHUP also reopens the log file (for log rotation). `upgrade` or SIGUSR2 hands the listening
 sockets to a new process of the binary at the same path (docs/operations.md). SIGINT or SIGTERM
 shut it down gracefully, like `quit`.";

@@ -265,7 +265,7 @@ fn stats_add_remove_and_bad_commands_through_stdin() {
     assert!((0..4).all(|_| via(lb.addr) == "beta"));
 
     // Bad input: one line of error, and the balancer carries on.
-    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, upgrade, quit");
+    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, what-if, explain, help, reload, upgrade, quit");
     assert!(lb.command("add 127.0.0.1", "error:").contains("missing port"));
     assert!(lb
         .command("add 127.0.0.1:3 weight=5 weight=6", "error:")
@@ -1705,6 +1705,13 @@ fn backups_serve_only_while_no_primary_can_and_traffic_keys_reload_live() {
     lb.command(&format!("enable {a}"), "ready");
     assert!((0..4).all(|_| via(lb.addr) == "alpha"));
     lb.expect_log("backups no longer carry new connections");
+
+    // explain names the backend the next connection would get, and what-if changes nothing.
+    let answer = lb.command("explain 192.0.2.7", "next connection");
+    assert!(answer.ends_with(&format!("next connection -> {a}")), "{answer}");
+    lb.command(&format!("what-if remove {a}"), "what-if remove");
+    lb.expect_line("ip_hash clients that would change backend: 100.00%");
+    assert!((0..2).all(|_| via(lb.addr) == "alpha"));
 
     // A backup added at the prompt.
     let answer = lb.command(&format!("add {c} backup"), "added");

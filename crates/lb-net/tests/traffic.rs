@@ -122,3 +122,83 @@ async fn an_enabled_backend_ramps_up_over_the_slow_start_window() {
     handle.shutdown();
     task.await.unwrap();
 }
+
+/// A balancer over in-memory backends `b1..=bn` at `mem_addr(i)`, no checks.
+fn memory_balancer(algorithm: Algorithm, n: u8) -> (Balancer<MemoryConnector>, MemoryConnector) {
+    let pool = Pool::new(PoolConfig { algorithm, ..PoolConfig::default() }).unwrap();
+    let connector = MemoryConnector::new();
+    for i in 1..=n {
+        pool.add(mem_addr(i), None).unwrap();
+        named_memory_backend(&connector, mem_addr(i), &format!("b{i}"));
+    }
+    let checks_off = HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() };
+    let balancer = Balancer::new(pool, connector.clone(), ProxyConfig::default(), checks_off);
+    (balancer, connector)
+}
+
+fn client_ip(i: u32) -> std::net::IpAddr {
+    std::net::IpAddr::from([198, 18, (i >> 8) as u8, i as u8])
+}
+
+async fn explain(handle: &lb_net::Handle, ip: std::net::IpAddr) -> lb_net::ExplainReply {
+    match handle.execute(&format!("explain {ip}")).await.unwrap() {
+        lb_net::Reply::Explain(e) => *e,
+        other => panic!("not an explain answer: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn what_if_remove_moves_the_clients_an_actual_remove_then_moves() {
+    let (balancer, _connector) = memory_balancer(Algorithm::IpHash, 5);
+    let handle = balancer.handle();
+    const CLIENTS: u32 = 4000;
+    let mut before = Vec::new();
+    for i in 0..CLIENTS {
+        before.push(explain(&handle, client_ip(i)).await.explain.chosen_addr().unwrap());
+    }
+    let gone = mem_addr(3);
+    let answer = handle.execute(&format!("what-if remove {gone}")).await.unwrap();
+    let text = answer.to_string();
+    let lb_net::Reply::WhatIf(w) = answer else { panic!("{text}") };
+    assert!(text.contains("ip_hash clients that would change backend: "), "{text}");
+    assert!(text.contains(&format!("of {} keys, exact)", w.what_if.key_space)), "{text}");
+    // Nothing changed: the pool is as it was.
+    assert_eq!(handle.pool().backends().len(), 5);
+
+    handle.execute(&format!("remove {gone}")).await.unwrap();
+    let mut moved = 0;
+    for (i, was) in before.iter().enumerate() {
+        let now = explain(&handle, client_ip(i as u32)).await.explain.chosen_addr().unwrap();
+        // Every client of the removed backend moves.
+        assert!(*was != gone || now != gone, "client {i} still on the removed backend");
+        moved += u32::from(now != *was);
+    }
+    let sampled = f64::from(moved) / f64::from(CLIENTS);
+    let exact = w.what_if.moved_share();
+    assert!((sampled - exact).abs() < 0.03, "sampled {sampled}, what-if said {exact}\n{text}");
+}
+
+#[tokio::test]
+async fn explain_names_the_next_real_pick() {
+    for algorithm in [Algorithm::IpHash, Algorithm::RoundRobin, Algorithm::LeastConnections] {
+        let (balancer, _connector) = memory_balancer(algorithm, 3);
+        let handle = balancer.handle();
+        let mut held = Vec::new();
+        for i in 0..12 {
+            let ip = client_ip(i % 4);
+            let said = explain(&handle, ip).await;
+            let chosen = said.explain.chosen_addr().unwrap();
+            let expected = format!("b{}", chosen.ip().to_string().rsplit('.').next().unwrap());
+            // A second explain changes nothing: the same answer.
+            assert_eq!(explain(&handle, ip).await.explain.chosen_addr(), Some(chosen));
+            let (mut stream, theirs) = memory_client();
+            balancer.serve_connection(theirs, Some(std::net::SocketAddr::new(ip, 40_000)));
+            let name = read_line(&mut stream).await.unwrap();
+            assert_eq!(name, expected, "{algorithm}, connection {i}:\n{said}");
+            // Held open, so least_connections sees the load.
+            held.push(stream);
+        }
+        let text = explain(&handle, client_ip(0)).await.to_string();
+        assert!(text.contains(&format!("algorithm {algorithm}")), "{text}");
+    }
+}

@@ -49,6 +49,17 @@ pub enum Command {
     Stats(Option<String>),
     /// Show the last health check of each backend of one pool, or of every pool.
     Health(Option<String>),
+    /// What a change would do, computed on a copy of the pool: the share of `ip_hash`
+    /// clients that would move and each backend's shares before and after. The change is one
+    /// of `add`, `remove`, `weight`, `drain`, `maint`, `enable` and `algorithm POOL NAME`.
+    WhatIf(Box<Command>),
+    /// Which backend the next connection from a client address would get now, and why.
+    Explain {
+        /// The pool; `None` for the only pool.
+        pool: Option<String>,
+        /// The client's address.
+        client: std::net::IpAddr,
+    },
     /// Show the command list.
     Help,
     /// Re-read the configuration file and apply the difference.
@@ -61,7 +72,7 @@ pub enum Command {
 }
 
 /// Command names, for completion in the REPL.
-pub const COMMAND_NAMES: [&str; 14] = [
+pub const COMMAND_NAMES: [&str; 16] = [
     "add",
     "remove",
     "drain",
@@ -71,6 +82,8 @@ pub const COMMAND_NAMES: [&str; 14] = [
     "algorithm",
     "stats",
     "health",
+    "what-if",
+    "explain",
     "help",
     "reload",
     "upgrade",
@@ -93,6 +106,9 @@ Commands:
   enable <backend>                   back in rotation after drain or maint
   weight <backend> <N>               change a backend's weight
   algorithm [pool] [name]            show or switch: round_robin, least_connections, random, ip_hash, p2c
+  what-if <command>                  what add, remove, weight, drain, maint, enable or algorithm
+                                     would do: ip_hash clients moved, shares before -> after
+  explain [pool] <client-ip>         which backend that client's next connection would get, and why
   reload                             re-read the --config file and apply the difference
   upgrade                            hand the sockets to a new process of the installed lb
                                      binary; this one exits once its connections end
@@ -176,6 +192,56 @@ impl Command {
                 };
                 Command::Algorithm { pool, algorithm }
             }
+            "what-if" | "whatif" => {
+                if rest.is_empty() {
+                    return Err(Error::BadCommand(
+                        "what-if: missing the command, e.g. `what-if remove 10.0.0.5:80`".into(),
+                    ));
+                }
+                let inner = Command::parse_line(&rest.join(" "))
+                    .map_err(|e| Error::BadCommand(format!("what-if: {}", bare(e))))?;
+                let asks = matches!(
+                    inner,
+                    Command::Add { .. }
+                        | Command::Remove(_)
+                        | Command::Weight(..)
+                        | Command::Drain(_)
+                        | Command::Maint(_)
+                        | Command::Enable(_)
+                        | Command::Algorithm { algorithm: Some(_), .. }
+                );
+                if !asks {
+                    return Err(Error::BadCommand(format!(
+                        "what-if: `{inner}` changes no backend choice: ask about add, remove, weight, drain, maint, enable or algorithm NAME"
+                    )));
+                }
+                return Ok(Command::WhatIf(Box::new(inner)));
+            }
+            "explain" | "why" => {
+                let (pool, ip) = match rest {
+                    [ip] => (None, *ip),
+                    [pool, ip] => {
+                        validate_pool_name(pool)?;
+                        (Some((*pool).to_owned()), *ip)
+                    }
+                    [] => {
+                        return Err(Error::BadCommand(
+                            "explain: missing the client address, e.g. `explain 192.0.2.7`".into(),
+                        ))
+                    }
+                    [_, _, extra, ..] => {
+                        return Err(Error::BadCommand(format!(
+                            "explain: unexpected {extra:?} at the end"
+                        )))
+                    }
+                };
+                let client = ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+                    Error::BadCommand(format!(
+                        "explain: invalid client address {ip:?}: expected an IP address such as 192.0.2.7 or 2001:db8::7"
+                    ))
+                })?;
+                return Ok(Command::Explain { pool, client });
+            }
             "stats" | "status" => Command::Stats(take_pool(&mut rest)?),
             "health" => Command::Health(take_pool(&mut rest)?),
             "help" | "?" => Command::Help,
@@ -184,7 +250,7 @@ impl Command {
             "quit" | "exit" | "shutdown" => Command::Quit,
             _ => {
                 return Err(Error::BadCommand(format!(
-                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, upgrade, quit"
+                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, what-if, explain, help, reload, upgrade, quit"
                 )))
             }
         };
@@ -203,9 +269,19 @@ impl Command {
             self,
             Command::Stats(_)
                 | Command::Health(_)
+                | Command::WhatIf(_)
+                | Command::Explain { .. }
                 | Command::Help
                 | Command::Algorithm { algorithm: None, .. }
         )
+    }
+}
+
+/// An error's text without the `BadCommand` wrapping, for a message that adds a prefix.
+fn bare(e: Error) -> String {
+    match e {
+        Error::BadCommand(msg) => msg,
+        other => other.to_string(),
     }
 }
 
@@ -344,6 +420,9 @@ impl fmt::Display for Command {
                     None => Ok(()),
                 }
             }
+            Command::WhatIf(inner) => write!(f, "what-if {inner}"),
+            Command::Explain { pool: Some(pool), client } => write!(f, "explain {pool} {client}"),
+            Command::Explain { pool: None, client } => write!(f, "explain {client}"),
             Command::Help => f.write_str("help"),
             Command::Reload => f.write_str("reload"),
             Command::Upgrade => f.write_str("upgrade"),
@@ -530,6 +609,11 @@ mod tests {
             "add web/10.0.0.9:5432 weight=2",
             "add 10.0.0.9:80 maint backup",
             "drain web/10.0.0.5:443",
+            "what-if remove 10.0.0.1:80",
+            "what-if add web/10.0.0.9:80 weight=2",
+            "what-if algorithm web ip_hash",
+            "explain 192.0.2.7",
+            "explain web 2001:db8::7",
         ] {
             let cmd = Command::parse(line).unwrap();
             assert_eq!(cmd.to_string(), line);
@@ -579,6 +663,27 @@ mod tests {
             Command::parse("add 127.0.0.1:4 maint weight=2").unwrap(),
             add(t("127.0.0.1", 4), Some(2), Some(AdminState::Maint))
         );
+    }
+
+    #[test]
+    fn what_if_and_explain_say_what_is_wrong_in_one_line() {
+        let err = |line: &str| Command::parse(line).unwrap_err().to_string();
+        assert_eq!(
+            err("what-if"),
+            "what-if: missing the command, e.g. `what-if remove 10.0.0.5:80`"
+        );
+        assert_eq!(
+            err("what-if stats"),
+            "what-if: `stats` changes no backend choice: ask about add, remove, weight, drain, maint, enable or algorithm NAME"
+        );
+        assert!(err("what-if frobnicate").starts_with("what-if: unknown command \"frobnicate\""));
+        assert_eq!(
+            err("explain 10.0.0.300"),
+            "explain: invalid client address \"10.0.0.300\": expected an IP address such as 192.0.2.7 or 2001:db8::7"
+        );
+        assert_eq!(err("explain"), "explain: missing the client address, e.g. `explain 192.0.2.7`");
+        assert!(!Command::parse("what-if remove 10.0.0.1:80").unwrap().changes_state());
+        assert!(!Command::parse("explain 192.0.2.7").unwrap().changes_state());
     }
 
     #[test]

@@ -24,11 +24,13 @@ mod command;
 mod reply;
 mod stats;
 mod target;
+mod traffic;
 
 pub use command::{BackendOptions, Command, COMMAND_NAMES, HELP};
 pub use reply::{BackendHealth, PoolHealth, Reply};
 pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
+pub use traffic::{ExplainReply, WhatIfReply};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use lb_core::{AddOptions, AdminState, Algorithm, Pool};
+use lb_core::{AddOptions, AdminState, Algorithm, Change, Pool};
 use tokio::time::Instant;
 
 use crate::counters::ProxyCounters;
@@ -485,6 +487,24 @@ impl Handle {
                 }
                 Reply::Health(rows)
             }
+            Command::WhatIf(inner) => {
+                let (runtime, change) = self.change(inner).await?;
+                let what_if = runtime.pool.what_if(&change)?;
+                Reply::WhatIf(Box::new(WhatIfReply {
+                    pool: runtime.name.to_string(),
+                    command: inner.to_string(),
+                    what_if,
+                }))
+            }
+            Command::Explain { pool, client } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "explain")?;
+                let explain = runtime.pool.explain(Some(*client));
+                Reply::Explain(Box::new(ExplainReply {
+                    pool: runtime.name.to_string(),
+                    client: *client,
+                    explain,
+                }))
+            }
             Command::Help => Reply::Help,
             Command::Reload => {
                 let reloader = lock(&self.inner.reloader.0).clone();
@@ -507,6 +527,46 @@ impl Handle {
             Command::Quit => {
                 self.shutdown();
                 Reply::ShuttingDown
+            }
+        })
+    }
+
+    /// The pool a `what-if` is about, and the change its command would make.
+    async fn change(&self, command: &Command) -> Result<(Arc<PoolRuntime>, Change), Error> {
+        let pools = &self.inner.pools;
+        Ok(match command {
+            Command::Add { pool, target, weight, state, backup } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "what-if add")?;
+                let addrs = target.resolve().await?;
+                let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
+                let admin = state.unwrap_or_default();
+                (runtime, Change::Add(addr, AddOptions { weight: *weight, admin, backup: *backup }))
+            }
+            Command::Remove(b) => {
+                let (runtime, addr) = self.find(b, "what-if remove").await?;
+                (runtime, Change::Remove(addr))
+            }
+            Command::Weight(b, w) => {
+                let (runtime, addr) = self.find(b, "what-if weight").await?;
+                (runtime, Change::Weight(addr, *w))
+            }
+            Command::Drain(b) | Command::Maint(b) | Command::Enable(b) => {
+                let (state, name) = match command {
+                    Command::Drain(_) => (AdminState::Drain, "what-if drain"),
+                    Command::Maint(_) => (AdminState::Maint, "what-if maint"),
+                    _ => (AdminState::Ready, "what-if enable"),
+                };
+                let (runtime, addr) = self.find(b, name).await?;
+                (runtime, Change::Admin(addr, state))
+            }
+            Command::Algorithm { pool, algorithm: Some(a) } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "what-if algorithm")?;
+                (runtime, Change::Algorithm(*a))
+            }
+            other => {
+                return Err(Error::BadCommand(format!(
+                    "what-if: `{other}` changes no backend choice"
+                )))
             }
         })
     }
