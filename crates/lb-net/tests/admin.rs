@@ -703,3 +703,27 @@ async fn stats_json_has_each_backends_last_check_time_and_error() {
     assert!(b_dead.check_error.as_deref().is_some_and(|e| e.contains("refused")), "{b_dead:?}");
     stop(handle, task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_if_and_explain_answer_in_json_when_asked_and_need_no_token() {
+    let (_balancer, _handle, admin) = setup(Some("s3cret")).await;
+    let json = [("Accept", "application/json")];
+    let (status, headers, body) =
+        http(admin, "POST", "/command", &json, "what-if remove 10.99.0.2:7000").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers.get("content-type").map(String::as_str), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["pool"], "default");
+    let moved = v["moved_share"].as_f64().unwrap();
+    assert!((0.4..0.6).contains(&moved), "one of two backends removed: about half moves: {v}");
+    assert_eq!(v["backends"].as_array().unwrap().len(), 2);
+    assert_eq!(v["backends"][1]["share_after"], 0.0);
+    let (status, _, body) = http(admin, "POST", "/command", &json, "explain 192.0.2.7").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["algorithm"], "round_robin");
+    assert!(v["chosen"].as_str().is_some_and(|c| c.starts_with("10.99.0.")), "{v}");
+    // Without the header: the text the prompt prints.
+    let (_, _, body) = http(admin, "POST", "/command", &[], "explain 192.0.2.7").await;
+    assert!(body.starts_with("explain 192.0.2.7 (pool default): next connection -> "), "{body}");
+}

@@ -414,3 +414,50 @@ impl From<&Stats> for StatsJson {
         }
     }
 }
+
+/// `what-if` as JSON (`POST /command` with `Accept: application/json`): the moved share with
+/// its exact fraction and each backend's shares before and after, as the text answer says.
+pub(super) fn what_if(reply: &crate::control::WhatIfReply) -> serde_json::Value {
+    let w = &reply.what_if;
+    serde_json::json!({
+        "pool": reply.pool,
+        "command": reply.command,
+        "algorithm_before": w.algorithm_before.as_str(),
+        "algorithm_after": w.algorithm_after.as_str(),
+        "serving_before": w.serving_before.as_str(),
+        "serving_after": w.serving_after.as_str(),
+        "moved_keys": w.moved_keys,
+        "key_space": w.key_space,
+        "moved_share": w.moved_share(),
+        "backends": w.backends.iter().map(|b| serde_json::json!({
+            "backend": b.addr.to_string(),
+            "table_before": b.table_before,
+            "table_after": b.table_after,
+            "share_before": b.share_before,
+            "share_after": b.share_after,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `explain` as JSON: the chosen backend, who serves, the backends passed over with the
+/// reason in words (as the text answer writes it), and the whole answer as text in `text`
+/// for the algorithm's inputs.
+pub(super) fn explain(reply: &crate::control::ExplainReply) -> serde_json::Value {
+    let e = &reply.explain;
+    serde_json::json!({
+        "pool": reply.pool,
+        "client": reply.client.to_string(),
+        "algorithm": e.algorithm.as_str(),
+        "serving": e.serving.as_str(),
+        "chosen": e.chosen.as_ref().map(|b| b.addr.to_string()),
+        "passed_over": e.passed_over.iter().map(|p| serde_json::json!({
+            "backend": p.backend.addr.to_string(),
+            "reason": crate::control::pass_reason_text(&p.reason),
+        })).collect::<Vec<_>>(),
+        "ramping": e.ramping.iter().map(|(b, percent)| serde_json::json!({
+            "backend": b.addr.to_string(),
+            "ramp_percent": percent,
+        })).collect::<Vec<_>>(),
+        "text": reply.to_string(),
+    })
+}

@@ -30,6 +30,7 @@ pub use command::{BackendOptions, Command, COMMAND_NAMES, HELP};
 pub use reply::{BackendHealth, PoolHealth, Reply};
 pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
+pub(crate) use traffic::pass_reason_text;
 pub use traffic::{ExplainReply, WhatIfReply};
 
 use std::collections::HashMap;

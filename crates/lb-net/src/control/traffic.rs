@@ -124,6 +124,11 @@ impl fmt::Display for PassWhy<'_> {
 /// A [`PassReason`] in words.
 struct PassWhy<'a>(&'a PassReason);
 
+/// A [`PassReason`] in words, as `explain` writes it.
+pub(crate) fn pass_reason_text(reason: &PassReason) -> String {
+    PassWhy(reason).to_string()
+}
+
 impl fmt::Display for ExplainReply {
     /// The chosen backend, the algorithm's inputs, every backend passed over with its reason,
     /// the slow-start weights, and whether backups or panic took over.
