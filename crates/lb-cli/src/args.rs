@@ -15,12 +15,14 @@ use std::net::SocketAddr;
 
 use crate::settings::Settings;
 
-/// A `--backend` value: `HOST:PORT[,weight=N][,drain|maint]`.
+/// A `--backend` value: `HOST:PORT[,weight=N][,drain|maint][,backup]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BackendSpec {
     pub(crate) target: Target,
     pub(crate) weight: Option<u32>,
     pub(crate) state: AdminState,
+    /// Takes new connections only while no primary of its pool is available.
+    pub(crate) backup: bool,
 }
 
 /// Parses a `--backend` value. The options after the address are those of the `add` command,
@@ -30,7 +32,12 @@ pub(crate) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
     let mut parts = s.split(',');
     let target = parse_backend_address(parts.next().unwrap_or_default())?;
     let options = BackendOptions::parse(parts.map(str::trim)).map_err(|e| e.to_string())?;
-    Ok(BackendSpec { target, weight: options.weight, state: options.state.unwrap_or_default() })
+    Ok(BackendSpec {
+        target,
+        weight: options.weight,
+        state: options.state.unwrap_or_default(),
+        backup: options.backup,
+    })
 }
 
 /// The address part of a backend: `HOST:PORT` or `[V6]:PORT`.
@@ -318,6 +325,25 @@ pub(crate) fn parse_threshold(s: &str) -> Result<u32, String> {
     parse_in_range(s, 1, 1000)
 }
 
+/// `--panic-threshold`: a percentage, 0 (off) to 100.
+pub(crate) fn parse_panic_threshold(s: &str) -> Result<u8, String> {
+    let n = parse_in_range(s.trim().trim_end_matches('%'), 0, 100).map_err(|_| {
+        format!("invalid percentage {s:?}: expected a whole number from 0 (off) to 100")
+    })?;
+    Ok(u8::try_from(n).unwrap_or(100))
+}
+
+/// `--hash-balance-factor`: 0 (off) or a percentage from 100 to 10000.
+pub(crate) fn parse_hash_balance_factor(s: &str) -> Result<u32, String> {
+    let max = lb_core::MAX_HASH_BALANCE_FACTOR;
+    match s.trim().parse::<u32>() {
+        Ok(n) if n == 0 || (100..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid hash balance factor {s:?}: expected 0 (off) or a whole number from 100 to {max}"
+        )),
+    }
+}
+
 /// `--retries`: 0 to 100 further backends.
 pub(crate) fn parse_retries(s: &str) -> Result<u32, String> {
     parse_in_range(s, 0, 100)
@@ -460,7 +486,7 @@ Examples:
   lb --config lb.toml                          settings from a file (example: docs/lb.example.toml)
 
 While it runs, type `help` for commands (stats, add, remove, drain, enable, maint, weight,
-algorithm, health, reload, upgrade, quit). `reload` or SIGHUP re-reads the --config file and applies what changed;
+algorithm, health, what-if, explain, reload, upgrade, quit). `reload` or SIGHUP re-reads the --config file and applies what changed;
 SIGHUP also reopens the log file (for log rotation). `upgrade` or SIGUSR2 hands the listening
 sockets to a new process of the binary at the same path (docs/operations.md). SIGINT or SIGTERM
 shut it down gracefully, like `quit`.";

@@ -245,6 +245,7 @@ impl SettingValue for Backends {
             let target = read_text(&part("address"), &entry.address, args::parse_backend_address)?;
             let weight = read_optional(&part("weight"), entry.weight, args::parse_weight)?;
             let state = read_optional(&part("state"), entry.state, args::parse_admin_state)?;
+            let backup = entry.backup.map(|raw| Switch.read(&part("backup"), raw)).transpose()?;
             // Written twice alike (port 0 excepted: a free port for each demo backend); two
             // names for one address are found once both are resolved ([`crate::plan::wanted`]).
             let twice =
@@ -257,7 +258,8 @@ impl SettingValue for Backends {
                     format!("{target} is listed twice (entries {first} and {second})"),
                 ));
             }
-            specs.push(BackendSpec { target, weight, state: state.unwrap_or_default() });
+            let (state, backup) = (state.unwrap_or_default(), backup.unwrap_or_default());
+            specs.push(BackendSpec { target, weight, state, backup });
         }
         Ok(specs)
     }
@@ -422,12 +424,13 @@ pub(crate) struct RawBackend {
     address: Spanned<Scalar>,
     weight: Option<Spanned<Scalar>>,
     state: Option<Spanned<Scalar>>,
+    backup: Option<Spanned<Scalar>>,
 }
 
 impl Table for RawBackend {
     const KEY: &'static str = "backend";
     const FORM: &'static str =
-        "expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state)";
+        "expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight, state and backup)";
     const HEADER: &'static str = "[[backend]]";
 
     fn read<'de, A: MapAccess<'de>>(map: A) -> Result<Result<Self, BadValue>, A::Error> {

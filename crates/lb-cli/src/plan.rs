@@ -12,7 +12,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use lb_core::{AdminState, Algorithm, Pool, PoolStats, DEFAULT_WEIGHT};
+use lb_core::{AddOptions, AdminState, Algorithm, Pool, PoolStats, DEFAULT_WEIGHT};
 
 use crate::args::BackendSpec;
 use crate::settings::{Reload, Settings};
@@ -23,6 +23,7 @@ pub(crate) struct Wanted {
     pub(crate) addr: SocketAddr,
     pub(crate) weight: u32,
     pub(crate) state: AdminState,
+    pub(crate) backup: bool,
 }
 
 /// Resolves every backend (all or nothing), preferring IPv4 as `localhost` may resolve to ::1
@@ -53,7 +54,8 @@ pub(crate) fn wanted(specs: &[BackendSpec], addrs: &[SocketAddr]) -> Result<Vec<
                 i + 1
             ));
         }
-        out.push(Wanted { addr, weight: spec.weight.unwrap_or(DEFAULT_WEIGHT), state: spec.state });
+        let weight = spec.weight.unwrap_or(DEFAULT_WEIGHT);
+        out.push(Wanted { addr, weight, state: spec.state, backup: spec.backup });
     }
     Ok(out)
 }
@@ -67,6 +69,8 @@ pub(crate) struct Plan {
     weight: Vec<(SocketAddr, u32, u32)>,
     /// Address, old state, new state.
     state: Vec<(SocketAddr, AdminState, AdminState)>,
+    /// Address, whether it becomes a backup (`false`: a primary).
+    backup: Vec<(SocketAddr, bool)>,
     /// Old, new.
     algorithm: Option<(Algorithm, Algorithm)>,
 }
@@ -91,6 +95,9 @@ impl Plan {
                     }
                     if b.admin != w.state {
                         plan.state.push((w.addr, b.admin, w.state));
+                    }
+                    if b.backup != w.backup {
+                        plan.backup.push((w.addr, w.backup));
                     }
                 }
             }
@@ -126,7 +133,12 @@ impl Plan {
         for w in &self.add {
             check(
                 format!("add {}", w.addr),
-                pool.add_with_state(w.addr, Some(w.weight), w.state).map(drop),
+                pool.add_backend(
+                    w.addr,
+                    AddOptions { weight: Some(w.weight), admin: w.state, backup: w.backup },
+                    None,
+                )
+                .map(drop),
             );
         }
         for &(addr, _, new) in &self.weight {
@@ -134,6 +146,9 @@ impl Plan {
         }
         for &(addr, _, new) in &self.state {
             check(format!("state {addr}"), pool.set_admin_state(addr, new));
+        }
+        for &(addr, backup) in &self.backup {
+            check(format!("backup {addr}"), pool.set_backup(addr, backup));
         }
         if let Some((_, new)) = self.algorithm {
             pool.set_algorithm(new);
@@ -154,17 +169,28 @@ impl fmt::Display for Plan {
         let mut parts = Vec::new();
         for w in &self.add {
             let mut part = format!("added {}", w.addr);
-            match (w.weight != DEFAULT_WEIGHT, w.state != AdminState::Ready) {
-                (true, true) => part += &format!(" (weight {}, {})", w.weight, w.state),
-                (true, false) => part += &format!(" (weight {})", w.weight),
-                (false, true) => part += &format!(" ({})", w.state),
-                (false, false) => {}
+            let mut options = Vec::new();
+            if w.weight != DEFAULT_WEIGHT {
+                options.push(format!("weight {}", w.weight));
+            }
+            if w.state != AdminState::Ready {
+                options.push(w.state.to_string());
+            }
+            if w.backup {
+                options.push("backup".into());
+            }
+            if !options.is_empty() {
+                part += &format!(" ({})", options.join(", "));
             }
             parts.push(part);
         }
         parts.extend(self.remove.iter().map(|a| format!("removed {a}")));
         parts.extend(self.weight.iter().map(|(a, old, new)| format!("weight {a} {old}->{new}")));
         parts.extend(self.state.iter().map(|(a, old, new)| format!("state {a} {old}->{new}")));
+        parts.extend(self.backup.iter().map(|(a, backup)| match backup {
+            true => format!("backup {a} (now a backup)"),
+            false => format!("backup {a} (now a primary)"),
+        }));
         if let Some((old, new)) = self.algorithm {
             parts.push(format!("algorithm {old}->{new}"));
         }
@@ -194,7 +220,7 @@ mod tests {
     }
 
     fn want(port: u16, weight: u32, state: AdminState) -> Wanted {
-        Wanted { addr: addr(port), weight, state }
+        Wanted { addr: addr(port), weight, state, backup: false }
     }
 
     fn spec(s: &str) -> BackendSpec {

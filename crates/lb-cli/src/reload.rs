@@ -354,6 +354,22 @@ impl Reloader {
         if running.max_connections_per_backend != limit {
             pool.set_max_connections_per_backend(limit);
         }
+        // Checked by their parsers, so lb-core refuses none of these; a failure is reported
+        // all the same rather than dropped.
+        if running.panic_threshold != next.panic_threshold {
+            let set = pool.set_panic_threshold(next.panic_threshold);
+            report.check(|| spec.about("panic-threshold"), set.map_err(lb_net::Error::from));
+        }
+        if running.slow_start != next.slow_start.0 {
+            let set = pool.set_slow_start(next.slow_start.0);
+            report.check(|| spec.about("slow-start"), set.map_err(lb_net::Error::from));
+        }
+        if running.hash_balance_factor != next.hash_balance_factor {
+            let set = pool.set_hash_balance_factor(next.hash_balance_factor);
+            report.check(|| spec.about("hash-balance-factor"), set.map_err(lb_net::Error::from));
+        }
+        // Ramps to advance from now, and backups or panic taking over to log.
+        self.handle.pool_changed(&spec.name);
         let settings = spec.pool_settings();
         if self.handle.pool_settings(&spec.name).is_some_and(|old| old != settings) {
             let set = self.handle.set_pool_settings(&spec.name, settings);

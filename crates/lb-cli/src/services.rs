@@ -12,7 +12,7 @@
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 
-use lb_core::{HealthConfig, Pool, PoolConfig};
+use lb_core::{AddOptions, HealthConfig, Pool, PoolConfig};
 use lb_net::inspect::proxy_header::Version;
 use lb_net::{
     Admission, DiscoveryConfig, HealthCheckConfig, ListenerConfig, PoolSettings, Routing, Target,
@@ -199,7 +199,9 @@ impl PoolSpec {
             algorithm: s.algorithm,
             health: HealthConfig { rise: s.rise, fall: s.fall, ..HealthConfig::default() },
             max_connections_per_backend: s.max_connections_per_backend.0,
-            ..PoolConfig::default()
+            panic_threshold: s.panic_threshold,
+            slow_start: s.slow_start.0,
+            hash_balance_factor: s.hash_balance_factor,
         }
     }
 
@@ -232,7 +234,9 @@ impl PoolSpec {
     pub(crate) fn build(&self, wanted: &[Wanted]) -> Result<Pool, String> {
         let pool = Pool::new(self.pool_config()).map_err(|e| self.about(e))?;
         for w in wanted {
-            pool.add_with_state(w.addr, Some(w.weight), w.state)
+            let options = AddOptions { weight: Some(w.weight), admin: w.state, backup: w.backup };
+            // No time: slow start never applies to the backends a pool starts with.
+            pool.add_backend(w.addr, options, None)
                 .map_err(|e| self.about(format!("backend {}: {e}", w.addr)))?;
         }
         Ok(pool)

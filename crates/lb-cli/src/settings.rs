@@ -38,11 +38,12 @@ use std::net::SocketAddr;
 
 use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
-    parse_allowed_hosts, parse_client_limit, parse_discover, parse_duration, parse_health_check,
-    parse_host, parse_limit, parse_listen_port, parse_log_format, parse_log_level,
-    parse_optional_duration, parse_positive_duration, parse_resolver, parse_retries,
-    parse_send_proxy, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
-    HostList, Limit, LogFormat, OptionalDuration, SendProxy,
+    parse_allowed_hosts, parse_client_limit, parse_discover, parse_duration,
+    parse_hash_balance_factor, parse_health_check, parse_host, parse_limit, parse_listen_port,
+    parse_log_format, parse_log_level, parse_optional_duration, parse_panic_threshold,
+    parse_positive_duration, parse_resolver, parse_retries, parse_send_proxy, parse_text,
+    parse_threshold, parse_workers, secret, BackendSpec, HealthCheck, HostList, Limit, LogFormat,
+    OptionalDuration, SendProxy,
 };
 use crate::config::{Backends, BadValue, Given, Ranges, SettingValue, Switch};
 use crate::show::Show;
@@ -298,10 +299,11 @@ settings! {
     algorithm: Algorithm =
         one_line(parse_algorithm).offering(|| Algorithm::ALL.map(Algorithm::as_str).to_vec());
 
-    /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000) and ,drain or ,maint.
+    /// A backend, repeatable: HOST:PORT with optional ,weight=N (1-1000), ,drain or ,maint, and
+    /// ,backup (new connections only while no other backend of the pool is available).
     #[arg(
         long = "backend",
-        value_name = "HOST:PORT[,weight=N][,drain|maint]",
+        value_name = "HOST:PORT[,weight=N][,drain|maint][,backup]",
         default_values = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
     )]
     #[setting(Pool, Live)]
@@ -334,6 +336,27 @@ settings! {
     #[arg(long = "health-check", default_value = "tcp", value_name = "KIND")]
     #[setting(Pool, Live)]
     health_check: HealthCheck = one_line(parse_health_check);
+
+    /// Fail-open: when fewer than this percentage of the pool's ready primaries is up (and no
+    /// backup is), spread new connections over all of them regardless of health rather than
+    /// crush the few left (0 for off).
+    #[arg(long = "panic-threshold", default_value = "0", value_name = "PERCENT")]
+    #[setting(Pool, Live)]
+    panic_threshold: u8 = one_line(parse_panic_threshold);
+
+    /// Ramp the weight of a backend that comes up, is added or is enabled from 10% to full
+    /// over this long, so a cold backend is not flattened by its full share at once (off or 0
+    /// for none).
+    #[arg(long = "slow-start", default_value = "off", value_name = "DURATION")]
+    #[setting(Pool, Live)]
+    slow_start: OptionalDuration = one_line(parse_optional_duration);
+
+    /// Bounded-load ip_hash: a client goes to its own backend unless that one holds more than
+    /// this percentage of the average load per weight, then to its next choice under the bound
+    /// (0 for off, else 100 to 10000; 125 is a common choice).
+    #[arg(long = "hash-balance-factor", default_value = "0", value_name = "PERCENT")]
+    #[setting(Pool, Live)]
+    hash_balance_factor: u32 = one_line(parse_hash_balance_factor);
 
     /// Longest wait for a backend to accept a connection before trying another.
     #[arg(long = "connect-timeout", default_value = "2s", value_name = "DURATION")]

@@ -29,6 +29,12 @@ impl Show for u16 {
     }
 }
 
+impl Show for u8 {
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl Show for u32 {
     fn show(&self) -> String {
         self.to_string()

@@ -265,7 +265,7 @@ fn stats_add_remove_and_bad_commands_through_stdin() {
     assert!((0..4).all(|_| via(lb.addr) == "beta"));
 
     // Bad input: one line of error, and the balancer carries on.
-    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, upgrade, quit");
+    assert_eq!(lb.command("frobnicate", "error:"), "error: unknown command \"frobnicate\": expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, what-if, explain, help, reload, upgrade, quit");
     assert!(lb.command("add 127.0.0.1", "error:").contains("missing port"));
     assert!(lb
         .command("add 127.0.0.1:3 weight=5 weight=6", "error:")
@@ -1678,6 +1678,54 @@ fn a_pool_table_discovers_srv_and_a_reload_keeps_or_drops_what_dns_gave() {
     assert!(answer.contains(&format!("removed {beta}")), "{answer}");
     assert!(answer.contains("discover stopped"), "{answer}");
     stats_until(&mut lb, "only the listed backend", &[(listed.to_string(), "up", 1)]);
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
+fn backups_serve_only_while_no_primary_can_and_traffic_keys_reload_live() {
+    let (a, b, c) = (backend("alpha"), backend("beta"), backend("gamma"));
+    let head = "health-interval = \"100ms\"\nrise = 1\n\n";
+    let config = format!(
+        "{head}{}{}backup = true\n\n",
+        backend_table(a, 1, "ready"),
+        backend_table(b, 1, "ready")
+    );
+    let mut lb = Lb::start_with_config(&config, &[]);
+    let (_, rows) = lb.stats_when_checked();
+    let states: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(states, ["up", "up/backup"]);
+    assert!((0..4).all(|_| via(lb.addr) == "alpha"));
+
+    // The only primary out: the backup takes every new connection, and the log says so.
+    lb.command(&format!("maint {a}"), "maintenance");
+    assert!((0..4).all(|_| via(lb.addr) == "beta"));
+    lb.expect_log("backups are carrying new connections");
+    // Back: new connections leave the backup.
+    lb.command(&format!("enable {a}"), "ready");
+    assert!((0..4).all(|_| via(lb.addr) == "alpha"));
+    lb.expect_log("backups no longer carry new connections");
+
+    // explain names the backend the next connection would get, and what-if changes nothing.
+    let answer = lb.command("explain 192.0.2.7", "next connection");
+    assert!(answer.ends_with(&format!("next connection -> {a}")), "{answer}");
+    lb.command(&format!("what-if remove {a}"), "what-if remove");
+    lb.expect_line("ip_hash clients that would change backend: 100.00%");
+    assert!((0..2).all(|_| via(lb.addr) == "alpha"));
+
+    // A backup added at the prompt.
+    let answer = lb.command(&format!("add {c} backup"), "added");
+    assert_eq!(answer, format!("added {c} (weight 1, ready, backup)"));
+
+    // The three pool keys apply on reload, and the answer names them.
+    let keys = "panic-threshold = 50\nslow-start = \"30s\"\nhash-balance-factor = 125\n";
+    lb.write_config(&format!("{keys}{config}{}backup = true\n", backend_table(c, 1, "ready")));
+    let answer = lb.command("reload", "reload");
+    assert!(
+        answer
+            .ends_with(": panic-threshold 0->50, slow-start off->30s, hash-balance-factor 0->125"),
+        "{answer}"
+    );
     lb.command("quit", "shutting down");
     assert!(lb.wait_exit().success());
 }

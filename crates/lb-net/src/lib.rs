@@ -104,9 +104,9 @@ pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
 #[cfg(any(test, feature = "test-util"))]
 pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
-    validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command, Handle,
-    ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply, Stats, Target,
-    Upgrader, COMMAND_NAMES, HELP, MAX_POOL_NAME,
+    validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command,
+    ExplainReply, Handle, ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply,
+    Stats, Target, Upgrader, WhatIfReply, COMMAND_NAMES, HELP, MAX_POOL_NAME,
 };
 pub use counters::{DiscoveryCounter, ProxyCounter};
 pub use discovery::{

@@ -100,6 +100,9 @@ pub(crate) struct PoolRuntime {
     pub(crate) checker: Mutex<Option<AbortHandle>>,
     /// Members from DNS, if the pool has any: the task, the members it owns, its counters.
     pub(crate) discovery: Arc<DiscoveryState>,
+    /// Wakes the health checker's task after a change from outside it, so it advances
+    /// slow-start ramps from now ([`PoolRuntime::pool_changed`]).
+    pub(crate) wake: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for PoolRuntime {
@@ -123,7 +126,20 @@ impl PoolRuntime {
             checks: health_check::health_log(name, events),
             checker: Mutex::new(None),
             discovery: Arc::default(),
+            wake: Arc::default(),
         }
+    }
+
+    /// Says the pool was changed from outside its task (a command, a reload): the task
+    /// advances its slow-start ramps from now, and a change of who serves is logged at once.
+    pub(crate) fn pool_changed(&self) {
+        self.wake.notify_one();
+        self.note_serving();
+    }
+
+    /// Logs a change of who serves this pool's new connections ([`health_check::note_serving`]).
+    pub(crate) fn note_serving(&self) {
+        health_check::note_serving(&self.pool, &self.checks);
     }
 
     /// The name as the access log and commands write it before a backend: empty for the

@@ -453,6 +453,7 @@ impl<C: Connector> ProxyShared<C> {
             lease.record_connect_failure_stats_only();
         } else if let Some(t) = lease.record_connect_failure(detail, at.into_std()) {
             crate::health_check::record_transition(&pool.checks, t);
+            pool.note_serving();
         }
     }
 

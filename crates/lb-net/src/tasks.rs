@@ -42,6 +42,7 @@ impl<C: Connector> Tasks for ProxyShared<C> {
             Arc::clone(&self.connector),
             pool.settings.load().health.clone(),
             Arc::clone(&pool.checks),
+            Arc::clone(&pool.wake),
             async move { shutdown.requested().await },
         ));
         *checker = Some(task.abort_handle());

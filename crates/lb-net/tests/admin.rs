@@ -197,6 +197,9 @@ async fn metrics_count_known_traffic_exactly() {
     assert_eq!(m["lb_connections_open"], 0.0);
     assert_eq!(m["lb_backends{pool=\"default\"}"], 2.0);
     assert_eq!(m["lb_backends_available{pool=\"default\"}"], 1.0);
+    assert_eq!(m["lb_pool_backup_active{pool=\"default\"}"], 0.0);
+    assert_eq!(m["lb_pool_panic{pool=\"default\"}"], 0.0);
+    assert_eq!(m[&format!("lb_backend_backup{{{b1}}}")], 0.0);
     assert_eq!(m["lb_algorithm{pool=\"default\",algorithm=\"round_robin\"}"], 1.0);
     assert_eq!(m["lb_connection_duration_seconds_count"], 6.0);
     assert_eq!(m["lb_connection_duration_seconds_bucket{le=\"+Inf\"}"], 6.0);
@@ -699,4 +702,28 @@ async fn stats_json_has_each_backends_last_check_time_and_error() {
     assert_eq!(b_up.check_error, None);
     assert!(b_dead.check_error.as_deref().is_some_and(|e| e.contains("refused")), "{b_dead:?}");
     stop(handle, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_if_and_explain_answer_in_json_when_asked_and_need_no_token() {
+    let (_balancer, _handle, admin) = setup(Some("s3cret")).await;
+    let json = [("Accept", "application/json")];
+    let (status, headers, body) =
+        http(admin, "POST", "/command", &json, "what-if remove 10.99.0.2:7000").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers.get("content-type").map(String::as_str), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["pool"], "default");
+    let moved = v["moved_share"].as_f64().unwrap();
+    assert!((0.4..0.6).contains(&moved), "one of two backends removed: about half moves: {v}");
+    assert_eq!(v["backends"].as_array().unwrap().len(), 2);
+    assert_eq!(v["backends"][1]["share_after"], 0.0);
+    let (status, _, body) = http(admin, "POST", "/command", &json, "explain 192.0.2.7").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["algorithm"], "round_robin");
+    assert!(v["chosen"].as_str().is_some_and(|c| c.starts_with("10.99.0.")), "{v}");
+    // Without the header: the text the prompt prints.
+    let (_, _, body) = http(admin, "POST", "/command", &[], "explain 192.0.2.7").await;
+    assert!(body.starts_with("explain 192.0.2.7 (pool default): next connection -> "), "{body}");
 }

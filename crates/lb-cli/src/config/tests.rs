@@ -193,7 +193,7 @@ fn bad_values_name_the_key_and_the_problem() {
     let e = err("backend = \"127.0.0.1:8001\"\n");
     assert_eq!(
             e,
-            "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found the string \"127.0.0.1:8001\""
+            "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight, state and backup), found the string \"127.0.0.1:8001\""
         );
     let e = err("[backend]\naddress = \"127.0.0.1:8001\"\n");
     assert!(e.contains("backend: expected [[backend]] tables with address = \"HOST:PORT\""));
@@ -223,19 +223,19 @@ fn no_message_names_a_rust_type() {
             ),
             (
                 "backend = [\"127.0.0.1:1\"]",
-                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found the string \"127.0.0.1:1\"",
+                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight, state and backup), found the string \"127.0.0.1:1\"",
             ),
             (
                 "backend = [\n  {address = \"127.0.0.1:1\"},\n  7,\n]",
-                "lb.toml line 3: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found the number 7",
+                "lb.toml line 3: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight, state and backup), found the number 7",
             ),
             (
                 "backend = [[\"127.0.0.1:1\"]]",
-                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found an array",
+                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight, state and backup), found an array",
             ),
             (
                 "backend = true",
-                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found true",
+                "lb.toml line 1: backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight, state and backup), found true",
             ),
             (
                 "[[backend]]\naddress = \"127.0.0.1:1\"\nweight = 99999999999999999999999",
@@ -367,4 +367,62 @@ fn the_example_file_parses_and_states_the_defaults() {
         b.weight = b.weight.filter(|&w| w != lb_core::DEFAULT_WEIGHT);
     }
     assert_eq!(with_file, defaults);
+}
+
+#[test]
+fn traffic_keys_and_backup_backends_read_alike_from_flags_and_file() {
+    let file = effective(
+        &["lb"],
+        r#"
+panic-threshold = 50
+slow-start = "30s"
+hash-balance-factor = 125
+
+[[backend]]
+address = "127.0.0.1:8001"
+
+[[backend]]
+address = "127.0.0.1:8002"
+weight = 2
+backup = true
+"#,
+    );
+    let (typed, _) = flags(&[
+        "lb",
+        "--panic-threshold",
+        "50",
+        "--slow-start",
+        "30s",
+        "--hash-balance-factor",
+        "125",
+        "--backend",
+        "127.0.0.1:8001",
+        "--backend",
+        "127.0.0.1:8002,weight=2,backup",
+    ]);
+    assert_eq!(file, typed);
+    assert_eq!(file.panic_threshold, 50);
+    assert_eq!(file.slow_start, OptionalDuration(Some(Duration::from_secs(30))));
+    assert_eq!(file.hash_balance_factor, 125);
+    assert_eq!(file.backends.iter().map(|b| b.backup).collect::<Vec<_>>(), [false, true]);
+    // The defaults are off.
+    let (defaults, _) = flags(&["lb"]);
+    assert_eq!(defaults.panic_threshold, 0);
+    assert_eq!(defaults.slow_start, OptionalDuration(None));
+    assert_eq!(defaults.hash_balance_factor, 0);
+}
+
+#[test]
+fn bad_traffic_values_are_one_line_each() {
+    assert_eq!(
+        err("panic-threshold = 101"),
+        "lb.toml line 1: panic-threshold: invalid percentage \"101\": expected a whole number from 0 (off) to 100"
+    );
+    assert_eq!(
+        err("hash-balance-factor = 99"),
+        "lb.toml line 1: hash-balance-factor: invalid hash balance factor \"99\": expected 0 (off) or a whole number from 100 to 10000"
+    );
+    let e = err("[[backend]]\naddress = \"127.0.0.1:1\"\nbackup = \"yes\"");
+    assert!(e.contains("backend.backup: expected true or false"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
 }

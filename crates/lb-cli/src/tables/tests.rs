@@ -149,7 +149,7 @@ fn each_rule_is_one_line_naming_file_line_and_key() {
             ),
             (
                 two_pools("retires = 1\n"),
-                "lb.toml line 9: pool: unknown key `retires`, expected one of `name`, `algorithm`, `backend`, `health-interval`, `health-timeout`, `rise`, `fall`, `health-check`, `connect-timeout`, `idle-timeout`, `max-connections-per-backend`, `retries`, `client-fin-timeout`, `server-fin-timeout`, `server-timeout`, `retry-on-empty`, `observe-empty`, `send-proxy`, `check-send-proxy`, `discover`, `resolver`, `dns-min-refresh`, `dns-max-refresh`".into(),
+                "lb.toml line 9: pool: unknown key `retires`, expected one of `name`, `algorithm`, `backend`, `health-interval`, `health-timeout`, `rise`, `fall`, `health-check`, `panic-threshold`, `slow-start`, `hash-balance-factor`, `connect-timeout`, `idle-timeout`, `max-connections-per-backend`, `retries`, `client-fin-timeout`, `server-fin-timeout`, `server-timeout`, `retry-on-empty`, `observe-empty`, `send-proxy`, `check-send-proxy`, `discover`, `resolver`, `dns-min-refresh`, `dns-max-refresh`".into(),
             ),
             (
                 two_pools("discover = \"dns:app\"\n"),
@@ -201,7 +201,7 @@ fn each_rule_is_one_line_naming_file_line_and_key() {
             ),
             (
                 two_pools("[[pool]]\nname = \"mq\"\nbackend = \"10.0.0.1:1\"\n"),
-                "lb.toml line 11: pool.backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight and state), found the string \"10.0.0.1:1\"".into(),
+                "lb.toml line 11: pool.backend: expected [[backend]] tables with address = \"HOST:PORT\" (and optionally weight, state and backup), found the string \"10.0.0.1:1\"".into(),
             ),
             (
                 format!("backend = [{{ address = \"10.0.0.1:1\" }}]\n{}", two_pools("")),

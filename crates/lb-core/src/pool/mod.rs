@@ -216,6 +216,13 @@ impl Pool {
         snap.members.iter().find(|m| m.slot.backend.addr == addr).map(Member::backend)
     }
 
+    /// Which backends new connections go to now: primaries, backups, every `ready` primary in
+    /// panic, or nobody. One snapshot load, for an owner that logs or exports each change
+    /// (the same value as [`PoolStats::backup_active`] and [`PoolStats::panic`]).
+    pub fn serving(&self) -> Serving {
+        self.inner.snapshot.load().serving
+    }
+
     /// Number of backends new connections are spread over now: the available primaries, or
     /// while none is, the available backups, or in panic every `ready` primary.
     pub fn available(&self) -> usize {

@@ -93,7 +93,7 @@ impl<'de> Deserialize<'de> for CounterValues {
 }
 
 /// One backend in `GET /stats`: the `stats` table's columns, by the same names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendJson {
     /// `host:port`.
     pub backend: String,
@@ -109,6 +109,16 @@ pub struct BackendJson {
     pub admin: String,
     /// Its share of new connections relative to the others (1-1000).
     pub weight: u32,
+    /// Whether it is a backup: it takes new connections only while no primary is available.
+    #[serde(default)]
+    pub backup: bool,
+    /// While a slow-start ramp runs, the share of its weight it has now, in percent (10 to
+    /// 90); `null` when it has its full weight.
+    #[serde(default)]
+    pub ramp_percent: Option<u8>,
+    /// The weight it has now: `weight`, or while it ramps, `weight` × `ramp_percent` / 100.
+    #[serde(default)]
+    pub effective_weight: f64,
     /// Its counters: `active`, `peak`, `total`, `failures`, `retries`, `bytes_in`,
     /// `bytes_out`, `picks` (lb-core's counter table, [`BackendStats::COUNTERS`]).
     #[serde(flatten)]
@@ -164,6 +174,13 @@ pub struct PoolJson {
     pub removed: bool,
     /// Its algorithm.
     pub algorithm: String,
+    /// Whether its backups carry its new connections now (no primary is available).
+    #[serde(default)]
+    pub backup_active: bool,
+    /// Whether it is in panic (fail-open) now: too few primaries are up, so new connections
+    /// spread over every `ready` primary regardless of health.
+    #[serde(default)]
+    pub panic: bool,
     /// Its backends, in pool order (removed ones with open connections last, with state
     /// `removed`).
     pub backends: Vec<BackendJson>,
@@ -301,6 +318,9 @@ impl BackendJson {
             health: b.health.to_string(),
             admin: b.admin.to_string(),
             weight: b.weight,
+            backup: b.backup,
+            ramp_percent: b.ramp_percent,
+            effective_weight: b.effective_weight(),
             counters: CounterValues::of(b.counters()),
             check_us: check.map(|c| u64::try_from(c.duration.as_micros()).unwrap_or(u64::MAX)),
             check_error: check.and_then(|c| c.result.clone().err()),
@@ -316,6 +336,8 @@ impl PoolJson {
             name: pool.name.clone(),
             removed: pool.removed,
             algorithm: s.algorithm.to_string(),
+            backup_active: s.backup_active,
+            panic: s.panic,
             backends: s.backends.iter().map(|b| BackendJson::from_stats(pool, b)).collect(),
             retired: retired(&s.retired),
             totals: totals(&s.totals),
@@ -391,4 +413,51 @@ impl From<&Stats> for StatsJson {
             token_required: false,
         }
     }
+}
+
+/// `what-if` as JSON (`POST /command` with `Accept: application/json`): the moved share with
+/// its exact fraction and each backend's shares before and after, as the text answer says.
+pub(super) fn what_if(reply: &crate::control::WhatIfReply) -> serde_json::Value {
+    let w = &reply.what_if;
+    serde_json::json!({
+        "pool": reply.pool,
+        "command": reply.command,
+        "algorithm_before": w.algorithm_before.as_str(),
+        "algorithm_after": w.algorithm_after.as_str(),
+        "serving_before": w.serving_before.as_str(),
+        "serving_after": w.serving_after.as_str(),
+        "moved_keys": w.moved_keys,
+        "key_space": w.key_space,
+        "moved_share": w.moved_share(),
+        "backends": w.backends.iter().map(|b| serde_json::json!({
+            "backend": b.addr.to_string(),
+            "table_before": b.table_before,
+            "table_after": b.table_after,
+            "share_before": b.share_before,
+            "share_after": b.share_after,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `explain` as JSON: the chosen backend, who serves, the backends passed over with the
+/// reason in words (as the text answer writes it), and the whole answer as text in `text`
+/// for the algorithm's inputs.
+pub(super) fn explain(reply: &crate::control::ExplainReply) -> serde_json::Value {
+    let e = &reply.explain;
+    serde_json::json!({
+        "pool": reply.pool,
+        "client": reply.client.to_string(),
+        "algorithm": e.algorithm.as_str(),
+        "serving": e.serving.as_str(),
+        "chosen": e.chosen.as_ref().map(|b| b.addr.to_string()),
+        "passed_over": e.passed_over.iter().map(|p| serde_json::json!({
+            "backend": p.backend.addr.to_string(),
+            "reason": crate::control::pass_reason_text(&p.reason),
+        })).collect::<Vec<_>>(),
+        "ramping": e.ramping.iter().map(|(b, percent)| serde_json::json!({
+            "backend": b.addr.to_string(),
+            "ramp_percent": percent,
+        })).collect::<Vec<_>>(),
+        "text": reply.to_string(),
+    })
 }

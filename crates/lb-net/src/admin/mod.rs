@@ -10,7 +10,8 @@
 //!   address are one series ([`PoolStats::per_address`](lb_core::PoolStats::per_address)).
 //! - `GET /stats`: the `stats` table as JSON, with the same field names ([`StatsJson`]).
 //! - `POST /command`: a command in the REPL's grammar as the body; the answer is the text the
-//!   REPL would print, with status 200, or 400 and `error: ...` for a command that does not parse
+//!   REPL would print (`what-if` and `explain` in JSON with `Accept: application/json`),
+//!   with status 200, or 400 and `error: ...` for a command that does not parse
 //!   or fails. With a token configured, POST requires `Authorization: Bearer <token>`.
 //!
 //! Before any of that, every request passes a guard: a `Host` that is not an IP address,
@@ -38,7 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
@@ -58,7 +59,7 @@ pub use json::{
 };
 
 use crate::accept::accept_loop;
-use crate::control::{parse_logged, Handle};
+use crate::control::{parse_logged, Handle, Reply};
 use prometheus::StatsCollector;
 
 /// Largest `POST /command` body accepted: a command is one short line.
@@ -304,6 +305,12 @@ impl Server {
     }
 
     async fn command(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        // `what-if` and `explain` also answer in JSON, for scripts; every other answer is text.
+        let wants_json = req
+            .headers()
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
         let authorized = self.config.token.as_ref().is_none_or(|token| {
             req.headers()
                 .get(AUTHORIZATION)
@@ -345,9 +352,22 @@ impl Server {
         }
         tracing::debug!(target: "lb::admin", %peer, command = line, "remote command");
         match self.handle.execute_command(command).await {
+            Ok(Reply::WhatIf(w)) if wants_json => json_response(&json::what_if(&w)),
+            Ok(Reply::Explain(e)) if wants_json => json_response(&json::explain(&e)),
             Ok(reply) => text(StatusCode::OK, format!("{reply}\n")),
             Err(e) => text(StatusCode::BAD_REQUEST, format!("error: {e}\n")),
         }
+    }
+}
+
+fn json_response(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("error: {e}\n")),
     }
 }
 

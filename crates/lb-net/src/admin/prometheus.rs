@@ -95,11 +95,37 @@ type BackendGauge = (&'static str, &'static str, fn(&BackendStats) -> u64);
 /// A listener's counter: name, help, value.
 type ListenerFamily = (&'static str, &'static str, fn(&ListenerStats) -> u64);
 
-const BACKEND_GAUGES: [BackendGauge; 2] = [
+const BACKEND_GAUGES: [BackendGauge; 3] = [
     ("lb_backend_up", "1 if the backend passes health checks, else 0.", |b| {
         u64::from(b.health == Health::Up && !b.removed)
     }),
     ("lb_backend_weight", "The backend's weight.", |b| u64::from(b.weight)),
+    (
+        "lb_backend_backup",
+        "1 if the backend is a backup (new connections only while no primary is available).",
+        |b| u64::from(b.backup),
+    ),
+];
+
+/// A pool's gauges: name, help, value.
+type PoolGauge = (&'static str, &'static str, fn(&lb_core::PoolStats) -> u64);
+
+const POOL_GAUGES: [PoolGauge; 4] = [
+    ("lb_backends", "Backends in the pool.", |s| s.totals.backends as u64),
+    ("lb_backends_available", "Backends that can take a new connection now.", |s| {
+        s.totals.available as u64
+    }),
+    (
+        "lb_pool_backup_active",
+        "1 while the pool's backups carry its new connections (no primary is available).",
+        |s| u64::from(s.backup_active),
+    ),
+    (
+        "lb_pool_panic",
+        "1 while the pool is in panic (fail-open): too few primaries are up, so new connections \
+         spread over every ready primary regardless of health.",
+        |s| u64::from(s.panic),
+    ),
 ];
 
 impl Collector for StatsCollector {
@@ -165,20 +191,9 @@ impl Collector for StatsCollector {
                 .filter(|p| !p.removed)
                 .map(move |p| (vec![("pool", p.name.clone())], Value::Whole(f(&p.stats))))
         };
-        family(
-            &mut e,
-            "lb_backends",
-            "Backends in the pool.",
-            Gauge,
-            pool_rows(|s| s.totals.backends as u64),
-        )?;
-        family(
-            &mut e,
-            "lb_backends_available",
-            "Backends that can take a new connection now.",
-            Gauge,
-            pool_rows(|s| s.totals.available as u64),
-        )?;
+        for (name, help, value) in POOL_GAUGES {
+            family(&mut e, name, help, Gauge, pool_rows(value))?;
+        }
         family(
             &mut e,
             "lb_algorithm",

@@ -25,6 +25,8 @@ pub enum Command {
         weight: Option<u32>,
         /// Initial admin state (default ready).
         state: Option<AdminState>,
+        /// Whether it is a backup: new connections only while no primary is available.
+        backup: bool,
     },
     /// Remove a backend; its open connections finish on their own.
     Remove(BackendRef),
@@ -47,6 +49,17 @@ pub enum Command {
     Stats(Option<String>),
     /// Show the last health check of each backend of one pool, or of every pool.
     Health(Option<String>),
+    /// What a change would do, computed on a copy of the pool: the share of `ip_hash`
+    /// clients that would move and each backend's shares before and after. The change is one
+    /// of `add`, `remove`, `weight`, `drain`, `maint`, `enable` and `algorithm POOL NAME`.
+    WhatIf(Box<Command>),
+    /// Which backend the next connection from a client address would get now, and why.
+    Explain {
+        /// The pool; `None` for the only pool.
+        pool: Option<String>,
+        /// The client's address.
+        client: std::net::IpAddr,
+    },
     /// Show the command list.
     Help,
     /// Re-read the configuration file and apply the difference.
@@ -59,7 +72,7 @@ pub enum Command {
 }
 
 /// Command names, for completion in the REPL.
-pub const COMMAND_NAMES: [&str; 14] = [
+pub const COMMAND_NAMES: [&str; 16] = [
     "add",
     "remove",
     "drain",
@@ -69,6 +82,8 @@ pub const COMMAND_NAMES: [&str; 14] = [
     "algorithm",
     "stats",
     "health",
+    "what-if",
+    "explain",
     "help",
     "reload",
     "upgrade",
@@ -81,15 +96,19 @@ pub const HELP: &str = "\
 Commands:
   stats [pool]                       backends, connections and bytes, with totals
   health [pool]                      last health check of each backend
-  add [pool] <host> <port> [weight=N] [drain|maint]
-  add [pool] <host:port> [weight=N] [drain|maint]
-                                     add a backend (weight 1 to 1000, default 1)
+  add [pool] <host> <port> [weight=N] [drain|maint] [backup]
+  add [pool] <host:port> [weight=N] [drain|maint] [backup]
+                                     add a backend (weight 1 to 1000, default 1; a backup
+                                     serves only while no other backend is available)
   remove <backend>                   take a backend out; its open connections finish
   drain <backend>                    no new connections; open ones continue
   maint <backend>                    maintenance: no new connections
   enable <backend>                   back in rotation after drain or maint
   weight <backend> <N>               change a backend's weight
   algorithm [pool] [name]            show or switch: round_robin, least_connections, random, ip_hash, p2c
+  what-if <command>                  what add, remove, weight, drain, maint, enable or algorithm
+                                     would do: ip_hash clients moved, shares before -> after
+  explain [pool] <client-ip>         which backend that client's next connection would get, and why
   reload                             re-read the --config file and apply the difference
   upgrade                            hand the sockets to a new process of the installed lb
                                      binary; this one exits once its connections end
@@ -130,12 +149,12 @@ impl Command {
         let cmd = match name_lc.as_str() {
             "add" => {
                 let (pool, target) = take_added(&mut rest)?;
-                let BackendOptions { weight, state } =
+                let BackendOptions { weight, state, backup } =
                     BackendOptions::parse(rest.iter().copied()).map_err(|e| match e {
                         Error::BadCommand(msg) => Error::BadCommand(format!("add: {msg}")),
                         other => other,
                     })?;
-                return Ok(Command::Add { pool, target, weight, state });
+                return Ok(Command::Add { pool, target, weight, state, backup });
             }
             "remove" | "rm" | "del" | "delete" => {
                 Command::Remove(BackendRef::take(&mut rest, "remove")?)
@@ -173,6 +192,56 @@ impl Command {
                 };
                 Command::Algorithm { pool, algorithm }
             }
+            "what-if" | "whatif" => {
+                if rest.is_empty() {
+                    return Err(Error::BadCommand(
+                        "what-if: missing the command, e.g. `what-if remove 10.0.0.5:80`".into(),
+                    ));
+                }
+                let inner = Command::parse_line(&rest.join(" "))
+                    .map_err(|e| Error::BadCommand(format!("what-if: {}", bare(e))))?;
+                let asks = matches!(
+                    inner,
+                    Command::Add { .. }
+                        | Command::Remove(_)
+                        | Command::Weight(..)
+                        | Command::Drain(_)
+                        | Command::Maint(_)
+                        | Command::Enable(_)
+                        | Command::Algorithm { algorithm: Some(_), .. }
+                );
+                if !asks {
+                    return Err(Error::BadCommand(format!(
+                        "what-if: `{inner}` changes no backend choice: ask about add, remove, weight, drain, maint, enable or algorithm NAME"
+                    )));
+                }
+                return Ok(Command::WhatIf(Box::new(inner)));
+            }
+            "explain" | "why" => {
+                let (pool, ip) = match rest {
+                    [ip] => (None, *ip),
+                    [pool, ip] => {
+                        validate_pool_name(pool)?;
+                        (Some((*pool).to_owned()), *ip)
+                    }
+                    [] => {
+                        return Err(Error::BadCommand(
+                            "explain: missing the client address, e.g. `explain 192.0.2.7`".into(),
+                        ))
+                    }
+                    [_, _, extra, ..] => {
+                        return Err(Error::BadCommand(format!(
+                            "explain: unexpected {extra:?} at the end"
+                        )))
+                    }
+                };
+                let client = ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+                    Error::BadCommand(format!(
+                        "explain: invalid client address {ip:?}: expected an IP address such as 192.0.2.7 or 2001:db8::7"
+                    ))
+                })?;
+                return Ok(Command::Explain { pool, client });
+            }
             "stats" | "status" => Command::Stats(take_pool(&mut rest)?),
             "health" => Command::Health(take_pool(&mut rest)?),
             "help" | "?" => Command::Help,
@@ -181,7 +250,7 @@ impl Command {
             "quit" | "exit" | "shutdown" => Command::Quit,
             _ => {
                 return Err(Error::BadCommand(format!(
-                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, help, reload, upgrade, quit"
+                    "unknown command {name:?}: expected one of add, remove, drain, enable, maint, weight, algorithm, stats, health, what-if, explain, help, reload, upgrade, quit"
                 )))
             }
         };
@@ -200,9 +269,19 @@ impl Command {
             self,
             Command::Stats(_)
                 | Command::Health(_)
+                | Command::WhatIf(_)
+                | Command::Explain { .. }
                 | Command::Help
                 | Command::Algorithm { algorithm: None, .. }
         )
+    }
+}
+
+/// An error's text without the `BadCommand` wrapping, for a message that adds a prefix.
+fn bare(e: Error) -> String {
+    match e {
+        Error::BadCommand(msg) => msg,
+        other => other.to_string(),
     }
 }
 
@@ -231,13 +310,16 @@ fn take_added(words: &mut &[&str]) -> Result<(Option<String>, Target), Error> {
 }
 
 /// The options that may follow a backend's address, in `add` and in `lb --backend`
-/// (`127.0.0.1:8004,weight=3,drain`): a weight and an initial admin state, each at most once.
+/// (`127.0.0.1:8004,weight=3,drain,backup`): a weight, an initial admin state and `backup`,
+/// each at most once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendOptions {
     /// `weight=N` (also `w=N`, or a bare `N`): 1 to 1000; `None` for the default.
     pub weight: Option<u32>,
     /// `ready`, `drain` or `maint` (also `state=...`); `None` for the default, ready.
     pub state: Option<AdminState>,
+    /// `backup`: the backend takes new connections only while no primary is available.
+    pub backup: bool,
 }
 
 impl BackendOptions {
@@ -247,7 +329,11 @@ impl BackendOptions {
     pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BackendOptions, Error> {
         let mut options = BackendOptions::default();
         // The words that set each option, for the message when one comes again.
-        let (mut weight_word, mut state_word): (Option<&str>, Option<&str>) = (None, None);
+        let (mut weight_word, mut state_word, mut backup_word): (
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+        ) = (None, None, None);
         for word in words {
             let lower = word.to_ascii_lowercase();
             if let Some(w) = lower.strip_prefix("weight=").or_else(|| lower.strip_prefix("w=")) {
@@ -258,12 +344,14 @@ impl BackendOptions {
                 options.state = Some(once(&mut state_word, word, "admin state", s)?);
             } else if let Ok(s) = lower.parse::<AdminState>() {
                 options.state = Some(once(&mut state_word, word, "admin state", s)?);
+            } else if lower == "backup" {
+                options.backup = once(&mut backup_word, word, "backup", true)?;
             } else if !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_digit()) {
                 let w = parse_weight(&lower)?;
                 options.weight = Some(once(&mut weight_word, word, "weight", w)?);
             } else {
                 return Err(Error::BadCommand(format!(
-                    "unexpected {word:?}: expected weight=N or one of ready, drain, maint"
+                    "unexpected {word:?}: expected weight=N, backup or one of ready, drain, maint"
                 )));
             }
         }
@@ -297,13 +385,16 @@ fn parse_weight(s: &str) -> Result<u32, Error> {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Add { pool, target, weight, state } => {
+            Command::Add { pool, target, weight, state, backup } => {
                 write!(f, "add {}", BackendRef { pool: pool.clone(), target: target.clone() })?;
                 if let Some(w) = weight {
                     write!(f, " weight={w}")?;
                 }
                 if let Some(s) = state {
                     write!(f, " {s}")?;
+                }
+                if *backup {
+                    f.write_str(" backup")?;
                 }
                 Ok(())
             }
@@ -329,6 +420,9 @@ impl fmt::Display for Command {
                     None => Ok(()),
                 }
             }
+            Command::WhatIf(inner) => write!(f, "what-if {inner}"),
+            Command::Explain { pool: Some(pool), client } => write!(f, "explain {pool} {client}"),
+            Command::Explain { pool: None, client } => write!(f, "explain {client}"),
             Command::Help => f.write_str("help"),
             Command::Reload => f.write_str("reload"),
             Command::Upgrade => f.write_str("upgrade"),
@@ -358,7 +452,7 @@ mod tests {
     }
 
     fn add(target: Target, weight: Option<u32>, state: Option<AdminState>) -> Command {
-        Command::Add { pool: None, target, weight, state }
+        Command::Add { pool: None, target, weight, state, backup: false }
     }
 
     #[test]
@@ -436,6 +530,7 @@ mod tests {
             target: t(host, port),
             weight,
             state: None,
+            backup: false,
         };
         assert_eq!(
             Command::parse("add db 10.0.0.9:5432").unwrap(),
@@ -512,7 +607,13 @@ mod tests {
             "stats web",
             "health db",
             "add web/10.0.0.9:5432 weight=2",
+            "add 10.0.0.9:80 maint backup",
             "drain web/10.0.0.5:443",
+            "what-if remove 10.0.0.1:80",
+            "what-if add web/10.0.0.9:80 weight=2",
+            "what-if algorithm web ip_hash",
+            "explain 192.0.2.7",
+            "explain web 2001:db8::7",
         ] {
             let cmd = Command::parse(line).unwrap();
             assert_eq!(cmd.to_string(), line);
@@ -565,13 +666,37 @@ mod tests {
     }
 
     #[test]
+    fn what_if_and_explain_say_what_is_wrong_in_one_line() {
+        let err = |line: &str| Command::parse(line).unwrap_err().to_string();
+        assert_eq!(
+            err("what-if"),
+            "what-if: missing the command, e.g. `what-if remove 10.0.0.5:80`"
+        );
+        assert_eq!(
+            err("what-if stats"),
+            "what-if: `stats` changes no backend choice: ask about add, remove, weight, drain, maint, enable or algorithm NAME"
+        );
+        assert!(err("what-if frobnicate").starts_with("what-if: unknown command \"frobnicate\""));
+        assert_eq!(
+            err("explain 10.0.0.300"),
+            "explain: invalid client address \"10.0.0.300\": expected an IP address such as 192.0.2.7 or 2001:db8::7"
+        );
+        assert_eq!(err("explain"), "explain: missing the client address, e.g. `explain 192.0.2.7`");
+        assert!(!Command::parse("what-if remove 10.0.0.1:80").unwrap().changes_state());
+        assert!(!Command::parse("explain 192.0.2.7").unwrap().changes_state());
+    }
+
+    #[test]
     fn backend_options_are_read_by_one_parser() {
         let parse = |words: &[&str]| BackendOptions::parse(words.iter().copied());
         assert_eq!(parse(&[]).unwrap(), BackendOptions::default());
         assert_eq!(
             parse(&["weight=3", "drain"]).unwrap(),
-            BackendOptions { weight: Some(3), state: Some(AdminState::Drain) }
+            BackendOptions { weight: Some(3), state: Some(AdminState::Drain), backup: false }
         );
+        assert!(parse(&["BACKUP", "weight=2"]).unwrap().backup);
+        let twice = parse(&["backup", "backup"]).unwrap_err().to_string();
+        assert!(twice.contains("backup given twice"), "{twice}");
         assert_eq!(parse(&["W=4"]).unwrap().weight, Some(4));
         assert_eq!(parse(&["state=maint"]).unwrap().state, Some(AdminState::Maint));
         assert!(parse(&[""]).unwrap_err().to_string().contains("unexpected \"\""));

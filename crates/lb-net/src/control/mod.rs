@@ -24,11 +24,14 @@ mod command;
 mod reply;
 mod stats;
 mod target;
+mod traffic;
 
 pub use command::{BackendOptions, Command, COMMAND_NAMES, HELP};
 pub use reply::{BackendHealth, PoolHealth, Reply};
 pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
+pub(crate) use traffic::pass_reason_text;
+pub use traffic::{ExplainReply, WhatIfReply};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,7 +39,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use lb_core::{AdminState, Algorithm, Pool};
+use lb_core::{AddOptions, AdminState, Algorithm, Change, Pool};
 use tokio::time::Instant;
 
 use crate::counters::ProxyCounters;
@@ -255,6 +258,16 @@ impl Handle {
         Ok(())
     }
 
+    /// Tells the pool called `name` that its `lb_core::Pool` was changed directly (through
+    /// [`pool_named`](Self::pool_named)): its task advances slow-start ramps from now, and a
+    /// change of who serves (backups, panic) is logged. Commands do this themselves; a
+    /// configuration reload calls it after applying a pool's changes.
+    pub fn pool_changed(&self, name: &str) {
+        if let Some(pool) = self.inner.pools.get(name) {
+            pool.pool_changed();
+        }
+    }
+
     /// Changes how the pool called `name` reaches and checks its backends. New connections use
     /// the new settings; a change of the health checks restarts its checker (backends keep
     /// their health state).
@@ -352,6 +365,10 @@ impl Handle {
             Ok(reply) if changes => {
                 tracing::info!(target: "lb::control", command = %command, "{reply}");
                 events.push(EventKind::Command, None, format!("{command}: {reply}"));
+                // A drain, a removal or a weight can hand the traffic to backups or end it.
+                for pool in self.inner.pools.all().iter() {
+                    pool.note_serving();
+                }
             }
             Ok(_) => tracing::debug!(target: "lb::control", command = %command, "ok"),
             Err(e) => {
@@ -365,16 +382,25 @@ impl Handle {
     async fn apply(&self, command: &Command) -> Result<Reply, Error> {
         let pools = &self.inner.pools;
         Ok(match command {
-            Command::Add { pool, target, weight, state } => {
+            Command::Add { pool, target, weight, state, backup } => {
                 let runtime = pools.named_or_only(pool.as_deref(), "add")?;
                 let addrs = target.resolve().await?;
                 // Prefer IPv4 when a name resolves to both: backends usually listen on IPv4,
                 // and `localhost` often resolves to ::1 first.
                 let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
-                add_backend(&runtime.pool, addr, *weight, state.unwrap_or_default())?;
+                let options = AddOptions {
+                    weight: *weight,
+                    admin: state.unwrap_or_default(),
+                    backup: *backup,
+                };
+                // With the time, so that with slow start it ramps (a backend added to a
+                // running pool is as cold as one that just came up).
+                runtime.pool.add_backend(addr, options, Some(Instant::now().into_std()))?;
+                runtime.pool_changed();
                 let weight = weight.unwrap_or(lb_core::DEFAULT_WEIGHT);
+                let backup = if *backup { ", backup" } else { "" };
                 Reply::Done(format!(
-                    "added {} (weight {weight}, {})",
+                    "added {} (weight {weight}, {}{backup})",
                     named(&runtime, addr),
                     state.unwrap_or_default()
                 ))
@@ -398,7 +424,12 @@ impl Handle {
             }
             Command::Enable(backend) => {
                 let (runtime, addr) = self.find(backend, "enable").await?;
-                runtime.pool.set_admin_state(addr, AdminState::Ready)?;
+                runtime.pool.set_admin_state_at(
+                    addr,
+                    AdminState::Ready,
+                    Instant::now().into_std(),
+                )?;
+                runtime.pool_changed();
                 Reply::Done(format!("{} ready", named(&runtime, addr)))
             }
             Command::Weight(backend, weight) => {
@@ -457,6 +488,24 @@ impl Handle {
                 }
                 Reply::Health(rows)
             }
+            Command::WhatIf(inner) => {
+                let (runtime, change) = self.change(inner).await?;
+                let what_if = runtime.pool.what_if(&change)?;
+                Reply::WhatIf(Box::new(WhatIfReply {
+                    pool: runtime.name.to_string(),
+                    command: inner.to_string(),
+                    what_if,
+                }))
+            }
+            Command::Explain { pool, client } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "explain")?;
+                let explain = runtime.pool.explain(Some(*client));
+                Reply::Explain(Box::new(ExplainReply {
+                    pool: runtime.name.to_string(),
+                    client: *client,
+                    explain,
+                }))
+            }
             Command::Help => Reply::Help,
             Command::Reload => {
                 let reloader = lock(&self.inner.reloader.0).clone();
@@ -479,6 +528,46 @@ impl Handle {
             Command::Quit => {
                 self.shutdown();
                 Reply::ShuttingDown
+            }
+        })
+    }
+
+    /// The pool a `what-if` is about, and the change its command would make.
+    async fn change(&self, command: &Command) -> Result<(Arc<PoolRuntime>, Change), Error> {
+        let pools = &self.inner.pools;
+        Ok(match command {
+            Command::Add { pool, target, weight, state, backup } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "what-if add")?;
+                let addrs = target.resolve().await?;
+                let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
+                let admin = state.unwrap_or_default();
+                (runtime, Change::Add(addr, AddOptions { weight: *weight, admin, backup: *backup }))
+            }
+            Command::Remove(b) => {
+                let (runtime, addr) = self.find(b, "what-if remove").await?;
+                (runtime, Change::Remove(addr))
+            }
+            Command::Weight(b, w) => {
+                let (runtime, addr) = self.find(b, "what-if weight").await?;
+                (runtime, Change::Weight(addr, *w))
+            }
+            Command::Drain(b) | Command::Maint(b) | Command::Enable(b) => {
+                let (state, name) = match command {
+                    Command::Drain(_) => (AdminState::Drain, "what-if drain"),
+                    Command::Maint(_) => (AdminState::Maint, "what-if maint"),
+                    _ => (AdminState::Ready, "what-if enable"),
+                };
+                let (runtime, addr) = self.find(b, name).await?;
+                (runtime, Change::Admin(addr, state))
+            }
+            Command::Algorithm { pool, algorithm: Some(a) } => {
+                let runtime = pools.named_or_only(pool.as_deref(), "what-if algorithm")?;
+                (runtime, Change::Algorithm(*a))
+            }
+            other => {
+                return Err(Error::BadCommand(format!(
+                    "what-if: `{other}` changes no backend choice"
+                )))
             }
         })
     }
@@ -641,7 +730,7 @@ impl Handle {
     }
 }
 
-/// Adds a backend: the `add` command's change, also made by DNS discovery, so both add alike.
+/// Adds a backend found by DNS discovery: at its full weight at once, ready, a primary.
 pub(crate) fn add_backend(
     pool: &Pool,
     addr: SocketAddr,

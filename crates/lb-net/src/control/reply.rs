@@ -22,6 +22,10 @@ pub enum Reply {
     PoolStats(Box<NamedPoolStats>),
     /// Last check per backend, pool by pool.
     Health(Vec<PoolHealth>),
+    /// What a change would do (`what-if`).
+    WhatIf(Box<super::traffic::WhatIfReply>),
+    /// Which backend a client would get, and why (`explain`).
+    Explain(Box<super::traffic::ExplainReply>),
     /// The command list.
     Help,
     /// Shutdown has begun.
@@ -121,6 +125,8 @@ impl fmt::Display for Reply {
                 }
                 f.write_str(out.trim_end())
             }
+            Reply::WhatIf(w) => write!(f, "{w}"),
+            Reply::Explain(e) => write!(f, "{e}"),
             Reply::Help => f.write_str(HELP),
             Reply::ShuttingDown => {
                 f.write_str("shutting down: no new connections; open ones may finish")

@@ -257,6 +257,32 @@ impl fmt::Display for Discovery<'_> {
     }
 }
 
+/// The lines under a pool's rows that the columns cannot hold: who serves when it is not the
+/// primaries, and the weight of each backend a slow-start ramp holds back.
+fn notes(f: &mut fmt::Formatter<'_>, pool: &PoolStats) -> fmt::Result {
+    if pool.backup_active {
+        writeln!(f, "(backups carry new connections: no primary is available)")?;
+    }
+    if pool.panic {
+        writeln!(
+            f,
+            "(panic: too few primaries are up; new connections spread over every ready primary regardless of health)"
+        )?;
+    }
+    for b in pool.backends.iter().filter(|b| !b.removed) {
+        if let Some(percent) = b.ramp_percent {
+            writeln!(
+                f,
+                "(slow start: {} at {percent}% of weight {}, effective weight {})",
+                b.addr,
+                b.weight,
+                b.effective_weight()
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// One pool's table: a row per backend, a RETIRED row when removed backends are no longer
 /// listed, and the TOTAL row (no line break after it).
 fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
@@ -281,11 +307,14 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
         "BYTES_OUT"
     )?;
     for b in &pool.backends {
+        // One word, so the columns stay whitespace-separated: `up/backup`.
+        let state = named.shown_state(b);
+        let state = if b.backup { format!("{state}/backup") } else { state.to_owned() };
         writeln!(
             f,
             "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
             b.addr.to_string(),
-            named.shown_state(b),
+            state,
             b.weight,
             b.active,
             b.peak_active,
@@ -299,6 +328,7 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
     if pool.backends.is_empty() {
         writeln!(f, "(no backends: add one with `add <host> <port>`)")?;
     }
+    notes(f, pool)?;
     // Removed backends whose connections have all ended are no longer listed, but what they
     // did stays in TOTAL, so TOTAL never goes backwards; this row makes the column sums add up.
     let r = &pool.retired;

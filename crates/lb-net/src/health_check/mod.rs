@@ -11,8 +11,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::{BackendId, Health, Pool, Transition};
+use lb_core::{BackendId, Health, Pool, Serving, Transition};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -22,7 +23,7 @@ pub use http::{HttpCheck, StatusSet};
 
 use crate::connector::{is_local_exhaustion, Connector};
 use crate::error::Error;
-use crate::events::EventLog;
+use crate::events::{EventKind, EventLog};
 use crate::inspect::proxy_header::Version as ProxyVersion;
 
 /// How a backend is checked.
@@ -121,6 +122,8 @@ pub(crate) struct HealthLog {
     pub(crate) changes: HashMap<BackendId, Transition>,
     /// The balancer's recent events, where transitions are also kept for the dashboard.
     pub(crate) events: Arc<EventLog>,
+    /// Who served new connections when last looked at ([`note_serving`]): a change is logged.
+    pub(crate) serving: Serving,
 }
 
 /// A pool's [`HealthLog`], shared.
@@ -133,7 +136,46 @@ pub(crate) fn health_log(pool: &str, events: Arc<EventLog>) -> CheckLog {
         checks: HashMap::new(),
         changes: HashMap::new(),
         events,
+        serving: Serving::default(),
     }))
+}
+
+/// Logs a change of who serves `pool`'s new connections since the last call (target
+/// `lb::health`): backups taking over or handing back, panic starting or ending. Called after
+/// anything that can change it (a health transition, a command, a reload, a ramp step); a
+/// pool whose serving did not change costs one snapshot load and a lock.
+pub(crate) fn note_serving(pool: &Pool, log: &CheckLog) {
+    let now = pool.serving();
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    let was = std::mem::replace(&mut log.serving, now);
+    if was == now {
+        return;
+    }
+    let name = &*log.pool;
+    // Only backups and panic are news: a pool with nothing left to serve says so through its
+    // backends' own transitions.
+    let message = match (was, now) {
+        (_, Serving::Backups) => "backups are carrying new connections: no primary is available",
+        (Serving::Backups, Serving::Primaries) => {
+            "a primary is available: backups no longer carry new connections"
+        }
+        (Serving::Backups, _) => "backups no longer carry new connections",
+        (_, Serving::Panic) => {
+            "panic: too few primaries are up; new connections spread over every ready primary \
+             regardless of health"
+        }
+        (Serving::Panic, _) => "panic over",
+        _ => return,
+    };
+    let good = now == Serving::Primaries;
+    if good {
+        tracing::info!(target: "lb::health", pool = name, from = %was, to = %now, "{message}");
+    } else {
+        tracing::warn!(target: "lb::health", pool = name, from = %was, to = %now, "{message}");
+    }
+    // Kept with the health events: primaries back reads as good news, anything else not.
+    let kind = if good { EventKind::HealthUp } else { EventKind::HealthDown };
+    log.events.push(kind, Some(name), message.to_owned());
 }
 
 /// Logs a health transition (`warn` when a backend goes down, `info` when it comes back) and
@@ -205,7 +247,10 @@ pub(crate) async fn check_once<C: Connector>(
     }
 }
 
-/// Checks every backend each interval until `stop` resolves.
+/// Checks every backend each interval until `stop` resolves; and, checks or not, advances the
+/// pool's slow-start ramps at the instants [`Pool::tick`] names and logs each change of who
+/// serves ([`note_serving`]). `wake` says the pool was changed from outside (a command, a
+/// reload): a ramp may have started.
 ///
 /// A backend whose previous check is still running when its next is due (it hangs, and the
 /// timeout is longer than the interval) is skipped for that round rather than checked twice at
@@ -215,18 +260,18 @@ pub(crate) async fn run<C: Connector>(
     connector: Arc<C>,
     config: HealthCheckConfig,
     log: CheckLog,
+    wake: Arc<Notify>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    if !config.enabled {
-        stop.await;
-        return;
-    }
     let config = Arc::new(config);
     tokio::pin!(stop);
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut in_flight: HashSet<BackendId> = HashSet::new();
     let mut checks = JoinSet::new();
+    // When the next ramp step is due; `None` while nothing ramps (or slow start is off), so
+    // an idle pool has no timer at all.
+    let mut ramp = advance(&pool, &log);
     loop {
         tokio::select! {
             biased;
@@ -236,8 +281,13 @@ pub(crate) async fn run<C: Connector>(
                 let backend: lb_core::Backend = backend;
                 in_flight.remove(&backend.id);
                 record(&pool, &log, backend, result, duration);
+                // A backend that came up starts a ramp; one that went down may hand the
+                // pool to its backups.
+                ramp = advance(&pool, &log);
             }
-            _ = ticks.tick() => {
+            () = wake.notified() => ramp = advance(&pool, &log),
+            () = sleep_until_some(ramp), if ramp.is_some() => ramp = advance(&pool, &log),
+            _ = ticks.tick(), if config.enabled => {
                 for backend in pool.backends() {
                     if !in_flight.insert(backend.id) {
                         continue;
@@ -252,6 +302,21 @@ pub(crate) async fn run<C: Connector>(
                 }
             }
         }
+    }
+}
+
+/// Advances the pool's ramps to now and logs a change of who serves; returns when the next
+/// ramp step is due.
+fn advance(pool: &Pool, log: &CheckLog) -> Option<Instant> {
+    let next = pool.tick(Instant::now().into_std()).map(Instant::from_std);
+    note_serving(pool, log);
+    next
+}
+
+/// Sleeps until `at` (only polled while it is `Some`).
+async fn sleep_until_some(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
     }
 }
 
