@@ -26,8 +26,7 @@ use std::sync::LazyLock;
 use lb_net::{
     ListenerConfig, Routing, ServerName, SniRoute, Target, DEFAULT_INSPECT_TIMEOUT, DEFAULT_POOL,
 };
-use serde::de::{Deserializer, MapAccess};
-use serde::Deserialize;
+use serde::{de::Deserializer, de::MapAccess, Deserialize};
 use toml::Spanned;
 
 use crate::args::{

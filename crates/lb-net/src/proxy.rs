@@ -9,8 +9,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{atomic::Ordering::Relaxed, Arc};
 use std::time::Duration;
 
 use lb_core::{BackendId, Lease};
