@@ -59,6 +59,11 @@ async fn backups_serve_while_every_primary_is_down_and_hand_back_when_one_return
     }
     let json = handle.stats();
     assert!(json.pool().backends.iter().find(|s| s.addr == b).unwrap().backup);
+    // `health` marks the backup, and only it.
+    let health = handle.execute("health").await.unwrap().to_string();
+    let marked: Vec<&str> = health.lines().filter(|l| l.ends_with("(backup)")).collect();
+    assert_eq!(marked.len(), 1, "{health}");
+    assert!(marked[0].starts_with(&b.to_string()), "{health}");
 
     // One primary back: new connections leave the backup.
     let _p1_again = tcp_named_backend_at(p1, "p1").await;

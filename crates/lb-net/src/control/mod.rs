@@ -463,6 +463,7 @@ impl Handle {
                             health: b.health,
                             check: log.checks.get(&b.id).cloned(),
                             change: log.changes.get(&b.id).cloned(),
+                            backup: b.backup,
                         })
                         .collect(),
                 }

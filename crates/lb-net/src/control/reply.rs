@@ -54,12 +54,24 @@ pub struct BackendHealth {
     pub check: Option<CheckStatus>,
     /// Its last change of health and why (checks, or failures from traffic), if any.
     pub change: Option<Transition>,
+    /// Whether it is a backup (new connections only while no primary is available).
+    pub backup: bool,
 }
 
-/// One line of the `health` answer: the last check; and when traffic has taken the backend
-/// down although its last check passed (or it has none), that first, with the reason, so the
-/// line always agrees with the state `stats` shows.
+/// One line of the `health` answer ([`health_line`]), ending `(backup)` for a backup.
 fn health_row(out: &mut String, b: &BackendHealth) -> fmt::Result {
+    health_line(out, b)?;
+    if b.backup && out.ends_with('\n') {
+        out.pop();
+        out.push_str("  (backup)\n");
+    }
+    Ok(())
+}
+
+/// The last check; and when traffic has taken the backend down although its last check passed
+/// (or it has none), that first, with the reason, so the line always agrees with the state
+/// `stats` shows.
+fn health_line(out: &mut String, b: &BackendHealth) -> fmt::Result {
     let ago = |at: std::time::Instant| {
         format_duration(std::time::Instant::now().saturating_duration_since(at))
     };
