@@ -163,40 +163,8 @@ pub(crate) fn parse_allowed_hosts(s: &str) -> Result<HostList, String> {
         .map(HostList)
 }
 
-/// Parses `500ms`, `2s`, `5m`, `1h` (also combined, e.g. `1m30s`).
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {s:?}: expected a number with a unit, e.g. 500ms, 2s, 5m or 1h")
-    };
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad());
-        }
-        // Only digits here, so a parse failure is a number beyond u64.
-        let n: u64 = rest[..digits].parse().map_err(|_| {
-            format!("invalid duration {s:?}: too large (at most about 584 billion years)")
-        })?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "" if n == 0 => Duration::ZERO,
-            _ => return Err(bad()),
-        };
-        total = total.saturating_add(part);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
+/// Durations are read by lb-net's parser, the one the command grammar uses (`drain ... deadline=60s`).
+pub(crate) use lb_net::parse_duration;
 
 /// A duration that must be more than zero (an interval or timeout of zero would spin or never
 /// succeed).
@@ -546,6 +514,12 @@ pub(crate) struct CtlArgs {
     /// Read the admin address and token from this lb configuration file.
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
+
+    /// With `drain`: follow the drain to its end, printing the connections still open; exit 0
+    /// once the backend is empty or its deadline closed what was left, 1 if it was cancelled.
+    /// May also come after the command (`lb ctl drain 10.0.0.5:80 deadline=60s --wait`).
+    #[arg(long)]
+    pub(crate) wait: bool,
 
     /// The command, in the prompt's grammar (`help` lists them).
     #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]

@@ -73,7 +73,24 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
         },
         None => None,
     };
-    let command = args.words.join(" ");
+    // `--wait` after the command's words (`lb ctl drain X deadline=60s --wait`) is ctl's, not
+    // the command's: the words take everything after the command name.
+    let mut wait = args.wait;
+    let words: Vec<&str> = args
+        .words
+        .iter()
+        .map(String::as_str)
+        .filter(|w| {
+            let ours = *w == "--wait";
+            wait |= ours;
+            !ours
+        })
+        .collect();
+    let command = words.join(" ");
+    if wait && !words.first().is_some_and(|w| w.eq_ignore_ascii_case("drain")) {
+        err!("lb: --wait goes with drain, e.g. `lb ctl drain 127.0.0.1:8001 deadline=60s --wait`");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -82,6 +99,7 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
         }
     };
     match runtime.block_on(send(&admin, token.as_deref(), &command)) {
+        Ok(answer) if wait => runtime.block_on(follow_drain(&admin, token.as_deref(), &answer)),
         Ok(answer) => {
             out!("{answer}");
             ExitCode::SUCCESS
@@ -93,12 +111,23 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
     }
 }
 
-/// Sends `command` and returns the answer text, or what went wrong: the endpoint's error
-/// (a bad command, a refused token) or why it could not be reached.
+/// Sends `command` (`POST /command`) and returns the answer text, or what went wrong: the
+/// endpoint's error (a bad command, a refused token) or why it could not be reached.
 pub(crate) async fn send(
     admin: &lb_net::Target,
     token: Option<&str>,
     command: &str,
+) -> Result<String, String> {
+    exchange(admin, token, Method::POST, "/command", command).await
+}
+
+/// Sends one request to the admin endpoint and returns the answer's body, or what went wrong.
+async fn exchange(
+    admin: &lb_net::Target,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: &str,
 ) -> Result<String, String> {
     let addrs: Vec<SocketAddr> = admin.resolve().await.map_err(|e| e.to_string())?;
     let exchange = async {
@@ -131,8 +160,8 @@ pub(crate) async fn send(
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(not_admin)?;
         tokio::spawn(connection);
         let mut request = Request::builder()
-            .method(Method::POST)
-            .uri("/command")
+            .method(method)
+            .uri(path)
             // The address connected to, not the name given: the endpoint answers only to
             // addresses and the names it was told (its DNS-rebinding guard), and a name that
             // resolved to it is as good as the address.
@@ -143,7 +172,7 @@ pub(crate) async fn send(
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
-            .body(Full::new(Bytes::from(command.to_owned())))
+            .body(Full::new(Bytes::from(body.to_owned())))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let response = sender.send_request(request).await.map_err(not_admin)?;
         // Another HTTP server on that port (a 200 from it would otherwise read as success):
@@ -186,6 +215,97 @@ pub(crate) async fn send(
     match tokio::time::timeout(TIMEOUT, exchange).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer from the admin endpoint at {admin} within {TIMEOUT:?}")),
+    }
+}
+
+/// How often `--wait` asks how a drain is going.
+const WAIT_POLL: Duration = Duration::from_millis(500);
+
+/// `lb ctl drain ... --wait`: after the drain's answer, follows the drain in `GET /stats`
+/// until it ends, printing the open connections as they go down. Exit status 0 when the
+/// backend emptied or the deadline closed what was left, 1 when the drain was cancelled (an
+/// `enable`, say) or could not be followed.
+async fn follow_drain(admin: &lb_net::Target, token: Option<&str>, answer: &str) -> ExitCode {
+    out!("{answer}");
+    // `draining web/10.0.0.5:80: no new connections, ...`
+    let Some((name, _)) =
+        answer.strip_prefix("draining ").and_then(|rest| rest.split_once(": no new connections"))
+    else {
+        err!("lb: cannot follow the drain: unexpected answer");
+        return ExitCode::from(1);
+    };
+    let mut shown: Option<(u64, u64)> = None;
+    loop {
+        let stats = match exchange(admin, token, Method::GET, "/stats", "").await {
+            Ok(body) => serde_json::from_str::<lb_net::admin::StatsJson>(&body)
+                .map_err(|e| format!("unexpected answer from GET /stats: {e}")),
+            Err(e) => Err(e),
+        };
+        let stats = match stats {
+            Ok(stats) => stats,
+            Err(e) => {
+                err!("lb: following the drain of {name}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        // The newest drain of the backend: the one just started (or one started after it,
+        // which replaced it).
+        let drain = stats
+            .pools
+            .iter()
+            .flat_map(|p| p.drains.iter().map(move |d| (p, d)))
+            .filter(|(p, d)| {
+                let full = if p.name == lb_net::DEFAULT_POOL {
+                    d.backend.clone()
+                } else {
+                    format!("{}/{}", p.name, d.backend)
+                };
+                full == name
+            })
+            .max_by_key(|(_, d)| d.id)
+            .map(|(_, d)| d);
+        let Some(d) = drain else {
+            err!("lb: the drain of {name} is no longer listed (too many drains since?)");
+            return ExitCode::from(1);
+        };
+        let removed = if d.removed { "; removed" } else { "" };
+        match d.outcome.as_deref() {
+            None => {
+                // A line when the count changes, and every 10 s of silence.
+                let tick = d.elapsed_seconds as u64 / 10;
+                if shown != Some((d.open, tick)) {
+                    shown = Some((d.open, tick));
+                    let s = if d.open == 1 { "" } else { "s" };
+                    match d.remaining_seconds {
+                        Some(left) => out!(
+                            "{name}: {} connection{s} open, {:.0}s to the deadline",
+                            d.open,
+                            left.ceil()
+                        ),
+                        None => out!("{name}: {} connection{s} open", d.open),
+                    }
+                }
+            }
+            Some("emptied") => {
+                out!("{name}: empty after {:.1}s{removed}", d.elapsed_seconds);
+                return ExitCode::SUCCESS;
+            }
+            Some("cut") => {
+                let s = if d.cut == 1 { "" } else { "s" };
+                out!(
+                    "{name}: deadline passed after {:.1}s: closed {} connection{s} still open{removed}",
+                    d.elapsed_seconds,
+                    d.cut
+                );
+                return ExitCode::SUCCESS;
+            }
+            Some(other) => {
+                let by = d.cancelled_by.as_deref().unwrap_or(other);
+                err!("lb: the drain of {name} was cancelled by {by}");
+                return ExitCode::from(1);
+            }
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 

@@ -1003,6 +1003,164 @@ fn http_get(addr: &str, path: &str) -> String {
     body
 }
 
+/// A client holding a connection through the balancer: its stream and the backend it reached.
+fn held(lb: SocketAddr) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(lb).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut stream).read_line(&mut line).unwrap();
+    (stream, line.trim().to_owned())
+}
+
+/// Whether a held connection still relays (an echo comes back) rather than being closed.
+fn still_relays(stream: &mut TcpStream) -> bool {
+    if stream.write_all(b"x").is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(1))
+}
+
+#[test]
+fn drain_with_a_deadline_under_load_closes_only_what_is_still_open_then_removes() {
+    let (a, b) = (backend("alpha"), backend("beta"));
+    let mut lb = Lb::start(&[
+        "--backend",
+        &a.to_string(),
+        "--backend",
+        &b.to_string(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let line = lb.expect_line("admin endpoint on http://");
+    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let mut clients: Vec<(TcpStream, String)> = (0..6).map(|_| held(lb.addr)).collect();
+    assert_eq!(clients.iter().filter(|(_, n)| n == "alpha").count(), 3);
+
+    // Load: a new connection after another, all through the drain; none may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, addr) = (std::sync::Arc::clone(&stop), lb.addr);
+        std::thread::spawn(move || {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = via(addr);
+                assert!(name == "alpha" || name == "beta", "a failed connection: {name:?}");
+                served += 1;
+            }
+            served
+        })
+    };
+
+    let waiting = {
+        let (admin, alpha) = (admin.clone(), a.to_string());
+        std::thread::spawn(move || {
+            ctl(&["--admin", &admin, "drain", &alpha, "deadline=2s", "remove", "--wait"], &[])
+        })
+    };
+    eventually("the drain running", || {
+        let stats = http_get(&admin, "/stats");
+        if stats.contains("\"remaining_seconds\": 1") || stats.contains("\"remaining_seconds\": 2")
+        {
+            Ok(())
+        } else {
+            Err(stats)
+        }
+    });
+    // One of alpha's clients leaves before the deadline.
+    let at = clients.iter().position(|(_, n)| n == "alpha").unwrap();
+    drop(clients.remove(at));
+
+    let (code, out, err) = waiting.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = load.join().unwrap();
+    assert!(served > 0);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "draining {a}: no new connections, open ones continue for up to 2s, then are closed; removed once empty"
+        )
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(" connections open, ") && l.contains("s to the deadline")),
+        "{out}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!("{a}: deadline passed after 2."))
+            && last.ends_with(": closed 2 connections still open; removed"),
+        "{out}"
+    );
+
+    // Alpha's two that were still open were closed; beta's three still relay.
+    for (mut stream, name) in clients {
+        assert_eq!(still_relays(&mut stream), name == "beta", "{name}");
+    }
+    let log = eventually("two drained lines", || {
+        let log = std::fs::read_to_string(&lb.log).unwrap();
+        let drained = log.lines().filter(|l| l.contains(" drained ")).count();
+        if drained == 2 {
+            Ok(log)
+        } else {
+            Err(format!("{drained} drained lines"))
+        }
+    });
+    assert!(log.lines().filter(|l| l.contains(" drained ")).all(|l| l.contains(&format!(" {a} "))));
+    assert!(log.contains(&format!("drain of {a}: deadline passed: closed 2 connections; removed")));
+    // Removed, and with its connections gone, no longer listed.
+    eventually("alpha gone from stats", || {
+        let (_, out, _) = ctl(&["--admin", &admin, "stats"], &[]);
+        if out.contains(&a.to_string()) {
+            Err(out)
+        } else {
+            Ok(())
+        }
+    });
+    let metrics = http_get(&admin, "/metrics");
+    assert!(metrics.contains("lb_connections_drained_total 2"), "{metrics}");
+}
+
+#[test]
+fn ctl_wait_reports_a_cancelled_drain_and_refuses_other_commands() {
+    let (a, b) = (backend("alpha"), backend("beta"));
+    let mut lb = Lb::start(&[
+        "--backend",
+        &a.to_string(),
+        "--backend",
+        &b.to_string(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let line = lb.expect_line("admin endpoint on http://");
+    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let (_held_a, _) = held(lb.addr);
+    let (_held_b, _) = held(lb.addr);
+    let waiting = {
+        let (admin, alpha) = (admin.clone(), a.to_string());
+        std::thread::spawn(move || {
+            ctl(&["--admin", &admin, "--wait", "drain", &alpha, "deadline=10m"], &[])
+        })
+    };
+    eventually("the drain running", || {
+        let stats = http_get(&admin, "/stats");
+        if stats.contains("\"remaining_seconds\"") {
+            Ok(())
+        } else {
+            Err(stats)
+        }
+    });
+    lb.command(&format!("enable {a}"), &format!("{a} ready"));
+    let (code, out, err) = waiting.join().unwrap();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(err.trim(), format!("lb: the drain of {a} was cancelled by enable"));
+
+    let (code, _, err) = ctl(&["--admin", &admin, "stats", "--wait"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--wait goes with drain"), "{err}");
+}
+
 /// An HTTP GET naming `host` in its Host header; returns the status and the body.
 fn http_get_as(addr: &str, host: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();

@@ -12,6 +12,8 @@ use tokio::time::Instant;
 
 use crate::counters::ProxyCounters;
 use crate::relay::Traffic;
+use crate::shutdown::{PoolKey, TaskCell};
+use lb_core::Lease;
 
 /// How a client connection ended, as written in the connection log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,9 @@ pub enum Termination {
     Denied,
     /// Refused at a per-client limit.
     RateLimited,
+    /// Closed when the deadline of its backend's drain (`drain <backend> deadline=...`)
+    /// passed.
+    Drained,
 }
 
 impl Termination {
@@ -82,6 +87,7 @@ impl Termination {
             Termination::ServerTimeout => "server-timeout",
             Termination::Denied => "denied",
             Termination::RateLimited => "rate-limited",
+            Termination::Drained => "drained",
         }
     }
 }
@@ -107,8 +113,10 @@ pub(crate) struct Session<'a> {
     pub(crate) retries: u32,
     pub(crate) traffic: Traffic,
     /// `None` until the connection ends on its own; a session dropped without an end was cut
-    /// by shutdown.
+    /// by shutdown, or by a drain's deadline if its task's cell says so.
     pub(crate) end: Option<Termination>,
+    /// The connection task's cell (none for a connection refused before it had a task).
+    pub(crate) cell: Option<&'a TaskCell>,
     counters: &'a ProxyCounters,
     format: AccessLogFormat,
 }
@@ -143,14 +151,32 @@ impl<'a> Session<'a> {
             retries: 0,
             traffic: Traffic::default(),
             end: None,
+            cell: None,
             counters,
             format,
         }
     }
 }
 
+impl Session<'_> {
+    /// The connection was given `lease` on a backend of the pool `pool`.
+    pub(crate) fn picked(&mut self, pool: PoolKey, lease: &Lease) {
+        self.backend = Some(lease.addr());
+        if let Some(cell) = self.cell {
+            cell.on_backend(pool, lease.id());
+        }
+    }
+}
+
 impl Drop for Session<'_> {
     fn drop(&mut self) {
+        let end = self.end.unwrap_or_else(|| match self.cell {
+            Some(cell) if cell.drained() => {
+                self.counters.drained.fetch_add(1, Relaxed);
+                Termination::Drained
+            }
+            _ => Termination::Shutdown,
+        });
         let total = self.accepted.elapsed();
         self.counters.connection_duration.observe(total);
         let line = AccessLine {
@@ -163,7 +189,7 @@ impl Drop for Session<'_> {
             total,
             bytes_in: self.traffic.bytes_in.load(Relaxed),
             bytes_out: self.traffic.bytes_out.load(Relaxed),
-            end: self.end.unwrap_or(Termination::Shutdown),
+            end,
             retries: self.retries,
         };
         match self.format {

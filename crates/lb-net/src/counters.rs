@@ -95,6 +95,8 @@ proxy_counters! {
     denied => "lb_connections_denied", "Client connections refused at once by a listener's allow/deny address ranges.";
     /// Refused at once at a per-client limit (connections open, or new per second).
     rate_limited => "lb_connections_rate_limited", "Client connections refused at once at a per-client limit of connections open or new connections per second.";
+    /// Closed when the deadline of their backend's drain passed.
+    drained => "lb_connections_drained", "Client connections closed when the deadline of their backend's drain passed.";
 }
 
 /// What a counter of a pool's DNS discovery is called in the metrics, and what it means.

@@ -28,17 +28,21 @@ pub enum EventKind {
     Command,
     /// Such a command failed, and changed nothing.
     CommandFailed,
+    /// A drain ended: its backend emptied, its deadline closed what was left, or it was
+    /// cancelled.
+    Drain,
 }
 
 impl EventKind {
-    /// The kind as `/stats` writes it: `health-down`, `health-up`, `command` or
-    /// `command-failed`.
+    /// The kind as `/stats` writes it: `health-down`, `health-up`, `command`,
+    /// `command-failed` or `drain`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::HealthDown => "health-down",
             EventKind::HealthUp => "health-up",
             EventKind::Command => "command",
             EventKind::CommandFailed => "command-failed",
+            EventKind::Drain => "drain",
         }
     }
 }

@@ -105,8 +105,9 @@ pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
 pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
     validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command,
-    ExplainReply, Handle, ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply,
-    Stats, Target, Upgrader, WhatIfReply, COMMAND_NAMES, HELP, MAX_POOL_NAME,
+    DrainOutcome, DrainStatus, ExplainReply, Handle, ListenerStats, NamedPoolStats, PoolHealth,
+    ProxyStats, Reloader, Reply, Stats, Target, Upgrader, WhatIfReply, COMMAND_NAMES, HELP,
+    MAX_POOL_NAME,
 };
 pub use counters::{DiscoveryCounter, ProxyCounter};
 pub use discovery::{
@@ -122,6 +123,7 @@ pub use listener::{ListenerConfig, Routing, ServerName, SniRoute, DEFAULT_INSPEC
 pub use pools::{PoolSettings, DEFAULT_POOL};
 pub use proxy::ProxyConfig;
 pub use sockets::{bind, bind_shared};
+pub use time::parse_duration;
 
 use counters::ProxyCounters;
 use listener::ListenerRuntime;

@@ -20,6 +20,7 @@ use crate::events::EventLog;
 use crate::health_check::{self, CheckLog, HealthCheckConfig};
 use crate::inspect::proxy_header::Version as ProxyVersion;
 use crate::proxy::ProxyConfig;
+use crate::shutdown::PoolKey;
 
 /// The name of the pool a one-pool setup (today's flags, [`Balancer::new`]) gets. Its
 /// backends appear without a pool prefix in the access log.
@@ -108,6 +109,13 @@ pub(crate) struct PoolRuntime {
 impl fmt::Debug for PoolRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolRuntime").field("name", &self.name).field("pool", &self.pool).finish()
+    }
+}
+
+impl PoolRuntime {
+    /// This pool's identity for the connections it serves (see [`PoolKey`]).
+    pub(crate) fn key(&self) -> PoolKey {
+        std::ptr::from_ref(self) as PoolKey
     }
 }
 

@@ -26,7 +26,7 @@ use crate::listener::ListenerRuntime;
 use crate::pools::{PoolRuntime, PoolSettings};
 use crate::preamble::{self, Preamble, Refusal};
 use crate::relay::{Relay, RelayEnd, Side, Timeouts};
-use crate::shutdown::{Shutdown, Tracker};
+use crate::shutdown::{Shutdown, TaskCell, Tracker};
 
 /// Proxy settings. Every field has a default suited to a general-purpose TCP service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,10 +207,10 @@ impl<C: Connector> ProxyShared<C> {
         };
         let shared = Arc::clone(self);
         let listener = Arc::clone(listener);
-        self.tracker.spawn(ticket, async move {
+        self.tracker.spawn(ticket, |cell| async move {
             // The client's place among its limits, held for the connection's life.
             let _place = place;
-            shared.proxy_connection(stream, ends, &listener).await
+            shared.proxy_connection(stream, ends, &listener, &cell).await
         });
     }
 
@@ -221,11 +221,14 @@ impl<C: Connector> ProxyShared<C> {
         mut client: S,
         ends: Endpoints,
         listener: &ListenerRuntime,
+        cell: &TaskCell,
     ) where
         S: ByteStream,
     {
-        // Logged when dropped, however this ends: also when shutdown aborts the task.
+        // Logged when dropped, however this ends: also when shutdown or a drain's deadline
+        // aborts the task.
         let mut session = Session::new(ends.peer, &self.counters, self.config.access_log);
+        session.cell = Some(cell);
         let routes = listener.routes.load_full();
         let sni = routes.by_server_name();
         let preamble = if routes.config.accept_proxy || sni {
@@ -399,7 +402,7 @@ impl<C: Connector> ProxyShared<C> {
                 self.counters.retries.fetch_add(1, Relaxed);
                 session.retries += 1;
             }
-            session.backend = Some(lease.addr());
+            session.picked(pool.key(), &lease);
             let started = Instant::now();
             let attempt = self.connect(lease.addr(), settings.connect_timeout).await;
             let connect_time = started.elapsed();

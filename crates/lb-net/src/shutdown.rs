@@ -1,10 +1,11 @@
 //! Shutting down: the switches that start and end it ([`Shutdown`]), and the [`Tracker`] of
-//! connection tasks that lets it wait for open connections and then close the rest.
+//! connection tasks that lets it wait for open connections and then close the rest, or close
+//! one backend's connections when a drain's deadline passes.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ impl Shutdown {
     }
 }
 
-/// Counts open connections and can abort them all.
+/// Counts open connections and can abort them all, or those of one backend.
 ///
 /// Aborting drops each task's future, which closes its sockets and drops its lease, so every
 /// counter ends where it should even for connections cut short.
@@ -85,8 +86,49 @@ pub(crate) struct Tracker {
     next_id: AtomicU64,
     /// Running tasks by id. `None` is a task that ended before `spawn` could register it: the
     /// marker tells `spawn` not to register it after all.
-    tasks: Mutex<HashMap<u64, Option<AbortHandle>>>,
+    tasks: Mutex<HashMap<u64, Option<Running>>>,
     idle: Notify,
+}
+
+/// A registered task: how to abort it, and what it says about itself.
+#[derive(Debug)]
+struct Running {
+    abort: AbortHandle,
+    cell: Arc<TaskCell>,
+}
+
+/// What a connection task tells its tracker: the pool and backend it is on (so that a drain's
+/// deadline closes exactly that backend's connections), and whether it was closed that way (so
+/// that its access line says `drained`). Written by the task, read by the tracker.
+#[derive(Debug, Default)]
+pub(crate) struct TaskCell {
+    /// The pool's identity, [`PoolKey`]; 0 until the connection is routed.
+    pool: AtomicUsize,
+    /// The backend's id plus one; 0 while it has none.
+    backend: AtomicU64,
+    drained: AtomicBool,
+}
+
+/// A pool's identity while connections hold it: the address of its shared runtime. A pool's
+/// connections keep it alive, so no other pool can have the same address while they run.
+pub(crate) type PoolKey = usize;
+
+impl TaskCell {
+    /// The connection is on `backend` of the pool `pool` (after a pick; again after a retry).
+    pub(crate) fn on_backend(&self, pool: PoolKey, backend: lb_core::BackendId) {
+        self.pool.store(pool, Ordering::Relaxed);
+        self.backend.store(backend.get() + 1, Ordering::Release);
+    }
+
+    /// Whether a drain's deadline closed the connection.
+    pub(crate) fn drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    fn is_on(&self, pool: PoolKey, backend: lb_core::BackendId) -> bool {
+        self.backend.load(Ordering::Acquire) == backend.get() + 1
+            && self.pool.load(Ordering::Relaxed) == pool
+    }
 }
 
 /// A place among the open connections, reserved by [`Tracker::try_enter`].
@@ -109,7 +151,7 @@ impl Drop for Exit {
 }
 
 impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<AbortHandle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<Running>>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -134,27 +176,46 @@ impl Tracker {
         }
     }
 
-    /// Runs `task` on its own tokio task in the place `ticket` reserved.
-    pub(crate) fn spawn<F>(self: &Arc<Self>, ticket: Ticket, task: F)
+    /// Runs the task `start` makes on its own tokio task in the place `ticket` reserved,
+    /// giving it the cell it tells the tracker about itself through.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, ticket: Ticket, start: impl FnOnce(Arc<TaskCell>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let Ticket(()) = ticket; // the place it reserved is now released by `Exit`
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let exit = Exit { tracker: Arc::clone(self), id };
+        let cell = Arc::new(TaskCell::default());
+        let task = start(Arc::clone(&cell));
         // Not holding the lock while spawning: on a runtime that is shutting down, `spawn`
         // drops the task (and so `Exit`, which takes the lock) before returning.
         let handle = tokio::spawn(async move {
             let _exit = exit;
             task.await;
         });
-        self.meet(id, Some(handle.abort_handle()));
+        self.meet(id, Some(Running { abort: handle.abort_handle(), cell }));
+    }
+
+    /// Closes every connection on `backend` of the pool `pool`, marking each `drained`.
+    /// Returns how many. Their tasks end (and their leases are released) as soon as the
+    /// runtime gets to them.
+    pub(crate) fn cut_backend(&self, pool: PoolKey, backend: lb_core::BackendId) -> usize {
+        let tasks = self.lock();
+        let mut cut = 0;
+        for running in tasks.values().flatten() {
+            if running.cell.is_on(pool, backend) {
+                running.cell.drained.store(true, Ordering::Release);
+                running.abort.abort();
+                cut += 1;
+            }
+        }
+        cut
     }
 
     /// The task's end and its registration by `spawn` meet here, in either order: whichever
     /// comes first leaves its entry (a marker `None` from the end, the abort handle from
     /// `spawn`), and the second removes it.
-    fn meet(&self, id: u64, entry: Option<AbortHandle>) {
+    fn meet(&self, id: u64, entry: Option<Running>) {
         match self.lock().entry(id) {
             Entry::Occupied(first) => {
                 first.remove();
@@ -190,7 +251,8 @@ impl Tracker {
         if idle.await == Ok(true) {
             return 0;
         }
-        let handles: Vec<AbortHandle> = self.lock().values().flatten().cloned().collect();
+        let handles: Vec<AbortHandle> =
+            self.lock().values().flatten().map(|r| r.abort.clone()).collect();
         for h in &handles {
             h.abort();
         }
@@ -212,7 +274,7 @@ mod tests {
             for _ in 0..10_000 {
                 let ticket = tracker.try_enter(u64::MAX).unwrap();
                 // Ends as soon as it runs, often before `spawn` has registered it.
-                tracker.spawn(ticket, async {});
+                tracker.spawn(ticket, |_| async {});
             }
             tracker.wait_idle().await;
         });
@@ -236,7 +298,7 @@ mod tests {
             let ticket = in_thread.try_enter(u64::MAX).unwrap();
             // The runtime drops the task, and with it the `Exit` that takes the lock, inside
             // `spawn`.
-            in_thread.spawn(ticket, async {});
+            in_thread.spawn(ticket, |_| async {});
             let _ = done.send(());
         });
         finished.recv_timeout(Duration::from_secs(20)).expect("spawn returned");

@@ -647,6 +647,11 @@ async fn stats_json_keeps_recent_events_and_says_whether_commands_need_a_token()
     traffic(&balancer, 6).await;
     let auth = [("Authorization", "Bearer s3cret")];
     assert_eq!(http(admin, "POST", "/command", &auth, "drain 10.99.0.1:7000").await.0, 200);
+    // The drain's end (nothing was open) is an event of its own, soon after.
+    eventually(Duration::from_secs(10), "the drain's event", || async {
+        stats(admin).await.events.iter().any(|e| e.kind == "drain")
+    })
+    .await;
     assert_eq!(http(admin, "POST", "/command", &auth, "remove 10.99.0.9:1").await.0, 400);
     // Reads are not events.
     assert_eq!(http(admin, "POST", "/command", &[], "stats").await.0, 200);
@@ -666,10 +671,11 @@ async fn stats_json_keeps_recent_events_and_says_whether_commands_need_a_token()
                 "drain 10.99.0.1:7000: draining 10.99.0.1:7000: no new connections, open ones \
                  continue"
             ),
+            ("drain", "drain of 10.99.0.1:7000: emptied"),
             ("command-failed", "remove 10.99.0.9:1: no backend 10.99.0.9:1 in the pool"),
         ]
     );
-    assert_eq!(got.events.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(got.events.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_eq!(got.events[0].pool.as_deref(), Some("default"));
     assert!(got.events.windows(2).all(|w| w[0].uptime_seconds <= w[1].uptime_seconds));
     assert!(got.events[0].time.ends_with('Z'), "RFC 3339, UTC: {}", got.events[0].time);

@@ -216,6 +216,13 @@ impl Pool {
         snap.members.iter().find(|m| m.slot.backend.addr == addr).map(Member::backend)
     }
 
+    /// Connections open on the backend `id` (picked and not yet released), if it is in the
+    /// pool: what a drain waits for. `None` once it has been removed.
+    pub fn open_connections(&self, id: BackendId) -> Option<u64> {
+        let snap = self.inner.snapshot.load();
+        snap.members.iter().find(|m| m.slot.backend.id == id).map(|m| m.slot.counters.active())
+    }
+
     /// Which backends new connections go to now: primaries, backups, every `ready` primary in
     /// panic, or nobody. One snapshot load, for an owner that logs or exports each change
     /// (the same value as [`PoolStats::backup_active`] and [`PoolStats::panic`]).

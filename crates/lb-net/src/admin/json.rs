@@ -191,6 +191,66 @@ pub struct PoolJson {
     /// Its DNS discovery, for a pool whose members (some of them) come from DNS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryJson>,
+    /// Its backends' drains: running ones and the last few finished, oldest first.
+    #[serde(default)]
+    pub drains: Vec<DrainJson>,
+}
+
+/// A drain in `GET /stats` (see the `drain` command): running while `outcome` is `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainJson {
+    /// Numbered from 1 in the order drains started.
+    pub id: u64,
+    /// The backend drained.
+    pub backend: String,
+    /// The deadline it was given, in seconds; `null` for none.
+    pub deadline_seconds: Option<f64>,
+    /// Whether the backend is removed at the end.
+    pub remove: bool,
+    /// Seconds since it started.
+    pub elapsed_seconds: f64,
+    /// Seconds left before the deadline closes what is open (while it runs).
+    pub remaining_seconds: Option<f64>,
+    /// Connections open on the backend now (running), or when it ended.
+    pub open: u64,
+    /// `null` while it runs; then `emptied`, `cut` (the deadline closed `cut` connections) or
+    /// `cancelled` (by `cancelled_by`).
+    pub outcome: Option<String>,
+    /// Connections the deadline closed.
+    #[serde(default)]
+    pub cut: u64,
+    /// What cancelled it: `enable`, `maint`, `remove`, `a new drain` or `the backend's
+    /// removal`.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
+    /// Whether the backend was removed at its end.
+    #[serde(default)]
+    pub removed: bool,
+}
+
+impl From<&crate::control::DrainStatus> for DrainJson {
+    fn from(d: &crate::control::DrainStatus) -> Self {
+        use crate::control::DrainOutcome;
+        let (outcome, cut, cancelled_by) = match d.outcome {
+            None => (None, 0, None),
+            Some(DrainOutcome::Emptied) => (Some("emptied"), 0, None),
+            Some(DrainOutcome::Cut(n)) => (Some("cut"), n, None),
+            Some(DrainOutcome::Cancelled(by)) => (Some("cancelled"), 0, Some(by.to_owned())),
+        };
+        DrainJson {
+            id: d.id,
+            backend: d.backend.to_string(),
+            deadline_seconds: d.deadline.map(|t| t.as_secs_f64()),
+            remove: d.remove,
+            elapsed_seconds: d.elapsed.as_secs_f64(),
+            remaining_seconds: d.remaining.map(|t| t.as_secs_f64()),
+            open: d.open,
+            outcome: outcome.map(str::to_owned),
+            cut,
+            cancelled_by,
+            removed: d.removed,
+        }
+    }
 }
 
 /// A pool's DNS discovery in `GET /stats`.
@@ -287,7 +347,7 @@ pub struct EventJson {
     pub time: String,
     /// When, as seconds since start (compare with `uptime_seconds` for how long ago).
     pub uptime_seconds: f64,
-    /// `health-down`, `health-up`, `command` or `command-failed`.
+    /// `health-down`, `health-up`, `command`, `command-failed` or `drain`.
     pub kind: String,
     /// The pool, for health transitions.
     pub pool: Option<String>,
@@ -349,6 +409,7 @@ impl PoolJson {
                 last_error: d.last_error.clone(),
                 counts: d.counts,
             }),
+            drains: pool.drains.iter().map(DrainJson::from).collect(),
         }
     }
 }

@@ -54,8 +54,8 @@ mod prometheus;
 
 pub use guard::{AllowedHost, CLIENT_HEADER};
 pub use json::{
-    BackendJson, ClientsJson, CounterValues, DiscoveryJson, EventJson, ListenerJson, PoolJson,
-    RetiredJson, StatsJson, TotalsJson,
+    BackendJson, ClientsJson, CounterValues, DiscoveryJson, DrainJson, EventJson, ListenerJson,
+    PoolJson, RetiredJson, StatsJson, TotalsJson,
 };
 
 use crate::accept::accept_loop;

@@ -35,18 +35,30 @@ impl Handle {
             Command::Remove(backend) => {
                 let (runtime, addr) = self.find(backend, "remove").await?;
                 remove_backend(&runtime.pool, addr)?;
+                self.cancel_drain(&runtime, addr, "remove");
                 let name = named(&runtime, addr);
                 Reply::Done(format!("removed {name}; its open connections will finish"))
             }
-            Command::Drain(backend) => {
+            Command::Drain { backend, deadline, remove } => {
                 let (runtime, addr) = self.find(backend, "drain").await?;
                 runtime.pool.set_admin_state(addr, AdminState::Drain)?;
                 let name = named(&runtime, addr);
-                Reply::Done(format!("draining {name}: no new connections, open ones continue"))
+                self.start_drain(&runtime, addr, *deadline, *remove);
+                // `lb ctl drain ... --wait` reads the backend's name up to the first `: no new`.
+                let mut text = format!("draining {name}: no new connections, open ones continue");
+                if let Some(d) = deadline {
+                    let d = super::stats::format_duration(*d);
+                    text.push_str(&format!(" for up to {d}, then are closed"));
+                }
+                if *remove {
+                    text.push_str("; removed once empty");
+                }
+                Reply::Done(text)
             }
             Command::Maint(backend) => {
                 let (runtime, addr) = self.find(backend, "maint").await?;
                 runtime.pool.set_admin_state(addr, AdminState::Maint)?;
+                self.cancel_drain(&runtime, addr, "maint");
                 Reply::Done(format!("{} in maintenance: no new connections", named(&runtime, addr)))
             }
             Command::Enable(backend) => {
@@ -56,6 +68,7 @@ impl Handle {
                     AdminState::Ready,
                     Instant::now().into_std(),
                 )?;
+                self.cancel_drain(&runtime, addr, "enable");
                 runtime.pool_changed();
                 Reply::Done(format!("{} ready", named(&runtime, addr)))
             }
@@ -178,9 +191,9 @@ impl Handle {
                 let (runtime, addr) = self.find(b, "what-if weight").await?;
                 (runtime, Change::Weight(addr, *w))
             }
-            Command::Drain(b) | Command::Maint(b) | Command::Enable(b) => {
+            Command::Drain { backend: b, .. } | Command::Maint(b) | Command::Enable(b) => {
                 let (state, name) = match command {
-                    Command::Drain(_) => (AdminState::Drain, "what-if drain"),
+                    Command::Drain { .. } => (AdminState::Drain, "what-if drain"),
                     Command::Maint(_) => (AdminState::Maint, "what-if maint"),
                     _ => (AdminState::Ready, "what-if enable"),
                 };

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use lb_core::{AdminState, Algorithm};
 
@@ -30,8 +31,18 @@ pub enum Command {
     },
     /// Remove a backend; its open connections finish on their own.
     Remove(BackendRef),
-    /// Stop sending new connections to a backend; open ones continue.
-    Drain(BackendRef),
+    /// Stop sending new connections to a backend; open ones continue, or with a deadline are
+    /// closed when it passes (access log termination `drained`). With `remove`, the backend is
+    /// removed once it is empty or the deadline has closed what was left.
+    Drain {
+        /// The backend.
+        backend: BackendRef,
+        /// How long open connections may run before they are closed; `None`: as long as they
+        /// like.
+        deadline: Option<Duration>,
+        /// Remove the backend once it is empty (or emptied by the deadline).
+        remove: bool,
+    },
     /// Put a backend back in rotation (admin state ready).
     Enable(BackendRef),
     /// Put a backend in maintenance.
@@ -101,7 +112,9 @@ Commands:
                                      add a backend (weight 1 to 1000, default 1; a backup
                                      serves only while no other backend is available)
   remove <backend>                   take a backend out; its open connections finish
-  drain <backend>                    no new connections; open ones continue
+  drain <backend> [deadline=60s] [remove]
+                                     no new connections; open ones continue, or are closed
+                                     when the deadline passes; remove: then remove it
   maint <backend>                    maintenance: no new connections
   enable <backend>                   back in rotation after drain or maint
   weight <backend> <N>               change a backend's weight
@@ -159,7 +172,11 @@ impl Command {
             "remove" | "rm" | "del" | "delete" => {
                 Command::Remove(BackendRef::take(&mut rest, "remove")?)
             }
-            "drain" => Command::Drain(BackendRef::take(&mut rest, "drain")?),
+            "drain" => {
+                let backend = BackendRef::take(&mut rest, "drain")?;
+                let (deadline, remove) = take_drain_options(&mut rest)?;
+                Command::Drain { backend, deadline, remove }
+            }
             "enable" | "ready" => Command::Enable(BackendRef::take(&mut rest, "enable")?),
             "maint" | "disable" => Command::Maint(BackendRef::take(&mut rest, "maint")?),
             "weight" => {
@@ -205,7 +222,7 @@ impl Command {
                     Command::Add { .. }
                         | Command::Remove(_)
                         | Command::Weight(..)
-                        | Command::Drain(_)
+                        | Command::Drain { .. }
                         | Command::Maint(_)
                         | Command::Enable(_)
                         | Command::Algorithm { algorithm: Some(_), .. }
@@ -375,6 +392,38 @@ fn once<'a, T>(
     Ok(value)
 }
 
+/// The words after `drain <backend>`: `deadline=DURATION` and `remove`, each at most once, in
+/// either order.
+fn take_drain_options(rest: &mut &[&str]) -> Result<(Option<Duration>, bool), Error> {
+    let (mut deadline, mut remove) = (None, false);
+    while let Some((&word, more)) = rest.split_first() {
+        if let Some(value) = word.strip_prefix("deadline=") {
+            if deadline.is_some() {
+                return Err(Error::BadCommand("drain: deadline= given twice".into()));
+            }
+            let d = crate::time::parse_duration(value)
+                .map_err(|e| Error::BadCommand(format!("drain: {e}")))?;
+            if d.is_zero() {
+                return Err(Error::BadCommand(
+                    "drain: deadline=0 would close every connection at once: give a positive duration, or use `maint` and `remove`".into(),
+                ));
+            }
+            deadline = Some(d);
+        } else if word.eq_ignore_ascii_case("remove") {
+            if remove {
+                return Err(Error::BadCommand("drain: remove given twice".into()));
+            }
+            remove = true;
+        } else {
+            return Err(Error::BadCommand(format!(
+                "drain: unexpected {word:?}: expected deadline=DURATION (e.g. deadline=60s) or remove"
+            )));
+        }
+        *rest = more;
+    }
+    Ok((deadline, remove))
+}
+
 fn parse_weight(s: &str) -> Result<u32, Error> {
     let w: u64 = s.trim().parse().map_err(|_| {
         Error::BadCommand(format!("invalid weight {s:?}: expected a whole number from 1 to 1000"))
@@ -399,7 +448,19 @@ impl fmt::Display for Command {
                 Ok(())
             }
             Command::Remove(b) => write!(f, "remove {b}"),
-            Command::Drain(b) => write!(f, "drain {b}"),
+            Command::Drain { backend, deadline, remove } => {
+                write!(f, "drain {backend}")?;
+                match deadline {
+                    // Written so that it reads back the same.
+                    Some(d) if d.subsec_millis() == 0 => write!(f, " deadline={}s", d.as_secs())?,
+                    Some(d) => write!(f, " deadline={}ms", d.as_millis())?,
+                    None => {}
+                }
+                if *remove {
+                    f.write_str(" remove")?;
+                }
+                Ok(())
+            }
             Command::Enable(b) => write!(f, "enable {b}"),
             Command::Maint(b) => write!(f, "maint {b}"),
             Command::Weight(b, w) => write!(f, "weight {b} {w}"),

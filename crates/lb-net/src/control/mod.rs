@@ -22,12 +22,14 @@
 
 mod apply;
 mod command;
+mod drain;
 mod reply;
 mod stats;
 mod target;
 mod traffic;
 
 pub use command::{BackendOptions, Command, COMMAND_NAMES, HELP};
+pub use drain::{DrainOutcome, DrainStatus};
 pub use reply::{BackendHealth, PoolHealth, Reply};
 pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
@@ -69,6 +71,8 @@ pub(crate) struct HandleInner {
     pub(crate) upgrader: ReloadSlot,
     /// Starts health checkers and accept loops (it knows the connector's type).
     pub(crate) tasks: Arc<dyn Tasks>,
+    /// Drains watched to their end (deadline, remove).
+    pub(crate) drains: drain::Drains,
 }
 
 /// What `reload` runs: re-reads the configuration and applies it, answering with a summary of
@@ -125,6 +129,7 @@ impl Handle {
                 reloader: ReloadSlot::default(),
                 upgrader: ReloadSlot::default(),
                 tasks,
+                drains: drain::Drains::default(),
             }),
         }
     }
@@ -384,6 +389,7 @@ impl Handle {
     pub fn stats(&self) -> Stats {
         let (removed, retired_pools) = self.inner.pools.removed();
         let current = self.inner.pools.all();
+        let drains = self.inner.drains.statuses();
         let current = current.iter().map(|p| {
             let stats = p.pool.stats();
             // Only what this snapshot lists: the log may still hold a backend removed since.
@@ -399,6 +405,7 @@ impl Handle {
                 removed: false,
                 checks_enabled: p.settings.load().health.enabled,
                 discovery: p.discovery.stats(),
+                drains: drains.iter().filter(|d| *d.pool == *p.name).cloned().collect(),
             }
         });
         let removed = removed.into_iter().map(|(name, stats)| NamedPoolStats {
@@ -409,6 +416,7 @@ impl Handle {
             checks: HashMap::new(),
             changes: HashMap::new(),
             discovery: None,
+            drains: Vec::new(),
         });
         Stats {
             pools: current.chain(removed).collect(),

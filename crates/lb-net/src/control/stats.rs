@@ -32,6 +32,8 @@ pub struct NamedPoolStats {
     pub changes: HashMap<BackendId, Transition>,
     /// Its DNS discovery, if its members (some of them) come from DNS.
     pub discovery: Option<crate::discovery::DiscoveryStats>,
+    /// Its backends' drains: those running, and the last few finished (oldest first).
+    pub drains: Vec<super::DrainStatus>,
 }
 
 impl NamedPoolStats {
@@ -329,6 +331,9 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
         writeln!(f, "(no backends: add one with `add <host> <port>`)")?;
     }
     notes(f, pool)?;
+    for drain in named.drains.iter().filter(|d| d.outcome.is_none()) {
+        writeln!(f, "{}", drain.note())?;
+    }
     // Removed backends whose connections have all ended are no longer listed, but what they
     // did stays in TOTAL, so TOTAL never goes backwards; this row makes the column sums add up.
     let r = &pool.retired;

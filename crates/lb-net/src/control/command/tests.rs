@@ -73,7 +73,7 @@ fn pools_are_named_before_a_slash_or_as_the_first_word_of_add() {
     };
     assert_eq!(
         Command::parse("drain web/10.0.0.5:443").unwrap(),
-        Command::Drain(in_pool("web", "10.0.0.5", 443))
+        Command::Drain { backend: in_pool("web", "10.0.0.5", 443), deadline: None, remove: false }
     );
     assert_eq!(
         Command::parse("weight web/localhost 8001 3").unwrap(),
@@ -167,6 +167,10 @@ fn display_round_trips() {
         "add web/10.0.0.9:5432 weight=2",
         "add 10.0.0.9:80 maint backup",
         "drain web/10.0.0.5:443",
+        "drain 10.0.0.5:443 deadline=60s",
+        "drain web/10.0.0.5:443 deadline=1500ms remove",
+        "drain 10.0.0.5:443 remove",
+        "what-if drain 10.0.0.5:443 deadline=5s",
         "what-if remove 10.0.0.1:80",
         "what-if add web/10.0.0.9:80 weight=2",
         "what-if algorithm web ip_hash",
@@ -280,4 +284,24 @@ fn errors_never_carry_control_characters() {
     }
     let e = Command::parse("drain \u{1b}[2J").unwrap_err().to_string();
     assert!(e.contains("\\u{1b}[2J 8001`"), "{e}");
+}
+
+#[test]
+fn drain_takes_a_deadline_and_remove_in_either_order() {
+    let drain = |deadline, remove| Command::Drain { backend: b("10.0.0.5", 80), deadline, remove };
+    let secs = |s| Some(Duration::from_secs(s));
+    for (line, cmd) in [
+        ("drain 10.0.0.5:80", drain(None, false)),
+        ("drain 10.0.0.5 80 deadline=60s", drain(secs(60), false)),
+        ("drain 10.0.0.5:80 remove deadline=1m30s", drain(secs(90), true)),
+        ("drain 10.0.0.5:80 deadline=2s REMOVE", drain(secs(2), true)),
+    ] {
+        assert_eq!(Command::parse(line).unwrap(), cmd, "{line}");
+    }
+    let err = |line: &str| Command::parse(line).unwrap_err().to_string();
+    assert!(err("drain 10.0.0.5:80 deadline=soon").contains("invalid duration \"soon\""));
+    assert!(err("drain 10.0.0.5:80 deadline=0").contains("positive duration"));
+    assert!(err("drain 10.0.0.5:80 deadline=1s deadline=2s").contains("twice"));
+    assert!(err("drain 10.0.0.5:80 remove remove").contains("twice"));
+    assert!(err("drain 10.0.0.5:80 now").contains("expected deadline=DURATION"));
 }
