@@ -225,3 +225,19 @@ async fn a_drain_that_empties_removes_the_backend_at_once() {
     assert_eq!((drain.outcome, drain.removed), (Some(DrainOutcome::Emptied), true));
     assert!(handle.pool().get(mem_addr(1)).is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_beyond_any_clock_is_shown_and_cancelled_without_overflow() {
+    let Setup { balancer, _connector } = two_backends();
+    let handle = balancer.handle();
+    let _open = clients(&balancer, 2).await;
+    let reply = handle.execute("drain 10.99.0.1:7000 deadline=18446744073709551615h").await;
+    assert!(reply.is_ok(), "{reply:?}");
+    let text = handle.stats().to_string();
+    assert!(text.contains("(drain: 10.99.0.1:7000 has 1 connection open, closed in "), "{text}");
+    // (Less than the idle timeout, which would end the connection and so the drain.)
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(drain_of(&handle).outcome.is_none());
+    handle.execute("maint 10.99.0.1:7000").await.unwrap();
+    assert_eq!(drain_of(&handle).outcome, Some(DrainOutcome::Cancelled("maint")));
+}

@@ -97,7 +97,7 @@ impl DrainStatus {
         match self.remaining {
             Some(left) => line.push_str(&format!(
                 ", closed in {}",
-                super::stats::format_duration(left + Duration::from_millis(999))
+                super::stats::format_duration(left.saturating_add(Duration::from_millis(999)))
             )),
             None => line.push_str(", no deadline"),
         }
