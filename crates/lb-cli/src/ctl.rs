@@ -235,6 +235,9 @@ async fn follow_drain(admin: &lb_net::Target, token: Option<&str>, answer: &str)
         return ExitCode::from(1);
     };
     let mut shown: Option<(u64, u64)> = None;
+    // The drain followed: the newest of the backend when first asked (the one the command
+    // just started), then that one by its number, whatever starts after it.
+    let mut following: Option<u64> = None;
     loop {
         let stats = match exchange(admin, token, Method::GET, "/stats", "").await {
             Ok(body) => serde_json::from_str::<lb_net::admin::StatsJson>(&body)
@@ -248,8 +251,6 @@ async fn follow_drain(admin: &lb_net::Target, token: Option<&str>, answer: &str)
                 return ExitCode::from(1);
             }
         };
-        // The newest drain of the backend: the one just started (or one started after it,
-        // which replaced it).
         let drain = stats
             .pools
             .iter()
@@ -260,16 +261,19 @@ async fn follow_drain(admin: &lb_net::Target, token: Option<&str>, answer: &str)
                 } else {
                     format!("{}/{}", p.name, d.backend)
                 };
-                full == name
+                full == name && following.is_none_or(|id| d.id == id)
             })
             .max_by_key(|(_, d)| d.id)
             .map(|(_, d)| d);
+        following = following.or(drain.map(|d| d.id));
         let Some(d) = drain else {
             err!("lb: the drain of {name} is no longer listed (too many drains since?)");
             return ExitCode::from(1);
         };
         let removed = if d.removed { "; removed" } else { "" };
         match d.outcome.as_deref() {
+            // The deadline has passed and the cut is under way: its count comes next.
+            None if d.remaining_seconds.is_some_and(|left| left <= 0.0) => {}
             None => {
                 // A line when the count changes, and every 10 s of silence.
                 let tick = d.elapsed_seconds as u64 / 10;

@@ -1156,6 +1156,27 @@ fn ctl_wait_reports_a_cancelled_drain_and_refuses_other_commands() {
     assert_eq!(code, Some(1), "{out}{err}");
     assert_eq!(err.trim(), format!("lb: the drain of {a} was cancelled by enable"));
 
+    // A follower follows its own drain: a new drain of the backend cancels it.
+    let waiting = {
+        let (admin, alpha) = (admin.clone(), a.to_string());
+        std::thread::spawn(move || {
+            ctl(&["--admin", &admin, "drain", &alpha, "deadline=10m", "remove", "--wait"], &[])
+        })
+    };
+    eventually("the second drain running", || {
+        let stats = http_get(&admin, "/stats");
+        if stats.matches("\"remaining_seconds\": 5").count() == 1 {
+            Ok(())
+        } else {
+            Err(stats)
+        }
+    });
+    let (code, _, err) = ctl(&["--admin", &admin, "drain", &a.to_string(), "deadline=1s"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = waiting.join().unwrap();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(err.trim(), format!("lb: the drain of {a} was cancelled by a new drain"));
+
     let (code, _, err) = ctl(&["--admin", &admin, "stats", "--wait"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--wait goes with drain"), "{err}");

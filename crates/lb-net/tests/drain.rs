@@ -176,8 +176,11 @@ async fn enable_cancels_the_countdown_and_a_new_drain_replaces_it() {
     let handle = balancer.handle();
     let mut open = clients(&balancer, 2).await;
     handle.execute("drain 10.99.0.1:7000 deadline=10s remove").await.unwrap();
-    handle.execute("enable 10.99.0.1:7000").await.unwrap();
+    let reply = handle.execute("enable 10.99.0.1:7000").await.unwrap().to_string();
+    assert_eq!(reply, "10.99.0.1:7000 ready; its drain's countdown is cancelled");
     assert_eq!(drain_of(&handle).outcome, Some(DrainOutcome::Cancelled("enable")));
+    let events = handle.stats().events;
+    assert!(events.iter().any(|e| e.text == "drain of 10.99.0.1:7000: cancelled by enable"));
 
     // Long past the deadline: nothing was closed, nothing removed.
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -240,4 +243,26 @@ async fn a_deadline_beyond_any_clock_is_shown_and_cancelled_without_overflow() {
     assert!(drain_of(&handle).outcome.is_none());
     handle.execute("maint 10.99.0.1:7000").await.unwrap();
     assert_eq!(drain_of(&handle).outcome, Some(DrainOutcome::Cancelled("maint")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_changed_other_than_by_command_cancels_the_countdown() {
+    let log = Capture::default();
+    let _g = log.install();
+    let Setup { balancer, _connector } = two_backends();
+    let handle = balancer.handle();
+    let mut open = clients(&balancer, 2).await;
+    handle.execute("drain 10.99.0.1:7000 deadline=5s remove").await.unwrap();
+    // As a reload or an embedding program does it: on the pool, not through a command.
+    handle.pool().set_admin_state(mem_addr(1), lb_core::AdminState::Ready).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        drain_of(&handle).outcome,
+        Some(DrainOutcome::Cancelled("a change of state to ready"))
+    );
+    for (client, _) in &mut open {
+        assert!(echoes(client).await);
+    }
+    assert!(handle.pool().get(mem_addr(1)).is_some(), "not removed");
+    assert!(!log.terminations().iter().any(|t| t == "drained"));
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use fastrand::Rng;
 
-use crate::backend::{Backend, BackendId};
+use crate::backend::{AdminState, Backend, BackendId};
 use crate::error::{Error, Result};
 use crate::health::HealthConfig;
 use crate::selection::{Algorithm, Randomness};
@@ -216,11 +216,13 @@ impl Pool {
         snap.members.iter().find(|m| m.slot.backend.addr == addr).map(Member::backend)
     }
 
-    /// Connections open on the backend `id` (picked and not yet released), if it is in the
-    /// pool: what a drain waits for. `None` once it has been removed.
-    pub fn open_connections(&self, id: BackendId) -> Option<u64> {
+    /// The admin state of the backend `id` and the connections open on it (picked and not
+    /// yet released), if it is in the pool: what a drain watches. `None` once it has been
+    /// removed.
+    pub fn admin_and_open(&self, id: BackendId) -> Option<(AdminState, u64)> {
         let snap = self.inner.snapshot.load();
-        snap.members.iter().find(|m| m.slot.backend.id == id).map(|m| m.slot.counters.active())
+        let member = snap.members.iter().find(|m| m.slot.backend.id == id)?;
+        Some((member.admin, member.slot.counters.active()))
     }
 
     /// Which backends new connections go to now: primaries, backups, every `ready` primary in
@@ -320,7 +322,6 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::AdminState;
     use std::sync::atomic::AtomicBool;
     use std::sync::atomic::Ordering::Release;
 

@@ -34,10 +34,13 @@ impl Handle {
             }
             Command::Remove(backend) => {
                 let (runtime, addr) = self.find(backend, "remove").await?;
+                let countdown = self.cancel_drain(&runtime, addr, "remove");
                 remove_backend(&runtime.pool, addr)?;
-                self.cancel_drain(&runtime, addr, "remove");
                 let name = named(&runtime, addr);
-                Reply::Done(format!("removed {name}; its open connections will finish"))
+                Reply::Done(format!(
+                    "removed {name}; its open connections will finish{}",
+                    cancelled(countdown)
+                ))
             }
             Command::Drain { backend, deadline, remove } => {
                 let (runtime, addr) = self.find(backend, "drain").await?;
@@ -47,7 +50,7 @@ impl Handle {
                 // `lb ctl drain ... --wait` reads the backend's name up to the first `: no new`.
                 let mut text = format!("draining {name}: no new connections, open ones continue");
                 if let Some(d) = deadline {
-                    let d = super::stats::format_duration(*d);
+                    let d = super::drain::format_deadline(*d);
                     text.push_str(&format!(" for up to {d}, then are closed"));
                 }
                 if *remove {
@@ -57,20 +60,26 @@ impl Handle {
             }
             Command::Maint(backend) => {
                 let (runtime, addr) = self.find(backend, "maint").await?;
+                let countdown = self.cancel_drain(&runtime, addr, "maint");
                 runtime.pool.set_admin_state(addr, AdminState::Maint)?;
-                self.cancel_drain(&runtime, addr, "maint");
-                Reply::Done(format!("{} in maintenance: no new connections", named(&runtime, addr)))
+                Reply::Done(format!(
+                    "{} in maintenance: no new connections{}",
+                    named(&runtime, addr),
+                    cancelled(countdown)
+                ))
             }
             Command::Enable(backend) => {
                 let (runtime, addr) = self.find(backend, "enable").await?;
+                // The countdown first, so that the drain's task does not see the new state
+                // before the command that set it is named as what cancelled it.
+                let countdown = self.cancel_drain(&runtime, addr, "enable");
                 runtime.pool.set_admin_state_at(
                     addr,
                     AdminState::Ready,
                     Instant::now().into_std(),
                 )?;
-                self.cancel_drain(&runtime, addr, "enable");
                 runtime.pool_changed();
-                Reply::Done(format!("{} ready", named(&runtime, addr)))
+                Reply::Done(format!("{} ready{}", named(&runtime, addr), cancelled(countdown)))
             }
             Command::Weight(backend, weight) => {
                 let (runtime, addr) = self.find(backend, "weight").await?;
@@ -246,5 +255,14 @@ impl Handle {
                 )))
             }
         }
+    }
+}
+
+/// The end of an answer to a command that cancelled a drain's countdown.
+fn cancelled(countdown: bool) -> &'static str {
+    if countdown {
+        "; its drain's countdown is cancelled"
+    } else {
+        ""
     }
 }

@@ -173,6 +173,12 @@ impl Command {
                 Command::Remove(BackendRef::take(&mut rest, "remove")?)
             }
             "drain" => {
+                if rest.first().is_some_and(|w| drain_option(w).is_some()) {
+                    return Err(Error::BadCommand(
+                        "drain: name the backend first, e.g. `drain 127.0.0.1:8001 deadline=60s remove`"
+                            .into(),
+                    ));
+                }
                 let backend = BackendRef::take(&mut rest, "drain")?;
                 let (deadline, remove) = take_drain_options(&mut rest)?;
                 Command::Drain { backend, deadline, remove }
@@ -392,12 +398,28 @@ fn once<'a, T>(
     Ok(value)
 }
 
+/// A word after `drain <backend>`, in any case: `deadline=VALUE` or `remove`.
+enum DrainOption<'a> {
+    Deadline(&'a str),
+    Remove,
+}
+
+fn drain_option(word: &str) -> Option<DrainOption<'_>> {
+    const DEADLINE: &str = "deadline=";
+    match word.get(..DEADLINE.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(DEADLINE) => {
+            Some(DrainOption::Deadline(&word[DEADLINE.len()..]))
+        }
+        _ => word.eq_ignore_ascii_case("remove").then_some(DrainOption::Remove),
+    }
+}
+
 /// The words after `drain <backend>`: `deadline=DURATION` and `remove`, each at most once, in
 /// either order.
 fn take_drain_options(rest: &mut &[&str]) -> Result<(Option<Duration>, bool), Error> {
     let (mut deadline, mut remove) = (None, false);
     while let Some((&word, more)) = rest.split_first() {
-        if let Some(value) = word.strip_prefix("deadline=") {
+        if let Some(DrainOption::Deadline(value)) = drain_option(word) {
             if deadline.is_some() {
                 return Err(Error::BadCommand("drain: deadline= given twice".into()));
             }
@@ -409,7 +431,7 @@ fn take_drain_options(rest: &mut &[&str]) -> Result<(Option<Duration>, bool), Er
                 ));
             }
             deadline = Some(d);
-        } else if word.eq_ignore_ascii_case("remove") {
+        } else if drain_option(word).is_some() {
             if remove {
                 return Err(Error::BadCommand("drain: remove given twice".into()));
             }

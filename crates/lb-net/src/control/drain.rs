@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::BackendId;
+use lb_core::{AdminState, BackendId};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -95,10 +95,7 @@ impl DrainStatus {
         let s = if self.open == 1 { "" } else { "s" };
         let mut line = format!("(drain: {} has {} connection{s} open", self.backend, self.open);
         match self.remaining {
-            Some(left) => line.push_str(&format!(
-                ", closed in {}",
-                super::stats::format_duration(left.saturating_add(Duration::from_millis(999)))
-            )),
+            Some(left) => line.push_str(&format!(", closed in {}", format_deadline(left))),
             None => line.push_str(", no deadline"),
         }
         if self.remove {
@@ -106,6 +103,16 @@ impl DrainStatus {
         }
         line.push(')');
         line
+    }
+}
+
+/// A deadline or the time left to it as `stats` and answers show it: `500ms` under a second,
+/// else as uptimes are shown (`42s`, `1m00s`, `2h05m`), rounded up.
+pub(super) fn format_deadline(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        super::stats::format_duration(d.saturating_add(Duration::from_millis(999)))
     }
 }
 
@@ -131,6 +138,9 @@ struct Running {
     started: Instant,
     deadline: Option<Duration>,
     remove: bool,
+    /// Set when the deadline's cut has been made: from then on the drain ends as cut, and a
+    /// command can no longer cancel it (an `enable` or `maint` only keeps the backend).
+    cut: bool,
     task: AbortHandle,
 }
 
@@ -153,16 +163,23 @@ impl Running {
             removed: false,
         }
     }
+
+    fn open(&self) -> u64 {
+        self.pool.pool.admin_and_open(self.backend_id).map_or(0, |(_, open)| open)
+    }
 }
 
 impl DrainsState {
-    /// Takes the running drain of `backend` of `pool` out, if there is one.
-    fn take(&mut self, pool: &PoolRuntime, backend: SocketAddr) -> Option<Running> {
-        let at = self
-            .running
+    /// Where the running drain of `backend` of `pool` is, if there is one.
+    fn position(&self, pool: &PoolRuntime, backend: SocketAddr) -> Option<usize> {
+        self.running
             .iter()
-            .position(|r| std::ptr::eq(Arc::as_ptr(&r.pool), pool) && r.backend == backend)?;
-        Some(self.running.swap_remove(at))
+            .position(|r| std::ptr::eq(Arc::as_ptr(&r.pool), pool) && r.backend == backend)
+    }
+
+    /// The running drain numbered `id`, if it still runs.
+    fn by_id(&mut self, id: u64) -> Option<&mut Running> {
+        self.running.iter_mut().find(|r| r.id == id)
     }
 
     fn finish(&mut self, status: DrainStatus) {
@@ -179,10 +196,7 @@ impl Drains {
         let now = Instant::now();
         let state = lock(&self.state);
         let mut all: Vec<DrainStatus> = state.finished.iter().cloned().collect();
-        for r in &state.running {
-            let open = r.pool.pool.open_connections(r.backend_id).unwrap_or(0);
-            all.push(r.status(now, None, open));
-        }
+        all.extend(state.running.iter().map(|r| r.status(now, None, r.open())));
         all.sort_by_key(|d| d.id);
         all
     }
@@ -200,15 +214,14 @@ impl Handle {
     ) {
         let Some(backend_id) = pool.pool.get(backend).map(|b| b.id) else { return };
         self.cancel_drain(pool, backend, "a new drain");
-        let drains = &self.inner.drains;
-        let mut state = lock(&drains.state);
+        let mut state = lock(&self.inner.drains.state);
         state.next_id += 1;
         let id = state.next_id;
         let started = Instant::now();
         let handle = self.clone();
         let watched = Arc::clone(pool);
         let task = tokio::spawn(async move {
-            handle.watch_drain(&watched, backend, backend_id, started, deadline).await;
+            handle.watch_drain(&watched, id, backend_id, started, deadline).await;
         });
         state.running.push(Running {
             id,
@@ -218,28 +231,43 @@ impl Handle {
             started,
             deadline,
             remove,
+            cut: false,
             task: task.abort_handle(),
         });
     }
 
     /// Stops the running drain of `backend` of `pool`, if any, because of `by` (a command's
-    /// name). The backend's admin state is the caller's business.
-    pub(super) fn cancel_drain(&self, pool: &PoolRuntime, backend: SocketAddr, by: &'static str) {
+    /// name); the backend's admin state is the caller's business. Returns whether a countdown
+    /// (a deadline or a removal to come) was cancelled. A drain whose deadline has already cut
+    /// is not cancelled (it ends as cut), but no longer removes the backend.
+    pub(super) fn cancel_drain(
+        &self,
+        pool: &PoolRuntime,
+        backend: SocketAddr,
+        by: &'static str,
+    ) -> bool {
         let mut state = lock(&self.inner.drains.state);
-        if let Some(running) = state.take(pool, backend) {
-            running.task.abort();
-            let open = pool.pool.open_connections(running.backend_id).unwrap_or(0);
-            let status = running.status(Instant::now(), Some(DrainOutcome::Cancelled(by)), open);
-            state.finish(status);
+        let Some(at) = state.position(pool, backend) else { return false };
+        if state.running[at].cut {
+            state.running[at].remove = false;
+            return false;
         }
+        let running = state.running.swap_remove(at);
+        running.task.abort();
+        let outcome = DrainOutcome::Cancelled(by);
+        state.finish(running.status(Instant::now(), Some(outcome), running.open()));
+        drop(state);
+        self.drain_ended(&running.pool, backend, format!("{outcome}"));
+        running.deadline.is_some() || running.remove
     }
 
     /// The drain's task: waits for the backend to empty or the deadline to pass, then ends the
-    /// drain.
+    /// drain; or ends it as cancelled when the backend leaves `drain` some other way (a
+    /// reload, an embedding program) or leaves the pool.
     async fn watch_drain(
         &self,
         pool: &Arc<PoolRuntime>,
-        backend: SocketAddr,
+        drain: u64,
         id: BackendId,
         started: Instant,
         deadline: Option<Duration>,
@@ -247,44 +275,77 @@ impl Handle {
         let cut_at = deadline.map(|d| crate::time::deadline(started, d));
         let outcome = loop {
             // By id: a backend removed and added again at the address is another backend.
-            let Some(open) = pool.pool.open_connections(id) else {
+            let Some((admin, open)) = pool.pool.admin_and_open(id) else {
                 break DrainOutcome::Cancelled("the backend's removal");
             };
+            if let Some(by) = left_drain(admin) {
+                break DrainOutcome::Cancelled(by);
+            }
             if open == 0 {
                 break DrainOutcome::Emptied;
             }
             let now = Instant::now();
             if cut_at.is_some_and(|at| now >= at) {
-                let cut = self.inner.tracker.cut_backend(pool.key(), id);
-                // Connections still connecting when the deadline passed join the backend
-                // after the cut: closed as they do, until none is left.
-                let settle = crate::time::deadline(now, CUT_SETTLE);
-                let mut more = 0;
-                while pool.pool.open_connections(id).is_some_and(|n| n > 0)
-                    && Instant::now() < settle
-                {
-                    tokio::time::sleep(WATCH_INTERVAL / 4).await;
-                    more += self.inner.tracker.cut_backend(pool.key(), id);
+                match self.cut(pool, drain, id) {
+                    Ok(cut) => break DrainOutcome::Cut(cut + self.settle(pool, id).await),
+                    Err(Some(by)) => break DrainOutcome::Cancelled(by),
+                    Err(None) => return, // cancelled by a command, which recorded it
                 }
-                break DrainOutcome::Cut((cut + more) as u64);
             }
             let next = now + WATCH_INTERVAL;
             tokio::time::sleep_until(cut_at.map_or(next, |at| at.min(next))).await;
         };
-        self.end_drain(pool, backend, outcome);
+        self.end_drain(pool, drain, outcome);
     }
 
-    /// Records how the drain of `backend` ended, removing the backend if it was asked to.
-    fn end_drain(&self, pool: &Arc<PoolRuntime>, backend: SocketAddr, outcome: DrainOutcome) {
+    /// The deadline's cut, decided under the drains' lock so that a command cancelling the
+    /// drain either comes first (nothing is cut) or finds it cut: `Err(None)` if a command
+    /// cancelled it, `Err(Some(by))` if the backend left `drain` otherwise, else how many
+    /// connections were closed.
+    fn cut(
+        &self,
+        pool: &PoolRuntime,
+        drain: u64,
+        id: BackendId,
+    ) -> Result<u64, Option<&'static str>> {
+        let mut state = lock(&self.inner.drains.state);
+        let Some(running) = state.by_id(drain) else { return Err(None) };
+        match pool.pool.admin_and_open(id) {
+            None => return Err(Some("the backend's removal")),
+            Some((admin, _)) => {
+                if let Some(by) = left_drain(admin) {
+                    return Err(Some(by));
+                }
+            }
+        }
+        running.cut = true;
+        Ok(self.inner.tracker.cut_backend(pool.key(), id) as u64)
+    }
+
+    /// After the cut: connections that were still connecting join the backend afterwards, and
+    /// are closed as they do until none is left (within [`CUT_SETTLE`]). Returns how many.
+    async fn settle(&self, pool: &PoolRuntime, id: BackendId) -> u64 {
+        let settle = crate::time::deadline(Instant::now(), CUT_SETTLE);
+        let mut more = 0;
+        while pool.pool.admin_and_open(id).is_some_and(|(_, open)| open > 0)
+            && Instant::now() < settle
+        {
+            tokio::time::sleep(WATCH_INTERVAL / 4).await;
+            more += self.inner.tracker.cut_backend(pool.key(), id) as u64;
+        }
+        more
+    }
+
+    /// Records how the drain numbered `drain` ended, removing its backend if it was asked to.
+    fn end_drain(&self, pool: &Arc<PoolRuntime>, drain: u64, outcome: DrainOutcome) {
         let mut state = lock(&self.inner.drains.state);
         // Gone: cancelled meanwhile, and already recorded as such.
-        let Some(running) = state.take(pool, backend) else { return };
-        let open = pool.pool.open_connections(running.backend_id).unwrap_or(0);
-        let mut status = running.status(Instant::now(), Some(outcome), open);
-        let name = named(pool, backend);
-        let mut text = format!("drain of {name}: {outcome}");
+        let Some(at) = state.running.iter().position(|r| r.id == drain) else { return };
+        let running = state.running.swap_remove(at);
+        let mut status = running.status(Instant::now(), Some(outcome), running.open());
+        let mut text = format!("{outcome}");
         if running.remove && !matches!(outcome, DrainOutcome::Cancelled(_)) {
-            match remove_backend(&pool.pool, backend) {
+            match remove_backend(&pool.pool, running.backend) {
                 Ok(()) => {
                     status.removed = true;
                     text.push_str("; removed");
@@ -295,7 +356,22 @@ impl Handle {
         }
         state.finish(status);
         drop(state);
+        self.drain_ended(pool, running.backend, text);
+    }
+
+    /// Logs a drain's end and keeps it among the recent events.
+    fn drain_ended(&self, pool: &PoolRuntime, backend: SocketAddr, how: String) {
+        let text = format!("drain of {}: {how}", named(pool, backend));
         tracing::info!(target: "lb::control", "{text}");
         self.inner.events.push(EventKind::Drain, Some(&pool.name), text);
+    }
+}
+
+/// What took a backend out of `drain`, if it is no longer draining.
+fn left_drain(admin: AdminState) -> Option<&'static str> {
+    match admin {
+        AdminState::Drain => None,
+        AdminState::Ready => Some("a change of state to ready"),
+        AdminState::Maint => Some("a change of state to maint"),
     }
 }

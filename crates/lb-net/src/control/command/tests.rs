@@ -295,6 +295,7 @@ fn drain_takes_a_deadline_and_remove_in_either_order() {
         ("drain 10.0.0.5 80 deadline=60s", drain(secs(60), false)),
         ("drain 10.0.0.5:80 remove deadline=1m30s", drain(secs(90), true)),
         ("drain 10.0.0.5:80 deadline=2s REMOVE", drain(secs(2), true)),
+        ("drain 10.0.0.5:80 Deadline=2s", drain(secs(2), false)),
     ] {
         assert_eq!(Command::parse(line).unwrap(), cmd, "{line}");
     }
@@ -304,4 +305,6 @@ fn drain_takes_a_deadline_and_remove_in_either_order() {
     assert!(err("drain 10.0.0.5:80 deadline=1s deadline=2s").contains("twice"));
     assert!(err("drain 10.0.0.5:80 remove remove").contains("twice"));
     assert!(err("drain 10.0.0.5:80 now").contains("expected deadline=DURATION"));
+    assert!(err("drain deadline=5s 10.0.0.5:80").contains("name the backend first"));
+    assert!(err("drain remove 10.0.0.5:80").contains("name the backend first"));
 }
