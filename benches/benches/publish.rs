@@ -27,13 +27,9 @@ fn publish(c: &mut Criterion) {
                 })
             });
             group.bench_function(BenchmarkId::new("add_remove", name), |b| {
-                b.iter(|| {
-                    flip = !flip;
-                    if flip {
-                        pool.add(extra, Some(2)).unwrap();
-                    } else {
-                        pool.remove(extra).unwrap();
-                    }
+                b.iter(|| match pool.get(extra) {
+                    Some(_) => drop(pool.remove(extra).unwrap()),
+                    None => drop(pool.add(extra, Some(2)).unwrap()),
                 })
             });
             group.bench_function(BenchmarkId::new("drain_ready", name), |b| {
