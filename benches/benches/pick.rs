@@ -1,31 +1,19 @@
-//! Pick cost of every algorithm (3, 100, 1000 backends; one thread and two at once) and Maglev
-//! table builds. `cargo bench -p lb-benches --bench pick`.
+//! Pick cost of every algorithm (3, 100, 1,000 and 10,000 backends; one thread and two at once),
+//! `ip_hash` with bounded load among them, and Maglev table builds.
+//! `cargo bench -p lb-benches --bench pick`.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, BenchmarkId, Criterion};
+use lb_benches::{addr, client, pool, POOLS};
 use lb_core::selection::MaglevTable;
-use lb_core::{Algorithm, Pool, PoolConfig};
+use lb_core::Pool;
 
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8000))
-}
-
-fn pool(algorithm: Algorithm, n: usize) -> Pool {
-    let pool = Pool::new(PoolConfig { algorithm, ..PoolConfig::default() }).unwrap();
-    for i in 0..n {
-        // Uneven weights, so the weighted paths are exercised.
-        pool.add(addr(i), Some(1 + (i % 4) as u32)).unwrap();
-    }
-    pool
-}
-
-fn client(i: u64) -> Option<IpAddr> {
-    Some(IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(2_654_435_761))))
-}
+/// Backend counts measured.
+const SIZES: [usize; 4] = [3, 100, 1_000, 10_000];
 
 /// Picks `iters` times on `threads` threads at once; the time returned is per thread, so it is
 /// the cost of one pick while the other thread is picking too.
@@ -52,10 +40,10 @@ fn picks_on_threads(pool: &Pool, threads: usize, iters: u64) -> Duration {
 fn pick(c: &mut Criterion) {
     for threads in [1usize, 2] {
         let mut group = c.benchmark_group(format!("pick/{threads}-thread"));
-        for algorithm in Algorithm::ALL {
-            for n in [3usize, 100, 1000] {
-                let pool = pool(algorithm, n);
-                group.bench_with_input(BenchmarkId::new(algorithm.as_str(), n), &n, |b, _| {
+        for (name, algorithm, factor) in POOLS {
+            for n in SIZES {
+                let pool = pool(algorithm, factor, n);
+                group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                     b.iter_custom(|iters| picks_on_threads(&pool, threads, iters))
                 });
             }
@@ -67,7 +55,7 @@ fn pick(c: &mut Criterion) {
 fn maglev_build(c: &mut Criterion) {
     let mut group = c.benchmark_group("maglev_build");
     group.sample_size(20);
-    for n in [10usize, 100, 1000] {
+    for n in [10usize, 100, 1000, 10_000] {
         let backends: Vec<(SocketAddr, u32)> = (0..n).map(|i| (addr(i), 1)).collect();
         group.bench_with_input(BenchmarkId::from_parameter(n), &backends, |b, backends| {
             b.iter(|| black_box(MaglevTable::build(backends)))

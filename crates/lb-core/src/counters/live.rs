@@ -1,21 +1,26 @@
 //! How the live counters count: a pick and a release are one atomic read-modify-write each,
 //! and the peak is kept without making either more expensive.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 use super::Counters;
 
 impl Counters {
     // Orderings: a lease is opened before it is closed, and `release` publishes its close with
-    // `Release`. Whoever loads `closed` with `Acquire` and then reads `opened` therefore sees
-    // the opening of every close it counted, so `opened - closed` never goes below zero.
+    // `Release` (part of `SeqCst`). Whoever loads `closed` with `Acquire` and then reads `opened`
+    // therefore sees the opening of every close it counted, so `opened - closed` never goes
+    // below zero. The read-modify-writes are `SeqCst` for the least-connections tree: whoever
+    // changes a count then reads the tree (`Slot::track`), and the writer that installs a tree
+    // reads the counts after pointing the slots at it; sequential consistency makes sure at
+    // least one of the two sees the other (on x86 a locked instruction is that strong anyway,
+    // so this costs nothing there).
 
     /// Counts a pick and one more active connection, unless that would exceed `limit`.
     #[inline]
     pub(crate) fn try_acquire(&self, limit: u64) -> bool {
         let mut closed = self.closed.load(Acquire);
         let opened = if limit == u64::MAX {
-            self.opened.fetch_add(1, Relaxed)
+            self.opened.fetch_add(1, SeqCst)
         } else {
             // Open only if the count read is below the limit: the compare-exchange fails if
             // anyone opened in between, and closes in between only make the count smaller.
@@ -31,7 +36,7 @@ impl Counters {
                     opened = self.opened.load(Relaxed);
                     continue;
                 }
-                match self.opened.compare_exchange_weak(opened, opened + 1, Relaxed, Relaxed) {
+                match self.opened.compare_exchange_weak(opened, opened + 1, SeqCst, Relaxed) {
                     Ok(_) => break opened,
                     Err(actual) => opened = actual,
                 }
@@ -59,7 +64,7 @@ impl Counters {
     /// Only a dropped `Lease` calls this, once per lease.
     #[inline]
     pub(crate) fn release(&self) {
-        self.closed.fetch_add(1, Release);
+        self.closed.fetch_add(1, SeqCst);
     }
 
     /// Connections open now. Picks and releases running meanwhile can make it count a
@@ -68,6 +73,14 @@ impl Counters {
     pub(crate) fn active(&self) -> u64 {
         let closed = self.closed.load(Acquire);
         self.opened.load(Relaxed) - closed
+    }
+
+    /// [`active`](Self::active) with sequentially consistent loads, for the least-connections
+    /// tree (see the orderings above).
+    #[inline]
+    pub(crate) fn active_seq_cst(&self) -> u64 {
+        let closed = self.closed.load(SeqCst);
+        self.opened.load(SeqCst) - closed
     }
 
     /// Successful picks so far.

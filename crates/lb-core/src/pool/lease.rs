@@ -96,5 +96,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.slot.counters.release();
+        self.slot.track(|| None);
     }
 }

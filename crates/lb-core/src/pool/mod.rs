@@ -28,7 +28,7 @@ use fastrand::Rng;
 use crate::backend::{AdminState, Backend, BackendId};
 use crate::error::{Error, Result};
 use crate::health::HealthConfig;
-use crate::selection::{Algorithm, Randomness};
+use crate::selection::{Algorithm, CurrentTree, Randomness};
 use crate::stats::PoolStats;
 
 mod explain;
@@ -153,6 +153,8 @@ struct Inner {
     cursor: CacheLine<AtomicU64>,
     /// Picks that found no backend.
     no_backend: AtomicU64,
+    /// Least connections' tree of the current snapshot, if it has one, for releases to find.
+    trees: Arc<CurrentTree>,
 }
 
 /// A set of backends and the algorithm that chooses among them.
@@ -195,6 +197,7 @@ impl Pool {
                 writer: Mutex::new(writer),
                 cursor: CacheLine(AtomicU64::new(0)),
                 no_backend: AtomicU64::new(0),
+                trees: Arc::default(),
             }),
         })
     }

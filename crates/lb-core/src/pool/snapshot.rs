@@ -103,7 +103,9 @@ impl Snapshot {
             .map(|&(i, weight)| Candidate { slot: Arc::clone(&members[i].slot), weight })
             .collect();
         let candidate_members = plan.picks.iter().map(|&(i, _)| i).collect();
-        let selector = Selector::build(config.algorithm, &candidates, config.hash_balance_factor);
+        let limit = config.max_connections_per_backend.unwrap_or(u64::MAX);
+        let selector =
+            Selector::build(config.algorithm, &candidates, config.hash_balance_factor, limit);
         Snapshot {
             algorithm: config.algorithm,
             members,
@@ -114,7 +116,7 @@ impl Snapshot {
             config,
             retired,
             folded,
-            limit: config.max_connections_per_backend.unwrap_or(u64::MAX),
+            limit,
         }
     }
 
@@ -154,6 +156,7 @@ impl Snapshot {
             let i = self.selector.pick(&mut ctx, skip)?;
             let slot = &candidates[i].slot;
             if slot.counters.try_acquire(limit) {
+                slot.track(|| self.selector.tree().map(|t| &**t));
                 return Some(Lease::new(Arc::clone(slot)));
             }
         }

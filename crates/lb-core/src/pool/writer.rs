@@ -2,14 +2,15 @@
 //! published as a new snapshot.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::snapshot::{Member, Snapshot};
 use super::{Inner, Pool, PoolConfig};
 use crate::backend::{validate_weight, AdminState, Backend, BackendId, DEFAULT_WEIGHT};
-use crate::counters::{Counters, RetiredTotals};
+use crate::counters::RetiredTotals;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthConfig, HealthMachine, Reason, Transition};
 use crate::selection::Algorithm;
@@ -36,6 +37,9 @@ pub(super) struct WriterState {
     members: Vec<WriterMember>,
     pub(super) retired: Vec<Member>,
     folded: RetiredTotals,
+    /// Whether the last snapshot published has a least-connections tree, whose slots must be
+    /// taken out of it when the next one has none.
+    tree_installed: bool,
 }
 
 #[derive(Debug)]
@@ -59,9 +63,24 @@ impl Pool {
 
     fn publish(&self, writer: &mut WriterState) {
         writer.fold_retired();
-        self.inner.snapshot.store(Arc::new(writer.snapshot()));
+        let snapshot = Arc::new(writer.snapshot());
+        let tree = snapshot.selector.tree();
+        if tree.is_some() || writer.tree_installed {
+            self.inner.trees.install(tree.cloned());
+            writer.place_slots(&snapshot);
+            writer.tree_installed = tree.is_some();
+        }
+        self.inner.snapshot.store(Arc::clone(&snapshot));
         // After the store: see `pick_from`.
         self.inner.generation.fetch_add(1, Release);
+        if let Some(tree) = tree {
+            // The tree was built from counts read before the slots were placed in it; see
+            // `CurrentTree::install`.
+            fence(SeqCst);
+            for (i, c) in snapshot.candidates.iter().enumerate() {
+                tree.refresh(i, &c.slot.counters);
+            }
+        }
     }
 
     /// Adds a backend with a weight ([`DEFAULT_WEIGHT`] if `None`), ready and in the configured
@@ -102,11 +121,11 @@ impl Pool {
         }
         let id = BackendId(w.next_id);
         w.next_id += 1;
-        let slot = Arc::new(Slot {
-            backend: Backend { id, addr, weight },
-            counters: Counters::default(),
-            pool: Arc::<Inner>::downgrade(&self.inner),
-        });
+        let slot = Arc::new(Slot::new(
+            Backend { id, addr, weight },
+            Arc::<Inner>::downgrade(&self.inner),
+            Arc::clone(&self.inner.trees),
+        ));
         let health = HealthMachine::new(w.config.health);
         let mut member = WriterMember {
             slot,
@@ -383,6 +402,7 @@ impl WriterState {
             members: Vec::new(),
             retired: Vec::new(),
             folded: RetiredTotals::default(),
+            tree_installed: false,
         }
     }
 
@@ -421,6 +441,24 @@ impl WriterState {
             folded.add_stats(&m.stats(true));
             false
         });
+    }
+
+    /// Places every slot in `snapshot`'s least-connections tree: each candidate at its leaf,
+    /// every other backend (not a candidate, or removed) in none.
+    fn place_slots(&self, snapshot: &Snapshot) {
+        let tree = snapshot.selector.tree();
+        let mut tags = vec![0; self.members.len()];
+        if let Some(tree) = tree {
+            for (i, &m) in snapshot.candidate_members.iter().enumerate() {
+                tags[m] = tree.tag(i);
+            }
+        }
+        for (m, tag) in self.members.iter().zip(tags) {
+            m.slot.place(tag);
+        }
+        for m in &self.retired {
+            m.slot.place(0);
+        }
     }
 
     fn position(&self, addr: SocketAddr) -> Result<usize> {
@@ -478,5 +516,79 @@ impl WriterMember {
             ramp: self.ramp,
             down_reason: self.down_reason.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selection::least_connections::TREE_FROM;
+    use crate::selection::least_loaded_from;
+    use crate::Lease;
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 8000))
+    }
+
+    /// Least connections' tree through the pool: picks, lease drops, and republishes (weight,
+    /// drain, removal and re-adding, switching algorithm away and back) while leases are open.
+    /// After every step the current tree is exact, and every pick is what the scan over the
+    /// snapshot's candidates, from the pool's cursor, would have chosen.
+    #[test]
+    fn the_tree_follows_picks_releases_and_republishes() {
+        const N: usize = 2 * TREE_FROM + 20;
+        let mut rng = fastrand::Rng::with_seed(5);
+        let config = PoolConfig {
+            algorithm: Algorithm::LeastConnections,
+            max_connections_per_backend: Some(4),
+            ..PoolConfig::default()
+        };
+        let pool = Pool::new(config).unwrap();
+        for i in 0..N {
+            pool.add(addr(i), Some(1 + (i % 5) as u32)).unwrap();
+        }
+        let mut held = Vec::new();
+        let mut with_tree = 0;
+        for _ in 0..4000 {
+            let target = addr(rng.usize(..N));
+            match rng.u8(..20) {
+                0..=9 => {
+                    let snap = pool.inner.snapshot.load_full();
+                    let n = snap.candidates.len() as u64;
+                    let start = (pool.inner.cursor.0.load(Acquire) % n.max(1)) as usize;
+                    let expected = least_loaded_from(&snap.candidates, start, snap.skip(&[]))
+                        .map(|i| snap.candidates[i].addr());
+                    let lease = pool.pick(None, &[]).ok();
+                    assert_eq!(lease.as_ref().map(Lease::addr), expected);
+                    held.extend(lease);
+                }
+                10..=15 if !held.is_empty() => drop(held.swap_remove(rng.usize(..held.len()))),
+                16 => pool.set_weight(target, rng.u32(1..=5)).unwrap(),
+                17 => {
+                    // A quarter drained at most, on average: enough candidates for a tree.
+                    let drain = rng.u8(..4) == 0;
+                    let state = if drain { AdminState::Drain } else { AdminState::Ready };
+                    pool.set_admin_state(target, state).unwrap();
+                }
+                18 => {
+                    pool.remove(target).unwrap();
+                    pool.add(target, Some(rng.u32(1..=5))).unwrap();
+                }
+                _ => {
+                    pool.set_algorithm(Algorithm::RoundRobin);
+                    drop(pool.pick(None, &[]));
+                    pool.set_algorithm(Algorithm::LeastConnections);
+                }
+            }
+            let snap = pool.inner.snapshot.load();
+            if let Some(tree) = snap.selector.tree() {
+                let counters: Vec<_> = snap.candidates.iter().map(|c| &c.slot.counters).collect();
+                assert!(tree.is_exact(&counters));
+                with_tree += 1;
+            }
+        }
+        assert!(with_tree > 3500, "{with_tree} steps with a tree");
+        drop(held);
+        assert_eq!(pool.stats().totals.active, 0);
     }
 }

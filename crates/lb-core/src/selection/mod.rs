@@ -18,11 +18,13 @@ use crate::slot::Candidate;
 
 pub(crate) mod ip_hash;
 pub(crate) mod least_connections;
+mod load_tree;
 pub(crate) mod p2c;
 pub(crate) mod random;
 pub(crate) mod round_robin;
 
 pub use ip_hash::{hash_client, load_bound, table_size, MaglevTable};
+pub(crate) use load_tree::{CurrentTree, LoadTree};
 
 /// A balancing algorithm, by the name used on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -148,20 +150,34 @@ pub(crate) enum Selector {
 
 impl Selector {
     /// The selector of `algorithm` for `candidates`; `hash_balance_factor` is `ip_hash`'s
-    /// bounded-load factor (0 = off).
+    /// bounded-load factor (0 = off), `limit` the per-backend connection limit (`u64::MAX`
+    /// for none), which least connections' tree ranks by.
     pub(crate) fn build(
         algorithm: Algorithm,
         candidates: &[Candidate],
         hash_balance_factor: u32,
+        limit: u64,
     ) -> Self {
         match algorithm {
             Algorithm::RoundRobin => Selector::RoundRobin(Select::build(candidates)),
-            Algorithm::LeastConnections => Selector::LeastConnections(Select::build(candidates)),
+            Algorithm::LeastConnections => Selector::LeastConnections(
+                least_connections::LeastConnections::new(candidates, limit),
+            ),
             Algorithm::Random => Selector::Random(Select::build(candidates)),
             Algorithm::IpHash => {
                 Selector::IpHash(ip_hash::IpHash::new(candidates, hash_balance_factor))
             }
             Algorithm::P2c => Selector::P2c(Select::build(candidates)),
+        }
+    }
+
+    /// Least connections' tree, which picks and releases keep up to date, if this selector
+    /// has one.
+    #[inline(always)]
+    pub(crate) fn tree(&self) -> Option<&std::sync::Arc<LoadTree>> {
+        match self {
+            Selector::LeastConnections(s) => s.tree(),
+            _ => None,
         }
     }
 
