@@ -75,6 +75,8 @@ mod counters;
 mod discovery;
 mod error;
 mod events;
+#[cfg(test)]
+mod footprint;
 mod health_check;
 pub mod inspect;
 pub mod lifecycle;
@@ -227,7 +229,7 @@ impl<C: Connector> Balancer<C> {
     where
         S: ByteStream,
     {
-        let ends = proxy::Endpoints { peer, local: None };
+        let ends = proxy::Endpoints { peer };
         self.shared.spawn_connection(stream, ends, &self.implicit_listener());
     }
 

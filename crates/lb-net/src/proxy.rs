@@ -7,6 +7,7 @@
 //! few milliseconds, not its connection.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{atomic::Ordering::Relaxed, Arc};
@@ -16,10 +17,10 @@ use lb_core::{BackendId, Lease};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::accept::{accept_loop, Backoff};
+use crate::accept::accept_loop;
 use crate::access_log::{AccessLogFormat, DisplayPeer, Session, Termination};
-use crate::admission::Refused;
-use crate::connector::{is_local_exhaustion, ByteStream, Connector};
+use crate::admission::{ClientPlace, Refused};
+use crate::connector::{connect_within, ByteStream, ConnectError, Connector};
 use crate::counters::ProxyCounters;
 use crate::inspect::proxy_header;
 use crate::listener::ListenerRuntime;
@@ -127,15 +128,14 @@ impl<C: Connector> ProxyShared<C> {
                 () = listener.stopped() => {}
             }
         });
+        // Accepted sockets inherit TCP_NODELAY from the listener where the system says so;
+        // elsewhere each is set (relayed bytes should leave at once, not wait for Nagle).
+        let nodelay_inherited = crate::sockets::nodelay_inherited(socket);
         let accepted = |stream: tokio::net::TcpStream, peer: SocketAddr| {
-            // Relayed bytes should leave at once, not wait for Nagle's algorithm.
-            let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().ok().map(canonical);
-            self.spawn_connection(
-                stream,
-                Endpoints { peer: Some(canonical(peer)), local },
-                listener,
-            );
+            if !nodelay_inherited {
+                let _ = stream.set_nodelay(true);
+            }
+            self.spawn_connection(stream, Endpoints { peer: Some(canonical(peer)) }, listener);
         };
         let failed = |e: &io::Error, pause: Option<Duration>| match pause {
             None => tracing::debug!(error = %e, "accept: client gave up before being accepted"),
@@ -149,7 +149,7 @@ impl<C: Connector> ProxyShared<C> {
                 );
             }
         };
-        accept_loop(socket, &mut stop, accepted, failed).await;
+        accept_loop(socket, &mut stop, &accepted, failed).await;
         // Stopped accepting: its port closes with its last socket (a successor process that
         // took it over keeps its own descriptors).
         listener.release_sockets();
@@ -159,10 +159,7 @@ impl<C: Connector> ProxyShared<C> {
             while let Ok(Ok((stream, peer))) =
                 tokio::time::timeout(Duration::ZERO, socket.accept()).await
             {
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().ok().map(canonical);
-                let ends = Endpoints { peer: Some(canonical(peer)), local };
-                self.spawn_connection(stream, ends, listener);
+                accepted(stream, peer);
             }
         }
     }
@@ -187,7 +184,7 @@ impl<C: Connector> ProxyShared<C> {
             if !rules.is_open() && !routes.config.accept_proxy {
                 if let Some(peer) = ends.peer {
                     match listener.gate.admit(peer.ip(), rules) {
-                        Ok(held) => place = held,
+                        Ok(held) => place = held.map(Box::new),
                         Err(refused) => {
                             let mut session =
                                 Session::new(ends.peer, &self.counters, self.config.access_log);
@@ -205,173 +202,202 @@ impl<C: Connector> ProxyShared<C> {
             session.end = Some(Termination::Limit);
             return; // dropping the stream closes it; dropping the session logs it
         };
-        let shared = Arc::clone(self);
-        let listener = Arc::clone(listener);
-        self.tracker.spawn(ticket, |cell| async move {
-            // The client's place among its limits, held for the connection's life.
-            let _place = place;
-            shared.proxy_connection(stream, ends, &listener, &cell).await
+        self.tracker.spawn(ticket, |cell| {
+            Arc::clone(self).proxy_connection(stream, ends, Arc::clone(listener), place, cell)
         });
     }
 
     /// Inspects (if the listener asks), routes, picks, connects (with retries) and relays one
-    /// client connection to the end.
-    pub(crate) async fn proxy_connection<S>(
-        &self,
+    /// client connection to the end, holding the client's place among its limits meanwhile.
+    ///
+    /// This is the connection's whole task, and idle connections cost what it weighs (a
+    /// test bounds it): an `async` block rather than an `async fn`, which would hold each
+    /// argument twice (rust-lang/rust#62958), and the rarely used or short stages boxed.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn proxy_connection<S>(
+        self: Arc<Self>,
         mut client: S,
         ends: Endpoints,
-        listener: &ListenerRuntime,
-        cell: &TaskCell,
-    ) where
+        listener: Arc<ListenerRuntime>,
+        mut _place: Option<Box<ClientPlace>>,
+        cell: Arc<TaskCell>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         S: ByteStream,
     {
-        // Logged when dropped, however this ends: also when shutdown or a drain's deadline
-        // aborts the task.
-        let mut session = Session::new(ends.peer, &self.counters, self.config.access_log);
-        session.cell = Some(cell);
-        let routes = listener.routes.load_full();
-        let sni = routes.by_server_name();
-        let preamble = if routes.config.accept_proxy || sni {
-            let inspected = tokio::select! {
-                inspected = preamble::read(
-                    &mut client,
-                    routes.config.accept_proxy,
-                    sni,
-                    routes.config.inspect_timeout,
-                ) => inspected,
-                // Not yet routed: nothing to let finish during the grace period.
-                () = self.shutdown.requested() => return,
-            };
-            match inspected {
-                Ok(preamble) => preamble,
-                Err(refusal) => {
-                    session.end = Some(self.refused(listener, &refusal, ends.peer));
-                    return;
+        async move {
+            // Logged when dropped, however this ends: also when shutdown or a drain's deadline
+            // aborts the task.
+            let mut session = Session::new(ends.peer, &self.counters, self.config.access_log);
+            session.cell = Some(&cell);
+            let routes = listener.routes.load_full();
+            let sni = routes.by_server_name();
+            // Taken apart at once: a value moved out of in part would keep its whole size in the
+            // task for the connection's life.
+            let Preamble { source, destination: local, server_name, tls, pending, client_eof } =
+                if routes.config.accept_proxy || sni {
+                    let inspect = async {
+                        tokio::select! {
+                        inspected = preamble::read(
+                            &mut client,
+                            routes.config.accept_proxy,
+                            sni,
+                            routes.config.inspect_timeout,
+                                    ) => Some(inspected),
+                        // Not yet routed: nothing to let finish during the grace period.
+                                    () = self.shutdown.requested() => None,
+                                }
+                    };
+                    // Boxed: inline, its reads and timers would make every connection's task
+                    // (which is as big as its largest stage) bigger, inspected or not.
+                    let Some(inspected) = Box::pin(inspect).await else { return };
+                    match inspected {
+                        Ok(preamble) => preamble,
+                        Err(refusal) => {
+                            session.end = Some(self.refused(&listener, &refusal, ends.peer));
+                            return;
+                        }
+                    }
+                } else {
+                    Preamble::default()
+                };
+            // What an upstream proxy says about the client stands for the client everywhere.
+            let peer = source.or(ends.peer);
+            session.client = peer;
+            if routes.config.accept_proxy && !routes.config.admission.is_open() {
+                if let Some(client) = peer {
+                    match listener.gate.admit(client.ip(), &routes.config.admission) {
+                        Ok(held) => _place = held.map(Box::new),
+                        Err(refused) => {
+                            session.end = Some(self.refuse(&listener, refused));
+                            return;
+                        }
+                    }
                 }
             }
-        } else {
-            Preamble::default()
-        };
-        // What an upstream proxy says about the client stands for the client everywhere.
-        let peer = preamble.source.or(ends.peer);
-        let local = preamble.destination.or(ends.local);
-        session.client = peer;
-        let mut _place = None;
-        if routes.config.accept_proxy && !routes.config.admission.is_open() {
-            if let Some(client) = peer {
-                match listener.gate.admit(client.ip(), &routes.config.admission) {
-                    Ok(held) => _place = held,
-                    Err(refused) => {
-                        session.end = Some(self.refuse(listener, refused));
+            session.server_name = server_name.as_deref().map(Arc::from);
+            let Some(pool) = routes.for_name(server_name.as_deref()).cloned() else {
+                // SNI routing with no pool for this client: no route for a TLS client, no usable
+                // hello for the others.
+                let end = if tls || !sni {
+                    self.counters.no_route.fetch_add(1, Relaxed);
+                    listener.count(|c| &c.no_route);
+                    Termination::NoRoute
+                } else {
+                    self.counters.bad_hello.fetch_add(1, Relaxed);
+                    listener.count(|c| &c.bad_hello);
+                    Termination::BadHello
+                };
+                session.end = Some(end);
+                return;
+            };
+            drop(server_name);
+            session.pool = pool.log_prefix().map(Arc::from);
+            let settings = pool.settings.load_full();
+            let mut tries = Tries::default();
+            // The client's bytes to send before relaying (read while inspecting, or a replay),
+            // and whether the client had half-closed.
+            let (mut client_bytes, mut client_eof) = (pending, client_eof);
+            let mut replayed = false;
+            loop {
+                // Boxed for the moment it takes: its timers would otherwise stay in the task
+                // for the connection's life.
+                let connected = Box::pin(self.connect_pool(
+                    &pool,
+                    &settings,
+                    peer.map(|p| p.ip()),
+                    &mut tries,
+                    &mut session,
+                ))
+                .await;
+                let (lease, mut backend) = match connected {
+                    Ok(connected) => connected,
+                    Err(end) => {
+                        session.end = Some(end);
                         return;
                     }
-                }
-            }
-        }
-        session.server_name = preamble.server_name.as_deref().map(Arc::from);
-        let Some(pool) = routes.for_name(preamble.server_name.as_deref()).cloned() else {
-            // SNI routing with no pool for this client: no route for a TLS client, no usable
-            // hello for the others.
-            let end = if preamble.tls || !sni {
-                self.counters.no_route.fetch_add(1, Relaxed);
-                listener.count(|c| &c.no_route);
-                Termination::NoRoute
-            } else {
-                self.counters.bad_hello.fetch_add(1, Relaxed);
-                listener.count(|c| &c.bad_hello);
-                Termination::BadHello
-            };
-            session.end = Some(end);
-            return;
-        };
-        session.pool = pool.log_prefix().map(Arc::from);
-        let settings = pool.settings.load_full();
-        let client_ip = peer.map(|p| p.ip());
-        let mut tries = Tries::default();
-        // The client's bytes to send before relaying (read while inspecting, or a replay),
-        // and whether the client had half-closed.
-        let (mut client_bytes, mut client_eof) = (preamble.pending, preamble.client_eof);
-        let mut replayed = false;
-        loop {
-            let connected =
-                self.connect_pool(&pool, &settings, client_ip, &mut tries, &mut session).await;
-            let (lease, mut backend) = match connected {
-                Ok(connected) => connected,
-                Err(end) => {
-                    session.end = Some(end);
-                    return;
-                }
-            };
-            // What goes to the backend before the relay's own reads: a PROXY header for it,
-            // then the client's bytes so far. Nothing (no allocation) for a plain pool behind a
-            // plain listener.
-            let mut first = match settings.send_proxy {
-                Some(version) => proxy_header_for(version, peer, local),
-                None => Vec::new(),
-            };
-            if !client_bytes.is_empty() {
-                let n = client_bytes.len() as u64;
-                lease.record_bytes_in(n);
-                if !replayed {
-                    session.traffic.bytes_in.store(n, Relaxed);
-                }
-                first.extend_from_slice(&client_bytes);
-            }
-            let timeouts = Timeouts {
-                idle: settings.idle_timeout,
-                client_fin: settings.client_fin_timeout,
-                server_fin: settings.server_fin_timeout,
-                server: settings.server_timeout,
-            };
-            let mut relay =
-                Relay::new(&mut client, &mut backend, &lease, &session.traffic, timeouts);
-            if !first.is_empty() || client_eof {
-                relay = relay.with_pending(first, client_eof);
-            }
-            if settings.retry_on_empty {
-                relay = relay.keep_for_replay(std::mem::take(&mut client_bytes));
-            }
-            let end = (&mut relay).await;
-            drop(relay);
-            session.end = Some(match end {
-                RelayEnd::Closed => Termination::Normal,
-                RelayEnd::IdleTimeout => Termination::IdleTimeout,
-                RelayEnd::FinTimeout(Side::Client) => Termination::ClientFinTimeout,
-                RelayEnd::FinTimeout(Side::Backend) => Termination::ServerFinTimeout,
-                RelayEnd::ServerTimeout => Termination::ServerTimeout,
-                RelayEnd::Failed(side, error) => {
-                    tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), ?side, %error, "relay failed");
-                    match side {
-                        Side::Client => Termination::ClientError,
-                        Side::Backend => Termination::BackendError,
+                };
+                // What goes to the backend before the relay's own reads: a PROXY header for it,
+                // then the client's bytes so far. Nothing (no allocation) for a plain pool behind a
+                // plain listener.
+                let mut first = match settings.send_proxy {
+                    // The address the client reached, asked of the socket (a system call) only
+                    // here, where a header needs it.
+                    Some(version) => {
+                        let local =
+                            local.or_else(|| client.as_tcp()?.local_addr().ok().map(canonical));
+                        proxy_header_for(version, peer, local)
                     }
-                }
-                RelayEnd::Empty { error, replay, client_eof: eof } => {
-                    let what = match &error {
-                        Some(e) => format!("reset before sending a byte ({e})"),
-                        None => "closed before sending a byte".to_owned(),
-                    };
-                    // A client can provoke this (garbage a backend hangs up on), so it counts
-                    // against the backend only where the operator asked (`observe_empty`).
-                    if settings.observe_empty {
-                        tracing::warn!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
-                        self.count_failure(&lease, &pool, &what, Instant::now());
-                    } else {
-                        tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                    None => Vec::new(),
+                };
+                if !client_bytes.is_empty() {
+                    let n = client_bytes.len() as u64;
+                    lease.record_bytes_in(n);
+                    if !replayed {
+                        session.traffic.bytes_in.store(n, Relaxed);
                     }
-                    match replay {
-                        // Invisible to the client: another backend gets the same bytes.
-                        Some(bytes) if tries.tried.len() < settings.retries as usize => {
-                            tries.failed(lease);
-                            (client_bytes, client_eof, replayed) = (bytes, eof, true);
-                            continue;
+                    first.extend_from_slice(&client_bytes);
+                }
+                let mut relay = Relay::new(
+                    &mut client,
+                    &mut backend,
+                    &lease,
+                    &session.traffic,
+                    Timeouts {
+                        idle: settings.idle_timeout,
+                        client_fin: settings.client_fin_timeout,
+                        server_fin: settings.server_fin_timeout,
+                        server: settings.server_timeout,
+                    },
+                );
+                if !first.is_empty() || client_eof {
+                    relay = relay.with_pending(first, client_eof);
+                }
+                if settings.retry_on_empty {
+                    relay = relay.keep_for_replay(std::mem::take(&mut client_bytes));
+                }
+                let end = (&mut relay).await;
+                drop(relay);
+                session.end = Some(match end {
+                    RelayEnd::Closed => Termination::Normal,
+                    RelayEnd::IdleTimeout => Termination::IdleTimeout,
+                    RelayEnd::FinTimeout(Side::Client) => Termination::ClientFinTimeout,
+                    RelayEnd::FinTimeout(Side::Backend) => Termination::ServerFinTimeout,
+                    RelayEnd::ServerTimeout => Termination::ServerTimeout,
+                    RelayEnd::Failed(side, error) => {
+                        tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), ?side, %error, "relay failed");
+                        match side {
+                            Side::Client => Termination::ClientError,
+                            Side::Backend => Termination::BackendError,
                         }
-                        _ if error.is_some() => Termination::BackendError,
-                        _ => Termination::BackendEmpty,
                     }
-                }
-            });
-            return;
+                    RelayEnd::Empty { error, replay, client_eof: eof } => {
+                        let what = match &error {
+                            Some(e) => format!("reset before sending a byte ({e})"),
+                            None => "closed before sending a byte".to_owned(),
+                        };
+                        // A client can provoke this (garbage a backend hangs up on), so it counts
+                        // against the backend only where the operator asked (`observe_empty`).
+                        if settings.observe_empty {
+                            tracing::warn!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                            self.count_failure(&lease, &pool, &what, Instant::now());
+                        } else {
+                            tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                        }
+                        match replay {
+                            // Invisible to the client: another backend gets the same bytes.
+                            Some(bytes) if tries.tried.len() < settings.retries as usize => {
+                                tries.failed(lease);
+                                (client_bytes, client_eof, replayed) = (bytes, eof, true);
+                                continue;
+                            }
+                            _ if error.is_some() => Termination::BackendError,
+                            _ => Termination::BackendEmpty,
+                        }
+                    }
+                });
+                return;
+            }
         }
     }
 
@@ -404,7 +430,8 @@ impl<C: Connector> ProxyShared<C> {
             }
             session.picked(pool.key(), &lease);
             let started = Instant::now();
-            let attempt = self.connect(lease.addr(), settings.connect_timeout).await;
+            let attempt =
+                connect_within(&*self.connector, lease.addr(), settings.connect_timeout).await;
             let connect_time = started.elapsed();
             self.counters.connect_time.observe(connect_time);
             let error = match attempt {
@@ -501,33 +528,6 @@ impl<C: Connector> ProxyShared<C> {
             }
         }
     }
-
-    /// Connects to `addr` within `timeout`. A local resource shortage (see
-    /// [`is_local_exhaustion`]) is waited out rather than reported at once: descriptors and
-    /// ports come back as other connections end, so under a brief flood a client waits a little
-    /// instead of losing its connection.
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<C::Stream, ConnectError> {
-        let deadline = crate::time::deadline(Instant::now(), timeout);
-        let (min, max) = LOCAL_RETRY_PAUSE;
-        let mut backoff = Backoff::new(min, max);
-        loop {
-            match tokio::time::timeout_at(deadline, self.connector.connect(addr)).await {
-                Ok(Ok(stream)) => return Ok(stream),
-                Ok(Err(e)) if is_local_exhaustion(&e) => {
-                    if Instant::now() + backoff.pause() >= deadline {
-                        return Err(ConnectError::Local(e));
-                    }
-                    tokio::time::sleep(backoff.advance()).await;
-                }
-                Ok(Err(e)) => return Err(ConnectError::Backend(e)),
-                Err(_) => return Err(ConnectError::TimedOut),
-            }
-        }
-    }
 }
 
 /// The backends one connection has tried, and how they failed.
@@ -557,14 +557,13 @@ impl Tries {
     }
 }
 
-/// The two ends of an accepted connection as the socket knows them (either may be unknown
-/// for a stream handed over by a program).
+/// What is known of an accepted connection before reading from it: the client's address
+/// (unknown for a stream handed over by a program). The address the client reached is asked
+/// of the socket only when a PROXY header needs it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Endpoints {
     /// The client.
     pub(crate) peer: Option<SocketAddr>,
-    /// The address the client connected to.
-    pub(crate) local: Option<SocketAddr>,
 }
 
 /// `addr` with an IPv4-mapped IPv6 address (a client of a dual-stack `[::]` listener) written
@@ -587,17 +586,3 @@ fn proxy_header_for(
         (_, _, proxy_header::Version::V2) => proxy_header::encode_v2_local(),
     }
 }
-
-/// Why a connect to a backend failed.
-enum ConnectError {
-    /// The backend refused, reset, or was unreachable.
-    Backend(io::Error),
-    /// No answer within the connect timeout.
-    TimedOut,
-    /// The balancer had no descriptor, port or memory to connect with, for the whole timeout.
-    Local(io::Error),
-}
-
-/// First and longest pause before trying again to connect after a local resource shortage.
-const LOCAL_RETRY_PAUSE: (Duration, Duration) =
-    (Duration::from_millis(5), Duration::from_millis(100));

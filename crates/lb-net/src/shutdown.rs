@@ -150,6 +150,28 @@ impl Drop for Exit {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A tracked task: its future, and the [`Exit`] dropped with it. A struct rather than an
+    /// `async` block, which would hold the future twice (captured, then awaited) and so
+    /// double the size of every connection's task.
+    struct Tracked<F> {
+        #[pin]
+        task: F,
+        _exit: Exit,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.project().task.poll(cx)
+    }
+}
+
 impl Tracker {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<Running>>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
@@ -189,10 +211,7 @@ impl Tracker {
         let task = start(Arc::clone(&cell));
         // Not holding the lock while spawning: on a runtime that is shutting down, `spawn`
         // drops the task (and so `Exit`, which takes the lock) before returning.
-        let handle = tokio::spawn(async move {
-            let _exit = exit;
-            task.await;
-        });
+        let handle = tokio::spawn(Tracked { task, _exit: exit });
         self.meet(id, Some(Running { abort: handle.abort_handle(), cell }));
     }
 
@@ -281,6 +300,21 @@ mod tests {
         // Either order of end and registration leaves nothing behind.
         assert_eq!(tracker.open(), 0);
         assert!(tracker.lock().is_empty(), "{} entries left", tracker.lock().len());
+    }
+
+    #[test]
+    fn tracking_a_task_adds_its_guard_not_a_second_copy() {
+        let big = async {
+            let buffer = [0u8; 1000];
+            std::future::ready(()).await;
+            assert_eq!(buffer[999], 0);
+        };
+        let exit = Exit { tracker: Arc::new(Tracker::default()), id: 0 };
+        let task_size = std::mem::size_of_val(&big);
+        let tracked = Tracked { task: big, _exit: exit };
+        // The guard and alignment padding: far from twice the task.
+        let size = std::mem::size_of_val(&tracked);
+        assert!(size <= task_size + 32, "{size} for a task of {task_size}");
     }
 
     #[test]

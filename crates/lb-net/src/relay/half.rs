@@ -3,6 +3,7 @@
 //! could not take yet, and pass the end of stream on.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -56,6 +57,31 @@ fn as_tcp<'a, R: ByteStream, W: ByteStream>(
     writer: &'a W,
 ) -> Option<(&'a tokio::net::TcpStream, &'a tokio::net::TcpStream)> {
     Some((reader.as_tcp()?, writer.as_tcp()?))
+}
+
+/// Whether `reader`, whose last read was short, is known to be at end of stream without
+/// another read: the peer's FIN had arrived before that read began, so the read took
+/// everything before it. nginx does the same with `EPOLLRDHUP` (`pending_eof`).
+///
+/// Read from the socket's readiness as tokio keeps it: after a short read, tokio clears its
+/// readable state, unless an event arrived since the read began; the closed state is never
+/// cleared. Closed but not readable thus means that the event which reported the FIN came
+/// before the read. Anything else (readable again, or not a TCP socket) says nothing, and the
+/// next read finds out as before.
+fn peer_closed_before_read<R: ByteStream>(reader: &R, cx: &mut Context<'_>) -> bool {
+    let Some(tcp) = reader.as_tcp() else { return false };
+    // Nothing at all is the common case: no FIN yet. `poll_read_ready` tells that without a
+    // lock (registering the waker the next read would register).
+    if tcp.poll_read_ready(cx).is_pending() {
+        return false;
+    }
+    // Something is set, so this completes at once, with the flags.
+    let ready = std::pin::pin!(tcp.ready(tokio::io::Interest::READABLE));
+    match ready.poll(cx) {
+        // Only closed: `is_readable` would say yes to that too.
+        Poll::Ready(Ok(ready)) => ready == tokio::io::Ready::READ_CLOSED,
+        _ => false,
+    }
 }
 
 /// What one poll of a direction achieved: bytes moved (poll again), or nothing to do until the
@@ -162,6 +188,11 @@ impl Half {
                 if data.is_empty() {
                     self.eof = true;
                     return Ok(true);
+                }
+                if data.len() < scratch_len && peer_closed_before_read(&*reader, cx) {
+                    // Everything up to the end of stream was just read: the read that would
+                    // return 0 is not needed (one system call less per connection).
+                    self.eof = true;
                 }
                 record(data.len() as u64);
                 if let Some(kept) = keep {
