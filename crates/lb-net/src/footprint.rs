@@ -29,6 +29,7 @@ async fn a_connection_task_stays_small() {
         Endpoints::default(),
         balancer.implicit_listener(),
         None,
+        Arc::default(),
     );
     let size = std::mem::size_of_val(&task);
     assert!(size <= MAX_TASK, "a connection's task weighs {size} bytes, more than {MAX_TASK}");
