@@ -106,7 +106,7 @@ pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
     validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command,
     ExplainReply, Handle, ListenerStats, NamedPoolStats, PoolHealth, ProxyStats, Reloader, Reply,
-    Stats, Target, Upgrader, WhatIfReply, COMMAND_NAMES, HELP, MAX_POOL_NAME,
+    Stats, Summary, Target, Upgrader, WhatIfReply, COMMAND_NAMES, HELP, MAX_POOL_NAME,
 };
 pub use counters::{DiscoveryCounter, ProxyCounter};
 pub use discovery::{
