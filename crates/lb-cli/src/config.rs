@@ -29,7 +29,7 @@
 mod messages;
 mod raw;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::LazyLock;
@@ -240,6 +240,8 @@ impl SettingValue for Backends {
 
     fn read(&self, key: &str, raw: Tables<RawBackend>) -> Result<Vec<BackendSpec>, BadValue> {
         let mut specs = Vec::new();
+        // Each target's entry, so that a list of thousands is checked for repeats in one pass.
+        let mut seen: HashMap<lb_net::Target, usize> = HashMap::new();
         for At { value: entry, .. } in raw.checked()? {
             let part = |name: &str| format!("{key}.{name}");
             let target = read_text(&part("address"), &entry.address, args::parse_backend_address)?;
@@ -248,9 +250,8 @@ impl SettingValue for Backends {
             let backup = entry.backup.map(|raw| Switch.read(&part("backup"), raw)).transpose()?;
             // Written twice alike (port 0 excepted: a free port for each demo backend); two
             // names for one address are found once both are resolved ([`crate::plan::wanted`]).
-            let twice =
-                specs.iter().position(|s: &BackendSpec| s.target == target && target.port != 0);
-            if let Some(first) = twice {
+            let twice = (target.port != 0).then(|| seen.get(&target)).flatten();
+            if let Some(&first) = twice {
                 let (first, second) = (first + 1, specs.len() + 1);
                 return Err(BadValue::at(
                     entry.address.span().start,
@@ -259,6 +260,7 @@ impl SettingValue for Backends {
                 ));
             }
             let (state, backup) = (state.unwrap_or_default(), backup.unwrap_or_default());
+            seen.insert(target.clone(), specs.len());
             specs.push(BackendSpec { target, weight, state, backup });
         }
         Ok(specs)

@@ -9,10 +9,11 @@
 //! connections are never touched: a removed backend's connections finish on their own
 //! ([`Pool::remove`]).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 
-use lb_core::{AddOptions, AdminState, Algorithm, Pool, PoolStats, DEFAULT_WEIGHT};
+use lb_core::{AddOptions, AdminState, Algorithm, BackendStats, Pool, PoolStats, DEFAULT_WEIGHT};
 
 use crate::args::BackendSpec;
 use crate::settings::{Reload, Settings};
@@ -24,6 +25,16 @@ pub(crate) struct Wanted {
     pub(crate) weight: u32,
     pub(crate) state: AdminState,
     pub(crate) backup: bool,
+}
+
+impl Wanted {
+    /// The address and how it joins a pool, as [`Pool::add_backends`] takes them.
+    pub(crate) fn add_options(&self) -> (SocketAddr, AddOptions) {
+        (
+            self.addr,
+            AddOptions { weight: Some(self.weight), admin: self.state, backup: self.backup },
+        )
+    }
 }
 
 /// Resolves every backend (all or nothing), preferring IPv4 as `localhost` may resolve to ::1
@@ -44,8 +55,10 @@ pub(crate) async fn resolve(specs: &[BackendSpec]) -> Result<Vec<SocketAddr>, St
 /// an error (say `localhost:8001` and `127.0.0.1:8001`), as the pool holds an address once.
 pub(crate) fn wanted(specs: &[BackendSpec], addrs: &[SocketAddr]) -> Result<Vec<Wanted>, String> {
     let mut out: Vec<Wanted> = Vec::with_capacity(specs.len());
+    // Each address's entry, so that a file of thousands of backends is checked in one pass.
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::with_capacity(specs.len());
     for (i, (spec, &addr)) in specs.iter().zip(addrs).enumerate() {
-        if let Some(first) = out.iter().position(|w| w.addr == addr) {
+        if let Some(&first) = seen.get(&addr) {
             return Err(format!(
                 "duplicate backend {addr}: both {} and {} (entries {} and {})",
                 specs[first].target,
@@ -54,6 +67,7 @@ pub(crate) fn wanted(specs: &[BackendSpec], addrs: &[SocketAddr]) -> Result<Vec<
                 i + 1
             ));
         }
+        seen.insert(addr, i);
         let weight = spec.weight.unwrap_or(DEFAULT_WEIGHT);
         out.push(Wanted { addr, weight, state: spec.state, backup: spec.backup });
     }
@@ -84,10 +98,13 @@ impl Plan {
         algorithm: Algorithm,
         discovered: &[SocketAddr],
     ) -> Plan {
-        let running: Vec<_> = current.backends.iter().filter(|b| !b.removed).collect();
+        // By address, so that comparing thousands of backends takes one pass over each list
+        // (a pool holds an address once, and so does `wanted`).
+        let running: HashMap<SocketAddr, &BackendStats> =
+            current.backends.iter().filter(|b| !b.removed).map(|b| (b.addr, b)).collect();
         let mut plan = Plan::default();
         for w in wanted {
-            match running.iter().find(|b| b.addr == w.addr) {
+            match running.get(&w.addr) {
                 None => plan.add.push(*w),
                 Some(b) => {
                     if b.weight != w.weight {
@@ -102,10 +119,13 @@ impl Plan {
                 }
             }
         }
-        plan.remove = running
+        let kept: HashSet<SocketAddr> =
+            wanted.iter().map(|w| w.addr).chain(discovered.iter().copied()).collect();
+        // In the pool's order, as the summary lists them.
+        plan.remove = current
+            .backends
             .iter()
-            .filter(|b| !wanted.iter().any(|w| w.addr == b.addr))
-            .filter(|b| !discovered.contains(&b.addr))
+            .filter(|b| !b.removed && !kept.contains(&b.addr))
             .map(|b| b.addr)
             .collect();
         if current.algorithm != algorithm {
@@ -130,16 +150,10 @@ impl Plan {
                 failed.push(format!("{what}: {e}"));
             }
         };
-        for w in &self.add {
-            check(
-                format!("add {}", w.addr),
-                pool.add_backend(
-                    w.addr,
-                    AddOptions { weight: Some(w.weight), admin: w.state, backup: w.backup },
-                    None,
-                )
-                .map(drop),
-            );
+        // One snapshot for every addition, however many.
+        let added = pool.add_backends(self.add.iter().map(Wanted::add_options), None);
+        for (w, result) in self.add.iter().zip(added) {
+            check(format!("add {}", w.addr), result.map(drop));
         }
         for &(addr, _, new) in &self.weight {
             check(format!("weight {addr}"), pool.set_weight(addr, new));
@@ -271,6 +285,55 @@ mod tests {
     }
 
     #[test]
+    fn thousands_of_backends_get_exactly_the_diff() {
+        let many = |i: u32| SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250) as u8 + 1], 9));
+        let mut wanted: Vec<Wanted> = (0..5000)
+            .map(|i| Wanted { addr: many(i), weight: 1, state: AdminState::Ready, backup: false })
+            .collect();
+        let pool = Pool::new(PoolConfig::default()).unwrap();
+        let added = pool.add_backends(wanted.iter().map(Wanted::add_options), None);
+        assert!(added.iter().all(Result::is_ok));
+        let ids =
+            |pool: &Pool| -> Vec<_> { pool.backends().iter().map(|b| (b.addr, b.id)).collect() };
+        let before = ids(&pool);
+        assert!(Plan::new(&pool.stats(), &wanted, Algorithm::RoundRobin, &[]).is_empty());
+        // One weight, one state, one backup flag, one removal and one addition, far apart in
+        // the list.
+        wanted[10].weight = 3;
+        wanted[2500].state = AdminState::Drain;
+        wanted[4000].backup = true;
+        let gone = wanted.remove(4999);
+        wanted.push(Wanted { addr: many(6000), ..wanted[0] });
+        let plan = Plan::new(&pool.stats(), &wanted, Algorithm::RoundRobin, &[]);
+        assert_eq!(
+            plan.to_string(),
+            format!(
+                "added {}, removed {}, weight {} 1->3, state {} ready->drain, backup {} (now a \
+                 backup)",
+                many(6000),
+                gone.addr,
+                many(10),
+                many(2500),
+                many(4000)
+            )
+        );
+        assert!(plan.apply(&pool).is_empty());
+        let stats = pool.stats();
+        let got: Vec<Wanted> = stats
+            .backends
+            .iter()
+            .filter(|b| !b.removed)
+            .map(|b| Wanted { addr: b.addr, weight: b.weight, state: b.admin, backup: b.backup })
+            .collect();
+        assert_eq!(got, wanted);
+        // The others are the same backends as before (same ids: counters and connections
+        // kept), not removed and added again.
+        let after = ids(&pool);
+        assert_eq!(after[..4999], before[..4999]);
+        assert!(Plan::new(&pool.stats(), &wanted, Algorithm::RoundRobin, &[]).is_empty());
+    }
+
+    #[test]
     fn a_removed_backend_keeps_its_open_connection() {
         let pool = Pool::new(PoolConfig::default()).unwrap();
         pool.add(addr(8001), None).unwrap();
@@ -323,6 +386,18 @@ mod tests {
         );
         let ok = wanted(&specs[..2], &[addr(8001), addr(8002)]).unwrap();
         assert_eq!(ok[0], want(8001, 1, AdminState::Ready));
+        // Far apart in a long list, and named by their entries.
+        let mut specs: Vec<BackendSpec> =
+            (0..3000).map(|i| spec(&format!("127.0.0.1:{}", 10_000 + i))).collect();
+        let mut addrs: Vec<SocketAddr> = (0..3000).map(|i| addr(10_000 + i)).collect();
+        specs.push(spec("localhost:10007"));
+        addrs.push(addr(10_007));
+        let e = wanted(&specs, &addrs).unwrap_err();
+        assert_eq!(
+            e,
+            "duplicate backend 127.0.0.1:10007: both 127.0.0.1:10007 and localhost:10007 \
+             (entries 8 and 3001)"
+        );
     }
 
     #[test]

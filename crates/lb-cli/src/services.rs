@@ -12,7 +12,7 @@
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 
-use lb_core::{AddOptions, HealthConfig, Pool, PoolConfig};
+use lb_core::{HealthConfig, Pool, PoolConfig};
 use lb_net::inspect::proxy_header::Version;
 use lb_net::{
     Admission, DiscoveryConfig, HealthCheckConfig, ListenerConfig, PoolSettings, Routing, Target,
@@ -233,11 +233,11 @@ impl PoolSpec {
     /// The `lb_core` pool with its backends, not yet in a balancer.
     pub(crate) fn build(&self, wanted: &[Wanted]) -> Result<Pool, String> {
         let pool = Pool::new(self.pool_config()).map_err(|e| self.about(e))?;
-        for w in wanted {
-            let options = AddOptions { weight: Some(w.weight), admin: w.state, backup: w.backup };
-            // No time: slow start never applies to the backends a pool starts with.
-            pool.add_backend(w.addr, options, None)
-                .map_err(|e| self.about(format!("backend {}: {e}", w.addr)))?;
+        // In one batch, one snapshot for them all. No time: slow start never applies to the
+        // backends a pool starts with.
+        let added = pool.add_backends(wanted.iter().map(Wanted::add_options), None);
+        for (w, result) in wanted.iter().zip(added) {
+            result.map_err(|e| self.about(format!("backend {}: {e}", w.addr)))?;
         }
         Ok(pool)
     }

@@ -4,6 +4,7 @@
 //! ([`BackendStats`], [`Totals`], [`RetiredTotals`]) are generated, with their counter fields,
 //! from the counter table in `counters.rs`.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::net::SocketAddr;
 
 use crate::backend::AdminState;
@@ -108,12 +109,17 @@ impl PoolStats {
     /// the order of [`backends`](Self::backends), first occurrence of each address.
     pub fn per_address(&self) -> Vec<BackendStats> {
         let mut merged: Vec<BackendStats> = Vec::with_capacity(self.backends.len());
+        // Each address's entry in `merged`: one pass, however many backends.
+        let mut at: HashMap<SocketAddr, usize> = HashMap::with_capacity(self.backends.len());
         for b in &self.backends {
-            match merged.iter_mut().find(|m| m.addr == b.addr) {
-                // Pool members come before removed backends, so `m` is the one to describe the
-                // address when either is still in the pool.
-                Some(m) => m.merge(b),
-                None => merged.push(b.clone()),
+            match at.entry(b.addr) {
+                // Pool members come before removed backends, so the entry is the one to
+                // describe the address when either is still in the pool.
+                Entry::Occupied(i) => merged[*i.get()].merge(b),
+                Entry::Vacant(slot) => {
+                    slot.insert(merged.len());
+                    merged.push(b.clone());
+                }
             }
         }
         merged

@@ -108,8 +108,8 @@ pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 pub use control::{
     validate_pool_name, BackendHealth, BackendOptions, BackendRef, BoxFuture, Command,
     DrainOutcome, DrainStatus, ExplainReply, Handle, ListenerStats, NamedPoolStats, PoolHealth,
-    ProxyStats, Reloader, Reply, Stats, Target, Upgrader, WhatIfReply, COMMAND_NAMES, HELP,
-    MAX_POOL_NAME,
+    ProxyStats, Reloader, Reply, Stats, Summary, Target, Upgrader, WhatIfReply, COMMAND_NAMES,
+    HELP, MAX_POOL_NAME,
 };
 pub use counters::{DiscoveryCounter, ProxyCounter};
 pub use discovery::{

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lb_core::Pool;
 use lb_net::admin::StatsJson;
 use lb_net::{
-    bind_shared, Balancer, Handle, ListenerConfig, PoolSettings, ProxyConfig, TcpConnector,
+    bind_shared, Balancer, Handle, ListenerConfig, PoolSettings, ProxyConfig, Summary, TcpConnector,
 };
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -160,6 +160,17 @@ async fn pools_and_listeners_come_and_go_while_connections_finish() {
     let stats = handle.stats();
     let removed = stats.pools.iter().find(|p| p.name == "db").unwrap();
     assert!(removed.removed && removed.stats.totals.active == 1, "{removed:?}");
+    // The status line's summary says what the totals say: the removed pool's backends no
+    // longer counted, its connection still open.
+    eventually(Duration::from_secs(5), "only the held connection open", || async {
+        handle.stats().proxy.open == 1
+    })
+    .await;
+    let (stats, summary) = (handle.stats(), handle.summary());
+    let totals = stats.totals();
+    let expected = Summary { backends: 3, available: 3, open: 1 };
+    assert_eq!(summary, expected);
+    assert_eq!((totals.backends, totals.available, stats.proxy.open), (3, 3, 1));
     assert!(handle
         .execute("stats")
         .await

@@ -426,3 +426,17 @@ fn bad_traffic_values_are_one_line_each() {
     assert!(e.contains("backend.backup: expected true or false"), "{e}");
     assert!(!e.contains('\n'), "{e}");
 }
+
+#[test]
+fn a_backend_listed_twice_is_found_among_thousands() {
+    let mut text: String = (0..3000)
+        .map(|i| format!("[[backend]]\naddress = \"127.0.0.1:{}\"\n", 10_000 + i))
+        .collect();
+    let file = parse("lb.toml", &text).unwrap();
+    assert_eq!(file.settings.backends.as_ref().map(Vec::len), Some(3000));
+    text.push_str("[[backend]]\naddress = \"127.0.0.1:10007\"\n");
+    assert_eq!(
+        err(&text),
+        "lb.toml line 6002: backend: 127.0.0.1:10007 is listed twice (entries 8 and 3001)"
+    );
+}

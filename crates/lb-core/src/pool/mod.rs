@@ -12,6 +12,7 @@
 //!   stats, lookups);
 //! - `snapshot`: what a pick reads, and how one is built from the writer's state;
 //! - `writer`: the writer's state and every method that changes the pool;
+//! - `batch`: writes of many backends at once, published as one snapshot;
 //! - `lease`: the [`Lease`] a pick returns.
 
 use std::cell::RefCell;
@@ -31,6 +32,7 @@ use crate::health::HealthConfig;
 use crate::selection::{Algorithm, CurrentTree, Randomness};
 use crate::stats::PoolStats;
 
+mod batch;
 mod explain;
 mod lease;
 mod plan;
@@ -233,6 +235,16 @@ impl Pool {
     /// (the same value as [`PoolStats::backup_active`] and [`PoolStats::panic`]).
     pub fn serving(&self) -> Serving {
         self.inner.snapshot.load().serving
+    }
+
+    /// Number of backends in the pool (removed ones not counted).
+    pub fn len(&self) -> usize {
+        self.inner.snapshot.load().members.len()
+    }
+
+    /// Whether the pool has no backend.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Number of backends new connections are spread over now: the available primaries, or

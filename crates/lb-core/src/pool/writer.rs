@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::snapshot::{Member, Snapshot};
 use super::{Inner, Pool, PoolConfig};
-use crate::backend::{validate_weight, AdminState, Backend, BackendId, DEFAULT_WEIGHT};
+use crate::backend::{validate_weight, AdminState, Backend, BackendId};
 use crate::counters::RetiredTotals;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthConfig, HealthMachine, Reason, Transition};
@@ -20,7 +20,7 @@ use crate::slow_start::Ramp;
 /// How a backend joins the pool: [`Pool::add_backend`]'s options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AddOptions {
-    /// Its weight; [`DEFAULT_WEIGHT`] if `None`.
+    /// Its weight; [`DEFAULT_WEIGHT`](crate::DEFAULT_WEIGHT) if `None`.
     pub weight: Option<u32>,
     /// Its admin state to start with. Default `ready`.
     pub admin: AdminState,
@@ -34,7 +34,8 @@ pub struct AddOptions {
 pub(super) struct WriterState {
     pub(super) config: PoolConfig,
     next_id: u64,
-    members: Vec<WriterMember>,
+    /// In id order: ids only grow, a new member is appended, and removal keeps the order.
+    pub(super) members: Vec<WriterMember>,
     pub(super) retired: Vec<Member>,
     folded: RetiredTotals,
     /// Whether the last snapshot published has a least-connections tree, whose slots must be
@@ -43,7 +44,7 @@ pub(super) struct WriterState {
 }
 
 #[derive(Debug)]
-struct WriterMember {
+pub(super) struct WriterMember {
     slot: Arc<Slot>,
     weight: u32,
     admin: AdminState,
@@ -61,7 +62,7 @@ impl Pool {
         self.inner.writer.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn publish(&self, writer: &mut WriterState) {
+    pub(super) fn publish(&self, writer: &mut WriterState) {
         writer.fold_retired();
         let snapshot = Arc::new(writer.snapshot());
         let tree = snapshot.selector.tree();
@@ -83,7 +84,7 @@ impl Pool {
         }
     }
 
-    /// Adds a backend with a weight ([`DEFAULT_WEIGHT`] if `None`), ready and in the configured
+    /// Adds a backend with a weight ([`DEFAULT_WEIGHT`](crate::DEFAULT_WEIGHT) if `None`), ready and in the configured
     /// initial health state. Returns its new id.
     pub fn add(&self, addr: SocketAddr, weight: Option<u32>) -> Result<BackendId> {
         self.add_with_state(addr, weight, AdminState::Ready)
@@ -113,12 +114,21 @@ impl Pool {
         options: AddOptions,
         now: Option<Instant>,
     ) -> Result<BackendId> {
-        let weight = validate_weight(u64::from(options.weight.unwrap_or(DEFAULT_WEIGHT)))?;
-        let admin = options.admin;
-        let mut w = self.writer();
-        if w.members.iter().any(|m| m.slot.backend.addr == addr) {
-            return Err(Error::DuplicateBackend(addr));
-        }
+        let mut results = self.add_backends([(addr, options)], now);
+        results.pop().expect("one result per backend")
+    }
+
+    /// Adds `addr` to the writer's members with the next id, unpublished: the one way a
+    /// member is made, for [`add_backend`](Self::add_backend) and
+    /// [`add_backends`](Self::add_backends). The caller has checked the address is new.
+    pub(super) fn push_member(
+        &self,
+        w: &mut WriterState,
+        addr: SocketAddr,
+        weight: u32,
+        options: AddOptions,
+        now: Option<Instant>,
+    ) -> BackendId {
         let id = BackendId(w.next_id);
         w.next_id += 1;
         let slot = Arc::new(Slot::new(
@@ -130,7 +140,7 @@ impl Pool {
         let mut member = WriterMember {
             slot,
             weight,
-            admin,
+            admin: options.admin,
             health,
             last_change: None,
             backup: options.backup,
@@ -139,8 +149,7 @@ impl Pool {
         };
         member.update_ramp(false, now, w.config.slow_start);
         w.members.push(member);
-        self.publish(&mut w);
-        Ok(id)
+        id
     }
 
     /// Removes a backend. It is never picked again; connections already open on it keep their
@@ -356,18 +365,34 @@ impl Pool {
         result: Result<(), &str>,
         now: Instant,
     ) -> Option<Transition> {
-        let mut w = self.writer();
-        let window = w.config.slow_start;
-        let member = w.members.iter_mut().find(|m| m.slot.backend.id == id)?;
+        self.observe_all([(id, result)], now).pop()
+    }
+}
+
+impl WriterState {
+    /// Feeds one health result to its member, unpublished: the one place a result is
+    /// recorded, for [`Pool::observe`] and [`Pool::observe_all`]. Returns the transition, if
+    /// any, and whether the snapshot must be published (a transition, or the backend's first
+    /// result, which the stats show).
+    pub(super) fn observe(
+        &mut self,
+        id: BackendId,
+        result: Result<(), &str>,
+        now: Instant,
+    ) -> (Option<Transition>, bool) {
+        let window = self.config.slow_start;
+        // Members are in id order (ids only grow, members are appended and removal keeps the
+        // order), so a result finds its backend without a scan.
+        let Ok(at) = self.members.binary_search_by_key(&id, |m| m.slot.backend.id) else {
+            return (None, false);
+        };
+        let member = &mut self.members[at];
         let first = !member.health.checked();
         let was = member.available();
         let Some((from, to)) = member.health.observe(result.is_ok()) else {
-            if first {
-                // No change of health, but the backend is no longer waiting for its first
-                // result, which the stats show.
-                self.publish(&mut w);
-            }
-            return None;
+            // No change of health; but a backend no longer waiting for its first result is
+            // shown differently.
+            return (None, first);
         };
         let backend = member.backend();
         let reason = match result {
@@ -378,8 +403,7 @@ impl Pool {
             },
         };
         member.changed_health(to, reason.clone(), was, now, window);
-        self.publish(&mut w);
-        Some(Transition { backend, from, to, reason, at: now })
+        (Some(Transition { backend, from, to, reason, at: now }), true)
     }
 }
 
@@ -470,6 +494,10 @@ impl WriterState {
 }
 
 impl WriterMember {
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.slot.backend.addr
+    }
+
     fn backend(&self) -> Backend {
         Backend { weight: self.weight, ..self.slot.backend }
     }

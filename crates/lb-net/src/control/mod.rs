@@ -31,12 +31,12 @@ mod traffic;
 pub use command::{BackendOptions, Command, COMMAND_NAMES, HELP};
 pub use drain::{DrainOutcome, DrainStatus};
 pub use reply::{BackendHealth, PoolHealth, Reply};
-pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
+pub use stats::{ListenerStats, NamedPoolStats, ProxyStats, Stats, Summary};
 pub use target::{validate_pool_name, BackendRef, Target, MAX_POOL_NAME};
 pub(crate) use traffic::pass_reason_text;
 pub use traffic::{ExplainReply, WhatIfReply};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -393,10 +393,10 @@ impl Handle {
         let current = current.iter().map(|p| {
             let stats = p.pool.stats();
             // Only what this snapshot lists: the log may still hold a backend removed since.
+            let listed: HashSet<lb_core::BackendId> = stats.backends.iter().map(|b| b.id).collect();
             let log = lock(&p.checks);
-            let listed = |id: &lb_core::BackendId| stats.backends.iter().any(|b| b.id == *id);
-            let checks = log.checks.iter().filter(|(id, _)| listed(id));
-            let changes = log.changes.iter().filter(|(id, _)| listed(id));
+            let checks = log.checks.iter().filter(|(id, _)| listed.contains(id));
+            let changes = log.changes.iter().filter(|(id, _)| listed.contains(id));
             NamedPoolStats {
                 name: p.name.to_string(),
                 checks: checks.map(|(id, c)| (*id, c.clone())).collect(),
@@ -441,6 +441,18 @@ impl Handle {
             proxy: self.inner.counters.snapshot(self.inner.tracker.open()),
             uptime: self.inner.started.elapsed(),
             events: self.inner.events.recent(),
+        }
+    }
+
+    /// How many backends there are, how many are available and how many connections are
+    /// open: [`stats`](Self::stats)'s totals, without copying every backend's counters and
+    /// health (for a status line, refreshed often).
+    pub fn summary(&self) -> Summary {
+        let pools = self.inner.pools.all();
+        Summary {
+            backends: pools.iter().map(|p| p.pool.len()).sum(),
+            available: pools.iter().map(|p| p.pool.available()).sum(),
+            open: self.inner.tracker.open(),
         }
     }
 

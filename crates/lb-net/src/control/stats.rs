@@ -93,6 +93,19 @@ pub struct ListenerStats {
     pub untracked: u64,
 }
 
+/// The numbers of a one-line status: what [`Stats::totals`] and `Stats::proxy.open` say of
+/// the backends and the connections, from [`Handle::summary`](crate::Handle::summary), which
+/// reads no backend's counters and so costs next to nothing however many backends there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Backends in every pool.
+    pub backends: usize,
+    /// Of those, how many can take a new connection now.
+    pub available: usize,
+    /// Client connections open.
+    pub open: u64,
+}
+
 /// Everything `stats` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {

@@ -1,8 +1,10 @@
 //! Active health checks: every backend, every interval, by TCP connect or an HTTP request.
 //!
 //! One task runs the rounds; within a round each backend's check runs concurrently with the
-//! others, so a backend that hangs until the timeout never delays anyone else's check. Results
-//! feed `lb-core`'s rise/fall state machine, and only transitions are logged.
+//! others, so a backend that hangs until the timeout never delays anyone else's check (a large
+//! pool's checks are spread over the interval: `round`). Results feed `lb-core`'s rise/fall
+//! state machine in batches, at most one every [`BATCH_EVERY`] (one snapshot published for
+//! each), and only transitions are logged.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -11,13 +13,14 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::{BackendId, Health, Pool, Serving, Transition};
+use lb_core::{Backend, BackendId, Health, Pool, Serving, Transition};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 mod http;
+mod round;
 
 pub use http::{HttpCheck, StatusSet};
 
@@ -25,6 +28,7 @@ use crate::connector::{is_local_exhaustion, Connector};
 use crate::error::Error;
 use crate::events::{EventKind, EventLog};
 use crate::inspect::proxy_header::Version as ProxyVersion;
+use round::Round;
 
 /// How a backend is checked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -209,6 +213,17 @@ pub(crate) enum CheckError {
     NotRun(String),
 }
 
+/// The least time between two batches of results applied to the pool. Each batch that changes
+/// something publishes a new snapshot, whose cost grows with the pool: results one by one (a
+/// first round of checks, a mass failure) would publish 10,000 snapshots of a 10,000-backend
+/// pool, tens of seconds of work. A result that comes alone is applied at once; one that
+/// comes within this of the last batch waits for the next, at most this long, which is
+/// nothing next to the interval between checks.
+const BATCH_EVERY: Duration = Duration::from_millis(10);
+
+/// A finished check: the backend, its result, and how long it took.
+type Checked = (Backend, Result<(), CheckError>, Duration);
+
 /// Runs one check of `addr`.
 pub(crate) async fn check_once<C: Connector>(
     connector: &C,
@@ -268,7 +283,27 @@ pub(crate) async fn run<C: Connector>(
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut in_flight: HashSet<BackendId> = HashSet::new();
-    let mut checks = JoinSet::new();
+    let mut checks: JoinSet<Checked> = JoinSet::new();
+    // The backends of the round not started yet: a large pool's are spread over the interval.
+    let mut round = Round::new(Vec::new(), Instant::now(), config.interval);
+    let start = |checks: &mut JoinSet<_>, in_flight: &mut HashSet<_>, backends: &[Backend]| {
+        for &backend in backends {
+            if !in_flight.insert(backend.id) {
+                continue;
+            }
+            let connector = Arc::clone(&connector);
+            let config = Arc::clone(&config);
+            checks.spawn(async move {
+                let started = Instant::now();
+                let result = check_once(&*connector, backend.addr, &config).await;
+                (backend, result, started.elapsed())
+            });
+        }
+    };
+    // Results in, not yet applied, and when they will be: at once, unless a batch was applied
+    // less than BATCH_EVERY ago.
+    let mut results: Vec<Checked> = Vec::new();
+    let (mut last_batch, mut batch_due): (Option<Instant>, Option<Instant>) = (None, None);
     // When the next ramp step is due; `None` while nothing ramps (or slow start is off), so
     // an idle pool has no timer at all.
     let mut ramp = advance(&pool, &log);
@@ -277,29 +312,40 @@ pub(crate) async fn run<C: Connector>(
             biased;
             () = &mut stop => return, // dropping `checks` aborts the checks in flight
             Some(done) = checks.join_next(), if !checks.is_empty() => {
-                let Ok((backend, result, duration)) = done else { continue };
-                let backend: lb_core::Backend = backend;
-                in_flight.remove(&backend.id);
-                record(&pool, &log, backend, result, duration);
+                // This result and every other one already in.
+                let mut next = Some(done);
+                while let Some(done) = next {
+                    if let Ok(result) = done {
+                        in_flight.remove(&result.0.id);
+                        results.push(result);
+                    }
+                    next = checks.try_join_next();
+                }
+                let now = Instant::now();
+                match last_batch.map(|at| at + BATCH_EVERY).filter(|&due| due > now) {
+                    Some(due) => batch_due = Some(due),
+                    None => batch_due = Some(now),
+                }
+            }
+            () = sleep_until_some(batch_due), if batch_due.is_some() => {
+                record(&pool, &log, std::mem::take(&mut results));
+                (last_batch, batch_due) = (Some(Instant::now()), None);
                 // A backend that came up starts a ramp; one that went down may hand the
                 // pool to its backups.
                 ramp = advance(&pool, &log);
             }
             () = wake.notified() => ramp = advance(&pool, &log),
             () = sleep_until_some(ramp), if ramp.is_some() => ramp = advance(&pool, &log),
+            () = sleep_until_some(round.next_due()), if round.next_due().is_some() => {
+                start(&mut checks, &mut in_flight, round.due(Instant::now()));
+            }
             _ = ticks.tick(), if config.enabled => {
-                for backend in pool.backends() {
-                    if !in_flight.insert(backend.id) {
-                        continue;
-                    }
-                    let connector = Arc::clone(&connector);
-                    let config = Arc::clone(&config);
-                    checks.spawn(async move {
-                        let started = Instant::now();
-                        let result = check_once(&*connector, backend.addr, &config).await;
-                        (backend, result, started.elapsed())
-                    });
-                }
+                // A round still behind (a busy runtime) finishes first.
+                start(&mut checks, &mut in_flight, round.rest());
+                let backends = pool.backends();
+                forget_removed(&log, &backends);
+                round = Round::new(backends, Instant::now(), config.interval);
+                start(&mut checks, &mut in_flight, round.due(Instant::now()));
             }
         }
     }
@@ -320,42 +366,48 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// Feeds one check result to the pool, logs a transition, and keeps it for the `health` command.
-/// A check that could not run for want of local resources is shown but not counted.
-fn record(
-    pool: &Pool,
-    log: &CheckLog,
-    backend: lb_core::Backend,
-    result: Result<(), CheckError>,
-    duration: Duration,
-) {
+/// Feeds check results to the pool in one batch, logs the transitions, and keeps each result
+/// for the `health` command. A check that could not run for want of local resources is shown
+/// but not counted.
+fn record(pool: &Pool, log: &CheckLog, results: Vec<Checked>) {
     let now = Instant::now();
-    let (result, counted) = match result {
-        Ok(()) => (Ok(()), true),
-        Err(CheckError::Failed(why)) => {
-            tracing::debug!(backend = %backend.addr, error = %why, "health check failed");
-            (Err(why), true)
+    let mut statuses = Vec::with_capacity(results.len());
+    let mut counted = Vec::with_capacity(results.len());
+    for (backend, result, duration) in results {
+        let (result, counts) = match result {
+            Ok(()) => (Ok(()), true),
+            Err(CheckError::Failed(why)) => {
+                tracing::debug!(backend = %backend.addr, error = %why, "health check failed");
+                (Err(why), true)
+            }
+            Err(CheckError::NotRun(why)) => {
+                tracing::warn!(backend = %backend.addr, error = %why, "health check not run: the balancer is out of resources; not counted");
+                (Err(format!("not run ({why}); not counted")), false)
+            }
+        };
+        if counts {
+            counted.push(statuses.len());
         }
-        Err(CheckError::NotRun(why)) => {
-            tracing::warn!(backend = %backend.addr, error = %why, "health check not run: the balancer is out of resources; not counted");
-            (Err(format!("not run ({why}); not counted")), false)
-        }
-    };
-    if counted {
-        let outcome = result.as_ref().map(|_| ()).map_err(String::as_str);
-        if let Some(transition) = pool.observe(backend.id, outcome, now.into_std()) {
-            record_transition(log, transition);
-        }
+        let (id, addr) = (backend.id, backend.addr);
+        statuses.push(CheckStatus { id, addr, result, duration, at: now });
     }
-    let status = CheckStatus { id: backend.id, addr: backend.addr, result, duration, at: now };
+    let outcomes = counted.iter().map(|&i| {
+        let s = &statuses[i];
+        (s.id, s.result.as_ref().map(|_| ()).map_err(String::as_str))
+    });
+    for transition in pool.observe_all(outcomes, now.into_std()) {
+        record_transition(log, transition);
+    }
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-    log.checks.insert(backend.id, status);
-    // Forget backends that have been removed since.
-    let live = pool.backends();
-    if log.checks.len() > live.len() || log.changes.len() > live.len() {
-        log.checks.retain(|id, _| live.iter().any(|b| b.id == *id));
-        log.changes.retain(|id, _| live.iter().any(|b| b.id == *id));
-    }
+    log.checks.extend(statuses.into_iter().map(|s| (s.id, s)));
+}
+
+/// Forgets the checks and changes of backends no longer in the pool (`live`), once a round.
+fn forget_removed(log: &CheckLog, live: &[Backend]) {
+    let live: HashSet<BackendId> = live.iter().map(|b| b.id).collect();
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    log.checks.retain(|id, _| live.contains(id));
+    log.changes.retain(|id, _| live.contains(id));
 }
 
 #[cfg(test)]

@@ -1,0 +1,152 @@
+//! Writes of many backends at once, published as one snapshot.
+//!
+//! Every write publishes a new snapshot, whose cost grows with the pool. One by one, a pool
+//! started with 10,000 backends would build 10,000 snapshots of up to 10,000 members (quadratic:
+//! tens of seconds), and the first round of health checks as many again. These do the same
+//! writes as their one-backend forms ([`Pool::add_backend`], [`Pool::observe`], which call
+//! them) and publish once; a reader sees the pool before the batch or after it, never part
+//! of it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::writer::AddOptions;
+use super::Pool;
+use crate::backend::{validate_weight, BackendId, DEFAULT_WEIGHT};
+use crate::error::{Error, Result};
+use crate::health::Transition;
+
+impl Pool {
+    /// Adds backends as [`add_backend`](Self::add_backend) does each, in order, and publishes
+    /// one snapshot for all of them. Returns, for each, its new id or why it was not added
+    /// (its address is already in the pool or earlier in `backends`, or its weight is out of
+    /// range); the others are added all the same.
+    pub fn add_backends(
+        &self,
+        backends: impl IntoIterator<Item = (SocketAddr, AddOptions)>,
+        now: Option<Instant>,
+    ) -> Vec<Result<BackendId>> {
+        let mut w = self.writer();
+        let mut present: HashSet<SocketAddr> = w.members.iter().map(|m| m.addr()).collect();
+        let results: Vec<Result<BackendId>> = backends
+            .into_iter()
+            .map(|(addr, options)| {
+                let weight = validate_weight(u64::from(options.weight.unwrap_or(DEFAULT_WEIGHT)))?;
+                if !present.insert(addr) {
+                    return Err(Error::DuplicateBackend(addr));
+                }
+                Ok(self.push_member(&mut w, addr, weight, options, now))
+            })
+            .collect();
+        if results.iter().any(Result::is_ok) {
+            self.publish(&mut w);
+        }
+        results
+    }
+
+    /// Feeds health results as [`observe`](Self::observe) does each, in order, and publishes
+    /// one snapshot if any of them needs it. Returns the transitions they caused, in order.
+    /// A result for a backend no longer in the pool is ignored.
+    pub fn observe_all<'a>(
+        &self,
+        results: impl IntoIterator<Item = (BackendId, std::result::Result<(), &'a str>)>,
+        now: Instant,
+    ) -> Vec<Transition> {
+        let mut w = self.writer();
+        let mut publish = false;
+        let mut transitions = Vec::new();
+        for (id, result) in results {
+            let (transition, changed) = w.observe(id, result, now);
+            transitions.extend(transition);
+            publish |= changed;
+        }
+        if publish {
+            self.publish(&mut w);
+        }
+        transitions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AdminState, Health, HealthConfig, PoolConfig};
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80))
+    }
+
+    #[test]
+    fn a_batch_adds_what_one_by_one_would_and_refuses_the_same() {
+        let one_by_one = Pool::default();
+        let batch = Pool::default();
+        let options = |w: u32| AddOptions { weight: Some(w), ..AddOptions::default() };
+        one_by_one.add(addr(1), None).unwrap();
+        batch.add(addr(1), None).unwrap();
+        let drain = AddOptions { admin: AdminState::Drain, backup: true, ..options(3) };
+        let wanted =
+            [(addr(2), options(2)), (addr(1), options(1)), (addr(3), drain), (addr(2), options(5))];
+        let singles: Vec<_> =
+            wanted.iter().map(|&(a, o)| one_by_one.add_backend(a, o, None)).collect();
+        let batched = batch.add_backends(wanted, None);
+        assert_eq!(batched, singles);
+        assert!(matches!(batched[1], Err(Error::DuplicateBackend(a)) if a == addr(1)));
+        assert!(matches!(batched[3], Err(Error::DuplicateBackend(a)) if a == addr(2)));
+        let bad = batch.add_backends([(addr(4), options(0)), (addr(5), options(1))], None);
+        assert!(matches!(bad[0], Err(Error::WeightOutOfRange(0))), "{bad:?}");
+        assert!(bad[1].is_ok(), "the others are added all the same");
+        let shown = |p: &Pool| {
+            p.stats().backends.iter().map(|b| (b.addr, b.weight, b.admin, b.backup)).collect()
+        };
+        let mut expected: Vec<_> = shown(&one_by_one);
+        expected.push((addr(5), 1, AdminState::Ready, false));
+        assert_eq!(shown(&batch), expected);
+    }
+
+    #[test]
+    fn thousands_of_backends_in_one_batch_are_all_there_in_order() {
+        let pool = Pool::default();
+        let all: Vec<_> = (0..5000).map(|i| (addr(i), AddOptions::default())).collect();
+        let ids: Vec<BackendId> =
+            pool.add_backends(all.clone(), None).into_iter().map(Result::unwrap).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let listed: Vec<SocketAddr> = pool.backends().iter().map(|b| b.addr).collect();
+        assert_eq!(listed, all.iter().map(|&(a, _)| a).collect::<Vec<_>>());
+        assert_eq!(pool.available(), 5000);
+    }
+
+    #[test]
+    fn batched_results_make_the_transitions_single_ones_would() {
+        let config = PoolConfig {
+            health: HealthConfig { rise: 1, fall: 2, ..HealthConfig::default() },
+            ..PoolConfig::default()
+        };
+        let (single, batch) = (Pool::new(config).unwrap(), Pool::new(config).unwrap());
+        let ids: Vec<BackendId> = (0..4).map(|i| single.add(addr(i), None).unwrap()).collect();
+        for i in 0..4 {
+            batch.add(addr(i), None).unwrap();
+        }
+        let now = Instant::now();
+        // Two rounds in which 0 and 2 fail (down after the second) and 1 and 3 pass; a result
+        // for an unknown id is ignored.
+        let round = |i: usize| if i.is_multiple_of(2) { Err("refused") } else { Ok(()) };
+        let mut expected = Vec::new();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let results: Vec<_> = ids.iter().enumerate().map(|(i, &id)| (id, round(i))).collect();
+            expected.extend(results.iter().filter_map(|&(id, r)| single.observe(id, r, now)));
+            let unknown = (BackendId(999), Ok(()));
+            got.extend(batch.observe_all(results.into_iter().chain([unknown]), now));
+        }
+        assert_eq!(got, expected);
+        assert_eq!(
+            got.iter().map(|t| (t.backend.addr, t.to)).collect::<Vec<_>>(),
+            [(addr(0), Health::Down), (addr(2), Health::Down)]
+        );
+        let health = |p: &Pool| p.stats().backends.iter().map(|b| (b.health, b.checked)).collect();
+        let expected: Vec<_> = health(&single);
+        assert_eq!(health(&batch), expected);
+        assert_eq!(batch.available(), 2);
+    }
+}
