@@ -101,6 +101,12 @@ impl Lb {
         }
     }
 
+    /// The admin endpoint's address, from the start-up line that names it.
+    fn admin(&mut self) -> String {
+        let line = self.expect_line("admin endpoint on http://");
+        line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned()
+    }
+
     /// Sends one command line on stdin.
     fn send(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
@@ -203,11 +209,7 @@ impl Drop for Lb {
 
 /// Connects through the balancer and returns the greeting of the backend reached.
 fn via(lb: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(lb).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut line = String::new();
-    BufReader::new(&mut stream).read_line(&mut line).unwrap();
-    line.trim().to_owned()
+    held(lb).1
 }
 
 #[test]
@@ -323,8 +325,7 @@ fn a_second_signal_cuts_open_connections_at_once_and_exits_cleanly() {
     let a = backend("alpha");
     let args = ["-q", "--shutdown-grace", "10m", "--admin", "127.0.0.1:0", "--backend"];
     let mut lb = Lb::start(&[&args[..], &[a.to_string().as_str()]].concat());
-    let line = lb.expect_line("admin endpoint on http://");
-    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let admin = lb.admin();
     let mut held = Held::open(lb.addr);
     held.echo("still here");
     lb.signal("TERM");
@@ -889,8 +890,7 @@ fn ctl_drives_a_running_balancer_through_the_admin_endpoint() {
         "--admin-token",
         "s3cret",
     ]);
-    let line = lb.expect_line("admin endpoint on http://");
-    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let admin = lb.admin();
 
     let (code, out, _) = ctl(&["--admin", &admin, "--token", "s3cret", "stats"], &[]);
     assert_eq!(code, Some(0));
@@ -1021,8 +1021,9 @@ fn still_relays(stream: &mut TcpStream) -> bool {
     matches!(stream.read(&mut byte), Ok(1))
 }
 
-#[test]
-fn drain_with_a_deadline_under_load_closes_only_what_is_still_open_then_removes() {
+/// lb over the backends alpha and beta with an admin endpoint: alpha's address, lb, the
+/// endpoint's address.
+fn alpha_and_beta_with_admin() -> (SocketAddr, Lb, String) {
     let (a, b) = (backend("alpha"), backend("beta"));
     let mut lb = Lb::start(&[
         "--backend",
@@ -1032,8 +1033,13 @@ fn drain_with_a_deadline_under_load_closes_only_what_is_still_open_then_removes(
         "--admin",
         "127.0.0.1:0",
     ]);
-    let line = lb.expect_line("admin endpoint on http://");
-    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let admin = lb.admin();
+    (a, lb, admin)
+}
+
+#[test]
+fn drain_with_a_deadline_under_load_closes_only_what_is_still_open_then_removes() {
+    let (a, lb, admin) = alpha_and_beta_with_admin();
     let mut clients: Vec<(TcpStream, String)> = (0..6).map(|_| held(lb.addr)).collect();
     assert_eq!(clients.iter().filter(|(_, n)| n == "alpha").count(), 3);
 
@@ -1124,17 +1130,7 @@ fn drain_with_a_deadline_under_load_closes_only_what_is_still_open_then_removes(
 
 #[test]
 fn ctl_wait_reports_a_cancelled_drain_and_refuses_other_commands() {
-    let (a, b) = (backend("alpha"), backend("beta"));
-    let mut lb = Lb::start(&[
-        "--backend",
-        &a.to_string(),
-        "--backend",
-        &b.to_string(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let line = lb.expect_line("admin endpoint on http://");
-    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let (a, mut lb, admin) = alpha_and_beta_with_admin();
     let (_held_a, _) = held(lb.addr);
     let (_held_b, _) = held(lb.addr);
     let waiting = {
@@ -1204,8 +1200,7 @@ fn the_admin_endpoint_answers_only_to_addresses_and_allowed_names() {
         "--admin-allowed-hosts",
         "lb1.internal, *.corp.example",
     ]);
-    let line = lb.expect_line("admin endpoint on http://");
-    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let admin = lb.admin();
     let port = admin.rsplit(':').next().unwrap();
     for (host, status) in [
         (admin.clone(), 200),
@@ -1299,8 +1294,7 @@ fn two_pools_and_two_listeners_serve_their_own_backends() {
     let mut lb = Lb::start_services(&config, &[]);
     let web_in = lb.addr;
     let db_in = listening_on(&lb.expect_line("(listener db-in): pool db"));
-    let line = lb.expect_line("admin endpoint on http://");
-    let admin = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let admin = lb.admin();
 
     let mut seen: Vec<String> = (0..4).map(|_| via(web_in)).collect();
     seen.sort();

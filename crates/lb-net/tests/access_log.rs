@@ -2,61 +2,13 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lb_core::Pool;
 use lb_net::{Balancer, Behavior, HealthCheckConfig, MemoryConnector, ProxyConfig, TcpConnector};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Captures `lb::access` lines (message only) for the current thread.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let this = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("lb::access=info")
-            .with_writer(move || this.clone())
-            .with_ansi(false)
-            .without_time()
-            .with_level(false)
-            .with_target(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(|l| l.trim().to_owned())
-            .collect()
-    }
-
-    /// Waits for the `n`-th line (1-based) and returns the fields of the last line.
-    async fn fields(&self, n: usize) -> Vec<String> {
-        eventually(Duration::from_secs(10), "access log line", || async {
-            self.lines().len() >= n
-        })
-        .await;
-        let lines = self.lines();
-        lines[n - 1].split(' ').map(str::to_owned).collect()
-    }
-}
 
 fn no_checks() -> HealthCheckConfig {
     HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() }

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lb_core::Pool;
@@ -18,41 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
-/// Captures `lb::access` lines for the current thread (the tests run on one).
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let this = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("lb::access=info")
-            .with_writer(move || this.clone())
-            .with_ansi(false)
-            .without_time()
-            .with_level(false)
-            .with_target(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    /// The termination word of each line so far.
-    fn terminations(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(6).map(str::to_owned))
-            .collect()
-    }
+/// The termination word of each access line captured so far.
+fn terminations(log: &Capture) -> Vec<String> {
+    log.lines().iter().filter_map(|l| l.split_whitespace().nth(6).map(str::to_owned)).collect()
 }
 
 struct Setup {
@@ -155,12 +121,12 @@ async fn the_deadline_closes_only_what_is_still_open_then_the_backend_is_removed
     assert!(handle.pool().get(mem_addr(1)).is_none(), "removed after the deadline");
     assert_eq!(handle.stats().proxy.drained, 1);
     eventually(LIMIT, "the access line", || async {
-        log.terminations().iter().filter(|t| *t == "drained").count() == 1
+        terminations(&log).iter().filter(|t| *t == "drained").count() == 1
     })
     .await;
     // The client that left before the deadline, and the three new ones (to b2), ended
     // normally.
-    assert_eq!(log.terminations().iter().filter(|t| *t == "normal").count(), 4);
+    assert_eq!(terminations(&log).iter().filter(|t| *t == "normal").count(), 4);
     // The end of the drain is among the recent events.
     let events = handle.stats().events;
     assert!(events
@@ -188,7 +154,7 @@ async fn enable_cancels_the_countdown_and_a_new_drain_replaces_it() {
         assert!(echoes(client).await);
     }
     assert!(handle.pool().get(mem_addr(1)).is_some());
-    assert!(!log.terminations().iter().any(|t| t == "drained"));
+    assert!(!terminations(&log).iter().any(|t| t == "drained"));
 
     // A drain of a backend being drained replaces the first.
     handle.execute("drain 10.99.0.1:7000 deadline=10s").await.unwrap();
@@ -264,5 +230,5 @@ async fn a_state_changed_other_than_by_command_cancels_the_countdown() {
         assert!(echoes(client).await);
     }
     assert!(handle.pool().get(mem_addr(1)).is_some(), "not removed");
-    assert!(!log.terminations().iter().any(|t| t == "drained"));
+    assert!(!terminations(&log).iter().any(|t| t == "drained"));
 }

@@ -173,3 +173,49 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..len).map(|_| rng.u8(..)).collect()
 }
+
+/// Captures `lb::access` lines (message only) for the current thread.
+#[derive(Clone, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let this = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("lb::access=info")
+            .with_writer(move || this.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .collect()
+    }
+
+    /// Waits for the `n`-th line (1-based) and returns the fields of the last line.
+    pub async fn fields(&self, n: usize) -> Vec<String> {
+        eventually(Duration::from_secs(10), "access log line", || async {
+            self.lines().len() >= n
+        })
+        .await;
+        let lines = self.lines();
+        lines[n - 1].split(' ').map(str::to_owned).collect()
+    }
+}
