@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of lb against HAProxy and nginx (stream), on loopback.
 #
-#   benches/compare/run.sh [-r RUNS] [-d SECONDS] [-m] [TARGET...]
+#   benches/compare/run.sh [-r RUNS] [-d SECONDS] [-t TESTS] [-m] [TARGET...]
 #
 # Targets: direct (no balancer: the physical limit), haproxy, nginx, lb (default: all), and
 # lbalt (a second lb command, LB_ALT_CMD, for A/B comparisons).
@@ -12,14 +12,15 @@
 # The machine is noisy, so targets are compared within a run, runs are repeated (-r, default 3)
 # and medians printed, with the balancer's CPU time per request (per MB for bulk), which depends
 # much less than throughput on other load. -m also measures resident memory with 5,000 idle
-# connections held.
+# connections held. -t runs only some of the tests, comma-separated (`-t bulk`, `-t ka,close`),
+# for more samples of one in the same time.
 # Needs: nginx libnginx-mod-stream haproxy wrk python3 (Debian packages); builds lb in release.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-RUNS=3 DUR=5 MEM=0
-while getopts "r:d:m" opt; do
-  case $opt in r) RUNS=$OPTARG ;; d) DUR=$OPTARG ;; m) MEM=1 ;; *) exit 2 ;; esac
+RUNS=3 DUR=5 MEM=0 TESTS="ka close bulk"
+while getopts "r:d:t:m" opt; do
+  case $opt in r) RUNS=$OPTARG ;; d) DUR=$OPTARG ;; t) TESTS=${OPTARG//,/ } ;; m) MEM=1 ;; *) exit 2 ;; esac
 done
 shift $((OPTIND - 1))
 TARGETS=${*:-direct haproxy nginx lb}
@@ -90,7 +91,7 @@ RESULTS=$W/results.txt
 # Targets are interleaved test by test (not one target's three tests, then the next target's),
 # so a burst of background load on a shared machine hits every target about equally.
 for run in $(seq "$RUNS"); do
-  for test in ka close bulk; do
+  for test in $TESTS; do
     for t in $TARGETS; do
       start $t || continue
       before=$(cpu_ticks)
