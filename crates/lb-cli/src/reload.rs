@@ -89,25 +89,42 @@ impl Report {
     }
 }
 
+/// Reads the file and checks it into the services it describes under the flags: everything a
+/// reload needs from the file, with no part of the running balancer touched.
+fn read(
+    path: &std::path::Path,
+    cli: &Settings,
+    given: &Given,
+) -> Result<(config::File, Settings, Services), String> {
+    let file = config::load(path)?;
+    let no_list = file.settings.backends.is_none() && !given.has("backends");
+    let no_dns = file.settings.discover.is_none() && !given.has("discover");
+    if file.pools.is_empty() && no_list && no_dns {
+        // An empty or truncated file (a half-written save) would otherwise swap every backend
+        // for the built-in 127.0.0.1:8001-8003.
+        return Err(format!(
+            "{} lists no backends ([[backend]] tables, or discover); the built-in defaults \
+             apply only at start-up, never on reload",
+            path.display()
+        ));
+    }
+    let next = cli.merge(given, &file.settings);
+    let services = Services::new(&next, given, Some(&file))?;
+    Ok((file, next, services))
+}
+
 impl Reloader {
     /// Re-reads the file and applies the difference; the answer summarises what changed, or
     /// says why nothing did.
     pub(crate) async fn reload(&self) -> Result<String, String> {
         let mut applied = self.applied.lock().await;
-        let file = config::load(&self.path)?;
-        let no_list = file.settings.backends.is_none() && !self.given.has("backends");
-        let no_dns = file.settings.discover.is_none() && !self.given.has("discover");
-        if file.pools.is_empty() && no_list && no_dns {
-            // An empty or truncated file (a half-written save) would otherwise swap every
-            // backend for the built-in 127.0.0.1:8001-8003.
-            return Err(format!(
-                "{} lists no backends ([[backend]] tables, or discover); the built-in defaults \
-                 apply only at start-up, never on reload",
-                self.path.display()
-            ));
-        }
-        let next = self.cli.merge(&self.given, &file.settings);
-        let services = Services::new(&next, &self.given, Some(&file))?;
+        // Reading and checking the file is most of a reload's CPU at thousands of backends
+        // (about half of 33 ms at 10,000): on a thread of its own, so the control thread's
+        // health checks, commands and admin requests go on meanwhile.
+        let (path, cli, given) = (self.path.clone(), self.cli.clone(), self.given.clone());
+        let (file, next, services) = tokio::task::spawn_blocking(move || read(&path, &cli, &given))
+            .await
+            .map_err(|e| format!("reading {} stopped unexpectedly: {e}", self.path.display()))??;
         let wanted = self.resolve(&services).await?;
         let running_pools = self.handle.pool_names();
         // Pools new in the file are built now, so that nothing below can fail on one.
