@@ -43,12 +43,14 @@ pub(crate) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
 /// The address part of a backend: `HOST:PORT` or `[V6]:PORT`.
 pub(crate) fn parse_backend_address(s: &str) -> Result<Target, String> {
     let s = s.trim();
-    match s.parse::<std::net::SocketAddr>() {
-        // Port 0 is accepted here for --demo (a free port for each demo backend); without
-        // --demo it is rejected once flags are combined.
-        Ok(a) if a.port() == 0 => Ok(Target { host: a.ip().to_string(), port: 0 }),
-        _ => Target::parse_one(s).map_err(|e| e.to_string()),
+    // Port 0 is accepted here for --demo (a free port for each demo backend); without --demo
+    // it is rejected once flags are combined.
+    if s.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>() == Ok(0)) {
+        if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+            return Ok(Target { host: a.ip().to_string(), port: 0 });
+        }
     }
+    Target::parse_one(s).map_err(|e| e.to_string())
 }
 
 /// A backend weight, 1 to 1000.

@@ -29,7 +29,7 @@
 mod messages;
 mod raw;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::LazyLock;
@@ -37,6 +37,7 @@ use std::sync::LazyLock;
 use clap::builder::TypedValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
+use foldhash::HashMap;
 use lb_net::AddressRange;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -241,7 +242,7 @@ impl SettingValue for Backends {
     fn read(&self, key: &str, raw: Tables<RawBackend>) -> Result<Vec<BackendSpec>, BadValue> {
         let mut specs = Vec::new();
         // Each target's entry, so that a list of thousands is checked for repeats in one pass.
-        let mut seen: HashMap<lb_net::Target, usize> = HashMap::new();
+        let mut seen: HashMap<lb_net::Target, usize> = HashMap::default();
         for At { value: entry, .. } in raw.checked()? {
             let part = |name: &str| format!("{key}.{name}");
             let target = read_text(&part("address"), &entry.address, args::parse_backend_address)?;

@@ -9,10 +9,10 @@
 //! connections are never touched: a removed backend's connections finish on their own
 //! ([`Pool::remove`]).
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 
+use foldhash::{HashMap, HashMapExt, HashSet};
 use lb_core::{AddOptions, AdminState, Algorithm, BackendStats, Pool, PoolStats, DEFAULT_WEIGHT};
 
 use crate::args::BackendSpec;

@@ -4,8 +4,10 @@
 //! ([`BackendStats`], [`Totals`], [`RetiredTotals`]) are generated, with their counter fields,
 //! from the counter table in `counters.rs`.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::backend::AdminState;
 use crate::counters::{BackendStats, RetiredTotals, Totals};

@@ -7,9 +7,10 @@
 //! them) and publish once; a reader sees the pool before the batch or after it, never part
 //! of it.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+use foldhash::HashSet;
 
 use super::writer::AddOptions;
 use super::Pool;

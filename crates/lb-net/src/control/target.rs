@@ -141,7 +141,14 @@ impl Target {
                     "invalid port \"0\" in {s:?}: expected a number from 1 to 65535"
                 )));
             }
-            return Ok(Target { host: addr.ip().to_string(), port: addr.port() });
+            let host = match addr {
+                // The parser takes only the canonical dotted-quad form (no leading zeros), so
+                // the text is what formatting the address would give, without formatting it:
+                // a file of 10,000 backends is read on every reload.
+                SocketAddr::V4(_) => s.rsplit_once(':').map_or(s, |(host, _)| host).to_owned(),
+                SocketAddr::V6(v6) => v6.ip().to_string(),
+            };
+            return Ok(Target { host, port: addr.port() });
         }
         let (host, port) = s.rsplit_once(':').ok_or_else(|| {
             Error::BadCommand(format!(
@@ -228,5 +235,30 @@ impl FromStr for Target {
     type Err = Error;
     fn from_str(s: &str) -> Result<Target, Error> {
         Target::parse_one(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_addresses_keep_their_canonical_text() {
+        for (text, host) in [
+            ("127.0.0.1:8001", "127.0.0.1"),
+            ("10.255.0.9:1", "10.255.0.9"),
+            ("[::1]:8001", "::1"),
+            ("[0:0:0:0:0:0:0:1]:80", "::1"),
+            ("[::ffff:10.0.0.1]:80", "::ffff:10.0.0.1"),
+        ] {
+            let target = Target::parse_one(text).unwrap();
+            assert_eq!(target.host, host, "{text}");
+            assert_eq!(target.host, target.host.parse::<IpAddr>().unwrap().to_string());
+        }
+        // What lets an IPv4 host keep its text: the parser refuses any non-canonical form
+        // (such a host is then a name, handed to the resolver as before).
+        for text in ["127.0.0.01:80", "0127.0.0.1:80", "127.1:80"] {
+            assert!(text.parse::<SocketAddr>().is_err(), "{text}");
+        }
     }
 }
