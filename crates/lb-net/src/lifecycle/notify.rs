@@ -1,6 +1,15 @@
 //! systemd's notification protocol (`sd_notify(3)`): `Type=notify` services say when they
 //! are ready, reloading and stopping, a status line, and watchdog pings.
+//!
+//! Messages go out on a non-blocking socket: a notification socket that nobody reads (a
+//! stalled or misconfigured manager) loses the messages it has no room for, with a warning,
+//! instead of stalling the control thread that sends them. The `sd-notify` crate formats them;
+//! its own `notify` sends on a blocking socket.
 
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +22,27 @@ use sd_notify::NotifyState;
 /// of an upgrade never tells systemd that the service is stopping.
 #[derive(Debug, Clone)]
 pub struct Notifier {
+    /// The socket `NOTIFY_SOCKET` names, if it names one.
+    socket: Option<OsString>,
     enabled: bool,
     retired: Arc<AtomicBool>,
+    /// Whether a message was lost for want of room, so that the warning is logged once.
+    dropped: Arc<AtomicBool>,
 }
 
 impl Notifier {
     /// A notifier for the service manager named in `NOTIFY_SOCKET`, if any.
     pub fn from_env() -> Notifier {
-        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
-        Notifier { enabled, retired: Arc::new(AtomicBool::new(false)) }
+        Notifier::to(std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()))
+    }
+
+    fn to(socket: Option<OsString>) -> Notifier {
+        Notifier {
+            enabled: socket.is_some(),
+            socket,
+            retired: Arc::new(AtomicBool::new(false)),
+            dropped: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Whether anything is sent at all.
@@ -78,11 +99,62 @@ impl Notifier {
     }
 
     fn send(&self, states: &[NotifyState<'_>]) {
-        if !self.is_enabled() {
-            return;
+        let Some(path) = self.socket.as_ref().filter(|_| self.is_enabled()) else { return };
+        let mut message = String::new();
+        for state in states {
+            let _ = writeln!(message, "{state}");
         }
-        if let Err(e) = sd_notify::notify(states) {
-            tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+        let sent = UnixDatagram::unbound().and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            socket.connect(path)?;
+            socket.send(message.as_bytes())
+        });
+        match sent {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !self.dropped.swap(true, SeqCst) {
+                    tracing::warn!(
+                        "systemd is not reading its notification socket (NOTIFY_SOCKET): \
+                         notifications are dropped until it does"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_nobody_reads_never_blocks_the_sender() {
+        let dir = std::env::temp_dir().join(format!("lb-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let manager = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier::to(Some(path.clone().into()));
+        // Far more messages than the socket's queue holds: with a blocking send, this thread
+        // would stop at the first one without room.
+        let (done, finished) = std::sync::mpsc::channel();
+        let sender = notifier.clone();
+        std::thread::spawn(move || {
+            for _ in 0..5_000 {
+                sender.watchdog();
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("5,000 notifications to a full socket return at once");
+        assert!(notifier.dropped.load(SeqCst), "the overflow was noticed");
+        // The messages that fit were delivered, in the protocol's form.
+        let mut buf = [0u8; 64];
+        let n = manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1\n");
+        drop(manager);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
