@@ -262,9 +262,17 @@ impl PoolSpec {
     }
 }
 
-/// The backends' addresses, comma separated.
+/// Most backends named in the start-up banner and log line; the rest are counted.
+const NAMED: usize = 16;
+
+/// The backends' addresses, comma separated; past [`NAMED`], the first ones and how many more
+/// (a pool of 10,000 would otherwise make a start-up line of 170 KB; `stats` lists them all).
 pub(crate) fn addresses(wanted: &[Wanted]) -> String {
-    wanted.iter().map(|w| w.addr.to_string()).collect::<Vec<_>>().join(", ")
+    let named = wanted.iter().take(NAMED).map(|w| w.addr.to_string()).collect::<Vec<_>>();
+    match wanted.len().saturating_sub(NAMED) {
+        0 => named.join(", "),
+        more => format!("{}, and {more} more", named.join(", ")),
+    }
 }
 
 /// The listed backends' addresses and, for a pool that also takes backends from DNS, where
@@ -402,6 +410,25 @@ mod tests {
         let given = Given::from_matches(&matches);
         let file = parse("lb.toml", text)?;
         Services::new(&cli.merge(&given, &file.settings), &given, Some(&file))
+    }
+
+    #[test]
+    fn long_backend_lists_are_counted_past_the_first_sixteen() {
+        let wanted = |n: u16| -> Vec<Wanted> {
+            (0..n)
+                .map(|i| Wanted {
+                    addr: SocketAddr::from(([10, 0, 0, 1], 8000 + i)),
+                    weight: 1,
+                    state: lb_core::AdminState::Ready,
+                    backup: false,
+                })
+                .collect()
+        };
+        assert_eq!(addresses(&wanted(2)), "10.0.0.1:8000, 10.0.0.1:8001");
+        assert_eq!(addresses(&wanted(16)).split(", ").count(), 16);
+        let long = addresses(&wanted(10_000));
+        assert!(long.starts_with("10.0.0.1:8000, "), "{long}");
+        assert!(long.ends_with("10.0.0.1:8015, and 9984 more"), "{long}");
     }
 
     const TWO: &str = r#"
