@@ -54,12 +54,33 @@ use crate::tables::{ListenTable, PoolTable};
 /// Reads and checks a configuration file. The error is one line: the file, the line (when there
 /// is one) and what is wrong.
 pub(crate) fn load(path: &Path) -> Result<File, String> {
-    // A blocking read even when called from the runtime: the file is small and read only at
-    // start-up and on an operator's reload, never on the connection path.
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    use std::io::Read;
+    let cannot = |why: String| format!("cannot read config file {}: {why}", path.display());
+    // Only a regular file (a symbolic link to one included), checked before opening: a FIFO's
+    // open would wait for a writer, and a device such as /dev/zero never ends.
+    let meta = std::fs::metadata(path).map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(cannot(what.into()));
+    }
+    let too_big = || cannot(format!("larger than {} MiB", MAX_FILE_BYTES >> 20));
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    // Read through a limit all the same: the file may grow after the look.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| cannot(e.to_string()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
     parse(&path.display().to_string(), &text)
 }
+
+/// The largest configuration file read: 64 MiB, about 1.4 million backends' tables, so a file
+/// that grows without end is refused instead of filling memory.
+const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// Parses the text of a configuration file; `name` is how errors refer to it.
 pub(crate) fn parse(name: &str, text: &str) -> Result<File, String> {

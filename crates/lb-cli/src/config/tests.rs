@@ -440,3 +440,31 @@ fn a_backend_listed_twice_is_found_among_thousands() {
         "lb.toml line 6002: backend: 127.0.0.1:10007 is listed twice (entries 8 and 3001)"
     );
 }
+
+#[test]
+fn only_regular_files_of_sane_size_are_read() {
+    // /dev/zero never ends and a FIFO's open waits for a writer: both refused before reading.
+    let err = load(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    let dir = std::env::temp_dir().join(format!("lb-config-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = load(&dir).unwrap_err();
+    assert!(err.contains("a directory"), "{err}");
+    let fifo = dir.join("fifo.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let err = load(&fifo).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    // A symbolic link to a regular file is read as that file.
+    let real = dir.join("real.toml");
+    std::fs::write(&real, "[[backend]]\naddress = \"127.0.0.1:8001\"\n").unwrap();
+    let link = dir.join("link.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(load(&link).is_ok());
+    // Past the size limit: refused, not read into memory.
+    let big = dir.join("big.toml");
+    std::fs::File::create(&big).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+    let err = load(&big).unwrap_err();
+    assert!(err.contains("larger than 64 MiB"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
