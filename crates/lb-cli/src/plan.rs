@@ -167,8 +167,9 @@ impl Plan {
         if let Some((_, new)) = self.algorithm {
             pool.set_algorithm(new);
         }
-        for &addr in &self.remove {
-            check(format!("remove {addr}"), pool.remove(addr).map(drop));
+        // One pass and one publish for all of them (thousands from a large pool).
+        for (&addr, result) in self.remove.iter().zip(pool.remove_backends(self.remove.clone())) {
+            check(format!("remove {addr}"), result.map(drop));
         }
         failed
     }

@@ -106,6 +106,41 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_removes_what_one_by_one_would_in_one_publish() {
+        let pool = Pool::default();
+        for i in 1..=6 {
+            pool.add(addr(i), None).unwrap();
+        }
+        let lease = pool.pick(None, &[]).unwrap();
+        let open = lease.addr();
+        let before = pool.inner.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let results = pool.remove_backends([addr(2), addr(9), open, addr(2), addr(5)]);
+        let after = pool.inner.generation.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(after, before + 1, "one snapshot for the whole batch");
+        assert_eq!(results[0].as_ref().unwrap().addr, addr(2));
+        assert!(matches!(results[1], Err(Error::UnknownBackend(a)) if a == addr(9)));
+        assert_eq!(results[2].as_ref().unwrap().addr, open);
+        assert!(
+            matches!(results[3], Err(Error::UnknownBackend(a)) if a == addr(2)),
+            "listed twice"
+        );
+        assert_eq!(results[4].as_ref().unwrap().addr, addr(5));
+        let stats = pool.stats();
+        let listed: Vec<_> = stats.backends.iter().filter(|b| !b.removed).map(|b| b.addr).collect();
+        let expected: Vec<_> =
+            (1..=6).map(addr).filter(|a| ![addr(2), addr(5), open].contains(a)).collect();
+        assert_eq!(listed, expected, "the others keep their order");
+        // The removed backend with a connection open stays in the stats until it closes.
+        assert!(stats.backends.iter().any(|b| b.addr == open && b.removed && b.active == 1));
+        for _ in 0..20 {
+            assert_ne!(pool.pick(None, &[]).unwrap().addr(), open, "never picked again");
+        }
+        drop(lease);
+        assert!(pool.stats().backends.iter().all(|b| !b.removed));
+        assert!(pool.remove_backends([]).is_empty());
+    }
+
+    #[test]
     fn thousands_of_backends_in_one_batch_are_all_there_in_order() {
         let pool = Pool::default();
         let all: Vec<_> = (0..5000).map(|i| (addr(i), AddOptions::default())).collect();

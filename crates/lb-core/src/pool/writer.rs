@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
+
 use super::snapshot::{Member, Snapshot};
 use super::{Inner, Pool, PoolConfig};
 use crate::backend::{validate_weight, AdminState, Backend, BackendId};
@@ -156,13 +158,44 @@ impl Pool {
     /// lease and finish normally, and it stays in [`stats`](Self::stats) (marked removed) until
     /// they have. Returns what it was.
     pub fn remove(&self, addr: SocketAddr) -> Result<Backend> {
+        self.remove_backends([addr]).pop().expect("one result per address")
+    }
+
+    /// Removes backends as [`remove`](Self::remove) does each, in one pass over the pool, and
+    /// publishes one snapshot for all of them: removing thousands from a large pool one by one
+    /// would rebuild the snapshot thousands of times. Returns, for each address in order, the
+    /// backend removed, or why not (not in the pool, or earlier in `addrs`).
+    pub fn remove_backends(
+        &self,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Vec<Result<Backend>> {
+        let addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+        let mut gone: HashMap<SocketAddr, Option<Backend>> =
+            addrs.iter().map(|&a| (a, None)).collect();
         let mut w = self.writer();
-        let at = w.position(addr)?;
-        let member = w.members.remove(at).snapshot();
-        let backend = member.backend();
-        w.retired.push(member);
-        self.publish(&mut w);
-        Ok(backend)
+        let members = std::mem::take(&mut w.members);
+        let mut kept = Vec::with_capacity(members.len());
+        let mut removed = false;
+        for m in members {
+            match gone.get_mut(&m.addr()) {
+                Some(backend) => {
+                    let member = m.snapshot();
+                    *backend = Some(member.backend());
+                    w.retired.push(member);
+                    removed = true;
+                }
+                None => kept.push(m),
+            }
+        }
+        w.members = kept;
+        if removed {
+            self.publish(&mut w);
+        }
+        drop(w);
+        addrs
+            .into_iter()
+            .map(|a| gone.get_mut(&a).and_then(Option::take).ok_or(Error::UnknownBackend(a)))
+            .collect()
     }
 
     /// Changes a backend's weight.
