@@ -168,7 +168,9 @@ impl Plan {
             pool.set_algorithm(new);
         }
         // One pass and one publish for all of them (thousands from a large pool).
-        for (&addr, result) in self.remove.iter().zip(pool.remove_backends(self.remove.clone())) {
+        for (&addr, result) in
+            self.remove.iter().zip(pool.remove_backends(self.remove.iter().copied()))
+        {
             check(format!("remove {addr}"), result.map(drop));
         }
         failed

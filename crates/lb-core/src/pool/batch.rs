@@ -3,18 +3,18 @@
 //! Every write publishes a new snapshot, whose cost grows with the pool. One by one, a pool
 //! started with 10,000 backends would build 10,000 snapshots of up to 10,000 members (quadratic:
 //! tens of seconds), and the first round of health checks as many again. These do the same
-//! writes as their one-backend forms ([`Pool::add_backend`], [`Pool::observe`], which call
-//! them) and publish once; a reader sees the pool before the batch or after it, never part
-//! of it.
+//! writes as their one-backend forms ([`Pool::add_backend`], [`Pool::remove`],
+//! [`Pool::observe`], which call them) and publish once; a reader sees the pool before the
+//! batch or after it, never part of it.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use foldhash::HashSet;
+use foldhash::{HashMap, HashSet};
 
 use super::writer::AddOptions;
 use super::Pool;
-use crate::backend::{validate_weight, BackendId, DEFAULT_WEIGHT};
+use crate::backend::{validate_weight, Backend, BackendId, DEFAULT_WEIGHT};
 use crate::error::{Error, Result};
 use crate::health::Transition;
 
@@ -44,6 +44,42 @@ impl Pool {
             self.publish(&mut w);
         }
         results
+    }
+
+    /// Removes backends as [`remove`](Self::remove) does each, in one pass over the pool, and
+    /// publishes one snapshot for all of them: removing thousands from a large pool one by one
+    /// would rebuild the snapshot thousands of times. Returns, for each address in order, the
+    /// backend removed, or why not (not in the pool, or earlier in `addrs`).
+    pub fn remove_backends(
+        &self,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Vec<Result<Backend>> {
+        let addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+        let mut gone: HashMap<SocketAddr, Option<Backend>> =
+            addrs.iter().map(|&a| (a, None)).collect();
+        let mut w = self.writer();
+        let members = std::mem::take(&mut w.members);
+        let before = members.len();
+        let mut kept = Vec::with_capacity(before);
+        for m in members {
+            match gone.get_mut(&m.addr()) {
+                Some(backend) => {
+                    let member = m.snapshot();
+                    *backend = Some(member.backend());
+                    w.retired.push(member);
+                }
+                None => kept.push(m),
+            }
+        }
+        w.members = kept;
+        if w.members.len() < before {
+            self.publish(&mut w);
+        }
+        drop(w);
+        addrs
+            .into_iter()
+            .map(|a| gone.get_mut(&a).and_then(Option::take).ok_or(Error::UnknownBackend(a)))
+            .collect()
     }
 
     /// Feeds health results as [`observe`](Self::observe) does each, in order, and publishes

@@ -7,8 +7,6 @@ use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use foldhash::HashMap;
-
 use super::snapshot::{Member, Snapshot};
 use super::{Inner, Pool, PoolConfig};
 use crate::backend::{validate_weight, AdminState, Backend, BackendId};
@@ -159,43 +157,6 @@ impl Pool {
     /// they have. Returns what it was.
     pub fn remove(&self, addr: SocketAddr) -> Result<Backend> {
         self.remove_backends([addr]).pop().expect("one result per address")
-    }
-
-    /// Removes backends as [`remove`](Self::remove) does each, in one pass over the pool, and
-    /// publishes one snapshot for all of them: removing thousands from a large pool one by one
-    /// would rebuild the snapshot thousands of times. Returns, for each address in order, the
-    /// backend removed, or why not (not in the pool, or earlier in `addrs`).
-    pub fn remove_backends(
-        &self,
-        addrs: impl IntoIterator<Item = SocketAddr>,
-    ) -> Vec<Result<Backend>> {
-        let addrs: Vec<SocketAddr> = addrs.into_iter().collect();
-        let mut gone: HashMap<SocketAddr, Option<Backend>> =
-            addrs.iter().map(|&a| (a, None)).collect();
-        let mut w = self.writer();
-        let members = std::mem::take(&mut w.members);
-        let mut kept = Vec::with_capacity(members.len());
-        let mut removed = false;
-        for m in members {
-            match gone.get_mut(&m.addr()) {
-                Some(backend) => {
-                    let member = m.snapshot();
-                    *backend = Some(member.backend());
-                    w.retired.push(member);
-                    removed = true;
-                }
-                None => kept.push(m),
-            }
-        }
-        w.members = kept;
-        if removed {
-            self.publish(&mut w);
-        }
-        drop(w);
-        addrs
-            .into_iter()
-            .map(|a| gone.get_mut(&a).and_then(Option::take).ok_or(Error::UnknownBackend(a)))
-            .collect()
     }
 
     /// Changes a backend's weight.
@@ -565,7 +526,7 @@ impl WriterMember {
         self.update_ramp(was, Some(now), window);
     }
 
-    fn snapshot(&self) -> Member {
+    pub(super) fn snapshot(&self) -> Member {
         Member {
             slot: Arc::clone(&self.slot),
             weight: self.weight,

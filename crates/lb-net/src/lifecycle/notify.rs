@@ -24,7 +24,6 @@ use sd_notify::NotifyState;
 pub struct Notifier {
     /// The socket `NOTIFY_SOCKET` names, if it names one.
     socket: Option<OsString>,
-    enabled: bool,
     retired: Arc<AtomicBool>,
     /// Whether a message was lost for want of room, so that the warning is logged once.
     dropped: Arc<AtomicBool>,
@@ -38,7 +37,6 @@ impl Notifier {
 
     fn to(socket: Option<OsString>) -> Notifier {
         Notifier {
-            enabled: socket.is_some(),
             socket,
             retired: Arc::new(AtomicBool::new(false)),
             dropped: Arc::new(AtomicBool::new(false)),
@@ -47,7 +45,7 @@ impl Notifier {
 
     /// Whether anything is sent at all.
     pub fn is_enabled(&self) -> bool {
-        self.enabled && !self.retired.load(SeqCst)
+        self.socket.is_some() && !self.retired.load(SeqCst)
     }
 
     /// `READY=1` with a status line: the service is up. After an upgrade (`main_pid`) also
@@ -90,7 +88,7 @@ impl Notifier {
     /// How often to ping the watchdog: half of `WATCHDOG_USEC` (as `sd_watchdog_enabled(3)`
     /// advises), if systemd set one for this process.
     pub fn watchdog_interval(&self) -> Option<Duration> {
-        sd_notify::watchdog_enabled().filter(|_| self.enabled).map(|d| d / 2)
+        sd_notify::watchdog_enabled().filter(|_| self.socket.is_some()).map(|d| d / 2)
     }
 
     /// Sends nothing from now on: another process is the service now.
