@@ -212,6 +212,28 @@ pub(crate) fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// `--io`: which engine relays connected clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum IoChoice {
+    /// io_uring where the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// epoll readiness (tokio's reactor), everywhere.
+    Epoll,
+    /// io_uring, or a clear error at start where the kernel does not allow it.
+    Uring,
+}
+
+/// `auto`, `epoll` or `uring`.
+pub(crate) fn parse_io(s: &str) -> Result<IoChoice, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(IoChoice::Auto),
+        "epoll" => Ok(IoChoice::Epoll),
+        "uring" | "io_uring" | "io-uring" => Ok(IoChoice::Uring),
+        _ => Err(format!("invalid I/O engine {s:?}: expected auto, epoll or uring")),
+    }
+}
+
 /// A duration that can be turned off; `None` for off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OptionalDuration(pub(crate) Option<Duration>);

@@ -51,11 +51,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use lb_net::{AccessLogFormat, Balancer, ProxyConfig, TcpConnector};
+use lb_net::{AccessLogFormat, Balancer, IoEngine, ProxyConfig, TcpConnector};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use args::{Args, LogFormat};
+use args::{Args, IoChoice, LogFormat};
 use config::Given;
 use services::{backends_text, routing_text, PoolSpec, Services};
 use settings::Settings;
@@ -196,6 +196,7 @@ fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Resu
         .map_err(Failure::Runtime)?;
     let log_reopener = log_guard.reopener();
     warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    let io = io_engine(args.io)?;
     let proxy = ProxyConfig {
         max_connections: args.max_connections.0,
         shutdown_grace: args.shutdown_grace,
@@ -203,6 +204,7 @@ fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Resu
             LogFormat::Text => AccessLogFormat::Line,
             LogFormat::Json => AccessLogFormat::Fields,
         },
+        io,
         ..ProxyConfig::default()
     };
     let balancer = Balancer::empty(TcpConnector, proxy);
@@ -230,6 +232,29 @@ fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Resu
     }
     // `log_guard` drops after `runtime` (declared later, dropped first): it writes what is pending.
     result
+}
+
+/// The engine `--io` asks for: `auto` takes io_uring where the kernel allows it (and says why
+/// not in the log otherwise); `uring` where it does not is an error at start.
+fn io_engine(choice: IoChoice) -> Result<IoEngine, Failure> {
+    let uring = || {
+        IoEngine::uring_available().map(|()| {
+            tracing::info!("relaying with io_uring");
+            IoEngine::Uring
+        })
+    };
+    match choice {
+        IoChoice::Epoll => Ok(IoEngine::Epoll),
+        IoChoice::Uring => uring().map_err(|e| {
+            Failure::Runtime(format!(
+                "--io uring: io_uring is not available here ({e}); use --io epoll or auto"
+            ))
+        }),
+        IoChoice::Auto => Ok(uring().unwrap_or_else(|e| {
+            tracing::info!(error = %e, "io_uring is not available here; relaying with epoll");
+            IoEngine::Epoll
+        })),
+    }
 }
 
 /// Starts one thread per worker, each with its own single-threaded runtime that lives until

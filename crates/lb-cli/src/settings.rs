@@ -39,11 +39,11 @@ use std::net::SocketAddr;
 use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
     parse_allowed_hosts, parse_client_limit, parse_discover, parse_duration,
-    parse_hash_balance_factor, parse_health_check, parse_host, parse_limit, parse_listen_port,
-    parse_log_format, parse_log_level, parse_optional_duration, parse_panic_threshold,
-    parse_positive_duration, parse_resolver, parse_retries, parse_send_proxy, parse_text,
-    parse_threshold, parse_workers, secret, BackendSpec, HealthCheck, HostList, Limit, LogFormat,
-    OptionalDuration, SendProxy,
+    parse_hash_balance_factor, parse_health_check, parse_host, parse_io, parse_limit,
+    parse_listen_port, parse_log_format, parse_log_level, parse_optional_duration,
+    parse_panic_threshold, parse_positive_duration, parse_resolver, parse_retries,
+    parse_send_proxy, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
+    HostList, IoChoice, Limit, LogFormat, OptionalDuration, SendProxy,
 };
 use crate::config::{Backends, BadValue, Given, Ranges, SettingValue, Switch};
 use crate::show::Show;
@@ -501,6 +501,12 @@ settings! {
     )]
     #[setting(Process, Restart)]
     workers: usize = one_line(parse_workers);
+
+    /// I/O engine relaying connected clients: auto (io_uring where the kernel allows it, else
+    /// epoll), uring (an error where it does not), or epoll.
+    #[arg(long = "io", default_value = "auto", value_name = "ENGINE", display_order = 901)]
+    #[setting(Process, Restart)]
+    io: IoChoice = one_line(parse_io).offering(|| vec!["auto", "epoll", "uring"]);
 
     /// Serve the admin endpoint (the dashboard at /, GET /metrics, GET /stats, POST /command)
     /// on ADDR; PORT or :PORT listen on 127.0.0.1 only [default: off].

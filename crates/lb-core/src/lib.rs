@@ -76,8 +76,8 @@ pub use counters::{BackendStats, CounterInfo, CounterKind, RetiredTotals, Totals
 pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthMachine, Reason, Transition};
 pub use pool::{
-    AddOptions, BoundedLoad, Change, Explain, Inputs, Lease, Load, PassReason, PassedOver, Pool,
-    PoolConfig, Serving, ShareChange, WhatIf, MAX_HASH_BALANCE_FACTOR,
+    AddOptions, BoundedLoad, ByteMeter, Change, Explain, Inputs, Lease, Load, PassReason,
+    PassedOver, Pool, PoolConfig, Serving, ShareChange, WhatIf, MAX_HASH_BALANCE_FACTOR,
 };
 pub use selection::Algorithm;
 pub use stats::PoolStats;

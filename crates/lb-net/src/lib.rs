@@ -92,6 +92,8 @@ mod sockets;
 mod splice;
 mod tasks;
 mod time;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -123,7 +125,7 @@ pub use events::{Event, EventKind, EVENTS_KEPT};
 pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig, HttpCheck, StatusSet};
 pub use listener::{ListenerConfig, Routing, ServerName, SniRoute, DEFAULT_INSPECT_TIMEOUT};
 pub use pools::{PoolSettings, DEFAULT_POOL};
-pub use proxy::ProxyConfig;
+pub use proxy::{IoEngine, ProxyConfig};
 pub use sockets::{bind, bind_shared};
 pub use time::parse_duration;
 

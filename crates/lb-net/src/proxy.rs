@@ -70,6 +70,36 @@ pub struct ProxyConfig {
     /// How each access-log event carries its line ([`AccessLogFormat`]). Default: one
     /// formatted message.
     pub access_log: AccessLogFormat,
+    /// Which engine relays the bytes of TCP connections ([`IoEngine`]). Default: epoll, which
+    /// runs everywhere; the `lb` binary asks for io_uring where the kernel allows it.
+    pub io: IoEngine,
+}
+
+/// The engine that relays a connection's bytes once it is connected (accepting, inspecting and
+/// connecting are the same for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoEngine {
+    /// Readiness from epoll (tokio's reactor), then `recv`/`send` calls, or `splice` for bulk.
+    /// Every platform.
+    #[default]
+    Epoll,
+    /// io_uring (Linux): one ring per worker thread, a multishot receive per socket from
+    /// shared provided buffers, a turn's sends in one system call. Bulk transfers go on with
+    /// epoll's `splice`. It runs on worker threads with a single-threaded runtime (as the
+    /// `lb` binary's are); elsewhere, and where the ring cannot be set up, connections use
+    /// epoll. Needs [`IoEngine::uring_available`].
+    Uring,
+}
+
+impl IoEngine {
+    /// Whether this kernel lets the io_uring engine run (Linux 6.1 or later is tested; a
+    /// container's seccomp policy may forbid io_uring): `Err` says why not.
+    pub fn uring_available() -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        return crate::uring::probe();
+        #[cfg(not(target_os = "linux"))]
+        return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "io_uring is Linux only"));
+    }
 }
 
 impl Default for ProxyConfig {
@@ -86,6 +116,7 @@ impl Default for ProxyConfig {
             observe_empty: false,
             shutdown_grace: Duration::from_secs(10),
             access_log: AccessLogFormat::Line,
+            io: IoEngine::Epoll,
         }
     }
 }
@@ -338,26 +369,24 @@ impl<C: Connector> ProxyShared<C> {
                     }
                     first.extend_from_slice(&client_bytes);
                 }
-                let mut relay = Relay::new(
+                let timeouts = Timeouts {
+                    idle: settings.idle_timeout,
+                    client_fin: settings.client_fin_timeout,
+                    server_fin: settings.server_fin_timeout,
+                    server: settings.server_timeout,
+                };
+                let replay = settings.retry_on_empty.then(|| std::mem::take(&mut client_bytes));
+                let end = Box::pin(relay(
+                    self.config.io,
                     &mut client,
                     &mut backend,
                     &lease,
                     &session.traffic,
-                    Timeouts {
-                        idle: settings.idle_timeout,
-                        client_fin: settings.client_fin_timeout,
-                        server_fin: settings.server_fin_timeout,
-                        server: settings.server_timeout,
-                    },
-                );
-                if !first.is_empty() || client_eof {
-                    relay = relay.with_pending(first, client_eof);
-                }
-                if settings.retry_on_empty {
-                    relay = relay.keep_for_replay(std::mem::take(&mut client_bytes));
-                }
-                let end = (&mut relay).await;
-                drop(relay);
+                    timeouts,
+                    (first, client_eof),
+                    replay,
+                ))
+                .await;
                 session.end = Some(match end {
                     RelayEnd::Closed => Termination::Normal,
                     RelayEnd::IdleTimeout => Termination::IdleTimeout,
@@ -585,4 +614,52 @@ fn proxy_header_for(
         (_, _, proxy_header::Version::V1) => b"PROXY UNKNOWN\r\n".to_vec(),
         (_, _, proxy_header::Version::V2) => proxy_header::encode_v2_local(),
     }
+}
+
+/// Relays `client` and `backend` to the end on `engine` (see [`IoEngine`]): `first` bytes go to
+/// the backend first and the client may already have half-closed; `replay`, when kept, is the
+/// client's bytes so far (see [`Relay::keep_for_replay`]).
+#[allow(clippy::too_many_arguments)]
+async fn relay<S: ByteStream, B: ByteStream>(
+    engine: IoEngine,
+    client: &mut S,
+    backend: &mut B,
+    lease: &Lease,
+    traffic: &crate::relay::Traffic,
+    timeouts: Timeouts,
+    (first, client_eof): (Vec<u8>, bool),
+    replay: Option<Vec<u8>>,
+) -> RelayEnd {
+    #[cfg(target_os = "linux")]
+    let (first, replay) = {
+        let (mut first, mut replay) = (first, replay);
+        if let (IoEngine::Uring, Some(c), Some(b)) = (engine, client.as_tcp(), backend.as_tcp()) {
+            let meter = lease.byte_meter();
+            let started =
+                crate::uring::relay(c, b, meter, traffic, timeouts, first, client_eof, replay);
+            match started {
+                Ok(on_ring) => match on_ring.await {
+                    crate::uring::Outcome::Ended(end) => return end,
+                    crate::uring::Outcome::Bulk(state) => {
+                        return Relay::new(client, backend, lease, traffic, timeouts)
+                            .resume(state)
+                            .await
+                    }
+                },
+                // No ring on this thread: as if epoll had been asked for.
+                Err((given, kept)) => (first, replay) = (given, kept),
+            }
+        }
+        (first, replay)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let _ = engine;
+    let mut relay = Relay::new(client, backend, lease, traffic, timeouts);
+    if !first.is_empty() || client_eof {
+        relay = relay.with_pending(first, client_eof);
+    }
+    if let Some(already) = replay {
+        relay = relay.keep_for_replay(already);
+    }
+    relay.await
 }

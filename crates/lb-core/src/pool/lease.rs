@@ -53,6 +53,14 @@ impl Lease {
         self.slot.counters.connections.fetch_add(1, Relaxed);
     }
 
+    /// A handle on the backend's byte counters, for a relay that runs apart from the
+    /// connection's own task (lb-net's io_uring engine) and records into them as bytes pass.
+    /// It is not a lease: it counts no connection, and dropping it releases nothing. Held past
+    /// the lease, it only delays folding a removed backend's counters into the pool's totals.
+    pub fn byte_meter(&self) -> ByteMeter {
+        ByteMeter { slot: Arc::clone(&self.slot) }
+    }
+
     /// Records bytes received from the client and sent to the backend.
     #[inline]
     pub fn record_bytes_in(&self, n: u64) {
@@ -97,5 +105,32 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.slot.counters.release();
         self.slot.track(|| None);
+    }
+}
+
+/// Records bytes relayed to and from one backend, as [`Lease::record_bytes_in`] and
+/// [`Lease::record_bytes_out`] do (see [`Lease::byte_meter`]).
+#[derive(Clone)]
+pub struct ByteMeter {
+    slot: Arc<Slot>,
+}
+
+impl fmt::Debug for ByteMeter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteMeter").field("backend", &self.slot.backend).finish()
+    }
+}
+
+impl ByteMeter {
+    /// Records bytes received from the client and sent to the backend.
+    #[inline]
+    pub fn record_in(&self, n: u64) {
+        self.slot.counters.bytes_in.fetch_add(n, Relaxed);
+    }
+
+    /// Records bytes received from the backend and sent to the client.
+    #[inline]
+    pub fn record_out(&self, n: u64) {
+        self.slot.counters.bytes_out.fetch_add(n, Relaxed);
     }
 }

@@ -41,7 +41,7 @@ mod what_if;
 mod writer;
 
 pub use explain::{BoundedLoad, Explain, Inputs, Load, PassReason, PassedOver};
-pub use lease::Lease;
+pub use lease::{ByteMeter, Lease};
 pub use plan::Serving;
 use snapshot::{Member, Snapshot};
 pub use what_if::{Change, ShareChange, WhatIf};

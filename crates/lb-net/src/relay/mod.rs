@@ -109,14 +109,7 @@ pub(crate) struct Relay<'a, C, B> {
     up: Half,
     /// Backend to client.
     down: Half,
-    timeouts: Timeouts,
-    started: Instant,
-    /// Last progress of each direction (only kept while some timeout is set).
-    last_up: Instant,
-    last_down: Instant,
-    /// When each side's end of stream was seen.
-    client_eof_at: Option<Instant>,
-    backend_eof_at: Option<Instant>,
+    timing: Timing,
     /// A copy of the client's bytes for a replay, until the backend's first byte.
     replay: Option<Vec<u8>>,
     /// One timer for every limit, armed for the earliest; `None` without any limit.
@@ -135,7 +128,6 @@ where
         traffic: &'a Traffic,
         timeouts: Timeouts,
     ) -> Self {
-        let now = Instant::now();
         let mut relay = Relay {
             client,
             backend,
@@ -143,28 +135,29 @@ where
             traffic,
             up: Half::default(),
             down: Half::default(),
-            timeouts,
-            started: now,
-            last_up: now,
-            last_down: now,
-            client_eof_at: None,
-            backend_eof_at: None,
+            timing: Timing::new(timeouts, Instant::now()),
             replay: None,
             timer: None,
         };
-        let t = timeouts;
-        if t.idle.or(t.client_fin).or(t.server_fin).or(t.server).is_some() {
-            // Armed for the earliest limit that applies yet; far away if none does (only the
-            // fin timeouts, which start with an end of stream).
-            let far = crate::time::deadline(now, Duration::MAX);
-            let deadline = relay.next_deadline().map_or(far, |(at, _)| at);
-            relay.timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
-        }
+        relay.arm_timer();
         relay
     }
 }
 
 impl<C, B> Relay<'_, C, B> {
+    /// (Re-)arms the one timer for the earliest limit that applies yet, or far away if none
+    /// does (only the fin timeouts, which start with an end of stream); no timer without any
+    /// limit.
+    fn arm_timer(&mut self) {
+        if !self.timing.any() {
+            self.timer = None;
+            return;
+        }
+        let far = crate::time::deadline(self.timing.started, Duration::MAX);
+        let deadline = self.next_deadline().map_or(far, |(at, _)| at);
+        self.timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+    }
+
     /// Starts the client-to-backend direction with `bytes` already to write (what the inspect
     /// stage read or a replay, after any PROXY header to send), and at end of stream if the
     /// client already half-closed. The caller has recorded the client's bytes among them.
@@ -173,7 +166,7 @@ impl<C, B> Relay<'_, C, B> {
         self.up.written = 0;
         self.up.eof = client_eof;
         if client_eof {
-            self.client_eof_at = Some(self.started);
+            self.timing.client_eof_at = Some(self.timing.started);
         }
         self
     }
@@ -185,6 +178,24 @@ impl<C, B> Relay<'_, C, B> {
         self
     }
 
+    /// Carries on a relay another engine started (the io_uring engine hands bulk transfers
+    /// over, to splice them): its bytes not yet written each way, its ends of stream and half-
+    /// closes, its clock and its replay copy. The caller has recorded every byte so far.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn resume(mut self, state: Resumed) -> Self {
+        for (half, given) in [(&mut self.up, state.up), (&mut self.down, state.down)] {
+            half.pending = given.pending;
+            half.written = 0;
+            half.eof = given.eof;
+            half.done = given.done;
+            half.bulk = given.bulk;
+        }
+        self.timing = state.timing;
+        self.replay = state.replay;
+        self.arm_timer();
+        self
+    }
+
     fn backend_spoke(&self) -> bool {
         self.traffic.bytes_out.load(Relaxed) > 0
     }
@@ -192,13 +203,12 @@ impl<C, B> Relay<'_, C, B> {
     /// Whether the backend's end, seen now with nothing sent to the client yet, leaves the
     /// client without the answer it expected (see [`Relay`]).
     fn empty_end(&self, reset: bool) -> bool {
-        if self.backend_spoke() {
-            return false;
-        }
-        reset
-            || (!self.up.eof
-                && (self.traffic.bytes_in.load(Relaxed) > 0
-                    || self.started.elapsed() < EMPTY_WINDOW))
+        self.timing.empty_end(
+            self.backend_spoke(),
+            reset,
+            self.up.eof,
+            self.traffic.bytes_in.load(Relaxed) > 0,
+        )
     }
 
     fn empty(&mut self, error: Option<io::Error>) -> RelayEnd {
@@ -207,6 +217,79 @@ impl<C, B> Relay<'_, C, B> {
 
     /// The earliest time limit and what passing it means.
     fn next_deadline(&self) -> Option<(Instant, RelayEnd)> {
+        self.timing.next_deadline(self.up.done, self.down.done, self.backend_spoke())
+    }
+}
+
+/// What an engine hands over when another carries its relay on (see [`Relay::resume`]).
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    /// Client to backend.
+    pub(crate) up: ResumedHalf,
+    /// Backend to client.
+    pub(crate) down: ResumedHalf,
+    /// The relay's clock.
+    pub(crate) timing: Timing,
+    /// The client's bytes kept for a replay, if still kept.
+    pub(crate) replay: Option<Vec<u8>>,
+}
+
+/// One direction of a relay handed over (see [`Resumed`]).
+#[cfg(target_os = "linux")]
+#[derive(Debug, Default)]
+pub(crate) struct ResumedHalf {
+    /// Read and not yet written.
+    pub(crate) pending: Vec<u8>,
+    /// The reader's end of stream was seen.
+    pub(crate) eof: bool,
+    /// The half-close was passed on: this direction is finished.
+    pub(crate) done: bool,
+    /// Moving full buffers (splice from now on).
+    pub(crate) bulk: bool,
+}
+
+/// A relay's clock: when it started, when each direction last moved and when each side's end
+/// of stream came, from which its time limits fall due. Both engines keep one and ask it the
+/// same questions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) timeouts: Timeouts,
+    pub(crate) started: Instant,
+    /// Last progress of each direction (only kept up to date while some timeout is set).
+    pub(crate) last_up: Instant,
+    pub(crate) last_down: Instant,
+    /// When each side's end of stream was seen.
+    pub(crate) client_eof_at: Option<Instant>,
+    pub(crate) backend_eof_at: Option<Instant>,
+}
+
+impl Timing {
+    pub(crate) fn new(timeouts: Timeouts, now: Instant) -> Timing {
+        Timing {
+            timeouts,
+            started: now,
+            last_up: now,
+            last_down: now,
+            client_eof_at: None,
+            backend_eof_at: None,
+        }
+    }
+
+    /// Whether any limit is set (without one, nothing needs the clock).
+    pub(crate) fn any(&self) -> bool {
+        let t = self.timeouts;
+        t.idle.or(t.client_fin).or(t.server_fin).or(t.server).is_some()
+    }
+
+    /// The earliest time limit and what passing it means, given which directions are finished
+    /// and whether the backend has sent anything.
+    pub(crate) fn next_deadline(
+        &self,
+        up_done: bool,
+        down_done: bool,
+        backend_spoke: bool,
+    ) -> Option<(Instant, RelayEnd)> {
         let t = self.timeouts;
         let mut best: Option<(Instant, RelayEnd)> = None;
         let mut consider = |from: Instant, limit: Option<Duration>, end: fn() -> RelayEnd| {
@@ -218,16 +301,31 @@ impl<C, B> Relay<'_, C, B> {
             }
         };
         consider(self.last_up.max(self.last_down), t.idle, || RelayEnd::IdleTimeout);
-        if let (Some(at), false) = (self.client_eof_at, self.down.done) {
+        if let (Some(at), false) = (self.client_eof_at, down_done) {
             consider(at.max(self.last_down), t.client_fin, || RelayEnd::FinTimeout(Side::Client));
         }
-        if let (Some(at), false) = (self.backend_eof_at, self.up.done) {
+        if let (Some(at), false) = (self.backend_eof_at, up_done) {
             consider(at.max(self.last_up), t.server_fin, || RelayEnd::FinTimeout(Side::Backend));
         }
-        if t.server.is_some() && !self.backend_spoke() {
+        if t.server.is_some() && !backend_spoke {
             consider(self.last_up.max(self.started), t.server, || RelayEnd::ServerTimeout);
         }
         best
+    }
+
+    /// Whether the backend's end (a reset, or a close), seen now with nothing sent to the
+    /// client yet, leaves the client without the answer it expected (see [`Relay`]).
+    pub(crate) fn empty_end(
+        &self,
+        backend_spoke: bool,
+        reset: bool,
+        client_eof: bool,
+        client_sent: bool,
+    ) -> bool {
+        if backend_spoke {
+            return false;
+        }
+        reset || (!client_eof && (client_sent || self.started.elapsed() < EMPTY_WINDOW))
     }
 }
 
@@ -325,17 +423,17 @@ where
         if moved_up || moved_down || this.up.eof != up_eof || this.down.eof != down_eof {
             let now = Instant::now();
             if moved_up {
-                this.last_up = now;
+                this.timing.last_up = now;
             }
             if moved_down {
-                this.last_down = now;
+                this.timing.last_down = now;
             }
             let new_eof = (this.up.eof && !up_eof) || (this.down.eof && !down_eof);
             if this.up.eof && !up_eof {
-                this.client_eof_at = Some(now);
+                this.timing.client_eof_at = Some(now);
             }
             if this.down.eof && !down_eof {
-                this.backend_eof_at = Some(now);
+                this.timing.backend_eof_at = Some(now);
             }
             // A new end of stream can bring a deadline earlier than the one armed: re-arm
             // now. Activity only moves deadlines later, which the timer finds out when it

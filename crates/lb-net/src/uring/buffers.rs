@@ -1,0 +1,125 @@
+//! The provided buffer ring every receive of one engine draws from (`IORING_REGISTER_PBUF_RING`).
+//!
+//! The kernel picks a free buffer when data arrives, so a connection waiting for its next
+//! request holds none. The engine copies what it received out at once and gives the buffer
+//! straight back, so buffers are only ever held between a completion and its processing, never
+//! by a slow peer.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+
+/// Buffers in the ring (a power of two, as the kernel requires).
+pub(super) const COUNT: u16 = 128;
+
+/// Bytes per buffer. A receive that fills one is carrying bulk data: the engine hands that
+/// connection to the epoll engine, which splices.
+pub(super) const SIZE: usize = 16 * 1024;
+
+/// The group id the engine's receives name.
+pub(super) const GROUP: u16 = 0;
+
+const PAGE: usize = 4096;
+
+/// The ring of buffer descriptors the kernel reads, and the memory they describe.
+#[derive(Debug)]
+pub(super) struct Buffers {
+    ring: *mut BufRingEntry,
+    memory: *mut u8,
+    /// Our copy of the tail: descriptors added but not yet published.
+    tail: u16,
+    registered: bool,
+}
+
+fn ring_layout() -> Layout {
+    Layout::from_size_align(COUNT as usize * std::mem::size_of::<BufRingEntry>(), PAGE)
+        .expect("a valid layout")
+}
+
+fn memory_layout() -> Layout {
+    Layout::from_size_align(COUNT as usize * SIZE, PAGE).expect("a valid layout")
+}
+
+impl Buffers {
+    /// Allocates the buffers and registers them with `ring` as group [`GROUP`], every one
+    /// free.
+    pub(super) fn register(ring: &IoUring) -> io::Result<Buffers> {
+        // SAFETY: both layouts have a non-zero size.
+        let (ring_ptr, memory) = unsafe {
+            (alloc_zeroed(ring_layout()) as *mut BufRingEntry, alloc_zeroed(memory_layout()))
+        };
+        let mut buffers = Buffers { ring: ring_ptr, memory, tail: 0, registered: false };
+        if ring_ptr.is_null() || memory.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        for bid in 0..COUNT {
+            buffers.give_back(bid);
+        }
+        buffers.publish();
+        // SAFETY: the descriptor ring is page-aligned, COUNT entries long, and lives until
+        // `Drop` unregisters it (the engine drops its `Buffers` before its ring).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(ring_ptr as u64, COUNT, GROUP, 0)?;
+        }
+        buffers.registered = true;
+        Ok(buffers)
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion just handed us.
+    pub(super) fn data(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < COUNT && len <= SIZE, "the kernel names one of our buffers");
+        // SAFETY: in bounds (checked); the kernel wrote these bytes before posting the
+        // completion and will not touch the buffer again until it is given back.
+        unsafe { std::slice::from_raw_parts(self.memory.add(bid as usize * SIZE), len) }
+    }
+
+    /// Returns buffer `bid` to the kernel (visible from the next [`publish`](Self::publish)).
+    pub(super) fn give_back(&mut self, bid: u16) {
+        let index = (self.tail & (COUNT - 1)) as usize;
+        // SAFETY: `index` < COUNT; the kernel only reads descriptors between its head and the
+        // published tail, and this one is past the published tail.
+        let entry = unsafe { &mut *self.ring.add(index) };
+        // SAFETY: in bounds of the buffer memory.
+        entry.set_addr(unsafe { self.memory.add(bid as usize * SIZE) } as u64);
+        entry.set_len(SIZE as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the buffers given back so far available to the kernel.
+    pub(super) fn publish(&self) {
+        // SAFETY: the tail field of the ring's first descriptor, which the kernel reads; it is
+        // 2-byte aligned and lives as long as the ring.
+        let tail = unsafe { &*(BufRingEntry::tail(self.ring) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Unregisters the ring from `ring` (before its memory is freed).
+    pub(super) fn unregister(&mut self, ring: &IoUring) {
+        if self.registered && ring.submitter().unregister_buf_ring(GROUP).is_ok() {
+            self.registered = false;
+        }
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        if self.registered {
+            // Still registered (the ring could not be told): the kernel may yet write into the
+            // memory, so it stays allocated. Only at a thread's exit.
+            return;
+        }
+        // SAFETY: allocated in `register` with these layouts, and no longer known to the kernel.
+        unsafe {
+            if !self.ring.is_null() {
+                dealloc(self.ring as *mut u8, ring_layout());
+            }
+            if !self.memory.is_null() {
+                dealloc(self.memory, memory_layout());
+            }
+        }
+    }
+}

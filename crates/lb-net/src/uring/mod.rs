@@ -1,0 +1,1048 @@
+//! The io_uring relay engine (Linux; `--io uring`, the default where the kernel allows it).
+//!
+//! Each worker thread has one ring, driven by one task on that thread's runtime. A connection
+//! is accepted, inspected, routed and connected on tokio as always; its relay (the part that
+//! runs for every request of a keep-alive connection) then runs on the ring instead of on
+//! epoll readiness and `recvfrom`/`sendto` calls:
+//!
+//! - each socket has one multishot receive armed for the relay's whole life, drawing from the
+//!   ring's provided buffers ([`buffers`]), so a connection waiting for its next request costs
+//!   no system call and holds no buffer;
+//! - what arrives is copied out of the buffer, which goes straight back, and sent on from the
+//!   direction's own bytes (held only until sent, as the epoll engine holds backpressure);
+//! - every send, shutdown and re-arm of a turn goes to the kernel in one `io_uring_enter`,
+//!   which also collects the completions that arrived meanwhile (`DEFER_TASKRUN`: they are
+//!   processed in that call, on this thread, not interrupting it).
+//!
+//! The ring tells the runtime it has completions through an eventfd registered with both, so
+//! the worker still sleeps in one place (tokio's `epoll_wait`) and accepts, connects, health
+//! checks and timers go on as before.
+//!
+//! A direction whose receive fills a whole buffer is carrying bulk data, which the epoll
+//! engine moves with `splice(2)`, kernel to kernel: the relay is handed over to it, with every
+//! byte not yet written, its ends of stream and its clock ([`Outcome::Bulk`]).
+//!
+//! Semantics are the epoll engine's (see [`crate::relay`]): half-close passed on (held back to
+//! the end of a turn, so a close seen from both sides in one turn needs no `shutdown`), the
+//! idle / fin / server timeouts from the same [`Timing`], an empty answer reported before the
+//! client learns of it so the connection can go to another backend, with the client's bytes
+//! kept for a replay.
+
+#![allow(unsafe_code)]
+
+mod buffers;
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{cqueue, opcode, squeue, types::Fd, IoUring};
+use lb_core::ByteMeter;
+use tokio::io::unix::AsyncFd;
+use tokio::time::{Instant, Sleep};
+
+use crate::relay::{RelayEnd, Resumed, ResumedHalf, Side, Timeouts, Timing, Traffic, REPLAY_LIMIT};
+use buffers::Buffers;
+
+/// Submission queue entries; the completion queue has four times as many (and the kernel
+/// keeps any overflow rather than dropping it).
+const ENTRIES: u32 = 1024;
+
+/// Bytes a direction holds unsent before its receive is paused (backpressure), as the epoll
+/// engine holds at most one read's worth.
+const PAUSE_AT: usize = 64 * 1024;
+
+/// Rounds of submit-and-collect a turn of the driver makes before it yields to the other
+/// tasks of its thread.
+const MAX_ROUNDS: u32 = 16;
+
+/// `IORING_ENTER_GETEVENTS` (linux/io_uring.h): collect completions, running the deferred
+/// work that produces them.
+const ENTER_GETEVENTS: u32 = 1;
+
+/// Which direction: client to backend (reads the client) or backend to client.
+const UP: usize = 0;
+const DOWN: usize = 1;
+
+/// What an operation's `user_data` names besides its connection (low three bits).
+const OP_RECV: u64 = 0; // + direction
+const OP_SEND: u64 = 2; // + direction
+const OP_SHUTDOWN: u64 = 4; // + direction
+/// The `user_data` of cancellations, whose own completions say nothing.
+const CANCEL: u64 = u64::MAX;
+
+fn user_data(slot: u32, op: u64) -> u64 {
+    (u64::from(slot) << 3) | op
+}
+
+/// Whether `Handle::current()` is a runtime whose tasks stay on this thread, which the
+/// engine's per-thread ring needs.
+fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
+/// Checks that this kernel (and any seccomp policy) lets the engine run: sets a ring up as the
+/// engine does and registers its buffers. `--io auto` uses the engine when this succeeds.
+pub(crate) fn probe() -> io::Result<()> {
+    Engine::new().map(drop)
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+    /// The engine could not be set up on this thread: relays here use epoll.
+    static UNAVAILABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How a relay on the engine ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// As the epoll engine's relay would have ended.
+    Ended(RelayEnd),
+    /// A direction carries bulk data: the epoll engine is to carry on from this state.
+    Bulk(Resumed),
+}
+
+/// One direction's state.
+#[derive(Debug, Default)]
+struct Dir {
+    /// Being sent: not touched until its send completes.
+    sending: Vec<u8>,
+    /// Bytes of `sending` already sent.
+    sent: usize,
+    /// Whether a send is in flight.
+    in_flight: bool,
+    /// Received since, waiting for the send in flight.
+    next: Vec<u8>,
+    /// Whether the multishot receive is armed.
+    receiving: bool,
+    /// Whether it was cancelled for backpressure (re-armed once drained).
+    paused: bool,
+    /// Found out of buffers: re-armed at the end of the turn.
+    starved: bool,
+    /// The reader's end of stream was seen.
+    eof: bool,
+    /// The half-close was passed on (or needs no passing on): this direction is finished.
+    done: bool,
+    /// A shutdown is in flight.
+    shutting: bool,
+    /// The last receive filled a whole buffer.
+    bulk: bool,
+}
+
+impl Dir {
+    fn unsent(&self) -> usize {
+        self.sending.len() - self.sent + self.next.len()
+    }
+
+    /// Everything read and not yet written, in order.
+    fn take_unsent(&mut self) -> Vec<u8> {
+        let mut bytes = std::mem::take(&mut self.sending);
+        bytes.drain(..self.sent);
+        bytes.append(&mut self.next);
+        self.sent = 0;
+        bytes
+    }
+}
+
+/// One relayed connection.
+#[derive(Debug)]
+struct Conn {
+    /// The sockets, owned by the connection's task (which closes them only after this
+    /// connection is detached, see [`UringRelay`]).
+    fds: [RawFd; 2],
+    dirs: [Dir; 2],
+    meter: ByteMeter,
+    /// Bytes received from the client and from the backend by this relay.
+    bytes: [u64; 2],
+    /// Whether the client had sent anything before this relay.
+    client_sent_before: bool,
+    timing: Timing,
+    /// Whether any time limit is set (else `timing` is not kept up to date).
+    timed: bool,
+    /// The earliest deadline the timer heap holds for this connection.
+    timer_at: Option<Instant>,
+    replay: Option<Vec<u8>>,
+    /// How it ends, once decided; delivered once nothing is in flight.
+    ending: Option<Ending>,
+    /// Operations in flight (a multishot receive counts once).
+    in_flight: u32,
+    /// The relay's future, to wake when the outcome is ready.
+    waker: Option<Waker>,
+    /// Whether the future is still there (else the slot frees itself when idle).
+    attached: bool,
+}
+
+#[derive(Debug)]
+enum Ending {
+    End(RelayEnd),
+    /// The backend ended without a word (reset if `Some`): an `Empty` end, made up once the
+    /// client's last bytes are in.
+    Empty(Option<io::Error>),
+    Bulk,
+    /// The future went away.
+    Aborted,
+}
+
+impl Conn {
+    fn backend_spoke(&self) -> bool {
+        self.bytes[DOWN] > 0
+    }
+
+    fn empty_end(&self, reset: bool) -> bool {
+        self.timing.empty_end(
+            self.backend_spoke(),
+            reset,
+            self.dirs[UP].eof,
+            self.client_sent_before || self.bytes[UP] > 0,
+        )
+    }
+
+    /// The side a direction reads from, and the side it writes to.
+    fn sides(d: usize) -> (Side, Side) {
+        if d == UP {
+            (Side::Client, Side::Backend)
+        } else {
+            (Side::Backend, Side::Client)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// One thread's ring and the relays on it.
+struct Engine {
+    // Dropped in this order: the buffers are unregistered (in `Drop`) while the ring is alive.
+    buffers: Buffers,
+    ring: IoUring,
+    conns: Vec<Entry>,
+    free: Vec<u32>,
+    /// Deadlines: (when, slot, generation). Stale entries are skipped when they come up, and
+    /// swept when they outnumber the connections.
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    live: usize,
+    /// Directions whose half-close is due at the end of this turn.
+    half_closes: Vec<(u32, usize)>,
+    /// Directions to re-arm at the end of this turn (out of buffers, or drained after a pause).
+    rearm: Vec<(u32, usize)>,
+    /// Completions collected in a round.
+    batch: Vec<(u64, i32, u32)>,
+    /// The driver task, to wake when a relay was added or left.
+    driver: Option<Waker>,
+    /// Whether the driver task is running.
+    driving: bool,
+    /// Whether a turn is under way.
+    in_turn: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("live", &self.live).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.buffers.unregister(&self.ring);
+    }
+}
+
+impl Engine {
+    fn new() -> io::Result<Engine> {
+        let ring = IoUring::builder()
+            .setup_cqsize(ENTRIES * 4)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(ENTRIES)
+            // Kernels before 6.1 have no DEFER_TASKRUN: completions then come as task work.
+            .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
+        let buffers = Buffers::register(&ring)?;
+        Ok(Engine {
+            buffers,
+            ring,
+            conns: Vec::new(),
+            free: Vec::new(),
+            timers: BinaryHeap::new(),
+            live: 0,
+            half_closes: Vec::new(),
+            rearm: Vec::new(),
+            batch: Vec::with_capacity(256),
+            driver: None,
+            driving: false,
+            in_turn: false,
+        })
+    }
+
+    /// Registers an eventfd the kernel signals when completions are ready (the ring holds its
+    /// own reference), for the driver to wait on in the runtime. It is never read: each signal
+    /// is an edge for the runtime's edge-triggered epoll, and the count cannot overflow.
+    fn notify_fd(&mut self) -> io::Result<OwnedFd> {
+        let fd = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        self.ring.submitter().register_eventfd(fd.as_raw_fd())?;
+        Ok(fd)
+    }
+
+    fn conn(&mut self, slot: u32) -> &mut Conn {
+        self.conns[slot as usize].conn.as_mut().expect("an operation of a live connection")
+    }
+
+    /// Queues `entry` for the next submission.
+    ///
+    /// # Safety
+    /// What `entry` points to stays valid until its completion.
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: as the caller promises.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            // Full: hand what is queued to the kernel, making room.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(rustix::io::Errno::INTR.raw_os_error()) {
+                    tracing::error!(error = %e, "io_uring submission failed");
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    fn arm_receive(&mut self, slot: u32, d: usize) {
+        let conn = self.conn(slot);
+        let dir = &mut conn.dirs[d];
+        if dir.receiving || dir.eof || conn.ending.is_some() {
+            return;
+        }
+        dir.receiving = true;
+        dir.paused = false;
+        dir.starved = false;
+        conn.in_flight += 1;
+        let entry = opcode::RecvMulti::new(Fd(conn.fds[d]), buffers::GROUP)
+            .build()
+            .user_data(user_data(slot, OP_RECV + d as u64));
+        // SAFETY: a receive points at no memory of ours (the kernel picks a buffer of the
+        // ring, which lives as long as the engine).
+        unsafe { self.push(&entry) };
+    }
+
+    /// Sends what direction `d` has, if nothing is in flight.
+    fn send(&mut self, slot: u32, d: usize) {
+        let conn = self.conn(slot);
+        if conn.ending.is_some() {
+            return;
+        }
+        let dir = &mut conn.dirs[d];
+        if dir.in_flight {
+            return;
+        }
+        if dir.sent == dir.sending.len() {
+            if dir.next.is_empty() {
+                return;
+            }
+            // The sent buffer's memory is reused for the next round's receives.
+            dir.sending.clear();
+            std::mem::swap(&mut dir.sending, &mut dir.next);
+            dir.sent = 0;
+        }
+        let rest = &dir.sending[dir.sent..];
+        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+        dir.in_flight = true;
+        conn.in_flight += 1;
+        let to = conn.fds[1 - d];
+        let entry = opcode::Send::new(Fd(to), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(slot, OP_SEND + d as u64));
+        // SAFETY: `sending` is neither changed nor dropped while its send is in flight: it is
+        // only touched again on this send's completion, and a connection (with its `Dir`s) is
+        // only freed when nothing is in flight.
+        unsafe { self.push(&entry) };
+    }
+
+    /// Decides how the connection ends and cancels what is in flight; the outcome reaches the
+    /// future once everything has completed.
+    fn end(&mut self, slot: u32, ending: Ending) {
+        let conn = self.conn(slot);
+        if conn.ending.is_some() {
+            return;
+        }
+        conn.ending = Some(ending);
+        let mut cancels = [None; 4];
+        for d in [UP, DOWN] {
+            if conn.dirs[d].receiving {
+                cancels[d] = Some(user_data(slot, OP_RECV + d as u64));
+            }
+            if conn.dirs[d].in_flight {
+                cancels[2 + d] = Some(user_data(slot, OP_SEND + d as u64));
+            }
+        }
+        for target in cancels.into_iter().flatten() {
+            let entry = opcode::AsyncCancel::new(target).build().user_data(CANCEL);
+            // SAFETY: a cancellation points at no memory.
+            unsafe { self.push(&entry) };
+        }
+        self.settle(slot);
+    }
+
+    /// Once nothing is in flight: wakes the future to take its outcome, or frees the slot of
+    /// one that went away.
+    fn settle(&mut self, slot: u32) {
+        let Some(conn) = self.conns[slot as usize].conn.as_mut() else { return };
+        if conn.in_flight > 0 || conn.ending.is_none() {
+            return;
+        }
+        if conn.attached {
+            if let Some(waker) = conn.waker.take() {
+                waker.wake();
+            }
+        } else {
+            self.release(slot);
+        }
+    }
+
+    fn release(&mut self, slot: u32) {
+        let entry = &mut self.conns[slot as usize];
+        entry.conn = None;
+        entry.generation = entry.generation.wrapping_add(1);
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    /// Handles one completion.
+    fn complete(&mut self, data: u64, res: i32, flags: u32, now: Instant) {
+        if data == CANCEL {
+            return;
+        }
+        let slot = (data >> 3) as u32;
+        let op = data & 7;
+        match op {
+            OP_RECV | 1 => self.received(slot, op as usize, res, flags, now),
+            OP_SEND | 3 => self.sent(slot, (op - OP_SEND) as usize, res),
+            _ => self.shut_down(slot, (op - OP_SHUTDOWN) as usize, res),
+        }
+        self.settle(slot);
+    }
+
+    fn received(&mut self, slot: u32, d: usize, res: i32, flags: u32, now: Instant) {
+        let more = cqueue::more(flags);
+        let conn = self.conns[slot as usize].conn.as_mut().expect("a live connection");
+        if !more {
+            conn.dirs[d].receiving = false;
+            conn.in_flight -= 1;
+        }
+        if res > 0 {
+            let bid = cqueue::buffer_select(flags).expect("a receive with data names its buffer");
+            let n = res as usize;
+            let data = self.buffers.data(bid, n);
+            let conn = self.conns[slot as usize].conn.as_mut().expect("a live connection");
+            let keep = match conn.ending {
+                None => true,
+                // Still the client's, for the next backend: the replay copy below keeps it.
+                Some(Ending::Empty(_)) => d == UP,
+                // The epoll engine carries on with it.
+                Some(Ending::Bulk) => true,
+                Some(Ending::End(_) | Ending::Aborted) => false,
+            };
+            if keep {
+                conn.bytes[d] += n as u64;
+                if d == UP {
+                    conn.meter.record_in(n as u64);
+                    if conn.timed {
+                        conn.timing.last_up = now;
+                    }
+                    if let Some(kept) = &mut conn.replay {
+                        if kept.len() + n > REPLAY_LIMIT {
+                            conn.replay = None;
+                        } else {
+                            kept.extend_from_slice(data);
+                        }
+                    }
+                } else {
+                    conn.meter.record_out(n as u64);
+                    if conn.timed {
+                        conn.timing.last_down = now;
+                    }
+                    // The backend answered: nothing to replay any more.
+                    conn.replay = None;
+                }
+                let dir = &mut conn.dirs[d];
+                if !matches!(conn.ending, Some(Ending::Empty(_))) {
+                    dir.next.extend_from_slice(data);
+                }
+                dir.bulk = n == buffers::SIZE;
+                let bulk = dir.bulk && conn.replay.is_none();
+                let unsent = dir.unsent();
+                let receiving = dir.receiving;
+                self.buffers.give_back(bid);
+                if conn.ending.is_none() {
+                    if bulk {
+                        self.end(slot, Ending::Bulk);
+                        return;
+                    }
+                    self.send(slot, d);
+                    if unsent >= PAUSE_AT && receiving {
+                        // Backpressure: no more from this reader until the writer catches up.
+                        let conn = self.conn(slot);
+                        conn.dirs[d].paused = true;
+                        let entry = opcode::AsyncCancel::new(user_data(slot, OP_RECV + d as u64))
+                            .build()
+                            .user_data(CANCEL);
+                        // SAFETY: a cancellation points at no memory.
+                        unsafe { self.push(&entry) };
+                    }
+                }
+            } else {
+                self.buffers.give_back(bid);
+            }
+            if !more {
+                self.rearm.push((slot, d));
+            }
+            return;
+        }
+        if res == 0 {
+            let conn = self.conn(slot);
+            conn.dirs[d].eof = true;
+            if conn.timed {
+                let at = Some(now);
+                if d == UP {
+                    conn.timing.client_eof_at = at;
+                } else {
+                    conn.timing.backend_eof_at = at;
+                }
+            }
+            if conn.ending.is_some() {
+                return;
+            }
+            if d == DOWN && conn.empty_end(false) {
+                self.end(slot, Ending::Empty(None));
+                return;
+            }
+            self.half_closes.push((slot, d));
+            self.schedule(slot);
+            return;
+        }
+        let errno = -res;
+        if errno == libc::ENOBUFS {
+            // Every buffer was taken when data came: again once some are back.
+            self.conn(slot).dirs[d].starved = true;
+            self.rearm.push((slot, d));
+            return;
+        }
+        if errno == libc::ECANCELED {
+            // Paused for backpressure (re-armed once drained: maybe already), or ending.
+            if self.conn(slot).dirs[d].paused {
+                self.rearm.push((slot, d));
+            }
+            return;
+        }
+        let error = io::Error::from_raw_os_error(errno);
+        let conn = self.conn(slot);
+        if conn.ending.is_some() {
+            return;
+        }
+        let (reader, _) = Conn::sides(d);
+        if reader == Side::Backend && conn.empty_end(true) {
+            self.end(slot, Ending::Empty(Some(error)));
+        } else {
+            self.end(slot, Ending::End(RelayEnd::Failed(reader, error)));
+        }
+    }
+
+    fn sent(&mut self, slot: u32, d: usize, res: i32) {
+        let conn = self.conn(slot);
+        conn.in_flight -= 1;
+        let dir = &mut conn.dirs[d];
+        dir.in_flight = false;
+        if res >= 0 {
+            dir.sent += res as usize;
+            if conn.ending.is_some() {
+                return;
+            }
+            let drained = dir.unsent() == 0;
+            if drained {
+                // An idle connection holds no bytes.
+                dir.sending = Vec::new();
+                dir.sent = 0;
+            }
+            let rearm = dir.paused && !dir.receiving && dir.unsent() < PAUSE_AT;
+            let half_close = drained && dir.eof && !dir.done;
+            self.send(slot, d);
+            if rearm {
+                self.rearm.push((slot, d));
+            }
+            if half_close {
+                self.half_closes.push((slot, d));
+            }
+            return;
+        }
+        let errno = -res;
+        if errno == libc::ECANCELED || conn.ending.is_some() {
+            return;
+        }
+        let error = io::Error::from_raw_os_error(errno);
+        let (_, writer) = Conn::sides(d);
+        if writer == Side::Backend && conn.empty_end(true) {
+            self.end(slot, Ending::Empty(Some(error)));
+        } else {
+            self.end(slot, Ending::End(RelayEnd::Failed(writer, error)));
+        }
+    }
+
+    fn shut_down(&mut self, slot: u32, d: usize, res: i32) {
+        let conn = self.conn(slot);
+        conn.in_flight -= 1;
+        conn.dirs[d].shutting = false;
+        // The peer already gone has nothing left to be told.
+        if res < 0 && -res != libc::ENOTCONN && conn.ending.is_none() {
+            let (_, writer) = Conn::sides(d);
+            let error = io::Error::from_raw_os_error(-res);
+            self.end(slot, Ending::End(RelayEnd::Failed(writer, error)));
+            return;
+        }
+        conn.dirs[d].done = true;
+        self.check_closed(slot);
+    }
+
+    fn check_closed(&mut self, slot: u32) {
+        let conn = self.conn(slot);
+        if conn.dirs[UP].done && conn.dirs[DOWN].done && conn.ending.is_none() {
+            self.end(slot, Ending::End(RelayEnd::Closed));
+        }
+    }
+
+    /// Passes on the half-closes due this turn. A direction whose other direction has reached
+    /// its end of stream too needs none: both sockets are about to be closed, which sends the
+    /// FIN anyway (one `shutdown` less per connection, as in the epoll engine).
+    fn half_close(&mut self, slot: u32, d: usize) {
+        let Some(conn) = self.conns[slot as usize].conn.as_mut() else { return };
+        let dir = &conn.dirs[d];
+        if conn.ending.is_some() || !dir.eof || dir.done || dir.shutting || dir.unsent() > 0 {
+            return;
+        }
+        let other = &conn.dirs[1 - d];
+        if other.eof && other.unsent() == 0 && !other.in_flight {
+            conn.dirs[d].done = true;
+            conn.dirs[1 - d].done = true;
+            self.check_closed(slot);
+            return;
+        }
+        conn.dirs[d].shutting = true;
+        conn.in_flight += 1;
+        let entry = opcode::Shutdown::new(Fd(conn.fds[1 - d]), libc::SHUT_WR)
+            .build()
+            .user_data(user_data(slot, OP_SHUTDOWN + d as u64));
+        // SAFETY: a shutdown points at no memory.
+        unsafe { self.push(&entry) };
+    }
+
+    /// The end-of-round work: half-closes, re-arms, buffers back to the kernel.
+    fn end_of_round(&mut self) {
+        let half_closes = std::mem::take(&mut self.half_closes);
+        for &(slot, d) in &half_closes {
+            if self.conns[slot as usize].conn.is_some() {
+                self.half_close(slot, d);
+                self.settle(slot);
+            }
+        }
+        self.half_closes = half_closes;
+        self.half_closes.clear();
+        let rearm = std::mem::take(&mut self.rearm);
+        for &(slot, d) in &rearm {
+            let Some(conn) = self.conns[slot as usize].conn.as_ref() else { continue };
+            let dir = &conn.dirs[d];
+            if dir.unsent() < PAUSE_AT || !dir.paused {
+                self.arm_receive(slot, d);
+            }
+        }
+        self.rearm = rearm;
+        self.rearm.clear();
+        self.buffers.publish();
+    }
+
+    /// Puts the connection's next deadline on the timer heap, if earlier than what it holds.
+    fn schedule(&mut self, slot: u32) {
+        let generation = self.conns[slot as usize].generation;
+        let conn = self.conn(slot);
+        if !conn.timed || conn.ending.is_some() {
+            return;
+        }
+        let next = conn.timing.next_deadline(
+            conn.dirs[UP].done,
+            conn.dirs[DOWN].done,
+            conn.backend_spoke(),
+        );
+        if let Some((at, _)) = next {
+            if conn.timer_at.is_none_or(|armed| at < armed) {
+                conn.timer_at = Some(at);
+                self.timers.push(Reverse((at, slot, generation)));
+                if !self.in_turn {
+                    if let Some(driver) = &self.driver {
+                        // The driver's timer may be armed for later (a turn re-arms it anyway).
+                        driver.wake_by_ref();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the connections whose time limit has passed; returns the next deadline.
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        if self.timers.len() > 2 * self.live + 64 {
+            let conns = &self.conns;
+            self.timers.retain(|Reverse((_, slot, generation))| {
+                let entry = &conns[*slot as usize];
+                entry.generation == *generation && entry.conn.is_some()
+            });
+        }
+        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
+            if at > now {
+                return Some(at);
+            }
+            self.timers.pop();
+            let entry = &mut self.conns[slot as usize];
+            if entry.generation != generation {
+                continue;
+            }
+            let Some(conn) = entry.conn.as_mut() else { continue };
+            if conn.ending.is_some() || conn.timer_at != Some(at) {
+                continue;
+            }
+            conn.timer_at = None;
+            let next = conn.timing.next_deadline(
+                conn.dirs[UP].done,
+                conn.dirs[DOWN].done,
+                conn.backend_spoke(),
+            );
+            match next {
+                Some((due, end)) if due <= now => self.end(slot, Ending::End(end)),
+                Some((due, _)) => {
+                    conn.timer_at = Some(due);
+                    self.timers.push(Reverse((due, slot, generation)));
+                }
+                None => {}
+            }
+        }
+        None
+    }
+
+    /// Submits what is queued and processes completions until there are none and nothing is
+    /// queued, or for [`MAX_ROUNDS`] rounds. Returns whether it stopped early with work left.
+    fn turn(&mut self) -> bool {
+        self.in_turn = true;
+        // The kernel's signals are off during the turn (the turn collects whatever comes), so
+        // the completions it posts itself do not wake the driver again for nothing.
+        self.ring.completion().disable_eventfd();
+        let mut busy = true;
+        for _ in 0..MAX_ROUNDS {
+            let queued = self.ring.submission().len() as u32;
+            // SAFETY: no argument; every queued entry's memory is kept alive (see `push`).
+            let entered = unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(queued, 0, ENTER_GETEVENTS, None)
+            };
+            if let Err(e) = entered {
+                let errno = e.raw_os_error();
+                // Interrupted, or busy with completions to collect first: collect them.
+                if ![Some(libc::EINTR), Some(libc::EBUSY), Some(libc::EAGAIN)].contains(&errno) {
+                    tracing::error!(error = %e, "io_uring_enter failed");
+                }
+            }
+            let mut batch = std::mem::take(&mut self.batch);
+            batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            let collected = batch.len();
+            let now = Instant::now();
+            for &(data, res, flags) in &batch {
+                self.complete(data, res, flags, now);
+            }
+            batch.clear();
+            self.batch = batch;
+            self.end_of_round();
+            if collected == 0 && self.ring.submission().is_empty() {
+                // About to sleep: signals back on, then a last look for work that came while
+                // they were off (the kernel flags it, DEFER_TASKRUN; or posted it, without).
+                self.ring.completion().enable_eventfd();
+                if !self.ring.submission().taskrun() && self.ring.completion().is_empty() {
+                    busy = false;
+                    break;
+                }
+                self.ring.completion().disable_eventfd();
+            }
+        }
+        if busy {
+            self.ring.completion().enable_eventfd();
+            // Nothing may stay queued while the driver yields: a connection's task could close
+            // a socket an entry names.
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(error = %e, "io_uring submission failed");
+            }
+        }
+        self.in_turn = false;
+        busy
+    }
+}
+
+/// Runs `f` on this thread's engine, if it has one.
+fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> Option<R> {
+    ENGINE.try_with(|cell| cell.try_borrow_mut().ok()?.as_mut().map(f)).ok().flatten()
+}
+
+/// This thread's engine, set up (with its driver task) on first use; `None` where it cannot
+/// run (not a single-threaded runtime, or io_uring refused), after a warning the first time.
+fn ensure_engine() -> bool {
+    if UNAVAILABLE.get() || !on_current_thread_runtime() {
+        return false;
+    }
+    let ready = ENGINE.with_borrow(|engine| engine.as_ref().is_some_and(|e| e.driving));
+    if ready {
+        return true;
+    }
+    let started = (|| -> io::Result<AsyncFd<OwnedFd>> {
+        let mut engine = Engine::new()?;
+        let fd = engine.notify_fd()?;
+        // SAFETY: the descriptor is owned by the `AsyncFd`, open until it is dropped.
+        let notify = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        engine.driving = true;
+        ENGINE.set(Some(engine));
+        Ok(notify)
+    })();
+    match started {
+        Ok(notify) => {
+            tokio::spawn(Driver { notify, timer: None });
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up io_uring on this worker thread; its connections use epoll");
+            UNAVAILABLE.set(true);
+            false
+        }
+    }
+}
+
+/// The task that runs a thread's engine: a turn whenever the kernel signals completions, a
+/// relay was added or left, or a deadline passes.
+struct Driver {
+    notify: AsyncFd<OwnedFd>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            // Readiness is cleared before the turn, so a signal during it wakes us again.
+            if let Poll::Ready(Ok(mut guard)) = this.notify.poll_read_ready(cx) {
+                guard.clear_ready();
+            }
+            let outcome = with_engine(|engine| {
+                engine.driver = Some(cx.waker().clone());
+                let busy = engine.turn();
+                (busy, engine.expire(Instant::now()))
+            });
+            let Some((busy, next)) = outcome else { return Poll::Ready(()) };
+            if busy {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match next {
+                Some(at) => {
+                    let timer =
+                        this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                }
+                None => this.timer = None,
+            }
+            if this.notify.poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// A relay running on this thread's engine; resolves to how it ended. Dropping it before then
+/// stops the relay at once (the connection's task was aborted).
+#[derive(Debug)]
+pub(crate) struct UringRelay<'a> {
+    slot: u32,
+    generation: u32,
+    traffic: &'a Traffic,
+    done: bool,
+}
+
+/// Starts relaying between `client` and `backend` on this thread's engine, or gives `first`
+/// and `replay` back where the engine cannot run (the caller then relays with epoll).
+///
+/// `first` is written to the backend before anything else (a PROXY header, the client's bytes
+/// read while inspecting or a replay; recorded by the caller); `client_eof` says whether the
+/// client had already half-closed; `replay`, if kept, is the client's bytes before this relay,
+/// to which the relay adds for a replay should the backend end without a word. Bytes are
+/// recorded on `meter` as they pass, and on `traffic` when the relay ends.
+///
+/// The caller keeps both sockets open until the returned future has completed or been
+/// dropped.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn relay<'a>(
+    client: &tokio::net::TcpStream,
+    backend: &tokio::net::TcpStream,
+    meter: ByteMeter,
+    traffic: &'a Traffic,
+    timeouts: Timeouts,
+    first: Vec<u8>,
+    client_eof: bool,
+    replay: Option<Vec<u8>>,
+) -> Result<UringRelay<'a>, (Vec<u8>, Option<Vec<u8>>)> {
+    if !ensure_engine() {
+        return Err((first, replay));
+    }
+    let now = Instant::now();
+    let timing = Timing::new(timeouts, now);
+    let mut conn = Conn {
+        fds: [client.as_raw_fd(), backend.as_raw_fd()],
+        dirs: [Dir::default(), Dir::default()],
+        meter,
+        bytes: [0; 2],
+        client_sent_before: traffic.bytes_in.load(Relaxed) > 0,
+        timed: timing.any(),
+        timing,
+        timer_at: None,
+        replay: replay.filter(|r| r.len() <= REPLAY_LIMIT),
+        ending: None,
+        in_flight: 0,
+        waker: None,
+        attached: true,
+    };
+    conn.dirs[UP].next = first;
+    if client_eof {
+        conn.dirs[UP].eof = true;
+        conn.timing.client_eof_at = Some(now);
+    }
+    let mut conn = Some(conn);
+    let started = with_engine(|engine| {
+        let slot = match engine.free.pop() {
+            Some(slot) => slot,
+            None => {
+                engine.conns.push(Entry { generation: 0, conn: None });
+                (engine.conns.len() - 1) as u32
+            }
+        };
+        let entry = &mut engine.conns[slot as usize];
+        entry.conn = conn.take();
+        let generation = entry.generation;
+        engine.live += 1;
+        engine.arm_receive(slot, UP);
+        engine.arm_receive(slot, DOWN);
+        engine.send(slot, UP);
+        if client_eof {
+            engine.half_closes.push((slot, UP));
+        }
+        engine.schedule(slot);
+        if let Some(driver) = &engine.driver {
+            driver.wake_by_ref();
+        }
+        UringRelay { slot, generation, traffic, done: false }
+    });
+    match (started, conn) {
+        (Some(relay), _) => Ok(relay),
+        (None, Some(mut conn)) => Err((std::mem::take(&mut conn.dirs[UP].next), conn.replay)),
+        (None, None) => unreachable!("the engine took the connection"),
+    }
+}
+
+impl Future for UringRelay<'_> {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let (slot, generation) = (self.slot, self.generation);
+        let taken = with_engine(|engine| {
+            let entry = &mut engine.conns[slot as usize];
+            assert_eq!(entry.generation, generation, "a relay's slot outlives it");
+            let conn = entry.conn.as_mut().expect("a relay's slot outlives it");
+            if conn.in_flight > 0 || conn.ending.is_none() {
+                conn.waker = Some(cx.waker().clone());
+                return None;
+            }
+            let conn = entry.conn.take().expect("checked above");
+            engine.release(slot);
+            Some(conn)
+        });
+        let Some(taken) = taken else {
+            // No engine: the thread is shutting down.
+            self.done = true;
+            return Poll::Ready(Outcome::Ended(RelayEnd::Failed(
+                Side::Client,
+                io::Error::other("the worker thread is stopping"),
+            )));
+        };
+        let Some(mut conn) = taken else { return Poll::Pending };
+        self.done = true;
+        let traffic = self.traffic;
+        traffic.bytes_in.fetch_add(conn.bytes[UP], Relaxed);
+        traffic.bytes_out.fetch_add(conn.bytes[DOWN], Relaxed);
+        Poll::Ready(match conn.ending.take().expect("checked above") {
+            Ending::End(end) => Outcome::Ended(end),
+            Ending::Empty(error) => Outcome::Ended(RelayEnd::Empty {
+                error,
+                replay: conn.replay.take(),
+                client_eof: conn.dirs[UP].eof,
+            }),
+            Ending::Bulk => {
+                let [up, down] = conn.dirs.each_mut().map(|dir| ResumedHalf {
+                    pending: dir.take_unsent(),
+                    eof: dir.eof,
+                    done: dir.done,
+                    bulk: dir.bulk,
+                });
+                Outcome::Bulk(Resumed { up, down, timing: conn.timing, replay: conn.replay })
+            }
+            Ending::Aborted => unreachable!("only a dropped relay aborts"),
+        })
+    }
+}
+
+impl Drop for UringRelay<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (slot, generation) = (self.slot, self.generation);
+        with_engine(|engine| {
+            let entry = &mut engine.conns[slot as usize];
+            if entry.generation != generation || entry.conn.is_none() {
+                return;
+            }
+            let conn = entry.conn.as_mut().expect("checked above");
+            conn.attached = false;
+            conn.waker = None;
+            if conn.ending.is_none() {
+                engine.end(slot, Ending::Aborted);
+            } else {
+                engine.settle(slot);
+            }
+            // The task closes the sockets next: every entry naming them goes to the kernel
+            // now, while the numbers are still theirs (cancellations name operations, not
+            // sockets, and may follow later).
+            if let Err(e) = engine.ring.submit() {
+                tracing::error!(error = %e, "io_uring submission failed");
+            }
+        });
+    }
+}
