@@ -97,6 +97,10 @@ proxy_counters! {
     rate_limited => "lb_connections_rate_limited", "Client connections refused at once at a per-client limit of connections open or new connections per second.";
     /// Closed when the deadline of their backend's drain passed.
     drained => "lb_connections_drained", "Client connections closed when the deadline of their backend's drain passed.";
+    /// Relays run on the io_uring engine (`--io uring`); the others ran on epoll.
+    uring_relays => "lb_uring_relays", "Connections relayed on the io_uring engine (the others on epoll).";
+    /// Of those, relays handed to the epoll engine to splice bulk data.
+    uring_bulk_handoffs => "lb_uring_bulk_handoffs", "Connections the io_uring engine handed to the epoll engine to splice bulk data.";
 }
 
 /// What a counter of a pool's DNS discovery is called in the metrics, and what it means.

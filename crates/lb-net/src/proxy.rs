@@ -378,6 +378,7 @@ impl<C: Connector> ProxyShared<C> {
                 let replay = settings.retry_on_empty.then(|| std::mem::take(&mut client_bytes));
                 let end = Box::pin(relay(
                     self.config.io,
+                    &self.counters,
                     &mut client,
                     &mut backend,
                     &lease,
@@ -622,6 +623,7 @@ fn proxy_header_for(
 #[allow(clippy::too_many_arguments)]
 async fn relay<S: ByteStream, B: ByteStream>(
     engine: IoEngine,
+    counters: &ProxyCounters,
     client: &mut S,
     backend: &mut B,
     lease: &Lease,
@@ -638,14 +640,18 @@ async fn relay<S: ByteStream, B: ByteStream>(
             let started =
                 crate::uring::relay(c, b, meter, traffic, timeouts, first, client_eof, replay);
             match started {
-                Ok(on_ring) => match on_ring.await {
-                    crate::uring::Outcome::Ended(end) => return end,
-                    crate::uring::Outcome::Bulk(state) => {
-                        return Relay::new(client, backend, lease, traffic, timeouts)
-                            .resume(state)
-                            .await
-                    }
-                },
+                Ok(on_ring) => {
+                    counters.uring_relays.fetch_add(1, Relaxed);
+                    return match on_ring.await {
+                        crate::uring::Outcome::Ended(end) => end,
+                        crate::uring::Outcome::Bulk(state) => {
+                            counters.uring_bulk_handoffs.fetch_add(1, Relaxed);
+                            Relay::new(client, backend, lease, traffic, timeouts)
+                                .resume(state)
+                                .await
+                        }
+                    };
+                }
                 // No ring on this thread: as if epoll had been asked for.
                 Err((given, kept)) => (first, replay) = (given, kept),
             }
@@ -653,7 +659,7 @@ async fn relay<S: ByteStream, B: ByteStream>(
         (first, replay)
     };
     #[cfg(not(target_os = "linux"))]
-    let _ = engine;
+    let _ = (engine, counters);
     let mut relay = Relay::new(client, backend, lease, traffic, timeouts);
     if !first.is_empty() || client_eof {
         relay = relay.with_pending(first, client_eof);

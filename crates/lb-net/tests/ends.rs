@@ -3,6 +3,7 @@
 //! connection's outcome from its first readiness event (no `getsockopt`). Neither may lose a
 //! byte or an end of stream.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -16,8 +17,8 @@ fn no_checks() -> HealthCheckConfig {
     HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_and_its_close_arriving_together_reach_the_client_whole() {
+each_engine! {
+async fn an_answer_and_its_close_arriving_together_reach_the_client_whole(io) {
     // Answer and close at once, as an HTTP server with `Connection: close` does: the FIN often
     // arrives before the balancer reads the answer, which is then known to be the last read.
     let (backend, backend_task) = tcp_backend(|mut s| async move {
@@ -28,8 +29,8 @@ async fn an_answer_and_its_close_arriving_together_reach_the_client_whole() {
         s.write_all(&answer).await.unwrap();
     })
     .await;
-    let (lb, handle, task) =
-        start(one_backend_pool(backend), ProxyConfig::default(), no_checks()).await;
+    let proxy = ProxyConfig { io, ..Default::default() };
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, no_checks()).await;
     for i in 0..200 {
         let mut client = TcpStream::connect(lb).await.unwrap();
         let request = format!("request {i}");
@@ -41,9 +42,10 @@ async fn an_answer_and_its_close_arriving_together_reach_the_client_whole() {
     stop(handle, task).await;
     backend_task.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_closes_first_still_gets_the_backends_bytes() {
+each_engine! {
+async fn a_client_that_closes_first_still_gets_the_backends_bytes(io) {
     // The request and the client's FIN come together; the backend answers only once it has
     // seen the end of the request, so the balancer must pass that end on and keep the other
     // direction open.
@@ -56,8 +58,8 @@ async fn a_client_that_closes_first_still_gets_the_backends_bytes() {
         w.shutdown().await.unwrap();
     })
     .await;
-    let (lb, handle, task) =
-        start(one_backend_pool(backend), ProxyConfig::default(), no_checks()).await;
+    let proxy = ProxyConfig { io, ..Default::default() };
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, no_checks()).await;
     for len in [1usize, 100, 5_000] {
         let mut client = TcpStream::connect(lb).await.unwrap();
         client.write_all(&vec![b'x'; len]).await.unwrap();
@@ -72,9 +74,10 @@ async fn a_client_that_closes_first_still_gets_the_backends_bytes() {
     stop(handle, task).await;
     backend_task.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bytes_after_a_short_read_are_not_taken_for_the_end() {
+each_engine! {
+async fn bytes_after_a_short_read_are_not_taken_for_the_end(io) {
     // The first part is read (a short read) before the second part and the FIN exist: the
     // second part must still be relayed.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -86,8 +89,8 @@ async fn bytes_after_a_short_read_are_not_taken_for_the_end() {
         wait_first.await.unwrap();
         s.write_all(b"second part").await.unwrap();
     });
-    let (lb, handle, task) =
-        start(one_backend_pool(backend), ProxyConfig::default(), no_checks()).await;
+    let proxy = ProxyConfig { io, ..Default::default() };
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, no_checks()).await;
     let mut client = TcpStream::connect(lb).await.unwrap();
     let mut first = [0u8; 11];
     client.read_exact(&mut first).await.unwrap();
@@ -98,6 +101,7 @@ async fn bytes_after_a_short_read_are_not_taken_for_the_end() {
     assert_eq!(rest, b"second part");
     backend_task.await.unwrap();
     stop(handle, task).await;
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

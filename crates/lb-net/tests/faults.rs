@@ -2,6 +2,7 @@
 //! for resets and closes before the first byte, replay on another backend (`retry_on_empty`),
 //! and the half-close and first-byte timeouts.
 
+#[macro_use]
 mod support;
 
 use std::net::SocketAddr;
@@ -57,14 +58,14 @@ async fn ask(lb: SocketAddr, request: &[u8]) -> Vec<u8> {
     answer
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_resets_before_a_byte_is_taken_down_within_fall_connections() {
+each_engine! {
+async fn a_backend_that_resets_before_a_byte_is_taken_down_within_fall_connections(io) {
     let (bad, t1) = resetting_backend().await;
     let (good, t2) = tcp_named_backend("good").await;
     let pool = Pool::default();
     pool.add(bad, None).unwrap();
     pool.add(good, None).unwrap();
-    let proxy = ProxyConfig { observe_empty: true, ..ProxyConfig::default() };
+    let proxy = ProxyConfig { io, observe_empty: true, ..ProxyConfig::default() };
     let (lb, handle, task) = start(pool, proxy, passive_only()).await;
     // The checker's first round runs at start (and a TCP check of a backend that accepts
     // passes, which would restart the count): let it finish first.
@@ -101,15 +102,16 @@ async fn a_backend_that_resets_before_a_byte_is_taken_down_within_fall_connectio
     t1.abort();
     t2.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_retry_on_empty_no_client_sees_an_empty_reply() {
+each_engine! {
+async fn with_retry_on_empty_no_client_sees_an_empty_reply(io) {
     let (bad, t1) = resetting_backend().await;
     let (good, t2) = tcp_named_backend("good").await;
     let pool = Pool::default();
     pool.add(bad, None).unwrap();
     pool.add(good, None).unwrap();
-    let proxy = ProxyConfig { retry_on_empty: true, ..ProxyConfig::default() };
+    let proxy = ProxyConfig { io, retry_on_empty: true, ..ProxyConfig::default() };
     // No health checks at all: the bad backend stays in rotation, and every client sent to it
     // must be replayed on the good one.
     let no_checks = HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() };
@@ -135,11 +137,13 @@ async fn with_retry_on_empty_no_client_sees_an_empty_reply() {
     t1.abort();
     t2.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_never_answers_a_half_closed_client_is_cut_at_client_fin() {
+each_engine! {
+async fn a_backend_that_never_answers_a_half_closed_client_is_cut_at_client_fin(io) {
     let (backend, t) = silent_backend().await;
     let proxy = ProxyConfig {
+        io,
         client_fin_timeout: Some(Duration::from_millis(300)),
         server_timeout: None,
         ..ProxyConfig::default()
@@ -155,12 +159,13 @@ async fn a_backend_that_never_answers_a_half_closed_client_is_cut_at_client_fin(
     stop(handle, task).await;
     t.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_accepted_and_hung_is_cut_at_server_timeout() {
+each_engine! {
+async fn a_backend_that_accepted_and_hung_is_cut_at_server_timeout(io) {
     let (backend, t) = silent_backend().await;
     let proxy =
-        ProxyConfig { server_timeout: Some(Duration::from_millis(300)), ..ProxyConfig::default() };
+        ProxyConfig { io, server_timeout: Some(Duration::from_millis(300)), ..Default::default() };
     let (lb, handle, task) = start(one_backend_pool(backend), proxy, passive_only()).await;
     let mut s = TcpStream::connect(lb).await.unwrap();
     s.write_all(b"request").await.unwrap();
@@ -172,12 +177,13 @@ async fn a_backend_that_accepted_and_hung_is_cut_at_server_timeout() {
     stop(handle, task).await;
     t.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sink_that_closes_after_the_client_without_a_word_is_no_failure() {
+each_engine! {
+async fn a_sink_that_closes_after_the_client_without_a_word_is_no_failure(io) {
     let (backend, t) = sink_backend().await;
-    let (lb, handle, task) =
-        start(one_backend_pool(backend), ProxyConfig::default(), passive_only()).await;
+    let proxy = ProxyConfig { io, ..Default::default() };
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, passive_only()).await;
     for _ in 0..5 {
         assert!(ask(lb, b"log line\n").await.is_empty());
     }
@@ -191,17 +197,18 @@ async fn a_sink_that_closes_after_the_client_without_a_word_is_no_failure() {
     stop(handle, task).await;
     t.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_cannot_take_a_backend_down_by_making_it_hang_up() {
+each_engine! {
+async fn clients_cannot_take_a_backend_down_by_making_it_hang_up(io) {
     // A backend that hangs up without a word on whatever it reads, as a TLS server does on
     // garbage: by default such ends do not count against it.
     let (backend, t) = tcp_backend(|mut s| async move {
         let _ = s.read(&mut [0u8; 64]).await;
     })
     .await;
-    let (lb, handle, task) =
-        start(one_backend_pool(backend), ProxyConfig::default(), passive_only()).await;
+    let proxy = ProxyConfig { io, ..Default::default() };
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, passive_only()).await;
     for _ in 0..10 {
         let mut s = TcpStream::connect(lb).await.unwrap();
         s.write_all(b"garbage").await.unwrap();
@@ -212,4 +219,5 @@ async fn clients_cannot_take_a_backend_down_by_making_it_hang_up() {
     assert_eq!((b.health, b.connect_failures), (Health::Up, 0), "{b:?}");
     stop(handle, task).await;
     t.abort();
+}
 }

@@ -1,5 +1,6 @@
 //! The proxy over real sockets on 127.0.0.1 (port 0 everywhere).
 
+#[macro_use]
 mod support;
 
 use std::net::SocketAddr;
@@ -23,12 +24,12 @@ async fn echo_backend() -> (SocketAddr, JoinHandle<()>) {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_half_close_still_gets_the_whole_response() {
+each_engine! {
+async fn client_half_close_still_gets_the_whole_response(io) {
     let (backend, backend_task) = echo_backend().await;
+    let proxy = ProxyConfig { io, ..Default::default() };
     let (lb, handle, task) =
-        start(one_backend_pool(backend), ProxyConfig::default(), HealthCheckConfig::default())
-            .await;
+        start(one_backend_pool(backend), proxy, HealthCheckConfig::default()).await;
     let data = random_bytes(6 << 20, 1);
     let stream = TcpStream::connect(lb).await.unwrap();
     let (mut r, mut w) = stream.into_split();
@@ -52,9 +53,10 @@ async fn client_half_close_still_gets_the_whole_response() {
     stop(handle, task).await;
     backend_task.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_half_close_still_gets_the_whole_request() {
+each_engine! {
+async fn backend_half_close_still_gets_the_whole_request(io) {
     // The backend sends its whole response and closes its sending side first, then reads the
     // client's upload to the end and reports what it got.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -74,7 +76,7 @@ async fn backend_half_close_still_gets_the_whole_request() {
     });
     let (lb, handle, task) = start(
         one_backend_pool(backend),
-        ProxyConfig::default(),
+        ProxyConfig { io, ..ProxyConfig::default() },
         HealthCheckConfig { enabled: false, ..Default::default() },
     )
     .await;
@@ -90,9 +92,10 @@ async fn backend_half_close_still_gets_the_whole_request() {
     backend_task.await.unwrap();
     stop(handle, task).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_concurrent_connections_all_complete() {
+each_engine! {
+async fn a_thousand_concurrent_connections_all_complete(io) {
     let mut backends = Vec::new();
     let pool = Pool::default();
     for _ in 0..3 {
@@ -101,7 +104,7 @@ async fn a_thousand_concurrent_connections_all_complete() {
         backends.push(task);
     }
     let (lb, handle, task) =
-        start(pool, ProxyConfig::default(), HealthCheckConfig::default()).await;
+        start(pool, ProxyConfig { io, ..Default::default() }, HealthCheckConfig::default()).await;
     let barrier = Arc::new(tokio::sync::Barrier::new(1000));
     let clients: Vec<_> = (0..1000u32)
         .map(|i| {
@@ -156,6 +159,7 @@ async fn a_thousand_concurrent_connections_all_complete() {
     );
     stop(handle, task).await;
     backends.iter().for_each(JoinHandle::abort);
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,11 +333,11 @@ async fn http_health_check_sends_the_urls_host_and_expects_the_body_text() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_timeout_closes_a_silent_tcp_connection() {
+each_engine! {
+async fn idle_timeout_closes_a_silent_tcp_connection(io) {
     let (backend, backend_task) = echo_backend().await;
     let config =
-        ProxyConfig { idle_timeout: Some(Duration::from_millis(200)), ..Default::default() };
+        ProxyConfig { io, idle_timeout: Some(Duration::from_millis(200)), ..Default::default() };
     let (lb, handle, task) =
         start(one_backend_pool(backend), config, HealthCheckConfig::default()).await;
     let mut s = TcpStream::connect(lb).await.unwrap();
@@ -348,6 +352,7 @@ async fn idle_timeout_closes_a_silent_tcp_connection() {
     assert_eq!(n, 0);
     stop(handle, task).await;
     backend_task.abort();
+}
 }
 
 /// Runs `child` in a copy of this test binary whose file descriptor limit is `limit`.
@@ -492,8 +497,8 @@ fn emfile_backend_child() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_transfer_to_a_slow_reader_is_byte_exact() {
+each_engine! {
+async fn bulk_transfer_to_a_slow_reader_is_byte_exact(io) {
     // 16 MiB from the backend, read by the client a little at a time, so the relay (splicing on
     // Linux) spends most of the transfer with a full socket on the client side.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -508,7 +513,8 @@ async fn bulk_transfer_to_a_slow_reader_is_byte_exact() {
         s.read_to_end(&mut rest).await.unwrap();
     });
     let health = HealthCheckConfig { enabled: false, ..Default::default() };
-    let (lb, handle, task) = start(one_backend_pool(backend), ProxyConfig::default(), health).await;
+    let proxy = ProxyConfig { io, ..ProxyConfig::default() };
+    let (lb, handle, task) = start(one_backend_pool(backend), proxy, health).await;
     let mut s = TcpStream::connect(lb).await.unwrap();
     let mut got = Vec::with_capacity(data.len());
     let mut buf = [0u8; 1024];
@@ -532,6 +538,7 @@ async fn bulk_transfer_to_a_slow_reader_is_byte_exact() {
     .await;
     assert_eq!(handle.stats().pool().totals.bytes_out, 16 << 20);
     stop(handle, task).await;
+}
 }
 
 #[test]

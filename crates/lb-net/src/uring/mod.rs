@@ -698,8 +698,9 @@ impl Engine {
         }
     }
 
-    /// Ends the connections whose time limit has passed; returns the next deadline.
-    fn expire(&mut self, now: Instant) -> Option<Instant> {
+    /// Ends the connections whose time limit has passed (their cancellations are queued for
+    /// the next turn to submit).
+    fn expire(&mut self, now: Instant) {
         if self.timers.len() > 2 * self.live + 64 {
             let conns = &self.conns;
             self.timers.retain(|Reverse((_, slot, generation))| {
@@ -709,7 +710,7 @@ impl Engine {
         }
         while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
             if at > now {
-                return Some(at);
+                return;
             }
             self.timers.pop();
             let entry = &mut self.conns[slot as usize];
@@ -735,7 +736,6 @@ impl Engine {
                 None => {}
             }
         }
-        None
     }
 
     /// Submits what is queued and processes completions until there are none and nothing is
@@ -850,8 +850,10 @@ impl Future for Driver {
             }
             let outcome = with_engine(|engine| {
                 engine.driver = Some(cx.waker().clone());
+                // Expired first: the turn submits the cancellations that end them.
+                engine.expire(Instant::now());
                 let busy = engine.turn();
-                (busy, engine.expire(Instant::now()))
+                (busy, engine.timers.peek().map(|Reverse((at, _, _))| *at))
             });
             let Some((busy, next)) = outcome else { return Poll::Ready(()) };
             if busy {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lb_core::Pool;
 use lb_net::{
-    Balancer, Handle, HealthCheckConfig, MemoryConnector, MemoryListener, ProxyConfig,
+    Balancer, Handle, HealthCheckConfig, IoEngine, MemoryConnector, MemoryListener, ProxyConfig,
     ShutdownReport, TcpConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -124,15 +124,62 @@ pub fn one_backend_pool(addr: SocketAddr) -> Pool {
     pool
 }
 
+/// Defines a test once per I/O engine, in a module named after it: `epoll`, and `uring` on
+/// Linux, each running the body with `$io` bound to that engine. For what both engines must do
+/// alike; the body passes `io` on in its `ProxyConfig` (and [`start`] runs a uring balancer on
+/// a worker thread, as the `lb` binary does).
+#[macro_export]
+macro_rules! each_engine {
+    ($(#[doc = $doc:literal])* async fn $name:ident($io:ident) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn epoll() {
+                let $io = lb_net::IoEngine::Epoll;
+                $body
+            }
+
+            #[cfg(target_os = "linux")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn uring() {
+                let $io = lb_net::IoEngine::Uring;
+                $body
+            }
+        }
+    };
+}
+
 /// Starts a balancer on 127.0.0.1:0 over `pool`, connecting over TCP; returns its address,
-/// handle and task.
+/// handle and task. With `proxy.io` io_uring, it accepts and serves connections on a thread of
+/// its own with a single-threaded runtime, as the `lb` binary's workers do (the engine's ring
+/// is per thread); the thread ends once the balancer has shut down.
 pub async fn start(
     pool: Pool,
     proxy: ProxyConfig,
     health: HealthCheckConfig,
 ) -> (SocketAddr, Handle, JoinHandle<ShutdownReport>) {
+    let io = proxy.io;
     let balancer = Balancer::new(pool, TcpConnector, proxy, health);
     let handle = balancer.handle();
+    if io == IoEngine::Uring {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = balancer.acceptor();
+        // Returns once the balancer has shut down and its connections have ended.
+        std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                acceptor.accept(TcpListener::from_std(listener).unwrap()).await;
+            });
+        });
+        let task = tokio::spawn(balancer.supervise(std::future::pending()));
+        return (addr, handle, task);
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(balancer.run(listener, std::future::pending()));
