@@ -738,6 +738,16 @@ impl Engine {
         }
     }
 
+    /// Whether nothing is queued and no completion is waiting: neither posted, nor flagged by
+    /// the kernel as work to run on our next entry (`IORING_SQ_TASKRUN`, with DEFER_TASKRUN).
+    fn quiet(&mut self) -> bool {
+        let pending = {
+            let submission = self.ring.submission();
+            !submission.is_empty() || submission.taskrun()
+        };
+        !pending && self.ring.completion().is_empty()
+    }
+
     /// Submits what is queued and processes completions until there are none and nothing is
     /// queued, or for [`MAX_ROUNDS`] rounds. Returns whether it stopped early with work left.
     fn turn(&mut self) -> bool {
@@ -761,7 +771,6 @@ impl Engine {
             }
             let mut batch = std::mem::take(&mut self.batch);
             batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-            let collected = batch.len();
             let now = Instant::now();
             for &(data, res, flags) in &batch {
                 self.complete(data, res, flags, now);
@@ -769,11 +778,13 @@ impl Engine {
             batch.clear();
             self.batch = batch;
             self.end_of_round();
-            if collected == 0 && self.ring.submission().is_empty() {
+            // Another round only for entries to submit or completions to collect: without
+            // either, entering again would only find nothing.
+            if self.quiet() {
                 // About to sleep: signals back on, then a last look for work that came while
-                // they were off (the kernel flags it, DEFER_TASKRUN; or posted it, without).
+                // they were off.
                 self.ring.completion().enable_eventfd();
-                if !self.ring.submission().taskrun() && self.ring.completion().is_empty() {
+                if self.quiet() {
                     busy = false;
                     break;
                 }
