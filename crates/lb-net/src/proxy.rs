@@ -376,7 +376,7 @@ impl<C: Connector> ProxyShared<C> {
                     server: settings.server_timeout,
                 };
                 let replay = settings.retry_on_empty.then(|| std::mem::take(&mut client_bytes));
-                let end = Box::pin(relay(
+                let end = relay(
                     self.config.io,
                     &self.counters,
                     &mut client,
@@ -386,7 +386,7 @@ impl<C: Connector> ProxyShared<C> {
                     timeouts,
                     (first, client_eof),
                     replay,
-                ))
+                )
                 .await;
                 session.end = Some(match end {
                     RelayEnd::Closed => Termination::Normal,
@@ -621,17 +621,17 @@ fn proxy_header_for(
 /// the backend first and the client may already have half-closed; `replay`, when kept, is the
 /// client's bytes so far (see [`Relay::keep_for_replay`]).
 #[allow(clippy::too_many_arguments)]
-async fn relay<S: ByteStream, B: ByteStream>(
+fn relay<'a, S: ByteStream, B: ByteStream>(
     engine: IoEngine,
-    counters: &ProxyCounters,
-    client: &mut S,
-    backend: &mut B,
-    lease: &Lease,
-    traffic: &crate::relay::Traffic,
+    counters: &'a ProxyCounters,
+    client: &'a mut S,
+    backend: &'a mut B,
+    lease: &'a Lease,
+    traffic: &'a crate::relay::Traffic,
     timeouts: Timeouts,
     (first, client_eof): (Vec<u8>, bool),
     replay: Option<Vec<u8>>,
-) -> RelayEnd {
+) -> Relaying<'a, S, B> {
     #[cfg(target_os = "linux")]
     let (first, replay) = {
         let (mut first, mut replay) = (first, replay);
@@ -642,15 +642,8 @@ async fn relay<S: ByteStream, B: ByteStream>(
             match started {
                 Ok(on_ring) => {
                     counters.uring_relays.fetch_add(1, Relaxed);
-                    return match on_ring.await {
-                        crate::uring::Outcome::Ended(end) => end,
-                        crate::uring::Outcome::Bulk(state) => {
-                            counters.uring_bulk_handoffs.fetch_add(1, Relaxed);
-                            Relay::new(client, backend, lease, traffic, timeouts)
-                                .resume(state)
-                                .await
-                        }
-                    };
+                    let parts = Parts { client, backend, lease, traffic };
+                    return Relaying::Ring { on_ring, parts: Some(parts), counters };
                 }
                 // No ring on this thread: as if epoll had been asked for.
                 Err((given, kept)) => (first, replay) = (given, kept),
@@ -667,5 +660,57 @@ async fn relay<S: ByteStream, B: ByteStream>(
     if let Some(already) = replay {
         relay = relay.keep_for_replay(already);
     }
-    relay.await
+    Relaying::Epoll(Box::pin(relay))
+}
+
+/// A connection's relay on either engine, small enough to stay in the connection's task: a
+/// relay on the ring keeps its state in the engine, and the epoll [`Relay`] (with its timer
+/// and both directions) is boxed for as long as it runs.
+enum Relaying<'a, S, B> {
+    /// On this thread's ring, with what the epoll engine needs should it hand bulk over.
+    #[cfg(target_os = "linux")]
+    Ring {
+        on_ring: crate::uring::UringRelay<'a>,
+        parts: Option<Parts<'a, S, B>>,
+        counters: &'a ProxyCounters,
+    },
+    /// On epoll.
+    Epoll(std::pin::Pin<Box<Relay<'a, S, B>>>),
+}
+
+/// What a [`Relay`] is made of besides its clock, kept while the ring relays.
+#[cfg(target_os = "linux")]
+struct Parts<'a, S, B> {
+    client: &'a mut S,
+    backend: &'a mut B,
+    lease: &'a Lease,
+    traffic: &'a crate::relay::Traffic,
+}
+
+impl<S: ByteStream, B: ByteStream> Future for Relaying<'_, S, B> {
+    type Output = RelayEnd;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<RelayEnd> {
+        loop {
+            match &mut *self {
+                #[cfg(target_os = "linux")]
+                Relaying::Ring { on_ring, parts, counters } => {
+                    let state = match std::task::ready!(std::pin::Pin::new(on_ring).poll(cx)) {
+                        crate::uring::Outcome::Ended(end) => return std::task::Poll::Ready(end),
+                        crate::uring::Outcome::Bulk(state) => state,
+                    };
+                    counters.uring_bulk_handoffs.fetch_add(1, Relaxed);
+                    let Parts { client, backend, lease, traffic } =
+                        parts.take().expect("handed over once");
+                    // The limits come with the state (its clock).
+                    let relay = Relay::new(client, backend, lease, traffic, Timeouts::default());
+                    *self = Relaying::Epoll(Box::pin(relay.resume(state)));
+                }
+                Relaying::Epoll(relay) => return relay.as_mut().poll(cx),
+            }
+        }
+    }
 }

@@ -10,9 +10,10 @@
 //!   no system call and holds no buffer;
 //! - what arrives is copied out of the buffer, which goes straight back, and sent on from the
 //!   direction's own bytes (held only until sent, as the epoll engine holds backpressure);
-//! - every send, shutdown and re-arm of a turn goes to the kernel in one `io_uring_enter`,
-//!   which also collects the completions that arrived meanwhile (`DEFER_TASKRUN`: they are
-//!   processed in that call, on this thread, not interrupting it).
+//! - every send and re-arm of a round goes to the kernel in one `io_uring_enter`, which also
+//!   collects the completions that arrived meanwhile (`DEFER_TASKRUN`: they are processed in
+//!   that call, on this thread, not interrupting it). A half-close is a plain `shutdown` call:
+//!   the ring would run it on a kernel worker thread.
 //!
 //! The ring tells the runtime it has completions through an eventfd registered with both, so
 //! the worker still sleeps in one place (tokio's `epoll_wait`) and accepts, connects, health
@@ -23,7 +24,7 @@
 //! byte not yet written, its ends of stream and its clock ([`Outcome::Bulk`]).
 //!
 //! Semantics are the epoll engine's (see [`crate::relay`]): half-close passed on (held back to
-//! the end of a turn, so a close seen from both sides in one turn needs no `shutdown`), the
+//! the end of a round, so a close seen from both sides in one round needs no `shutdown`), the
 //! idle / fin / server timeouts from the same [`Timing`], an empty answer reported before the
 //! client learns of it so the connection can go to another backend, with the client's bytes
 //! kept for a replay.
@@ -70,15 +71,14 @@ const ENTER_GETEVENTS: u32 = 1;
 const UP: usize = 0;
 const DOWN: usize = 1;
 
-/// What an operation's `user_data` names besides its connection (low three bits).
+/// What an operation's `user_data` names besides its connection (low two bits).
 const OP_RECV: u64 = 0; // + direction
 const OP_SEND: u64 = 2; // + direction
-const OP_SHUTDOWN: u64 = 4; // + direction
 /// The `user_data` of cancellations, whose own completions say nothing.
 const CANCEL: u64 = u64::MAX;
 
 fn user_data(slot: u32, op: u64) -> u64 {
-    (u64::from(slot) << 3) | op
+    (u64::from(slot) << 2) | op
 }
 
 /// Whether `Handle::current()` is a runtime whose tasks stay on this thread, which the
@@ -130,8 +130,6 @@ struct Dir {
     eof: bool,
     /// The half-close was passed on (or needs no passing on): this direction is finished.
     done: bool,
-    /// A shutdown is in flight.
-    shutting: bool,
     /// The last receive filled a whole buffer.
     bulk: bool,
 }
@@ -426,12 +424,11 @@ impl Engine {
         if data == CANCEL {
             return;
         }
-        let slot = (data >> 3) as u32;
-        let op = data & 7;
+        let slot = (data >> 2) as u32;
+        let op = data & 3;
         match op {
             OP_RECV | 1 => self.received(slot, op as usize, res, flags, now),
-            OP_SEND | 3 => self.sent(slot, (op - OP_SEND) as usize, res),
-            _ => self.shut_down(slot, (op - OP_SHUTDOWN) as usize, res),
+            _ => self.sent(slot, (op - OP_SEND) as usize, res),
         }
         self.settle(slot);
     }
@@ -573,8 +570,9 @@ impl Engine {
             }
             let drained = dir.unsent() == 0;
             if drained {
-                // An idle connection holds no bytes.
+                // An idle connection holds no bytes (nor the capacity of earlier rounds).
                 dir.sending = Vec::new();
+                dir.next = Vec::new();
                 dir.sent = 0;
             }
             let rearm = dir.paused && !dir.receiving && dir.unsent() < PAUSE_AT;
@@ -601,21 +599,6 @@ impl Engine {
         }
     }
 
-    fn shut_down(&mut self, slot: u32, d: usize, res: i32) {
-        let conn = self.conn(slot);
-        conn.in_flight -= 1;
-        conn.dirs[d].shutting = false;
-        // The peer already gone has nothing left to be told.
-        if res < 0 && -res != libc::ENOTCONN && conn.ending.is_none() {
-            let (_, writer) = Conn::sides(d);
-            let error = io::Error::from_raw_os_error(-res);
-            self.end(slot, Ending::End(RelayEnd::Failed(writer, error)));
-            return;
-        }
-        conn.dirs[d].done = true;
-        self.check_closed(slot);
-    }
-
     fn check_closed(&mut self, slot: u32) {
         let conn = self.conn(slot);
         if conn.dirs[UP].done && conn.dirs[DOWN].done && conn.ending.is_none() {
@@ -629,7 +612,7 @@ impl Engine {
     fn half_close(&mut self, slot: u32, d: usize) {
         let Some(conn) = self.conns[slot as usize].conn.as_mut() else { return };
         let dir = &conn.dirs[d];
-        if conn.ending.is_some() || !dir.eof || dir.done || dir.shutting || dir.unsent() > 0 {
+        if conn.ending.is_some() || !dir.eof || dir.done || dir.unsent() > 0 {
             return;
         }
         let other = &conn.dirs[1 - d];
@@ -639,13 +622,21 @@ impl Engine {
             self.check_closed(slot);
             return;
         }
-        conn.dirs[d].shutting = true;
-        conn.in_flight += 1;
-        let entry = opcode::Shutdown::new(Fd(conn.fds[1 - d]), libc::SHUT_WR)
-            .build()
-            .user_data(user_data(slot, OP_SHUTDOWN + d as u64));
-        // SAFETY: a shutdown points at no memory.
-        unsafe { self.push(&entry) };
+        // A system call of its own rather than an entry: the ring runs a shutdown on a kernel
+        // worker thread (it may block), a thread switch dearer than the call.
+        let fd = conn.fds[1 - d];
+        // SAFETY: `shutdown` on a descriptor the connection's task keeps open while the relay
+        // is attached (a detached relay is ending, and half-closes nothing).
+        let failed = unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0;
+        let error = io::Error::last_os_error();
+        // The peer already gone has nothing left to be told.
+        if failed && error.raw_os_error() != Some(libc::ENOTCONN) {
+            let (_, writer) = Conn::sides(d);
+            self.end(slot, Ending::End(RelayEnd::Failed(writer, error)));
+            return;
+        }
+        conn.dirs[d].done = true;
+        self.check_closed(slot);
     }
 
     /// The end-of-round work: half-closes, re-arms, buffers back to the kernel.
