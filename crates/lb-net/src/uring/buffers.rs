@@ -5,15 +5,17 @@
 //! straight back, so buffers are only ever held between a completion and its processing, never
 //! by a slow peer.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
+use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
-/// Buffers in the ring (a power of two, as the kernel requires).
-pub(super) const COUNT: u16 = 128;
+/// Buffers in the ring (a power of two, as the kernel requires). A receive holds one only until
+/// the turn that collects it copies it out, so this bounds the receives one round completes
+/// (more find none and are re-armed at the round's end), not the connections.
+pub(super) const COUNT: u16 = 64;
 
 /// Bytes per buffer. A receive that fills one is carrying bulk data: the engine hands that
 /// connection to the epoll engine, which splices.
@@ -21,8 +23,6 @@ pub(super) const SIZE: usize = 16 * 1024;
 
 /// The group id the engine's receives name.
 pub(super) const GROUP: u16 = 0;
-
-const PAGE: usize = 4096;
 
 /// The ring of buffer descriptors the kernel reads, and the memory they describe.
 #[derive(Debug)]
@@ -34,27 +34,28 @@ pub(super) struct Buffers {
     registered: bool,
 }
 
-fn ring_layout() -> Layout {
-    Layout::from_size_align(COUNT as usize * std::mem::size_of::<BufRingEntry>(), PAGE)
-        .expect("a valid layout")
-}
+const RING_BYTES: usize = COUNT as usize * std::mem::size_of::<BufRingEntry>();
+const MEMORY_BYTES: usize = COUNT as usize * SIZE;
 
-fn memory_layout() -> Layout {
-    Layout::from_size_align(COUNT as usize * SIZE, PAGE).expect("a valid layout")
+/// Page-aligned, zeroed memory of `len` bytes, mapped directly so that pages no receive has
+/// written to stay untouched (not resident): the allocator would clear the whole region for
+/// an alignment this large.
+fn map(len: usize) -> io::Result<*mut u8> {
+    use rustix::mm::{mmap_anonymous, MapFlags, ProtFlags};
+    // SAFETY: a new private anonymous mapping, which aliases nothing.
+    let ptr = unsafe {
+        mmap_anonymous(null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE)
+    }?;
+    Ok(ptr.cast())
 }
 
 impl Buffers {
-    /// Allocates the buffers and registers them with `ring` as group [`GROUP`], every one
-    /// free.
+    /// Maps the buffers and registers them with `ring` as group [`GROUP`], every one free.
     pub(super) fn register(ring: &IoUring) -> io::Result<Buffers> {
-        // SAFETY: both layouts have a non-zero size.
-        let (ring_ptr, memory) = unsafe {
-            (alloc_zeroed(ring_layout()) as *mut BufRingEntry, alloc_zeroed(memory_layout()))
-        };
-        let mut buffers = Buffers { ring: ring_ptr, memory, tail: 0, registered: false };
-        if ring_ptr.is_null() || memory.is_null() {
-            return Err(io::ErrorKind::OutOfMemory.into());
-        }
+        let mut buffers =
+            Buffers { ring: null_mut(), memory: null_mut(), tail: 0, registered: false };
+        buffers.ring = map(RING_BYTES)?.cast();
+        buffers.memory = map(MEMORY_BYTES)?;
         for bid in 0..COUNT {
             buffers.give_back(bid);
         }
@@ -62,7 +63,7 @@ impl Buffers {
         // SAFETY: the descriptor ring is page-aligned, COUNT entries long, and lives until
         // `Drop` unregisters it (the engine drops its `Buffers` before its ring).
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(ring_ptr as u64, COUNT, GROUP, 0)?;
+            ring.submitter().register_buf_ring_with_flags(buffers.ring as u64, COUNT, GROUP, 0)?;
         }
         buffers.registered = true;
         Ok(buffers)
@@ -109,16 +110,14 @@ impl Drop for Buffers {
     fn drop(&mut self) {
         if self.registered {
             // Still registered (the ring could not be told): the kernel may yet write into the
-            // memory, so it stays allocated. Only at a thread's exit.
+            // memory, so it stays mapped. Only at a thread's exit.
             return;
         }
-        // SAFETY: allocated in `register` with these layouts, and no longer known to the kernel.
-        unsafe {
-            if !self.ring.is_null() {
-                dealloc(self.ring as *mut u8, ring_layout());
-            }
-            if !self.memory.is_null() {
-                dealloc(self.memory, memory_layout());
+        for (ptr, len) in [(self.ring.cast::<u8>(), RING_BYTES), (self.memory, MEMORY_BYTES)] {
+            if !ptr.is_null() {
+                // SAFETY: mapped in `register` with this length, and no longer known to the
+                // kernel's ring.
+                let _ = unsafe { rustix::mm::munmap(ptr.cast(), len) };
             }
         }
     }

@@ -218,12 +218,49 @@ struct Entry {
     conn: Option<Conn>,
 }
 
+/// The connections, in chunks that never move once allocated: a growing `Vec` would copy
+/// every connection at each doubling and leave the old copies resident in the allocator.
+#[derive(Debug, Default)]
+struct Slab {
+    chunks: Vec<Box<[Entry]>>,
+    len: u32,
+}
+
+/// Connections per chunk.
+const CHUNK: u32 = 256;
+
+impl Slab {
+    /// A new, empty slot.
+    fn grow(&mut self) -> u32 {
+        if self.len == self.chunks.len() as u32 * CHUNK {
+            let chunk = (0..CHUNK).map(|_| Entry { generation: 0, conn: None }).collect();
+            self.chunks.push(chunk);
+        }
+        self.len += 1;
+        self.len - 1
+    }
+}
+
+impl std::ops::Index<u32> for Slab {
+    type Output = Entry;
+
+    fn index(&self, slot: u32) -> &Entry {
+        &self.chunks[(slot / CHUNK) as usize][(slot % CHUNK) as usize]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Slab {
+    fn index_mut(&mut self, slot: u32) -> &mut Entry {
+        &mut self.chunks[(slot / CHUNK) as usize][(slot % CHUNK) as usize]
+    }
+}
+
 /// One thread's ring and the relays on it.
 struct Engine {
     // Dropped in this order: the buffers are unregistered (in `Drop`) while the ring is alive.
     buffers: Buffers,
     ring: IoUring,
-    conns: Vec<Entry>,
+    conns: Slab,
     free: Vec<u32>,
     /// Deadlines: (when, slot, generation). Stale entries are skipped when they come up, and
     /// swept when they outnumber the connections.
@@ -269,7 +306,7 @@ impl Engine {
         Ok(Engine {
             buffers,
             ring,
-            conns: Vec::new(),
+            conns: Slab::default(),
             free: Vec::new(),
             timers: BinaryHeap::new(),
             live: 0,
@@ -295,7 +332,7 @@ impl Engine {
     }
 
     fn conn(&mut self, slot: u32) -> &mut Conn {
-        self.conns[slot as usize].conn.as_mut().expect("an operation of a live connection")
+        self.conns[slot].conn.as_mut().expect("an operation of a live connection")
     }
 
     /// Queues `entry` for the next submission.
@@ -398,7 +435,7 @@ impl Engine {
     /// Once nothing is in flight: wakes the future to take its outcome, or frees the slot of
     /// one that went away.
     fn settle(&mut self, slot: u32) {
-        let Some(conn) = self.conns[slot as usize].conn.as_mut() else { return };
+        let Some(conn) = self.conns[slot].conn.as_mut() else { return };
         if conn.in_flight > 0 || conn.ending.is_none() {
             return;
         }
@@ -412,7 +449,7 @@ impl Engine {
     }
 
     fn release(&mut self, slot: u32) {
-        let entry = &mut self.conns[slot as usize];
+        let entry = &mut self.conns[slot];
         entry.conn = None;
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(slot);
@@ -435,7 +472,7 @@ impl Engine {
 
     fn received(&mut self, slot: u32, d: usize, res: i32, flags: u32, now: Instant) {
         let more = cqueue::more(flags);
-        let conn = self.conns[slot as usize].conn.as_mut().expect("a live connection");
+        let conn = self.conns[slot].conn.as_mut().expect("a live connection");
         if !more {
             conn.dirs[d].receiving = false;
             conn.in_flight -= 1;
@@ -444,7 +481,7 @@ impl Engine {
             let bid = cqueue::buffer_select(flags).expect("a receive with data names its buffer");
             let n = res as usize;
             let data = self.buffers.data(bid, n);
-            let conn = self.conns[slot as usize].conn.as_mut().expect("a live connection");
+            let conn = self.conns[slot].conn.as_mut().expect("a live connection");
             let keep = match conn.ending {
                 None => true,
                 // Still the client's, for the next backend: the replay copy below keeps it.
@@ -610,7 +647,7 @@ impl Engine {
     /// its end of stream too needs none: both sockets are about to be closed, which sends the
     /// FIN anyway (one `shutdown` less per connection, as in the epoll engine).
     fn half_close(&mut self, slot: u32, d: usize) {
-        let Some(conn) = self.conns[slot as usize].conn.as_mut() else { return };
+        let Some(conn) = self.conns[slot].conn.as_mut() else { return };
         let dir = &conn.dirs[d];
         if conn.ending.is_some() || !dir.eof || dir.done || dir.unsent() > 0 {
             return;
@@ -643,7 +680,7 @@ impl Engine {
     fn end_of_round(&mut self) {
         let half_closes = std::mem::take(&mut self.half_closes);
         for &(slot, d) in &half_closes {
-            if self.conns[slot as usize].conn.is_some() {
+            if self.conns[slot].conn.is_some() {
                 self.half_close(slot, d);
                 self.settle(slot);
             }
@@ -652,7 +689,7 @@ impl Engine {
         self.half_closes.clear();
         let rearm = std::mem::take(&mut self.rearm);
         for &(slot, d) in &rearm {
-            let Some(conn) = self.conns[slot as usize].conn.as_ref() else { continue };
+            let Some(conn) = self.conns[slot].conn.as_ref() else { continue };
             let dir = &conn.dirs[d];
             if dir.unsent() < PAUSE_AT || !dir.paused {
                 self.arm_receive(slot, d);
@@ -665,7 +702,7 @@ impl Engine {
 
     /// Puts the connection's next deadline on the timer heap, if earlier than what it holds.
     fn schedule(&mut self, slot: u32) {
-        let generation = self.conns[slot as usize].generation;
+        let generation = self.conns[slot].generation;
         let conn = self.conn(slot);
         if !conn.timed || conn.ending.is_some() {
             return;
@@ -695,7 +732,7 @@ impl Engine {
         if self.timers.len() > 2 * self.live + 64 {
             let conns = &self.conns;
             self.timers.retain(|Reverse((_, slot, generation))| {
-                let entry = &conns[*slot as usize];
+                let entry = &conns[*slot];
                 entry.generation == *generation && entry.conn.is_some()
             });
         }
@@ -704,7 +741,7 @@ impl Engine {
                 return;
             }
             self.timers.pop();
-            let entry = &mut self.conns[slot as usize];
+            let entry = &mut self.conns[slot];
             if entry.generation != generation {
                 continue;
             }
@@ -943,12 +980,9 @@ pub(crate) fn relay<'a>(
     let started = with_engine(|engine| {
         let slot = match engine.free.pop() {
             Some(slot) => slot,
-            None => {
-                engine.conns.push(Entry { generation: 0, conn: None });
-                (engine.conns.len() - 1) as u32
-            }
+            None => engine.conns.grow(),
         };
-        let entry = &mut engine.conns[slot as usize];
+        let entry = &mut engine.conns[slot];
         entry.conn = conn.take();
         let generation = entry.generation;
         engine.live += 1;
@@ -977,7 +1011,7 @@ impl Future for UringRelay<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let (slot, generation) = (self.slot, self.generation);
         let taken = with_engine(|engine| {
-            let entry = &mut engine.conns[slot as usize];
+            let entry = &mut engine.conns[slot];
             assert_eq!(entry.generation, generation, "a relay's slot outlives it");
             let conn = entry.conn.as_mut().expect("a relay's slot outlives it");
             if conn.in_flight > 0 || conn.ending.is_none() {
@@ -1029,7 +1063,7 @@ impl Drop for UringRelay<'_> {
         }
         let (slot, generation) = (self.slot, self.generation);
         with_engine(|engine| {
-            let entry = &mut engine.conns[slot as usize];
+            let entry = &mut engine.conns[slot];
             if entry.generation != generation || entry.conn.is_none() {
                 return;
             }
