@@ -287,7 +287,42 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Drop for Engine {
+    /// At the thread's exit: every operation still in flight is cancelled and waited for (for
+    /// a second at most) before the memory they point at goes, then the buffers are
+    /// unregistered.
     fn drop(&mut self) {
+        for chunk in 0..self.conns.chunks.len() as u32 {
+            for slot in chunk * CHUNK..(chunk + 1) * CHUNK {
+                if self.conns[slot].conn.is_some() {
+                    if let Some(conn) = self.conns[slot].conn.as_mut() {
+                        conn.attached = false;
+                        conn.waker = None;
+                    }
+                    self.end(slot, Ending::Aborted);
+                }
+            }
+        }
+        let tick = io_uring::types::Timespec::new().nsec(10_000_000);
+        let args = io_uring::types::SubmitArgs::new().timespec(&tick);
+        for _ in 0..100 {
+            if self.live == 0 {
+                break;
+            }
+            // Waits for a completion, or 10 ms.
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            let completed: Vec<_> =
+                self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
+            let now = Instant::now();
+            for (data, res, flags) in completed {
+                self.complete(data, res, flags, now);
+            }
+        }
+        if self.live > 0 {
+            // Not all came back: their memory must outlive the kernel's use of it.
+            let conns = std::mem::take(&mut self.conns);
+            std::mem::forget(conns);
+            return;
+        }
         self.buffers.unregister(&self.ring);
     }
 }
