@@ -443,6 +443,7 @@ fn bad_flags_give_one_line_and_status_2() {
             "'http:/a\\r\\nX: y' for '--health-check <KIND>': invalid health check \"http:/a\\r\\nX: y\": the HTTP path must not contain spaces or control characters",
         ),
         (&["--port", "1\n\n2"], "invalid port \"1\\n\\n2\": expected a whole number"),
+        (&["--io", "fast"], "invalid I/O engine \"fast\": expected auto, epoll or uring"),
     ];
     for (args, needle) in cases {
         let (code, stderr) = fails(args);
@@ -1657,6 +1658,27 @@ fn the_man_page_renders() {
     }
     for needle in ["SYNOPSIS", "--health-check", "--log-format", "ctl"] {
         assert!(text.contains(needle), "the rendered page lacks {needle}");
+    }
+}
+
+#[test]
+fn each_io_engine_serves_and_the_log_says_which() {
+    let b = backend("io-1");
+    for io in ["uring", "epoll", "auto"] {
+        let mut lb = Lb::start(&["--backend", &b.to_string(), "--io", io]);
+        for _ in 0..3 {
+            assert_eq!(via(lb.addr), "io-1", "--io {io}");
+        }
+        lb.send("quit");
+        lb.wait_exit();
+        let text = lb.log_text();
+        let on_ring = text.contains("relaying with io_uring");
+        match io {
+            // This machine (and CI) has io_uring: `uring` would have refused to start without.
+            "uring" | "auto" => assert!(on_ring, "--io {io}: {text}"),
+            _ => assert!(!on_ring && !text.contains("io_uring is not"), "--io {io}: {text}"),
+        }
+        assert_eq!(text.matches(" normal ").count(), 3, "--io {io}: {text}");
     }
 }
 

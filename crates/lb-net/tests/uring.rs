@@ -117,6 +117,9 @@ async fn a_reader_that_stalls_gets_every_byte_later_and_others_are_served_meanwh
     let expected: Vec<u8> = (0..4_000u32).flat_map(|i| random_bytes(1000, u64::from(i))).collect();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "the stalled stream's bytes differ");
+    // Its end passed on, the relay waits for the client's: close it rather than wait out the
+    // shutdown's grace period.
+    drop(stalled);
     stop(handle, task).await;
     backend_task.abort();
 }
@@ -141,5 +144,31 @@ async fn shutdown_without_grace_cuts_relays_on_the_ring_and_the_thread_ends() {
         let end = tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest)).await.unwrap();
         assert!(end.is_err() || rest.is_empty(), "nothing more came: {end:?} {rest:?}");
     }
+    backend_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_a_thread_cannot_keep_a_ring_relays_use_epoll() {
+    // Not started through `start`: the balancer serves on this multi-threaded runtime, whose
+    // tasks move between threads, so a per-thread ring cannot serve them.
+    let (backend, backend_task) = tcp_named_backend("b").await;
+    let balancer = lb_net::Balancer::new(
+        one_backend_pool(backend),
+        lb_net::TcpConnector,
+        uring(),
+        no_checks(),
+    );
+    let handle = balancer.handle();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = listener.local_addr().unwrap();
+    let task = tokio::spawn(balancer.run(listener, std::future::pending()));
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(lb).await.unwrap();
+        assert_eq!(read_line(&mut stream).await.unwrap(), "b");
+        stream.write_all(b"echo\n").await.unwrap();
+        assert_eq!(read_line(&mut stream).await.unwrap(), "echo");
+    }
+    assert_eq!(handle.stats().proxy.uring_relays, 0);
+    stop(handle, task).await;
     backend_task.abort();
 }
