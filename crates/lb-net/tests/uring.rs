@@ -125,24 +125,53 @@ async fn a_reader_that_stalls_gets_every_byte_later_and_others_are_served_meanwh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_without_grace_cuts_relays_on_the_ring_and_the_thread_ends() {
+async fn shutdown_without_grace_cuts_relays_on_the_ring_and_logs_what_they_moved() {
     let (backend, backend_task) = tcp_named_backend("b").await;
     let proxy = ProxyConfig { shutdown_grace: Duration::ZERO, ..uring() };
-    let (lb, handle, task) = start(one_backend_pool(backend), proxy, no_checks()).await;
+    // As `start`, with the worker thread's access lines captured.
+    let balancer =
+        lb_net::Balancer::new(one_backend_pool(backend), lb_net::TcpConnector, proxy, no_checks());
+    let handle = balancer.handle();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let lb = listener.local_addr().unwrap();
+    let acceptor = balancer.acceptor();
+    let log = Capture::default();
+    let worker_log = log.clone();
+    let worker = std::thread::spawn(move || {
+        let _log = worker_log.install();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            acceptor.accept(tokio::net::TcpListener::from_std(listener).unwrap()).await;
+        });
+    });
+    let task = tokio::spawn(balancer.supervise(std::future::pending()));
     let mut clients = Vec::new();
     for _ in 0..50 {
         let mut stream = TcpStream::connect(lb).await.unwrap();
         assert_eq!(read_line(&mut stream).await.unwrap(), "b");
+        stream.write_all(b"hi\n").await.unwrap();
+        assert_eq!(read_line(&mut stream).await.unwrap(), "hi");
         clients.push(stream);
     }
     assert_eq!(handle.stats().proxy.uring_relays, 50);
     // Every relay is aborted in the middle (its task dropped): each client sees its
-    // connection end, and the balancer finishes.
+    // connection end, the balancer finishes, and the worker thread (its ring) ends.
     tokio::time::timeout(LIMIT, stop(handle, task)).await.unwrap();
     for mut stream in clients {
         let mut rest = Vec::new();
         let end = tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest)).await.unwrap();
         assert!(end.is_err() || rest.is_empty(), "nothing more came: {end:?} {rest:?}");
+    }
+    tokio::task::spawn_blocking(move || worker.join().unwrap()).await.unwrap();
+    // Each access line counts what its connection moved before it was cut: 3 bytes in,
+    // "b\n" and "hi\n" out.
+    let lines = log.lines();
+    assert_eq!(lines.len(), 50, "{lines:?}");
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let n = fields.len();
+        assert_eq!(&fields[n - 4..n - 1], ["3", "5", "shutdown"], "{line}");
     }
     backend_task.abort();
 }

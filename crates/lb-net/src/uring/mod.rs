@@ -1105,6 +1105,10 @@ impl Drop for UringRelay<'_> {
             let conn = entry.conn.as_mut().expect("checked above");
             conn.attached = false;
             conn.waker = None;
+            // What moved so far, for the access line the task writes next (a relay cut by a
+            // shutdown or a drain's deadline).
+            self.traffic.bytes_in.fetch_add(conn.bytes[UP], Relaxed);
+            self.traffic.bytes_out.fetch_add(conn.bytes[DOWN], Relaxed);
             if conn.ending.is_none() {
                 engine.end(slot, Ending::Aborted);
             } else {
