@@ -533,11 +533,13 @@ impl Shown<'_> {
         let config = config_file.unwrap_or("none");
         let version = env!("CARGO_PKG_VERSION");
         if let Some((pool, wanted)) = self.one_pool() {
+            let health = pool.pool_settings().health;
+            let check = if health.enabled { health.kind.to_string() } else { "off".to_owned() };
             tracing::info!(
                 address = %self.bound[0],
                 algorithm = %pool.settings.algorithm,
                 backends = %backends_text(pool, wanted),
-                health_check = %pool.pool_settings().health.kind,
+                health_check = %check,
                 config,
                 "lb {version} starting"
             );

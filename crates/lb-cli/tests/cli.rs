@@ -1683,6 +1683,18 @@ fn each_io_engine_serves_and_the_log_says_which() {
 }
 
 #[test]
+fn the_start_line_says_when_health_checks_are_off() {
+    let b = backend("hc-1");
+    for (flag, said) in [("off", "health_check=off"), ("tcp", "health_check=tcp")] {
+        let mut lb = Lb::start(&["--backend", &b.to_string(), "--health-check", flag]);
+        lb.send("quit");
+        lb.wait_exit();
+        let text = lb.log_text();
+        assert!(text.contains(said), "--health-check {flag}: {text}");
+    }
+}
+
+#[test]
 fn json_logs_are_one_object_per_line_access_lines_included() {
     let b = backend("json-1");
     let mut lb = Lb::start(&["--backend", &b.to_string(), "--log-format", "json"]);
