@@ -96,7 +96,19 @@ impl IoEngine {
     /// container's seccomp policy may forbid io_uring): `Err` says why not.
     pub fn uring_available() -> std::io::Result<()> {
         #[cfg(target_os = "linux")]
-        return crate::uring::probe();
+        return crate::uring::probe().map_err(|e| {
+            // The kernel's errno alone rarely says which setting is in the way.
+            let why = match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    "forbidden here: see the sysctl kernel.io_uring_disabled, or the container's \
+                     seccomp profile"
+                }
+                Some(libc::ENOSYS) => "this kernel has no io_uring",
+                Some(libc::EINVAL) => "this kernel's io_uring is too old (5.19 or later needed)",
+                _ => return e,
+            };
+            std::io::Error::new(e.kind(), format!("{e}: {why}"))
+        });
         #[cfg(not(target_os = "linux"))]
         return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "io_uring is Linux only"));
     }
