@@ -690,7 +690,7 @@ enum Relaying<'a, S, B> {
     Epoll(std::pin::Pin<Box<Relay<'a, S, B>>>),
 }
 
-/// What a [`Relay`] is made of besides its clock, kept while the ring relays.
+/// What a [`Relay`] is made of besides the ring's state, kept while the ring relays.
 #[cfg(target_os = "linux")]
 struct Parts<'a, S, B> {
     client: &'a mut S,
@@ -717,9 +717,8 @@ impl<S: ByteStream, B: ByteStream> Future for Relaying<'_, S, B> {
                     counters.uring_bulk_handoffs.fetch_add(1, Relaxed);
                     let Parts { client, backend, lease, traffic } =
                         parts.take().expect("handed over once");
-                    // The limits come with the state (its clock).
-                    let relay = Relay::new(client, backend, lease, traffic, Timeouts::default());
-                    *self = Relaying::Epoll(Box::pin(relay.resume(state)));
+                    let relay = Relay::resume(client, backend, lease, traffic, state);
+                    *self = Relaying::Epoll(Box::pin(relay));
                 }
                 Relaying::Epoll(relay) => return relay.as_mut().poll(cx),
             }

@@ -132,20 +132,8 @@ async fn shutdown_without_grace_cuts_relays_on_the_ring_and_logs_what_they_moved
     let balancer =
         lb_net::Balancer::new(one_backend_pool(backend), lb_net::TcpConnector, proxy, no_checks());
     let handle = balancer.handle();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let lb = listener.local_addr().unwrap();
-    let acceptor = balancer.acceptor();
     let log = Capture::default();
-    let worker_log = log.clone();
-    let worker = std::thread::spawn(move || {
-        let _log = worker_log.install();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            acceptor.accept(tokio::net::TcpListener::from_std(listener).unwrap()).await;
-        });
-    });
-    let task = tokio::spawn(balancer.supervise(std::future::pending()));
+    let (lb, worker, task) = start_on_worker(balancer, Some(log.clone()));
     let mut clients = Vec::new();
     for _ in 0..50 {
         let mut stream = TcpStream::connect(lb).await.unwrap();

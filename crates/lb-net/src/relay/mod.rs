@@ -128,6 +128,16 @@ where
         traffic: &'a Traffic,
         timeouts: Timeouts,
     ) -> Self {
+        Self::with_timing(client, backend, lease, traffic, Timing::new(timeouts, Instant::now()))
+    }
+
+    fn with_timing(
+        client: &'a mut C,
+        backend: &'a mut B,
+        lease: &'a Lease,
+        traffic: &'a Traffic,
+        timing: Timing,
+    ) -> Self {
         let mut relay = Relay {
             client,
             backend,
@@ -135,22 +145,42 @@ where
             traffic,
             up: Half::default(),
             down: Half::default(),
-            timing: Timing::new(timeouts, Instant::now()),
+            timing,
             replay: None,
             timer: None,
         };
         relay.arm_timer();
         relay
     }
+
+    /// Carries on a relay another engine started (the io_uring engine hands bulk transfers
+    /// over, to splice them): its bytes not yet written each way, its ends of stream and half-
+    /// closes, its clock and its replay copy. The caller has recorded every byte so far.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn resume(
+        client: &'a mut C,
+        backend: &'a mut B,
+        lease: &'a Lease,
+        traffic: &'a Traffic,
+        state: Resumed,
+    ) -> Self {
+        let mut relay = Self::with_timing(client, backend, lease, traffic, state.timing);
+        for (half, given) in [(&mut relay.up, state.up), (&mut relay.down, state.down)] {
+            half.pending = given.pending;
+            half.eof = given.eof;
+            half.done = given.done;
+            half.bulk = given.bulk;
+        }
+        relay.replay = state.replay;
+        relay
+    }
 }
 
 impl<C, B> Relay<'_, C, B> {
-    /// (Re-)arms the one timer for the earliest limit that applies yet, or far away if none
-    /// does (only the fin timeouts, which start with an end of stream); no timer without any
-    /// limit.
+    /// Arms the one timer for the earliest limit that applies yet, or far away if none does
+    /// (only the fin timeouts, which start with an end of stream); no timer without any limit.
     fn arm_timer(&mut self) {
         if !self.timing.any() {
-            self.timer = None;
             return;
         }
         let far = crate::time::deadline(self.timing.started, Duration::MAX);
@@ -175,24 +205,6 @@ impl<C, B> Relay<'_, C, B> {
     /// relay, without any PROXY header), for a replay should the backend end without a word.
     pub(crate) fn keep_for_replay(mut self, already: Vec<u8>) -> Self {
         self.replay = (already.len() <= REPLAY_LIMIT).then_some(already);
-        self
-    }
-
-    /// Carries on a relay another engine started (the io_uring engine hands bulk transfers
-    /// over, to splice them): its bytes not yet written each way, its ends of stream and half-
-    /// closes, its clock and its replay copy. The caller has recorded every byte so far.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn resume(mut self, state: Resumed) -> Self {
-        for (half, given) in [(&mut self.up, state.up), (&mut self.down, state.down)] {
-            half.pending = given.pending;
-            half.written = 0;
-            half.eof = given.eof;
-            half.done = given.done;
-            half.bulk = given.bulk;
-        }
-        self.timing = state.timing;
-        self.replay = state.replay;
-        self.arm_timer();
         self
     }
 

@@ -124,8 +124,6 @@ struct Dir {
     receiving: bool,
     /// Whether it was cancelled for backpressure (re-armed once drained).
     paused: bool,
-    /// Found out of buffers: re-armed at the end of the turn.
-    starved: bool,
     /// The reader's end of stream was seen.
     eof: bool,
     /// The half-close was passed on (or needs no passing on): this direction is finished.
@@ -161,9 +159,8 @@ struct Conn {
     bytes: [u64; 2],
     /// Whether the client had sent anything before this relay.
     client_sent_before: bool,
+    /// The relay's clock, kept up to date only while some limit is set.
     timing: Timing,
-    /// Whether any time limit is set (else `timing` is not kept up to date).
-    timed: bool,
     /// The earliest deadline the timer heap holds for this connection.
     timer_at: Option<Instant>,
     replay: Option<Vec<u8>>,
@@ -189,6 +186,17 @@ enum Ending {
 }
 
 impl Conn {
+    /// The earliest time limit and what passing it means.
+    fn next_deadline(&self) -> Option<(Instant, RelayEnd)> {
+        self.timing.next_deadline(self.dirs[UP].done, self.dirs[DOWN].done, self.backend_spoke())
+    }
+
+    /// Adds what this relay moved to the connection's counts (for its access line).
+    fn count_on(&self, traffic: &Traffic) {
+        traffic.bytes_in.fetch_add(self.bytes[UP], Relaxed);
+        traffic.bytes_out.fetch_add(self.bytes[DOWN], Relaxed);
+    }
+
     fn backend_spoke(&self) -> bool {
         self.bytes[DOWN] > 0
     }
@@ -274,8 +282,6 @@ struct Engine {
     batch: Vec<(u64, i32, u32)>,
     /// The driver task, to wake when a relay was added or left.
     driver: Option<Waker>,
-    /// Whether the driver task is running.
-    driving: bool,
     /// Whether a turn is under way.
     in_turn: bool,
 }
@@ -293,11 +299,9 @@ impl Drop for Engine {
     fn drop(&mut self) {
         for chunk in 0..self.conns.chunks.len() as u32 {
             for slot in chunk * CHUNK..(chunk + 1) * CHUNK {
-                if self.conns[slot].conn.is_some() {
-                    if let Some(conn) = self.conns[slot].conn.as_mut() {
-                        conn.attached = false;
-                        conn.waker = None;
-                    }
+                if let Some(conn) = self.conns[slot].conn.as_mut() {
+                    conn.attached = false;
+                    conn.waker = None;
                     self.end(slot, Ending::Aborted);
                 }
             }
@@ -310,12 +314,7 @@ impl Drop for Engine {
             }
             // Waits for a completion, or 10 ms.
             let _ = self.ring.submitter().submit_with_args(1, &args);
-            let completed: Vec<_> =
-                self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
-            let now = Instant::now();
-            for (data, res, flags) in completed {
-                self.complete(data, res, flags, now);
-            }
+            self.collect();
         }
         if self.live > 0 {
             // Not all came back: their memory must outlive the kernel's use of it.
@@ -349,7 +348,6 @@ impl Engine {
             rearm: Vec::new(),
             batch: Vec::with_capacity(256),
             driver: None,
-            driving: false,
             in_turn: false,
         })
     }
@@ -382,7 +380,7 @@ impl Engine {
             }
             // Full: hand what is queued to the kernel, making room.
             if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(rustix::io::Errno::INTR.raw_os_error()) {
+                if e.raw_os_error() != Some(libc::EINTR) {
                     tracing::error!(error = %e, "io_uring submission failed");
                     std::thread::yield_now();
                 }
@@ -398,7 +396,6 @@ impl Engine {
         }
         dir.receiving = true;
         dir.paused = false;
-        dir.starved = false;
         conn.in_flight += 1;
         let entry = opcode::RecvMulti::new(Fd(conn.fds[d]), buffers::GROUP)
             .build()
@@ -460,11 +457,16 @@ impl Engine {
             }
         }
         for target in cancels.into_iter().flatten() {
-            let entry = opcode::AsyncCancel::new(target).build().user_data(CANCEL);
-            // SAFETY: a cancellation points at no memory.
-            unsafe { self.push(&entry) };
+            self.cancel(target);
         }
         self.settle(slot);
+    }
+
+    /// Cancels the operation whose `user_data` is `target`.
+    fn cancel(&mut self, target: u64) {
+        let entry = opcode::AsyncCancel::new(target).build().user_data(CANCEL);
+        // SAFETY: a cancellation points at no memory.
+        unsafe { self.push(&entry) };
     }
 
     /// Once nothing is in flight: wakes the future to take its outcome, or frees the slot of
@@ -489,6 +491,18 @@ impl Engine {
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(slot);
         self.live -= 1;
+    }
+
+    /// Handles every completion posted.
+    fn collect(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        let now = Instant::now();
+        for &(data, res, flags) in &batch {
+            self.complete(data, res, flags, now);
+        }
+        batch.clear();
+        self.batch = batch;
     }
 
     /// Handles one completion.
@@ -529,7 +543,7 @@ impl Engine {
                 conn.bytes[d] += n as u64;
                 if d == UP {
                     conn.meter.record_in(n as u64);
-                    if conn.timed {
+                    if conn.timing.any() {
                         conn.timing.last_up = now;
                     }
                     if let Some(kept) = &mut conn.replay {
@@ -541,7 +555,7 @@ impl Engine {
                     }
                 } else {
                     conn.meter.record_out(n as u64);
-                    if conn.timed {
+                    if conn.timing.any() {
                         conn.timing.last_down = now;
                     }
                     // The backend answered: nothing to replay any more.
@@ -564,13 +578,8 @@ impl Engine {
                     self.send(slot, d);
                     if unsent >= PAUSE_AT && receiving {
                         // Backpressure: no more from this reader until the writer catches up.
-                        let conn = self.conn(slot);
-                        conn.dirs[d].paused = true;
-                        let entry = opcode::AsyncCancel::new(user_data(slot, OP_RECV + d as u64))
-                            .build()
-                            .user_data(CANCEL);
-                        // SAFETY: a cancellation points at no memory.
-                        unsafe { self.push(&entry) };
+                        self.conn(slot).dirs[d].paused = true;
+                        self.cancel(user_data(slot, OP_RECV + d as u64));
                     }
                 }
             } else {
@@ -584,7 +593,7 @@ impl Engine {
         if res == 0 {
             let conn = self.conn(slot);
             conn.dirs[d].eof = true;
-            if conn.timed {
+            if conn.timing.any() {
                 let at = Some(now);
                 if d == UP {
                     conn.timing.client_eof_at = at;
@@ -606,7 +615,6 @@ impl Engine {
         let errno = -res;
         if errno == libc::ENOBUFS {
             // Every buffer was taken when data came: again once some are back.
-            self.conn(slot).dirs[d].starved = true;
             self.rearm.push((slot, d));
             return;
         }
@@ -739,15 +747,10 @@ impl Engine {
     fn schedule(&mut self, slot: u32) {
         let generation = self.conns[slot].generation;
         let conn = self.conn(slot);
-        if !conn.timed || conn.ending.is_some() {
+        if !conn.timing.any() || conn.ending.is_some() {
             return;
         }
-        let next = conn.timing.next_deadline(
-            conn.dirs[UP].done,
-            conn.dirs[DOWN].done,
-            conn.backend_spoke(),
-        );
-        if let Some((at, _)) = next {
+        if let Some((at, _)) = conn.next_deadline() {
             if conn.timer_at.is_none_or(|armed| at < armed) {
                 conn.timer_at = Some(at);
                 self.timers.push(Reverse((at, slot, generation)));
@@ -785,12 +788,7 @@ impl Engine {
                 continue;
             }
             conn.timer_at = None;
-            let next = conn.timing.next_deadline(
-                conn.dirs[UP].done,
-                conn.dirs[DOWN].done,
-                conn.backend_spoke(),
-            );
-            match next {
+            match conn.next_deadline() {
                 Some((due, end)) if due <= now => self.end(slot, Ending::End(end)),
                 Some((due, _)) => {
                     conn.timer_at = Some(due);
@@ -832,14 +830,7 @@ impl Engine {
                     tracing::error!(error = %e, "io_uring_enter failed");
                 }
             }
-            let mut batch = std::mem::take(&mut self.batch);
-            batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-            let now = Instant::now();
-            for &(data, res, flags) in &batch {
-                self.complete(data, res, flags, now);
-            }
-            batch.clear();
-            self.batch = batch;
+            self.collect();
             self.end_of_round();
             // Another round only for entries to submit or completions to collect: without
             // either, entering again would only find nothing.
@@ -878,8 +869,8 @@ fn ensure_engine() -> bool {
     if UNAVAILABLE.get() || !on_current_thread_runtime() {
         return false;
     }
-    let ready = ENGINE.with_borrow(|engine| engine.as_ref().is_some_and(|e| e.driving));
-    if ready {
+    // An engine is only ever set with its driver task started.
+    if ENGINE.with_borrow(Option::is_some) {
         return true;
     }
     let started = (|| -> io::Result<AsyncFd<OwnedFd>> {
@@ -888,7 +879,6 @@ fn ensure_engine() -> bool {
         // SAFETY: the descriptor is owned by the `AsyncFd`, open until it is dropped.
         let notify = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        engine.driving = true;
         ENGINE.set(Some(engine));
         Ok(notify)
     })();
@@ -997,7 +987,6 @@ pub(crate) fn relay<'a>(
         meter,
         bytes: [0; 2],
         client_sent_before: traffic.bytes_in.load(Relaxed) > 0,
-        timed: timing.any(),
         timing,
         timer_at: None,
         replay: replay.filter(|r| r.len() <= REPLAY_LIMIT),
@@ -1067,9 +1056,7 @@ impl Future for UringRelay<'_> {
         };
         let Some(mut conn) = taken else { return Poll::Pending };
         self.done = true;
-        let traffic = self.traffic;
-        traffic.bytes_in.fetch_add(conn.bytes[UP], Relaxed);
-        traffic.bytes_out.fetch_add(conn.bytes[DOWN], Relaxed);
+        conn.count_on(self.traffic);
         Poll::Ready(match conn.ending.take().expect("checked above") {
             Ending::End(end) => Outcome::Ended(end),
             Ending::Empty(error) => Outcome::Ended(RelayEnd::Empty {
@@ -1099,16 +1086,14 @@ impl Drop for UringRelay<'_> {
         let (slot, generation) = (self.slot, self.generation);
         with_engine(|engine| {
             let entry = &mut engine.conns[slot];
-            if entry.generation != generation || entry.conn.is_none() {
+            let Some(conn) = entry.conn.as_mut().filter(|_| entry.generation == generation) else {
                 return;
-            }
-            let conn = entry.conn.as_mut().expect("checked above");
+            };
             conn.attached = false;
             conn.waker = None;
             // What moved so far, for the access line the task writes next (a relay cut by a
             // shutdown or a drain's deadline).
-            self.traffic.bytes_in.fetch_add(conn.bytes[UP], Relaxed);
-            self.traffic.bytes_out.fetch_add(conn.bytes[DOWN], Relaxed);
+            conn.count_on(self.traffic);
             if conn.ending.is_none() {
                 engine.end(slot, Ending::Aborted);
             } else {

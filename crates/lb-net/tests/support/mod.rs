@@ -165,25 +165,36 @@ pub async fn start(
     let balancer = Balancer::new(pool, TcpConnector, proxy, health);
     let handle = balancer.handle();
     if io == IoEngine::Uring {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = balancer.acceptor();
-        // Returns once the balancer has shut down and its connections have ended.
-        std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                acceptor.accept(TcpListener::from_std(listener).unwrap()).await;
-            });
-        });
-        let task = tokio::spawn(balancer.supervise(std::future::pending()));
+        let (addr, _worker, task) = start_on_worker(balancer, None);
         return (addr, handle, task);
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(balancer.run(listener, std::future::pending()));
     (addr, handle, task)
+}
+
+/// Runs `balancer` as [`start`] does for io_uring: accepting and serving on 127.0.0.1:0 on a
+/// thread of its own with a single-threaded runtime, whose access lines go to `log` if given.
+/// Returns the address, the thread (it ends once the balancer has shut down and its
+/// connections have ended) and the balancer's task.
+pub fn start_on_worker(
+    balancer: Balancer<TcpConnector>,
+    log: Option<Capture>,
+) -> (SocketAddr, std::thread::JoinHandle<()>, JoinHandle<ShutdownReport>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = balancer.acceptor();
+    let worker = std::thread::spawn(move || {
+        let _log = log.as_ref().map(Capture::install);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            acceptor.accept(TcpListener::from_std(listener).unwrap()).await;
+        });
+    });
+    let task = tokio::spawn(balancer.supervise(std::future::pending()));
+    (addr, worker, task)
 }
 
 /// Shuts a balancer [`start`]ed down and waits for it to finish.
