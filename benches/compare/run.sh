@@ -116,7 +116,7 @@ for run in $(seq "$RUNS"); do
       [[ $t == direct ]] && continue
       start $t || continue
       read held kb <<<"$(python3 "$HERE/hold.py" $PORT 5000 $(pids_of) 2>/dev/null || echo "0 0")"
-      echo "$run $t mem $((kb / 1024)) - - -" | tee -a $RESULTS
+      echo "$run $t mem $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') - - -" | tee -a $RESULTS
       stop
     done
   fi

@@ -26,7 +26,7 @@ use crate::inspect::proxy_header;
 use crate::listener::ListenerRuntime;
 use crate::pools::{PoolRuntime, PoolSettings};
 use crate::preamble::{self, Preamble, Refusal};
-use crate::relay::{Relay, RelayEnd, Side, Timeouts};
+use crate::relay::{Limit, Relay, RelayEnd, Side, Timeouts};
 use crate::shutdown::{Shutdown, TaskCell, Tracker};
 
 /// Proxy settings. Every field has a default suited to a general-purpose TCP service.
@@ -273,68 +273,72 @@ impl<C: Connector> ProxyShared<C> {
             // aborts the task.
             let mut session = Session::new(ends.peer, &self.counters, self.config.access_log);
             session.cell = Some(&cell);
-            let routes = listener.routes.load_full();
-            let sni = routes.by_server_name();
-            // Taken apart at once: a value moved out of in part would keep its whole size in the
-            // task for the connection's life.
-            let Preamble { source, destination: local, server_name, tls, pending, client_eof } =
-                if routes.config.accept_proxy || sni {
-                    let inspect = async {
-                        tokio::select! {
-                        inspected = preamble::read(
-                            &mut client,
-                            routes.config.accept_proxy,
-                            sni,
-                            routes.config.inspect_timeout,
-                                    ) => Some(inspected),
-                        // Not yet routed: nothing to let finish during the grace period.
-                                    () = self.shutdown.requested() => None,
-                                }
-                    };
-                    // Boxed: inline, its reads and timers would make every connection's task
-                    // (which is as big as its largest stage) bigger, inspected or not.
-                    let Some(inspected) = Box::pin(inspect).await else { return };
-                    match inspected {
-                        Ok(preamble) => preamble,
-                        Err(refusal) => {
-                            session.end = Some(self.refused(&listener, &refusal, ends.peer));
-                            return;
+            // Routing, in a block of its own: what only it needs (the routes, the server name,
+            // the preamble) is gone from the task before the relay, which the task's size is
+            // set by. The client as an upstream proxy told it is `session.client` from here on.
+            let (pool, local, pending, client_eof) = {
+                let routes = listener.routes.load_full();
+                let sni = routes.by_server_name();
+                // Taken apart at once: a value moved out of in part would keep its whole size
+                // in the task for the connection's life.
+                let Preamble { source, destination: local, server_name, tls, pending, client_eof } =
+                    if routes.config.accept_proxy || sni {
+                        let inspect = async {
+                            tokio::select! {
+                            inspected = preamble::read(
+                                &mut client,
+                                routes.config.accept_proxy,
+                                sni,
+                                routes.config.inspect_timeout,
+                                        ) => Some(inspected),
+                            // Not yet routed: nothing to let finish during the grace period.
+                                        () = self.shutdown.requested() => None,
+                                    }
+                        };
+                        // Boxed: inline, its reads and timers would make every connection's task
+                        // (which is as big as its largest stage) bigger, inspected or not.
+                        let Some(inspected) = Box::pin(inspect).await else { return };
+                        match inspected {
+                            Ok(preamble) => preamble,
+                            Err(refusal) => {
+                                session.end = Some(self.refused(&listener, &refusal, ends.peer));
+                                return;
+                            }
                         }
-                    }
-                } else {
-                    Preamble::default()
-                };
-            // What an upstream proxy says about the client stands for the client everywhere.
-            let peer = source.or(ends.peer);
-            session.client = peer;
-            if routes.config.accept_proxy && !routes.config.admission.is_open() {
-                if let Some(client) = peer {
-                    match listener.gate.admit(client.ip(), &routes.config.admission) {
-                        Ok(held) => _place = held.map(Box::new),
-                        Err(refused) => {
-                            session.end = Some(self.refuse(&listener, refused));
-                            return;
+                    } else {
+                        Preamble::default()
+                    };
+                // What an upstream proxy says about the client stands for the client everywhere.
+                session.client = source.or(ends.peer);
+                if routes.config.accept_proxy && !routes.config.admission.is_open() {
+                    if let Some(client) = session.client {
+                        match listener.gate.admit(client.ip(), &routes.config.admission) {
+                            Ok(held) => _place = held.map(Box::new),
+                            Err(refused) => {
+                                session.end = Some(self.refuse(&listener, refused));
+                                return;
+                            }
                         }
                     }
                 }
-            }
-            session.server_name = server_name.as_deref().map(Arc::from);
-            let Some(pool) = routes.for_name(server_name.as_deref()).cloned() else {
-                // SNI routing with no pool for this client: no route for a TLS client, no usable
-                // hello for the others.
-                let end = if tls || !sni {
-                    self.counters.no_route.fetch_add(1, Relaxed);
-                    listener.count(|c| &c.no_route);
-                    Termination::NoRoute
-                } else {
-                    self.counters.bad_hello.fetch_add(1, Relaxed);
-                    listener.count(|c| &c.bad_hello);
-                    Termination::BadHello
+                session.server_name = server_name.as_deref().map(Arc::from);
+                let Some(pool) = routes.for_name(server_name.as_deref()).cloned() else {
+                    // SNI routing with no pool for this client: no route for a TLS client, no
+                    // usable hello for the others.
+                    let end = if tls || !sni {
+                        self.counters.no_route.fetch_add(1, Relaxed);
+                        listener.count(|c| &c.no_route);
+                        Termination::NoRoute
+                    } else {
+                        self.counters.bad_hello.fetch_add(1, Relaxed);
+                        listener.count(|c| &c.bad_hello);
+                        Termination::BadHello
+                    };
+                    session.end = Some(end);
+                    return;
                 };
-                session.end = Some(end);
-                return;
+                (pool, local, pending, client_eof)
             };
-            drop(server_name);
             session.pool = pool.log_prefix().map(Arc::from);
             let settings = pool.settings.load_full();
             let mut tries = Tries::default();
@@ -345,60 +349,63 @@ impl<C: Connector> ProxyShared<C> {
             loop {
                 // Boxed for the moment it takes: its timers would otherwise stay in the task
                 // for the connection's life.
-                let connected = Box::pin(self.connect_pool(
+                let (lease, mut backend) = match Box::pin(self.connect_pool(
                     &pool,
                     &settings,
-                    peer.map(|p| p.ip()),
+                    session.client.map(|p| p.ip()),
                     &mut tries,
                     &mut session,
                 ))
-                .await;
-                let (lease, mut backend) = match connected {
+                .await
+                {
                     Ok(connected) => connected,
                     Err(end) => {
                         session.end = Some(end);
                         return;
                     }
                 };
-                // What goes to the backend before the relay's own reads: a PROXY header for it,
-                // then the client's bytes so far. Nothing (no allocation) for a plain pool behind a
-                // plain listener.
-                let mut first = match settings.send_proxy {
-                    // The address the client reached, asked of the socket (a system call) only
-                    // here, where a header needs it.
-                    Some(version) => {
-                        let local =
-                            local.or_else(|| client.as_tcp()?.local_addr().ok().map(canonical));
-                        proxy_header_for(version, peer, local)
+                // A block of its own, so that none of what it makes stays in the task meanwhile.
+                let end = {
+                    // What goes to the backend before the relay's own reads: a PROXY header for
+                    // it, then the client's bytes so far. Nothing (no allocation) for a plain
+                    // pool behind a plain listener.
+                    let mut first = match settings.send_proxy {
+                        // The address the client reached, asked of the socket (a system call) only
+                        // here, where a header needs it.
+                        Some(version) => {
+                            let local =
+                                local.or_else(|| client.as_tcp()?.local_addr().ok().map(canonical));
+                            proxy_header_for(version, session.client, local)
+                        }
+                        None => Vec::new(),
+                    };
+                    if !client_bytes.is_empty() {
+                        let n = client_bytes.len() as u64;
+                        lease.record_bytes_in(n);
+                        if !replayed {
+                            session.traffic.bytes_in.store(n, Relaxed);
+                        }
+                        first.extend_from_slice(&client_bytes);
                     }
-                    None => Vec::new(),
-                };
-                if !client_bytes.is_empty() {
-                    let n = client_bytes.len() as u64;
-                    lease.record_bytes_in(n);
-                    if !replayed {
-                        session.traffic.bytes_in.store(n, Relaxed);
-                    }
-                    first.extend_from_slice(&client_bytes);
+                    let timeouts = Timeouts {
+                        idle: Limit::new(settings.idle_timeout),
+                        client_fin: Limit::new(settings.client_fin_timeout),
+                        server_fin: Limit::new(settings.server_fin_timeout),
+                        server: Limit::new(settings.server_timeout),
+                    };
+                    let replay = settings.retry_on_empty.then(|| std::mem::take(&mut client_bytes));
+                    relay(
+                        self.config.io,
+                        &self.counters,
+                        &mut client,
+                        &mut backend,
+                        &lease,
+                        &session.traffic,
+                        timeouts,
+                        (first, client_eof),
+                        replay,
+                    )
                 }
-                let timeouts = Timeouts {
-                    idle: settings.idle_timeout,
-                    client_fin: settings.client_fin_timeout,
-                    server_fin: settings.server_fin_timeout,
-                    server: settings.server_timeout,
-                };
-                let replay = settings.retry_on_empty.then(|| std::mem::take(&mut client_bytes));
-                let end = relay(
-                    self.config.io,
-                    &self.counters,
-                    &mut client,
-                    &mut backend,
-                    &lease,
-                    &session.traffic,
-                    timeouts,
-                    (first, client_eof),
-                    replay,
-                )
                 .await;
                 session.end = Some(match end {
                     RelayEnd::Closed => Termination::Normal,
@@ -407,7 +414,7 @@ impl<C: Connector> ProxyShared<C> {
                     RelayEnd::FinTimeout(Side::Backend) => Termination::ServerFinTimeout,
                     RelayEnd::ServerTimeout => Termination::ServerTimeout,
                     RelayEnd::Failed(side, error) => {
-                        tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), ?side, %error, "relay failed");
+                        tracing::debug!(client = %DisplayPeer(session.client), backend = %lease.addr(), ?side, %error, "relay failed");
                         match side {
                             Side::Client => Termination::ClientError,
                             Side::Backend => Termination::BackendError,
@@ -421,10 +428,10 @@ impl<C: Connector> ProxyShared<C> {
                         // A client can provoke this (garbage a backend hangs up on), so it counts
                         // against the backend only where the operator asked (`observe_empty`).
                         if settings.observe_empty {
-                            tracing::warn!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                            tracing::warn!(client = %DisplayPeer(session.client), backend = %lease.addr(), "backend {what}");
                             self.count_failure(&lease, &pool, &what, Instant::now());
                         } else {
-                            tracing::debug!(client = %DisplayPeer(peer), backend = %lease.addr(), "backend {what}");
+                            tracing::debug!(client = %DisplayPeer(session.client), backend = %lease.addr(), "backend {what}");
                         }
                         match replay {
                             // Invisible to the client: another backend gets the same bytes.

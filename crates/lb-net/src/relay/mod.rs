@@ -82,13 +82,37 @@ pub(crate) enum RelayEnd {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Timeouts {
     /// Nothing moved either way.
-    pub(crate) idle: Option<Duration>,
+    pub(crate) idle: Limit,
     /// The client half-closed and the backend has sent nothing since.
-    pub(crate) client_fin: Option<Duration>,
+    pub(crate) client_fin: Limit,
     /// The backend half-closed and the client has sent nothing since.
-    pub(crate) server_fin: Option<Duration>,
+    pub(crate) server_fin: Limit,
     /// The backend has sent nothing at all, and nothing has moved.
-    pub(crate) server: Option<Duration>,
+    pub(crate) server: Limit,
+}
+
+/// One time limit, or none, in whole milliseconds: 4 bytes where an `Option<Duration>` takes
+/// 16, in the state every relayed connection keeps. A limit is rounded up to the next
+/// millisecond (so it never passes early) and capped at `u32::MAX` milliseconds (49 days, as
+/// good as never for a relay's timers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limit(Option<std::num::NonZeroU32>);
+
+impl Limit {
+    pub(crate) fn new(limit: Option<Duration>) -> Limit {
+        Limit(limit.and_then(|d| {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            std::num::NonZeroU32::new(ms.min(u128::from(u32::MAX)) as u32)
+        }))
+    }
+
+    pub(crate) fn get(self) -> Option<Duration> {
+        self.0.map(|ms| Duration::from_millis(u64::from(ms.get())))
+    }
+
+    fn is_set(self) -> bool {
+        self.0.is_some()
+    }
 }
 
 /// Relays between `client` and `backend` until both directions are finished, one side fails,
@@ -291,7 +315,7 @@ impl Timing {
     /// Whether any limit is set (without one, nothing needs the clock).
     pub(crate) fn any(&self) -> bool {
         let t = self.timeouts;
-        t.idle.or(t.client_fin).or(t.server_fin).or(t.server).is_some()
+        t.idle.is_set() || t.client_fin.is_set() || t.server_fin.is_set() || t.server.is_set()
     }
 
     /// The earliest time limit and what passing it means, given which directions are finished
@@ -304,8 +328,8 @@ impl Timing {
     ) -> Option<(Instant, RelayEnd)> {
         let t = self.timeouts;
         let mut best: Option<(Instant, RelayEnd)> = None;
-        let mut consider = |from: Instant, limit: Option<Duration>, end: fn() -> RelayEnd| {
-            if let Some(limit) = limit {
+        let mut consider = |from: Instant, limit: Limit, end: fn() -> RelayEnd| {
+            if let Some(limit) = limit.get() {
                 let at = crate::time::deadline(from, limit);
                 if best.as_ref().is_none_or(|(b, _)| at < *b) {
                     best = Some((at, end()));
@@ -319,7 +343,7 @@ impl Timing {
         if let (Some(at), false) = (self.backend_eof_at, up_done) {
             consider(at.max(self.last_up), t.server_fin, || RelayEnd::FinTimeout(Side::Backend));
         }
-        if t.server.is_some() && !backend_spoke {
+        if t.server.is_set() && !backend_spoke {
             consider(self.last_up.max(self.started), t.server, || RelayEnd::ServerTimeout);
         }
         best
@@ -495,5 +519,25 @@ impl<C, B> Relay<'_, C, B> {
             cx.waker().wake_by_ref();
         }
         deferring
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_keeps_whole_milliseconds_rounded_up_and_capped() {
+        let ms = Duration::from_millis;
+        assert_eq!(Limit::new(None).get(), None);
+        // Zero is no limit, as in the settings.
+        assert_eq!(Limit::new(Some(Duration::ZERO)).get(), None);
+        assert_eq!(Limit::new(Some(Duration::from_nanos(1))).get(), Some(ms(1)));
+        assert_eq!(Limit::new(Some(Duration::from_micros(1_500))).get(), Some(ms(2)));
+        assert_eq!(Limit::new(Some(ms(300_000))).get(), Some(ms(300_000)));
+        let cap = Some(ms(u64::from(u32::MAX)));
+        assert_eq!(Limit::new(Some(Duration::from_secs(100 * 86_400))).get(), cap);
+        assert_eq!(Limit::new(Some(Duration::MAX)).get(), cap);
+        assert_eq!(std::mem::size_of::<Limit>(), 4);
     }
 }

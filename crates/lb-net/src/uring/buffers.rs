@@ -12,10 +12,16 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
-/// Buffers in the ring (a power of two, as the kernel requires). A receive holds one only until
-/// the turn that collects it copies it out, so this bounds the receives one round completes
-/// (more find none and are re-armed at the round's end), not the connections.
-pub(super) const COUNT: u16 = 64;
+/// Most buffers the ring holds (a power of two, as the kernel requires). A receive holds one
+/// only until the turn that collects it copies it out, so this bounds the receives one round
+/// completes (more find none and are re-armed at the round's end), not the connections.
+pub(super) const COUNT: u16 = 256;
+
+/// Buffers given to the kernel at first, and added each time a receive finds none free, up to
+/// [`COUNT`]. The kernel takes buffers in turn round the ring, so every buffer provided is soon
+/// resident: starting small keeps a lightly loaded engine's memory to what its load needs
+/// (16 buffers, 256 KiB) while a busy one grows to what its rounds use.
+const STEP: u16 = 16;
 
 /// Bytes per buffer. A receive that fills one is carrying bulk data: the engine hands that
 /// connection to the epoll engine, which splices.
@@ -31,6 +37,8 @@ pub(super) struct Buffers {
     memory: *mut u8,
     /// Our copy of the tail: descriptors added but not yet published.
     tail: u16,
+    /// Buffers provided so far (ids `0..provided`).
+    provided: u16,
     registered: bool,
 }
 
@@ -52,13 +60,16 @@ fn map(len: usize) -> io::Result<*mut u8> {
 impl Buffers {
     /// Maps the buffers and registers them with `ring` as group [`GROUP`], every one free.
     pub(super) fn register(ring: &IoUring) -> io::Result<Buffers> {
-        let mut buffers =
-            Buffers { ring: null_mut(), memory: null_mut(), tail: 0, registered: false };
+        let mut buffers = Buffers {
+            ring: null_mut(),
+            memory: null_mut(),
+            tail: 0,
+            provided: 0,
+            registered: false,
+        };
         buffers.ring = map(RING_BYTES)?.cast();
         buffers.memory = map(MEMORY_BYTES)?;
-        for bid in 0..COUNT {
-            buffers.give_back(bid);
-        }
+        buffers.grow();
         buffers.publish();
         // SAFETY: the descriptor ring is page-aligned, COUNT entries long, and lives until
         // `Drop` unregisters it (the engine drops its `Buffers` before its ring).
@@ -88,6 +99,21 @@ impl Buffers {
         entry.set_len(SIZE as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Provides [`STEP`] more buffers, unless all [`COUNT`] are; visible from the next
+    /// [`publish`](Self::publish). Called when a receive found none free.
+    pub(super) fn grow(&mut self) {
+        let more = STEP.min(COUNT - self.provided);
+        for bid in self.provided..self.provided + more {
+            self.give_back(bid);
+        }
+        self.provided += more;
+    }
+
+    /// Buffers provided so far.
+    pub(super) fn provided(&self) -> u16 {
+        self.provided
     }
 
     /// Makes the buffers given back so far available to the kernel.

@@ -51,13 +51,20 @@ use tokio::time::{Instant, Sleep};
 use crate::relay::{RelayEnd, Resumed, ResumedHalf, Side, Timeouts, Timing, Traffic, REPLAY_LIMIT};
 use buffers::Buffers;
 
-/// Submission queue entries; the completion queue has four times as many (and the kernel
-/// keeps any overflow rather than dropping it).
-const ENTRIES: u32 = 1024;
+/// Submission queue entries; the completion queue has eight times as many (and the kernel
+/// keeps any overflow rather than dropping it). A round with more entries than this hands them
+/// to the kernel in batches of this many. Both rings are resident in full (their indices go
+/// round them), 48 KiB per worker at these sizes.
+const ENTRIES: u32 = 256;
 
 /// Bytes a direction holds unsent before its receive is paused (backpressure), as the epoll
 /// engine holds at most one read's worth.
 const PAUSE_AT: usize = 64 * 1024;
+
+/// Spare vectors an engine keeps (see `Engine::spare`), and the largest capacity it keeps one
+/// of: at most 1 MiB held for exchanges of up to a buffer's size, which allocate nothing.
+const SPARES: usize = 64;
+const SPARE_CAPACITY: usize = buffers::SIZE;
 
 /// Rounds of submit-and-collect a turn of the driver makes before it yields to the other
 /// tasks of its thread.
@@ -164,8 +171,9 @@ struct Conn {
     /// The earliest deadline the timer heap holds for this connection.
     timer_at: Option<Instant>,
     replay: Option<Vec<u8>>,
-    /// How it ends, once decided; delivered once nothing is in flight.
-    ending: Option<Ending>,
+    /// How it ends, once decided; delivered once nothing is in flight. Boxed: set once at the
+    /// end, it would otherwise take 40 bytes in every idle connection's entry.
+    ending: Option<Box<Ending>>,
     /// Operations in flight (a multishot receive counts once).
     in_flight: u32,
     /// The relay's future, to wake when the outcome is ready.
@@ -219,6 +227,10 @@ impl Conn {
         }
     }
 }
+
+/// What one connection's entry in the engine's table weighs (see `footprint`).
+#[cfg(test)]
+pub(crate) const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
 #[derive(Debug)]
 struct Entry {
@@ -280,6 +292,11 @@ struct Engine {
     rearm: Vec<(u32, usize)>,
     /// Completions collected in a round.
     batch: Vec<(u64, i32, u32)>,
+    /// A receive found no buffer free this round: the ring grows at its end.
+    starved: bool,
+    /// Emptied vectors of drained directions, for the next receives to copy into: a
+    /// request-response exchange then allocates nothing.
+    spare: Vec<Vec<u8>>,
     /// The driver task, to wake when a relay was added or left.
     driver: Option<Waker>,
     /// Whether a turn is under way.
@@ -329,13 +346,13 @@ impl Drop for Engine {
 impl Engine {
     fn new() -> io::Result<Engine> {
         let ring = IoUring::builder()
-            .setup_cqsize(ENTRIES * 4)
+            .setup_cqsize(ENTRIES * 8)
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_taskrun_flag()
             .build(ENTRIES)
             // Kernels before 6.1 have no DEFER_TASKRUN: completions then come as task work.
-            .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
+            .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 8).build(ENTRIES))?;
         let buffers = Buffers::register(&ring)?;
         Ok(Engine {
             buffers,
@@ -347,6 +364,8 @@ impl Engine {
             half_closes: Vec::new(),
             rearm: Vec::new(),
             batch: Vec::with_capacity(256),
+            starved: false,
+            spare: Vec::new(),
             driver: None,
             in_turn: false,
         })
@@ -446,7 +465,7 @@ impl Engine {
         if conn.ending.is_some() {
             return;
         }
-        conn.ending = Some(ending);
+        conn.ending = Some(Box::new(ending));
         let mut cancels = [None; 4];
         for d in [UP, DOWN] {
             if conn.dirs[d].receiving {
@@ -531,7 +550,7 @@ impl Engine {
             let n = res as usize;
             let data = self.buffers.data(bid, n);
             let conn = self.conns[slot].conn.as_mut().expect("a live connection");
-            let keep = match conn.ending {
+            let keep = match conn.ending.as_deref() {
                 None => true,
                 // Still the client's, for the next backend: the replay copy below keeps it.
                 Some(Ending::Empty(_)) => d == UP,
@@ -562,7 +581,10 @@ impl Engine {
                     conn.replay = None;
                 }
                 let dir = &mut conn.dirs[d];
-                if !matches!(conn.ending, Some(Ending::Empty(_))) {
+                if !matches!(conn.ending.as_deref(), Some(Ending::Empty(_))) {
+                    if dir.next.capacity() == 0 {
+                        dir.next = self.spare.pop().unwrap_or_default();
+                    }
                     dir.next.extend_from_slice(data);
                 }
                 dir.bulk = n == buffers::SIZE;
@@ -614,7 +636,9 @@ impl Engine {
         }
         let errno = -res;
         if errno == libc::ENOBUFS {
-            // Every buffer was taken when data came: again once some are back.
+            // Every buffer was taken when data came: again once some are back, and with more
+            // buffers from this round's end.
+            self.starved = true;
             self.rearm.push((slot, d));
             return;
         }
@@ -639,7 +663,7 @@ impl Engine {
     }
 
     fn sent(&mut self, slot: u32, d: usize, res: i32) {
-        let conn = self.conn(slot);
+        let conn = self.conns[slot].conn.as_mut().expect("a live connection");
         conn.in_flight -= 1;
         let dir = &mut conn.dirs[d];
         dir.in_flight = false;
@@ -650,9 +674,17 @@ impl Engine {
             }
             let drained = dir.unsent() == 0;
             if drained {
-                // An idle connection holds no bytes (nor the capacity of earlier rounds).
-                dir.sending = Vec::new();
-                dir.next = Vec::new();
+                // An idle connection holds no bytes (nor the capacity of earlier rounds): its
+                // vectors go to the engine's spares, for the next receive of any connection.
+                for mut bytes in [std::mem::take(&mut dir.sending), std::mem::take(&mut dir.next)] {
+                    if bytes.capacity() > 0
+                        && bytes.capacity() <= SPARE_CAPACITY
+                        && self.spare.len() < SPARES
+                    {
+                        bytes.clear();
+                        self.spare.push(bytes);
+                    }
+                }
                 dir.sent = 0;
             }
             let rearm = dir.paused && !dir.receiving && dir.unsent() < PAUSE_AT;
@@ -740,6 +772,10 @@ impl Engine {
         }
         self.rearm = rearm;
         self.rearm.clear();
+        if std::mem::take(&mut self.starved) && self.buffers.provided() < buffers::COUNT {
+            self.buffers.grow();
+            tracing::debug!(buffers = self.buffers.provided(), "io_uring receive buffers grown");
+        }
         self.buffers.publish();
     }
 
@@ -1057,7 +1093,7 @@ impl Future for UringRelay<'_> {
         let Some(mut conn) = taken else { return Poll::Pending };
         self.done = true;
         conn.count_on(self.traffic);
-        Poll::Ready(match conn.ending.take().expect("checked above") {
+        Poll::Ready(match *conn.ending.take().expect("checked above") {
             Ending::End(end) => Outcome::Ended(end),
             Ending::Empty(error) => Outcome::Ended(RelayEnd::Empty {
                 error,
