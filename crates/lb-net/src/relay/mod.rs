@@ -93,8 +93,8 @@ pub(crate) struct Timeouts {
 
 /// One time limit, or none, in whole milliseconds: 4 bytes where an `Option<Duration>` takes
 /// 16, in the state every relayed connection keeps. A limit is rounded up to the next
-/// millisecond (so it never passes early) and capped at `u32::MAX` milliseconds (49 days, as
-/// good as never for a relay's timers).
+/// millisecond (so it never passes early; a zero limit, which passes at once, becomes 1 ms)
+/// and capped at `u32::MAX` milliseconds (49 days, as good as never for a relay's timers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Limit(Option<std::num::NonZeroU32>);
 
@@ -102,7 +102,7 @@ impl Limit {
     pub(crate) fn new(limit: Option<Duration>) -> Limit {
         Limit(limit.and_then(|d| {
             let ms = d.as_nanos().div_ceil(1_000_000);
-            std::num::NonZeroU32::new(ms.min(u128::from(u32::MAX)) as u32)
+            std::num::NonZeroU32::new(ms.clamp(1, u128::from(u32::MAX)) as u32)
         }))
     }
 
@@ -530,8 +530,8 @@ mod tests {
     fn a_limit_keeps_whole_milliseconds_rounded_up_and_capped() {
         let ms = Duration::from_millis;
         assert_eq!(Limit::new(None).get(), None);
-        // Zero is no limit, as in the settings.
-        assert_eq!(Limit::new(Some(Duration::ZERO)).get(), None);
+        // The settings say "no limit" with `None`; a zero limit passes as soon as it can.
+        assert_eq!(Limit::new(Some(Duration::ZERO)).get(), Some(ms(1)));
         assert_eq!(Limit::new(Some(Duration::from_nanos(1))).get(), Some(ms(1)));
         assert_eq!(Limit::new(Some(Duration::from_micros(1_500))).get(), Some(ms(2)));
         assert_eq!(Limit::new(Some(ms(300_000))).get(), Some(ms(300_000)));
