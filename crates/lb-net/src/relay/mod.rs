@@ -92,17 +92,17 @@ pub(crate) struct Timeouts {
 }
 
 /// One time limit, or none, in whole milliseconds: 4 bytes where an `Option<Duration>` takes
-/// 16, in the state every relayed connection keeps. A limit is rounded up to the next
-/// millisecond (so it never passes early; a zero limit, which passes at once, becomes 1 ms)
-/// and capped at `u32::MAX` milliseconds (49 days, as good as never for a relay's timers).
+/// 16, in the state every relayed connection keeps. A limit never passes early: it is rounded
+/// up to the next millisecond (a zero limit, which passes at once, becomes 1 ms), and one
+/// longer than `u32::MAX` milliseconds (49.7 days) is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Limit(Option<std::num::NonZeroU32>);
 
 impl Limit {
     pub(crate) fn new(limit: Option<Duration>) -> Limit {
         Limit(limit.and_then(|d| {
-            let ms = d.as_nanos().div_ceil(1_000_000);
-            std::num::NonZeroU32::new(ms.clamp(1, u128::from(u32::MAX)) as u32)
+            let ms = u32::try_from(d.as_nanos().div_ceil(1_000_000)).ok()?;
+            std::num::NonZeroU32::new(ms.max(1))
         }))
     }
 
@@ -535,9 +535,12 @@ mod tests {
         assert_eq!(Limit::new(Some(Duration::from_nanos(1))).get(), Some(ms(1)));
         assert_eq!(Limit::new(Some(Duration::from_micros(1_500))).get(), Some(ms(2)));
         assert_eq!(Limit::new(Some(ms(300_000))).get(), Some(ms(300_000)));
-        let cap = Some(ms(u64::from(u32::MAX)));
-        assert_eq!(Limit::new(Some(Duration::from_secs(100 * 86_400))).get(), cap);
-        assert_eq!(Limit::new(Some(Duration::MAX)).get(), cap);
+        let longest = ms(u64::from(u32::MAX));
+        assert_eq!(Limit::new(Some(longest)).get(), Some(longest));
+        // Longer than it can hold: no limit rather than an early one.
+        assert_eq!(Limit::new(Some(longest + Duration::from_nanos(1))).get(), None);
+        assert_eq!(Limit::new(Some(Duration::from_secs(100 * 86_400))).get(), None);
+        assert_eq!(Limit::new(Some(Duration::MAX)).get(), None);
         assert_eq!(std::mem::size_of::<Limit>(), 4);
     }
 }

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
-/// Most buffers the ring holds (a power of two, as the kernel requires). A receive holds one
-/// only until the turn that collects it copies it out, so this bounds the receives one round
-/// completes (more find none and are re-armed at the round's end), not the connections.
+/// Most buffers the ring holds (a power of two, as the kernel requires: the descriptor ring
+/// has this many entries). A receive holds one only until the turn that collects it copies it
+/// out, so the buffers provided bound the receives one round completes (more find none, are
+/// re-armed at the round's end and make the ring grow), not the connections.
 pub(super) const COUNT: u16 = 256;
 
 /// Buffers given to the kernel at first, and added each time a receive finds none free, up to
@@ -58,7 +59,8 @@ fn map(len: usize) -> io::Result<*mut u8> {
 }
 
 impl Buffers {
-    /// Maps the buffers and registers them with `ring` as group [`GROUP`], every one free.
+    /// Maps room for [`COUNT`] buffers and registers them with `ring` as group [`GROUP`], the
+    /// first [`STEP`] of them provided.
     pub(super) fn register(ring: &IoUring) -> io::Result<Buffers> {
         let mut buffers = Buffers {
             ring: null_mut(),
@@ -82,7 +84,7 @@ impl Buffers {
 
     /// The first `len` bytes of buffer `bid`, which a completion just handed us.
     pub(super) fn data(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(bid < COUNT && len <= SIZE, "the kernel names one of our buffers");
+        assert!(bid < self.provided && len <= SIZE, "the kernel names one of our buffers");
         // SAFETY: in bounds (checked); the kernel wrote these bytes before posting the
         // completion and will not touch the buffer again until it is given back.
         unsafe { std::slice::from_raw_parts(self.memory.add(bid as usize * SIZE), len) }

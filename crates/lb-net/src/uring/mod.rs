@@ -62,7 +62,8 @@ const ENTRIES: u32 = 256;
 const PAUSE_AT: usize = 64 * 1024;
 
 /// Spare vectors an engine keeps (see `Engine::spare`), and the largest capacity it keeps one
-/// of: at most 1 MiB held for exchanges of up to a buffer's size, which allocate nothing.
+/// of: at most 1 MiB held, so that exchanges of up to a buffer's size allocate nothing once
+/// the spares have grown to their sizes.
 const SPARES: usize = 64;
 const SPARE_CAPACITY: usize = buffers::SIZE;
 
@@ -397,7 +398,9 @@ impl Engine {
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
             }
-            // Full: hand what is queued to the kernel, making room.
+            // Full: hand what is queued to the kernel, making room (with the buffers given
+            // back so far visible to any receive among it).
+            self.buffers.publish();
             if let Err(e) = self.ring.submit() {
                 if e.raw_os_error() != Some(libc::EINTR) {
                     tracing::error!(error = %e, "io_uring submission failed");
@@ -762,6 +765,14 @@ impl Engine {
         }
         self.half_closes = half_closes;
         self.half_closes.clear();
+        // Buffers first, grown if a receive found none, and visible to the kernel before any
+        // re-armed receive is submitted: one submitted early (a full queue is handed over at
+        // once) would otherwise find none free while this round's sit unpublished.
+        if std::mem::take(&mut self.starved) && self.buffers.provided() < buffers::COUNT {
+            self.buffers.grow();
+            tracing::debug!(buffers = self.buffers.provided(), "io_uring receive buffers grown");
+        }
+        self.buffers.publish();
         let rearm = std::mem::take(&mut self.rearm);
         for &(slot, d) in &rearm {
             let Some(conn) = self.conns[slot].conn.as_ref() else { continue };
@@ -772,11 +783,6 @@ impl Engine {
         }
         self.rearm = rearm;
         self.rearm.clear();
-        if std::mem::take(&mut self.starved) && self.buffers.provided() < buffers::COUNT {
-            self.buffers.grow();
-            tracing::debug!(buffers = self.buffers.provided(), "io_uring receive buffers grown");
-        }
-        self.buffers.publish();
     }
 
     /// Puts the connection's next deadline on the timer heap, if earlier than what it holds.
