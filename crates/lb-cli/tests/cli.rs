@@ -257,8 +257,12 @@ fn stats_add_remove_and_bad_commands_through_stdin() {
 #[test]
 fn log_file_has_startup_connections_and_health_transitions() {
     let a = backend("alpha");
-    // A backend that is not there: health checks take it down.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A backend that is not there: health checks take it down. Its port stays bound (not
+    // listening, so connects are refused) for the test's life: freed, another test running
+    // meanwhile could listen on it.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = held.local_addr().unwrap();
     let mut lb = Lb::start(&[
         "--backend",
         &a.to_string(),

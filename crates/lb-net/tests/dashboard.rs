@@ -140,7 +140,8 @@ async fn the_dashboard_shows_every_backend_and_follows_commands_in_chromium() {
     // Two backends that answer, one address where nothing listens.
     let (b1, _b1) = tcp_named_backend("b1").await;
     let (b2, _b2) = tcp_named_backend("b2").await;
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let held = HeldPort::refusing();
+    let dead = held.addr();
     let pool = Pool::default();
     pool.add(b1, Some(3)).unwrap();
     pool.add(b2, None).unwrap();

@@ -217,11 +217,9 @@ async fn failures_keep_the_members_and_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_backends_are_health_checked_and_serve() {
     let (live, _task) = tcp_named_backend("live").await;
-    // A port nothing listens on any more.
-    let dead = {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap()
-    };
+    // A port nothing listens on.
+    let held = HeldPort::refusing();
+    let dead = held.addr();
     let dns = TestDnsServer::start().await.unwrap();
     dns.set_addresses("h.test", &[ip("127.0.0.1")], 1);
     let srv = |port| SrvRecord { priority: 1, weight: 1, port, target: "h.test".into() };

@@ -107,7 +107,8 @@ async fn bytes_after_a_short_read_are_not_taken_for_the_end(io) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_backend_connection_is_still_a_failed_connect() {
     // A port nobody listens on: the connect's failure is read from its readiness event.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let held = HeldPort::refusing();
+    let closed = held.addr();
     let (good, good_task) = tcp_backend(|mut s| async move {
         s.write_all(b"served").await.unwrap();
     })

@@ -257,14 +257,13 @@ async fn killed_backend_is_retried_around_marked_down_and_back_up() {
         handle.stats().pool().totals.connections > 20
     })
     .await;
-    dead_task.abort();
-    let _ = dead_task.await;
+    let held = kill_backend(dead_addr, dead_task).await;
     *killed_at.lock().unwrap() = Some(tokio::time::Instant::now());
     eventually(Duration::from_secs(10), "killed backend marked down", || async {
         handle.stats().pool().backend(dead_addr).unwrap().health == Health::Down
     })
     .await;
-    let revived = tcp_named_backend_at(dead_addr, "b").await;
+    let revived = revive_named_backend(held, "b");
     eventually(Duration::from_secs(10), "revived backend marked up", || async {
         handle.stats().pool().backend(dead_addr).unwrap().health == Health::Up
     })

@@ -50,8 +50,8 @@ async fn backups_serve_while_every_primary_is_down_and_hand_back_when_one_return
     // Every primary killed: once the checks (or traffic) take them down, the backup takes
     // every new connection. No client fails meanwhile: a refused connect is retried on
     // another backend.
-    p1_task.abort();
-    p2_task.abort();
+    let p1_held = kill_backend(p1, p1_task).await;
+    let _p2_held = kill_backend(p2, p2_task).await;
     eventually(LIMIT, "the backup active", || async { handle.stats().pool().backup_active }).await;
     for _ in 0..6 {
         let (_s, name) = tcp_greeting(lb).await.unwrap();
@@ -66,7 +66,7 @@ async fn backups_serve_while_every_primary_is_down_and_hand_back_when_one_return
     assert!(marked[0].starts_with(&b.to_string()), "{health}");
 
     // One primary back: new connections leave the backup.
-    let _p1_again = tcp_named_backend_at(p1, "p1").await;
+    let _p1_again = revive_named_backend(p1_held, "p1");
     eventually(LIMIT, "the primary back", || async { !handle.stats().pool().backup_active }).await;
     for _ in 0..6 {
         let (_s, name) = tcp_greeting(lb).await.unwrap();

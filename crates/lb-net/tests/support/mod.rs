@@ -81,7 +81,7 @@ where
     tcp_backend_at("127.0.0.1:0", serve).await
 }
 
-/// Like [`tcp_backend`] on a given address: an IPv6 one, or a killed backend's to bring it back.
+/// Like [`tcp_backend`] on a given address (an IPv6 one).
 pub async fn tcp_backend_at<F, Fut>(
     addr: impl ToSocketAddrs,
     serve: F,
@@ -92,7 +92,16 @@ where
 {
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
+    (addr, serve_on(listener, serve))
+}
+
+/// Serves each connection `listener` accepts with `serve`, on one task.
+fn serve_on<F, Fut>(listener: TcpListener, serve: F) -> JoinHandle<()>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
         // The connections are the task's own, so aborting it drops them too.
         let mut conns = tokio::task::JoinSet::new();
         loop {
@@ -100,8 +109,50 @@ where
             conns.spawn(serve(stream));
             while conns.try_join_next().is_some() {}
         }
-    });
-    (addr, task)
+    })
+}
+
+/// A killed backend's port, still bound but not listening: connecting to it is refused, as
+/// to a dead backend, and no other test running meanwhile can bind it (an address freed for
+/// the time a test waits for its balancer to notice the death was taken by another test's
+/// listener, which then got this test's connections).
+pub struct HeldPort(tokio::net::TcpSocket);
+
+impl HeldPort {
+    /// A port on 127.0.0.1 where nothing listens, held for as long as this lives: an address
+    /// a balancer's connects are refused at, which no other test can take meanwhile.
+    pub fn refusing() -> HeldPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        HeldPort(socket)
+    }
+
+    /// The held address.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap()
+    }
+}
+
+/// Kills the backend `task` serving on `addr` (it and its connections end), holding its port.
+pub async fn kill_backend(addr: SocketAddr, task: JoinHandle<()>) -> HeldPort {
+    task.abort();
+    let _ = task.await;
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .unwrap();
+    // Past the dead connections' TIME_WAIT on the same port.
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    HeldPort(socket)
+}
+
+/// Brings a backend killed by [`kill_backend`] back on its port, greeting with `name\n` and
+/// echoing, as [`tcp_named_backend`].
+pub fn revive_named_backend(held: HeldPort, name: &str) -> JoinHandle<()> {
+    let name = name.to_owned();
+    serve_on(held.0.listen(1024).unwrap(), move |stream| greet_and_echo(stream, name.clone()))
 }
 
 /// A TCP backend on 127.0.0.1 (port 0) that greets with `name\n` and echoes (see
@@ -109,12 +160,6 @@ where
 pub async fn tcp_named_backend(name: &str) -> (SocketAddr, JoinHandle<()>) {
     let name = name.to_owned();
     tcp_backend(move |stream| greet_and_echo(stream, name.clone())).await
-}
-
-/// Like [`tcp_named_backend`] on a given address (to bring a killed backend back).
-pub async fn tcp_named_backend_at(addr: SocketAddr, name: &str) -> JoinHandle<()> {
-    let name = name.to_owned();
-    tcp_backend_at(addr, move |stream| greet_and_echo(stream, name.clone())).await.1
 }
 
 /// A pool of the one backend at `addr`.
