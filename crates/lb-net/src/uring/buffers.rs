@@ -71,7 +71,7 @@ impl Buffers {
         };
         buffers.ring = map(RING_BYTES)?.cast();
         buffers.memory = map(MEMORY_BYTES)?;
-        buffers.grow();
+        let _ = buffers.grow();
         buffers.publish();
         // SAFETY: the descriptor ring is page-aligned, COUNT entries long, and lives until
         // `Drop` unregisters it (the engine drops its `Buffers` before its ring).
@@ -104,13 +104,15 @@ impl Buffers {
     }
 
     /// Provides [`STEP`] more buffers, unless all [`COUNT`] are; visible from the next
-    /// [`publish`](Self::publish). Called when a receive found none free.
-    pub(super) fn grow(&mut self) {
+    /// [`publish`](Self::publish). Called when a receive found none free. Returns whether
+    /// any were added.
+    pub(super) fn grow(&mut self) -> bool {
         let more = STEP.min(COUNT - self.provided);
         for bid in self.provided..self.provided + more {
             self.give_back(bid);
         }
         self.provided += more;
+        more > 0
     }
 
     /// Buffers provided so far.

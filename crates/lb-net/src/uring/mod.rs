@@ -768,8 +768,7 @@ impl Engine {
         // Buffers first, grown if a receive found none, and visible to the kernel before any
         // re-armed receive is submitted: one submitted early (a full queue is handed over at
         // once) would otherwise find none free while this round's sit unpublished.
-        if std::mem::take(&mut self.starved) && self.buffers.provided() < buffers::COUNT {
-            self.buffers.grow();
+        if std::mem::take(&mut self.starved) && self.buffers.grow() {
             tracing::debug!(buffers = self.buffers.provided(), "io_uring receive buffers grown");
         }
         self.buffers.publish();

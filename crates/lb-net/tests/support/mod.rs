@@ -122,8 +122,19 @@ impl HeldPort {
     /// A port on 127.0.0.1 where nothing listens, held for as long as this lives: an address
     /// a balancer's connects are refused at, which no other test can take meanwhile.
     pub fn refusing() -> HeldPort {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        HeldPort::at(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// `addr` bound, not listening.
+    fn at(addr: SocketAddr) -> HeldPort {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .unwrap();
+        // Past the TIME_WAIT of a killed backend's connections on the same port.
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
         HeldPort(socket)
     }
 
@@ -137,15 +148,7 @@ impl HeldPort {
 pub async fn kill_backend(addr: SocketAddr, task: JoinHandle<()>) -> HeldPort {
     task.abort();
     let _ = task.await;
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-    }
-    .unwrap();
-    // Past the dead connections' TIME_WAIT on the same port.
-    socket.set_reuseaddr(true).unwrap();
-    socket.bind(addr).unwrap();
-    HeldPort(socket)
+    HeldPort::at(addr)
 }
 
 /// Brings a backend killed by [`kill_backend`] back on its port, greeting with `name\n` and
