@@ -234,6 +234,11 @@ pub(crate) fn parse_io(s: &str) -> Result<IoChoice, String> {
     }
 }
 
+/// `pack` or `spread` ([`Placement`](lb_net::Placement)).
+pub(crate) fn parse_placement(s: &str) -> Result<lb_net::Placement, String> {
+    s.parse()
+}
+
 /// A duration that can be turned off; `None` for off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OptionalDuration(pub(crate) Option<Duration>);

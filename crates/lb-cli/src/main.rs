@@ -205,6 +205,7 @@ fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Resu
             LogFormat::Json => AccessLogFormat::Fields,
         },
         io,
+        placement: args.placement,
         ..ProxyConfig::default()
     };
     let balancer = Balancer::empty(TcpConnector, proxy);

@@ -32,7 +32,7 @@ use std::time::Duration;
 use std::fmt;
 
 use lb_core::Algorithm;
-use lb_net::{AddressRange, DnsQuery, Target};
+use lb_net::{AddressRange, DnsQuery, Placement, Target};
 use serde::de::MapAccess;
 use std::net::SocketAddr;
 
@@ -41,7 +41,7 @@ use crate::args::{
     parse_allowed_hosts, parse_client_limit, parse_discover, parse_duration,
     parse_hash_balance_factor, parse_health_check, parse_host, parse_io, parse_limit,
     parse_listen_port, parse_log_format, parse_log_level, parse_optional_duration,
-    parse_panic_threshold, parse_positive_duration, parse_resolver, parse_retries,
+    parse_panic_threshold, parse_placement, parse_positive_duration, parse_resolver, parse_retries,
     parse_send_proxy, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
     HostList, IoChoice, Limit, LogFormat, OptionalDuration, SendProxy,
 };
@@ -489,7 +489,7 @@ settings! {
     demo: bool = Switch;
 
     /// Worker threads, each with its own event loop and its own listening socket on the same
-    /// port (SO_REUSEPORT, the kernel spreads new connections over them) [default: one per CPU].
+    /// port (SO_REUSEPORT; --placement says which takes new connections) [default: one per CPU].
     // Listed last in --help, after the admin flags, as it always has been (clap orders the
     // other flags as declared; only --help and --version come later).
     #[arg(
@@ -507,6 +507,13 @@ settings! {
     #[arg(long = "io", default_value = "auto", value_name = "ENGINE", display_order = 901)]
     #[setting(Process, Restart)]
     io: IoChoice = one_line(parse_io).offering(|| vec!["auto", "epoll", "uring"]);
+
+    /// Which worker new connections go to: pack (to one worker while it is busy less than 85%
+    /// of the time, then spread until the load fits on one again: fewer wake-ups, less CPU per
+    /// request), or spread (the kernel spreads them evenly, whatever the load).
+    #[arg(long = "placement", default_value = "pack", value_name = "HOW", display_order = 902)]
+    #[setting(Process, Restart)]
+    placement: Placement = one_line(parse_placement).offering(|| vec!["pack", "spread"]);
 
     /// Serve the admin endpoint (the dashboard at /, GET /metrics, GET /stats, POST /command)
     /// on ADDR; PORT or :PORT listen on 127.0.0.1 only [default: off].

@@ -448,6 +448,7 @@ fn bad_flags_give_one_line_and_status_2() {
         ),
         (&["--port", "1\n\n2"], "invalid port \"1\\n\\n2\": expected a whole number"),
         (&["--io", "fast"], "invalid I/O engine \"fast\": expected auto, epoll or uring"),
+        (&["--placement", "even"], "invalid placement \"even\": expected pack or spread"),
     ];
     for (args, needle) in cases {
         let (code, stderr) = fails(args);
@@ -1683,6 +1684,33 @@ fn each_io_engine_serves_and_the_log_says_which() {
             _ => assert!(!on_ring && !text.contains("io_uring is not"), "--io {io}: {text}"),
         }
         assert_eq!(text.matches(" normal ").count(), 3, "--io {io}: {text}");
+    }
+}
+
+#[test]
+fn each_placement_serves_every_connection_on_two_workers() {
+    let b = backend("place-1");
+    for placement in ["pack", "spread"] {
+        let mut lb = Lb::start(&[
+            "--backend",
+            &b.to_string(),
+            "--workers",
+            "2",
+            "--placement",
+            placement,
+            "--admin",
+            "127.0.0.1:0",
+        ]);
+        for _ in 0..20 {
+            assert_eq!(via(lb.addr), "place-1", "--placement {placement}");
+        }
+        let metrics = http_get(&lb.admin(), "/metrics");
+        // Twenty short connections keep no worker busy: nothing was switched.
+        for family in ["lb_placement_spreads_total 0", "lb_placement_packs_total 0"] {
+            assert!(metrics.contains(family), "--placement {placement}: {metrics}");
+        }
+        lb.send("quit");
+        lb.wait_exit();
     }
 }
 

@@ -101,6 +101,11 @@ proxy_counters! {
     uring_relays => "lb_uring_relays", "Connections relayed on the io_uring engine (the others on epoll).";
     /// Of those, relays handed to the epoll engine to splice bulk data.
     uring_bulk_handoffs => "lb_uring_bulk_handoffs", "Connections the io_uring engine handed to the epoll engine to splice bulk data.";
+    /// Times new connections were spread over the workers because the one taking them was
+    /// busy (`--placement pack`); packed again since when `placement_packs` equals it.
+    placement_spreads => "lb_placement_spreads", "Times new connections were spread over the worker threads because the one taking them all was busy (--placement pack).";
+    /// Times new connections were packed onto one worker again after a calm spell.
+    placement_packs => "lb_placement_packs", "Times new connections were packed onto one worker thread again after a calm spell (--placement pack).";
 }
 
 /// What a counter of a pool's DNS discovery is called in the metrics, and what it means.

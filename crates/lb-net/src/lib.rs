@@ -82,6 +82,7 @@ pub mod inspect;
 pub mod lifecycle;
 mod listener;
 mod metrics;
+mod placement;
 mod pools;
 mod preamble;
 mod proxy;
@@ -124,6 +125,7 @@ pub use error::Error;
 pub use events::{Event, EventKind, EVENTS_KEPT};
 pub use health_check::{CheckKind, CheckStatus, HealthCheckConfig, HttpCheck, StatusSet};
 pub use listener::{ListenerConfig, Routing, ServerName, SniRoute, DEFAULT_INSPECT_TIMEOUT};
+pub use placement::Placement;
 pub use pools::{PoolSettings, DEFAULT_POOL};
 pub use proxy::{IoEngine, ProxyConfig};
 pub use sockets::{bind, bind_shared};
@@ -282,9 +284,20 @@ impl<C: Connector> Balancer<C> {
         // connections end.
         drop(pools);
         tracing::info!(pools = %names.join(", "), "running");
+        let placing = async {
+            if self.shared.config.placement != Placement::Pack {
+                return std::future::pending().await;
+            }
+            let workers = self.shared.workers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let listeners =
+                || handle.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            placement::monitor(workers, listeners, &self.shared.counters).await;
+            std::future::pending().await
+        };
         tokio::select! {
             () = shutdown => handle.shutdown(),
             () = handle.shutdown_requested() => {}
+            () = placing => {}
         }
         let open = self.shared.tracker.open();
         let grace = self.shared.config.shutdown_grace;

@@ -299,6 +299,21 @@ impl ListenerRuntime {
         kept.iter().map(std::net::TcpListener::try_clone).collect()
     }
 
+    /// Steers its new connections to one socket (`pack`) or by the kernel's hash
+    /// ([`crate::placement`]); nothing to do with fewer than two sockets, or once it stopped
+    /// accepting.
+    pub(crate) fn steer(&self, pack: bool) -> std::io::Result<()> {
+        let kept = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        match kept.first() {
+            #[cfg(target_os = "linux")]
+            Some(socket) if kept.len() > 1 => crate::placement::steer(socket, pack),
+            _ => {
+                let _ = pack;
+                Ok(())
+            }
+        }
+    }
+
     /// Drops the descriptors kept for a hand-over (it no longer accepts).
     pub(crate) fn release_sockets(&self) {
         drop(std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|p| p.into_inner())));

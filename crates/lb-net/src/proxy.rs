@@ -24,6 +24,7 @@ use crate::connector::{connect_within, ByteStream, ConnectError, Connector};
 use crate::counters::ProxyCounters;
 use crate::inspect::proxy_header;
 use crate::listener::ListenerRuntime;
+use crate::placement::Placement;
 use crate::pools::{PoolRuntime, PoolSettings};
 use crate::preamble::{self, Preamble, Refusal};
 use crate::relay::{Limit, Relay, RelayEnd, Side, Timeouts};
@@ -73,6 +74,10 @@ pub struct ProxyConfig {
     /// Which engine relays the bytes of TCP connections ([`IoEngine`]). Default: epoll, which
     /// runs everywhere; the `lb` binary asks for io_uring where the kernel allows it.
     pub io: IoEngine,
+    /// How new connections are placed on the worker threads ([`Placement`]). Default: spread
+    /// by the kernel, as `SO_REUSEPORT` does; the `lb` binary packs them while one worker can
+    /// carry the load.
+    pub placement: Placement,
 }
 
 /// The engine that relays a connection's bytes once it is connected (accepting, inspecting and
@@ -129,6 +134,7 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(10),
             access_log: AccessLogFormat::Line,
             io: IoEngine::Epoll,
+            placement: Placement::Spread,
         }
     }
 }

@@ -1,0 +1,494 @@
+//! Which worker thread a new connection goes to ([`Placement`]).
+//!
+//! A listener has one socket per worker, sharing its port with `SO_REUSEPORT`, and the kernel
+//! hashes each new connection to one of them. Spread that way, every worker has a little work
+//! and sleeps between its pieces; each sleep and wake-up is a context switch, and on a machine
+//! with few CPUs that costs more than the work it waits for. Packed onto one worker, the same
+//! load keeps that worker awake, handling many completions per wake-up: on the 2-vCPU machine
+//! of docs/performance.md, a quarter as many context switches and about 10 % less CPU per
+//! keep-alive request, 15-20 % less per MB of bulk.
+//!
+//! [`Placement::Pack`] does that while one worker can carry the load. A classic BPF program on
+//! the listener's socket group (`SO_ATTACH_REUSEPORT_CBPF`) picks the group's first socket for
+//! every connection, and a monitor on the control runtime reads the workers' CPU time every
+//! [`INTERVAL`], and the machine's idle time (`/proc/stat`). When one worker was busy more
+//! than [`SPREAD_ABOVE`] of an interval while the machine's CPUs had at least [`SPARE_CPU`] of
+//! one CPU idle among them, the program is detached, so the kernel hashes connections again
+//! (spread). Without that idle time, another worker would only compete for the same CPUs with
+//! more wake-ups, so connections stay packed. Once all the workers together have been busy
+//! less than [`PACK_BELOW`] of one CPU for [`CALM_INTERVALS`] intervals in a row, they are
+//! packed again. Connections stay on the worker
+//! that accepted them; only new ones move. The program is one instruction, run by the kernel on
+//! each SYN's way to a socket: nothing on the data path changes.
+
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::counters::ProxyCounters;
+use crate::listener::ListenerRuntime;
+
+/// How new connections are placed on the worker threads of a listener with one socket per
+/// worker ([`crate::bind_shared`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The kernel spreads new connections evenly over the workers (by a hash of their
+    /// addresses), whatever the load.
+    #[default]
+    Spread,
+    /// New connections go to one worker while it can carry them, and are spread once it is
+    /// busy (Linux; elsewhere as [`Spread`](Self::Spread)). Fewer wake-ups, so less CPU per
+    /// request at the loads one CPU can carry; the same as `Spread` above them. Needs the
+    /// balancer supervised ([`crate::Balancer::supervise`]) with single-threaded worker
+    /// runtimes ([`crate::Balancer::set_workers`]).
+    Pack,
+}
+
+impl FromStr for Placement {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "spread" => Ok(Placement::Spread),
+            "pack" => Ok(Placement::Pack),
+            _ => Err(format!("invalid placement {s:?}: expected pack or spread")),
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Placement::Spread => "spread",
+            Placement::Pack => "pack",
+        })
+    }
+}
+
+/// How often the monitor reads the workers' CPU time.
+pub(crate) const INTERVAL: Duration = Duration::from_millis(250);
+/// The share of an interval one worker may be busy before new connections are spread.
+pub(crate) const SPREAD_ABOVE: f64 = 0.85;
+/// The idle time, in CPUs, the machine must have had for spreading to be worth it.
+pub(crate) const SPARE_CPU: f64 = 0.5;
+/// The share of one CPU all workers together stay under, for [`CALM_INTERVALS`] intervals in a
+/// row, before new connections are packed again.
+pub(crate) const PACK_BELOW: f64 = 0.5;
+/// Intervals in a row of low load before packing again (also how often the monitor re-applies
+/// the current choice, to listeners added since).
+pub(crate) const CALM_INTERVALS: u32 = 4;
+
+/// The packing decision, from one interval's busy shares to the next choice (pure, for tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decider {
+    packed: bool,
+    calm: u32,
+}
+
+impl Decider {
+    /// Starts packed.
+    pub(crate) fn new() -> Self {
+        Decider { packed: true, calm: 0 }
+    }
+
+    /// Whether connections are to be packed after an interval in which the busiest worker was
+    /// busy `busiest` of the time, all together `total` (1.0: one CPU's worth), and the
+    /// machine's CPUs were idle `idle` CPUs' worth.
+    pub(crate) fn observe(&mut self, busiest: f64, total: f64, idle: f64) -> bool {
+        if self.packed {
+            if busiest > SPREAD_ABOVE && idle >= SPARE_CPU {
+                self.packed = false;
+                self.calm = 0;
+            }
+        } else if total < PACK_BELOW {
+            self.calm += 1;
+            if self.calm >= CALM_INTERVALS {
+                self.packed = true;
+            }
+        } else {
+            self.calm = 0;
+        }
+        self.packed
+    }
+}
+
+/// Steers a `SO_REUSEPORT` group's new connections: all to its first socket (`pack`: a
+/// program returning index 0), or by the kernel's hash as without any program (the program is
+/// detached). `socket` is any socket of the group; the program is the group's.
+#[cfg(target_os = "linux")]
+pub(crate) fn steer(socket: &std::net::TcpListener, pack: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // BPF_RET | BPF_K: return the constant k.
+    const RET_K: u16 = 0x06;
+    let mut program = [libc::sock_filter { code: RET_K, jt: 0, jf: 0, k: 0 }];
+    let fprog = libc::sock_fprog { len: 1, filter: program.as_mut_ptr() };
+    let unused: libc::c_int = 0;
+    let (option, value, size) = if pack {
+        (
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::from_ref(&fprog).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::sock_fprog>(),
+        )
+    } else {
+        (
+            libc::SO_DETACH_REUSEPORT_BPF,
+            std::ptr::from_ref(&unused).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>(),
+        )
+    };
+    // SAFETY: `value` points to `size` valid bytes for the call's duration (the kernel copies
+    // the program).
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            value,
+            size as libc::socklen_t,
+        )
+    };
+    let error = std::io::Error::last_os_error();
+    match rc {
+        0 => Ok(()),
+        // Detaching where nothing is attached.
+        _ if !pack && error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        _ => Err(error),
+    }
+}
+
+/// The time all the machine's CPUs have been idle since boot, from the first line of
+/// `/proc/stat` (its idle and iowait fields); `None` where it cannot be read.
+#[cfg(target_os = "linux")]
+fn machine_idle() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    idle_of(&stat)
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+/// Parses [`machine_idle`]'s answer out of `/proc/stat`'s text.
+fn idle_of(stat: &str) -> Option<Duration> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let mut fields = line.split_ascii_whitespace().skip(3);
+    let idle: u64 = fields.next()?.parse().ok()?;
+    let iowait: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    // The kernel counts in USER_HZ ticks, 100 per second on every Linux platform of today.
+    // SAFETY: no argument; `sysconf` only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    let ticks = idle.saturating_add(iowait);
+    Some(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
+}
+
+/// The CPU-time clock of the calling thread, readable from any thread of the process.
+#[cfg(target_os = "linux")]
+fn this_thread_clock() -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `pthread_self` is always valid, and `clock` is a valid place for the answer.
+    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+    (rc == 0).then_some(clock)
+}
+
+/// The CPU time (user and system) a thread's clock has counted; `None` once the thread ended.
+#[cfg(target_os = "linux")]
+fn cpu_time(clock: libc::clockid_t) -> Option<Duration> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid place for the answer.
+    let rc = unsafe { libc::clock_gettime(clock, &mut now) };
+    (rc == 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
+/// Applies a choice to every listener with more than one socket.
+fn apply(listeners: &[Arc<ListenerRuntime>], pack: bool) -> std::io::Result<()> {
+    listeners.iter().try_for_each(|l| l.steer(pack))
+}
+
+/// Packs new connections while one worker can carry them, spreads them otherwise (see the
+/// module's docs), until the future is dropped or a worker ends. `workers` are the worker
+/// runtimes (each single-threaded), `listeners` the current listeners. Where it cannot run
+/// (another system, fewer than two workers, a worker runtime with several threads, a kernel
+/// refusing the program), connections stay spread.
+pub(crate) async fn monitor(
+    workers: Vec<tokio::runtime::Handle>,
+    listeners: impl Fn() -> Vec<Arc<ListenerRuntime>>,
+    counters: &ProxyCounters,
+) {
+    #[cfg(target_os = "linux")]
+    if let Some(monitor) = Monitor::start(workers, &listeners).await {
+        monitor.run(&listeners, counters).await;
+    }
+    #[cfg(not(target_os = "linux"))]
+    drop((workers, listeners, counters));
+}
+
+/// The monitor's state: the workers' CPU clocks and what it read last.
+#[cfg(target_os = "linux")]
+struct Monitor {
+    clocks: Vec<libc::clockid_t>,
+    busy: Vec<Duration>,
+    idle: Option<Duration>,
+    at: tokio::time::Instant,
+}
+
+#[cfg(target_os = "linux")]
+impl Monitor {
+    /// Finds the workers' CPU clocks and packs the listeners; `None` (after saying why, where
+    /// that is news) where it cannot run.
+    async fn start(
+        workers: Vec<tokio::runtime::Handle>,
+        listeners: &impl Fn() -> Vec<Arc<ListenerRuntime>>,
+    ) -> Option<Monitor> {
+        use tokio::runtime::RuntimeFlavor::CurrentThread;
+        if workers.len() < 2 || workers.iter().any(|w| w.runtime_flavor() != CurrentThread) {
+            return None;
+        }
+        let mut clocks = Vec::with_capacity(workers.len());
+        for worker in &workers {
+            clocks.push(worker.spawn(async { this_thread_clock() }).await.ok()??);
+        }
+        let busy = Self::busy_times(&clocks)?;
+        if let Err(e) = apply(&listeners(), true) {
+            tracing::warn!(error = %e, "cannot steer new connections to one worker; they stay spread");
+            let _ = apply(&listeners(), false);
+            return None;
+        }
+        Some(Monitor { clocks, busy, idle: machine_idle(), at: tokio::time::Instant::now() })
+    }
+
+    /// Every worker's CPU time; `None` once one ended.
+    fn busy_times(clocks: &[libc::clockid_t]) -> Option<Vec<Duration>> {
+        clocks.iter().map(|&c| cpu_time(c)).collect()
+    }
+
+    /// Reads the clocks every interval and steers the listeners as [`Decider`] says, until a
+    /// worker ends (shutting down): then new connections are left to the kernel's hash.
+    async fn run(
+        mut self,
+        listeners: &impl Fn() -> Vec<Arc<ListenerRuntime>>,
+        counters: &ProxyCounters,
+    ) {
+        let mut decider = Decider::new();
+        let mut packed = true;
+        let mut ticks = tokio::time::interval_at(self.at + INTERVAL, INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for round in 1u32.. {
+            ticks.tick().await;
+            let Some((busiest, total, idle)) = self.read() else { break };
+            let pack = decider.observe(busiest, total, idle);
+            if pack != packed {
+                let counter =
+                    if pack { &counters.placement_packs } else { &counters.placement_spreads };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if pack {
+                    tracing::info!(
+                        load = format_args!("{:.0}%", total * 100.0),
+                        "placement: packing new connections onto one worker again"
+                    );
+                } else {
+                    tracing::info!(
+                        busiest = format_args!("{:.0}%", busiest * 100.0),
+                        idle_cpus = format_args!("{idle:.1}"),
+                        workers = self.clocks.len(),
+                        "placement: spreading new connections over the workers, one was busy"
+                    );
+                }
+                packed = pack;
+            } else if round % CALM_INTERVALS != 0 {
+                continue;
+            }
+            // On a change, and every few intervals for listeners added since.
+            if let Err(e) = apply(&listeners(), packed) {
+                tracing::warn!(error = %e, "cannot steer new connections; they are spread");
+                break;
+            }
+        }
+        let _ = apply(&listeners(), false);
+    }
+
+    /// Since the last reading: the busiest worker's busy share, all workers' together (in
+    /// CPUs), and the machine's idle CPUs (plenty where /proc/stat cannot be read, so that a
+    /// busy worker spreads). `None` once a worker ended.
+    fn read(&mut self) -> Option<(f64, f64, f64)> {
+        let now = tokio::time::Instant::now();
+        let busy = Self::busy_times(&self.clocks)?;
+        let idle = machine_idle();
+        let wall = now.duration_since(self.at).as_secs_f64().max(1e-3);
+        let shares: Vec<f64> = busy
+            .iter()
+            .zip(&self.busy)
+            .map(|(a, b)| a.saturating_sub(*b).as_secs_f64() / wall)
+            .collect();
+        let idle_cpus = match (self.idle, idle) {
+            (Some(before), Some(after)) => after.saturating_sub(before).as_secs_f64() / wall,
+            _ => f64::INFINITY,
+        };
+        (self.busy, self.idle, self.at) = (busy, idle, now);
+        let busiest = shares.iter().copied().fold(0.0, f64::max);
+        Some((busiest, shares.iter().sum(), idle_cpus))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_parses_and_prints_its_two_names() {
+        for p in [Placement::Spread, Placement::Pack] {
+            assert_eq!(p.to_string().parse::<Placement>(), Ok(p));
+        }
+        assert_eq!(" PACK ".parse::<Placement>(), Ok(Placement::Pack));
+        let err = "even".parse::<Placement>().unwrap_err();
+        assert!(err.contains("expected pack or spread"), "{err}");
+    }
+
+    #[test]
+    fn a_busy_worker_spreads_at_once_where_cpus_are_idle_and_a_calm_second_packs_again() {
+        let mut d = Decider::new();
+        // Packed while the busiest worker stays at or under the threshold.
+        assert!(d.observe(0.2, 0.2, 1.5));
+        assert!(d.observe(SPREAD_ABOVE, SPREAD_ABOVE, 1.0));
+        // Busy, but the machine has no CPU to spare: spreading would only add wake-ups.
+        for _ in 0..10 {
+            assert!(d.observe(0.97, 0.97, SPARE_CPU - 0.1));
+        }
+        // One busy interval with idle CPUs spreads.
+        assert!(!d.observe(0.9, 0.95, SPARE_CPU));
+        // Load that still needs more than half a CPU keeps it spread, however long, and
+        // whatever the idle time.
+        for idle in [0.0, 0.4, 2.0].repeat(7) {
+            assert!(!d.observe(0.4, 0.8, idle));
+        }
+        // Calm intervals pack again only when CALM_INTERVALS come in a row.
+        for _ in 0..CALM_INTERVALS - 1 {
+            assert!(!d.observe(0.2, 0.3, 1.0));
+        }
+        assert!(!d.observe(0.3, 0.6, 1.0), "a busier interval starts the count again");
+        for _ in 0..CALM_INTERVALS - 1 {
+            assert!(!d.observe(0.2, 0.3, 1.0));
+        }
+        assert!(d.observe(0.2, 0.3, 1.0));
+    }
+
+    #[test]
+    fn idle_time_is_read_from_the_first_line_of_proc_stat() {
+        let stat = "cpu  10132153 290696 3084719 46828483 16683 0 25195 0 0 0\n\
+                    cpu0 1393280 32966 572056 13343292 6130 0 17875 0 0 0\n";
+        // 46828483 + 16683 ticks of 1/100 s.
+        assert_eq!(idle_of(stat), Some(Duration::from_millis(468_451_660)));
+        assert_eq!(idle_of("cpu  1 2 3 400\n"), Some(Duration::from_secs(4)), "no iowait field");
+        for bad in ["", "cpu0 1 2 3 4 5", "cpu  1 2 3", "cpu  1 2 3 x 5", "intr 1 2 3 4"] {
+            assert_eq!(idle_of(bad), None, "{bad:?}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_machine_reports_its_idle_time() {
+        assert!(machine_idle().is_some());
+    }
+
+    /// Connects `n` clients to `addr` and returns how many each of `sockets` has queued.
+    #[cfg(target_os = "linux")]
+    fn queued_on(sockets: &[std::net::TcpListener], n: usize) -> Vec<usize> {
+        let addr = sockets[0].local_addr().unwrap();
+        let clients: Vec<_> = (0..n).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let mut counts = vec![0; sockets.len()];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // The listeners do not block: poll them until every client was accepted.
+        while counts.iter().sum::<usize>() < n && std::time::Instant::now() < deadline {
+            for (count, socket) in counts.iter_mut().zip(sockets) {
+                *count += std::iter::from_fn(|| socket.accept().ok()).count();
+            }
+        }
+        drop(clients);
+        counts
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_packed_group_queues_every_connection_on_its_first_socket_and_a_spread_one_on_all() {
+        let sockets = crate::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        steer(&sockets[1], true).unwrap();
+        assert_eq!(queued_on(&sockets, 40), vec![40, 0], "packed from any socket of the group");
+        steer(&sockets[0], false).unwrap();
+        let spread = queued_on(&sockets, 200);
+        assert_eq!(spread.iter().sum::<usize>(), 200);
+        // By the kernel's hash of 200 client ports: all on one socket has odds of 2^-199.
+        assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+    }
+
+    /// A single-threaded runtime on its own thread, as the `lb` binary's workers are, until
+    /// the sender is dropped.
+    #[cfg(target_os = "linux")]
+    fn worker(
+    ) -> (tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || drop(runtime.block_on(stopped)));
+        (handle, stop, thread)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_monitor_packs_listeners_while_its_workers_run_and_spreads_them_once_one_ended() {
+        use crate::listener::{ListenerConfig, Routes};
+        let sockets = crate::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let config = ListenerConfig::to_pool("test", "none");
+        let listener = Arc::new(ListenerRuntime::new(None, Routes::nowhere(config)));
+        // No accept loop runs: connections stay queued on the sockets, for `queued_on`.
+        listener.keep_sockets(sockets.iter().map(|s| s.try_clone().unwrap()).collect());
+        let listeners = || vec![Arc::clone(&listener)];
+        let (one, two) = (worker(), worker());
+        let control = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let counters = ProxyCounters::default();
+
+        control.block_on(async {
+            // Not with one worker, nor with a runtime of several threads.
+            assert!(Monitor::start(vec![one.0.clone()], &listeners).await.is_none());
+            let many =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+            let mixed = vec![one.0.clone(), many.handle().clone()];
+            assert!(Monitor::start(mixed, &listeners).await.is_none());
+            many.shutdown_background();
+
+            let monitor = Monitor::start(vec![one.0.clone(), two.0.clone()], &listeners).await;
+            let monitor = monitor.expect("runs with two single-threaded workers");
+            assert_eq!(queued_on(&sockets, 40), vec![40, 0], "packed from the start");
+            // A worker ends (the balancer shuts down): within an interval, spread again.
+            drop(two.1);
+            two.2.join().unwrap();
+            tokio::time::timeout(10 * INTERVAL, monitor.run(&listeners, &counters)).await.unwrap();
+        });
+        let spread = queued_on(&sockets, 200);
+        assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+        drop(one.1);
+        one.2.join().unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_clock_counts_that_threads_work() {
+        let worker = std::thread::spawn(|| {
+            let clock = this_thread_clock().unwrap();
+            let start = std::time::Instant::now();
+            // Busy until its own clock has counted 20 ms, or 10 s have passed.
+            while cpu_time(clock).unwrap() < Duration::from_millis(20)
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                std::hint::spin_loop();
+            }
+            (clock, cpu_time(clock).unwrap())
+        });
+        let (clock, counted) = worker.join().unwrap();
+        assert!(counted >= Duration::from_millis(20), "{counted:?}");
+        // Read from another thread, after it ended: the clock is gone with it.
+        assert_eq!(cpu_time(clock), None);
+        let own = this_thread_clock().unwrap();
+        assert!(cpu_time(own).is_some());
+    }
+}
