@@ -11,13 +11,14 @@
 //! [`Placement::Pack`] does that while one worker can carry the load. A classic BPF program on
 //! the listener's socket group (`SO_ATTACH_REUSEPORT_CBPF`) picks the group's first socket for
 //! every connection, and a monitor on the control runtime reads the workers' CPU time every
-//! [`INTERVAL`], and the machine's idle time (`/proc/stat`). When one worker was busy more
-//! than [`SPREAD_ABOVE`] of an interval while the machine's CPUs had at least [`SPARE_CPU`] of
-//! one CPU idle among them, the program is detached, so the kernel hashes connections again
-//! (spread). Without that idle time, another worker would only compete for the same CPUs with
-//! more wake-ups, so connections stay packed. Once all the workers together have been busy
-//! less than [`PACK_BELOW`] of one CPU for [`CALM_INTERVALS`] intervals in a row, they are
-//! packed again. Connections stay on the worker
+//! [`INTERVAL`] ([`QUIET_INTERVAL`] while they are nearly idle), and the machine's idle time
+//! (`/proc/stat`). When one worker was busy more than [`SPREAD_ABOVE`] of [`BUSY_INTERVALS`]
+//! intervals in a row while the machine's CPUs had at least [`SPARE_CPU`] of one CPU idle among
+//! them, the program is detached, so the kernel hashes connections again (spread). Without that
+//! idle time, another worker would only compete for the same CPUs with more wake-ups, so
+//! connections stay packed. Once all the workers together have been busy less than
+//! [`PACK_BELOW`] of one CPU for [`CALM_INTERVALS`] intervals in a row, they are packed again
+//! (longer after repeated switches, see [`CALM_INTERVALS`]). Connections stay on the worker
 //! that accepted them; only new ones move. The program is one instruction, run by the kernel on
 //! each SYN's way to a socket: nothing on the data path changes.
 
@@ -70,28 +71,55 @@ impl fmt::Display for Placement {
 
 /// How often the monitor reads the workers' CPU time.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(250);
-/// The share of an interval one worker may be busy before new connections are spread.
+/// How often it reads them while packed and nearly idle (the workers together under
+/// [`QUIET_BELOW`] of a CPU), so that an idle balancer wakes up rarely.
+pub(crate) const QUIET_INTERVAL: Duration = Duration::from_secs(1);
+/// See [`QUIET_INTERVAL`].
+pub(crate) const QUIET_BELOW: f64 = 0.1;
+/// The share of an interval one worker may be busy, [`BUSY_INTERVALS`] intervals in a row,
+/// before new connections are spread.
 pub(crate) const SPREAD_ABOVE: f64 = 0.85;
+/// Busy intervals in a row before spreading: one alone is often the last of a burst.
+pub(crate) const BUSY_INTERVALS: u32 = 2;
 /// The idle time, in CPUs, the machine must have had for spreading to be worth it.
 pub(crate) const SPARE_CPU: f64 = 0.5;
 /// The share of one CPU all workers together stay under, for [`CALM_INTERVALS`] intervals in a
 /// row, before new connections are packed again.
 pub(crate) const PACK_BELOW: f64 = 0.5;
 /// Intervals in a row of low load before packing again (also how often the monitor re-applies
-/// the current choice, to listeners added since).
+/// the current choice, to listeners added since). Doubled, up to [`MAX_CALM_INTERVALS`], each
+/// time connections are spread again within [`STABLE_INTERVALS`] of being packed, so that
+/// load coming and going in bursts does not switch back and forth every second or two.
 pub(crate) const CALM_INTERVALS: u32 = 4;
+/// See [`CALM_INTERVALS`]: 16 s at most.
+pub(crate) const MAX_CALM_INTERVALS: u32 = 64;
+/// Intervals packed after which a spread no longer counts as a switch back (one minute at
+/// [`INTERVAL`]); the calm needed is then [`CALM_INTERVALS`] again.
+pub(crate) const STABLE_INTERVALS: u32 = 240;
 
 /// The packing decision, from one interval's busy shares to the next choice (pure, for tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Decider {
     packed: bool,
+    /// Busy intervals in a row, while packed.
+    busy: u32,
+    /// Calm intervals in a row, while spread, and how many it takes.
     calm: u32,
+    calm_needed: u32,
+    /// Intervals since last packed (saturating).
+    packed_for: u32,
 }
 
 impl Decider {
-    /// Starts packed.
+    /// Starts packed, as if for long.
     pub(crate) fn new() -> Self {
-        Decider { packed: true, calm: 0 }
+        Decider {
+            packed: true,
+            busy: 0,
+            calm: 0,
+            calm_needed: CALM_INTERVALS,
+            packed_for: STABLE_INTERVALS,
+        }
     }
 
     /// Whether connections are to be packed after an interval in which the busiest worker was
@@ -99,19 +127,36 @@ impl Decider {
     /// machine's CPUs were idle `idle` CPUs' worth.
     pub(crate) fn observe(&mut self, busiest: f64, total: f64, idle: f64) -> bool {
         if self.packed {
+            self.packed_for = self.packed_for.saturating_add(1);
+            if self.packed_for >= STABLE_INTERVALS {
+                self.calm_needed = CALM_INTERVALS;
+            }
             if busiest > SPREAD_ABOVE && idle >= SPARE_CPU {
-                self.packed = false;
-                self.calm = 0;
+                self.busy += 1;
+            } else {
+                self.busy = 0;
+            }
+            if self.busy >= BUSY_INTERVALS {
+                if self.packed_for < STABLE_INTERVALS {
+                    self.calm_needed = (self.calm_needed * 2).min(MAX_CALM_INTERVALS);
+                }
+                (self.packed, self.busy, self.calm) = (false, 0, 0);
             }
         } else if total < PACK_BELOW {
             self.calm += 1;
-            if self.calm >= CALM_INTERVALS {
-                self.packed = true;
+            if self.calm >= self.calm_needed {
+                (self.packed, self.packed_for) = (true, 0);
             }
         } else {
             self.calm = 0;
         }
         self.packed
+    }
+
+    /// Whether the next reading can wait [`QUIET_INTERVAL`]: packed, and the workers nearly
+    /// idle.
+    pub(crate) fn quiet(&self, total: f64) -> bool {
+        self.packed && self.busy == 0 && total < QUIET_BELOW
     }
 }
 
@@ -271,25 +316,27 @@ impl Monitor {
     ) {
         let mut decider = Decider::new();
         let mut packed = true;
-        let mut ticks = tokio::time::interval_at(self.at + INTERVAL, INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = INTERVAL;
         for round in 1u32.. {
-            ticks.tick().await;
+            tokio::time::sleep_until(self.at + next).await;
             let Some((busiest, total, idle)) = self.read() else { break };
             let pack = decider.observe(busiest, total, idle);
+            next = if decider.quiet(total) { QUIET_INTERVAL } else { INTERVAL };
             if pack != packed {
                 let counter =
                     if pack { &counters.placement_packs } else { &counters.placement_spreads };
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Numbers, rounded: JSON logs carry them as numbers.
+                let percent = |share: f64| (share * 100.0).round() as u64;
                 if pack {
                     tracing::info!(
-                        load = format_args!("{:.0}%", total * 100.0),
+                        load_percent = percent(total),
                         "placement: packing new connections onto one worker again"
                     );
                 } else {
                     tracing::info!(
-                        busiest = format_args!("{:.0}%", busiest * 100.0),
-                        idle_cpus = format_args!("{idle:.1}"),
+                        busiest_percent = percent(busiest),
+                        idle_cpus = (idle * 10.0).round() / 10.0,
                         workers = self.clocks.len(),
                         "placement: spreading new connections over the workers, one was busy"
                     );
@@ -345,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_worker_spreads_at_once_where_cpus_are_idle_and_a_calm_second_packs_again() {
+    fn a_busy_worker_spreads_where_cpus_are_idle_and_a_calm_second_packs_again() {
         let mut d = Decider::new();
         // Packed while the busiest worker stays at or under the threshold.
         assert!(d.observe(0.2, 0.2, 1.5));
@@ -354,7 +401,10 @@ mod tests {
         for _ in 0..10 {
             assert!(d.observe(0.97, 0.97, SPARE_CPU - 0.1));
         }
-        // One busy interval with idle CPUs spreads.
+        // One busy interval alone (the last of a burst) does not spread; two in a row do.
+        assert!(d.observe(0.9, 0.95, SPARE_CPU));
+        assert!(d.observe(0.3, 0.3, 1.0));
+        assert!(d.observe(0.9, 0.95, SPARE_CPU));
         assert!(!d.observe(0.9, 0.95, SPARE_CPU));
         // Load that still needs more than half a CPU keeps it spread, however long, and
         // whatever the idle time.
@@ -370,6 +420,43 @@ mod tests {
             assert!(!d.observe(0.2, 0.3, 1.0));
         }
         assert!(d.observe(0.2, 0.3, 1.0));
+    }
+
+    /// Spreads `d` (two busy intervals) and returns the calm intervals it took to pack again.
+    fn cycle(d: &mut Decider) -> u32 {
+        assert!(d.observe(0.9, 0.9, 1.0));
+        assert!(!d.observe(0.9, 0.9, 1.0));
+        (1..).find(|_| d.observe(0.1, 0.1, 1.0)).unwrap()
+    }
+
+    #[test]
+    fn load_that_comes_and_goes_waits_longer_each_time_before_packing_again() {
+        let mut d = Decider::new();
+        // The first spread since start (or since long packed) needs the usual calm second.
+        assert_eq!(cycle(&mut d), CALM_INTERVALS);
+        // Each spread soon after packing doubles it, up to 16 s.
+        assert_eq!(cycle(&mut d), 2 * CALM_INTERVALS);
+        assert_eq!(cycle(&mut d), 4 * CALM_INTERVALS);
+        for _ in 0..10 {
+            cycle(&mut d);
+        }
+        assert_eq!(cycle(&mut d), MAX_CALM_INTERVALS);
+        // A minute packed: back to one second.
+        for _ in 0..STABLE_INTERVALS {
+            assert!(d.observe(0.5, 0.5, 1.0));
+        }
+        assert_eq!(cycle(&mut d), CALM_INTERVALS);
+    }
+
+    #[test]
+    fn only_a_packed_nearly_idle_balancer_reads_less_often() {
+        let mut d = Decider::new();
+        assert!(d.quiet(0.0) && d.quiet(QUIET_BELOW - 0.01));
+        assert!(!d.quiet(QUIET_BELOW), "busy enough to watch closely");
+        d.observe(0.9, 0.9, 1.0);
+        assert!(!d.quiet(0.05), "one busy interval seen: the next comes soon");
+        d.observe(0.9, 0.9, 1.0);
+        assert!(!d.quiet(0.0), "spread: watched for the calm that packs again");
     }
 
     #[test]
