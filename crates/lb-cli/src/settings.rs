@@ -508,9 +508,10 @@ settings! {
     #[setting(Process, Restart)]
     io: IoChoice = one_line(parse_io).offering(|| vec!["auto", "epoll", "uring"]);
 
-    /// Which worker new connections go to: pack (to one worker while it is busy less than 85%
-    /// of the time, then spread until the load fits on one again: fewer wake-ups, less CPU per
-    /// request), or spread (the kernel spreads them evenly, whatever the load).
+    /// Which worker new connections go to: pack (to one worker until it is busy over 85% of the
+    /// time while a CPU is idle, then spread until the load fits on one again: fewer wake-ups,
+    /// less CPU per request), or spread (the kernel spreads them evenly, whatever the load;
+    /// better for many long-lived connections opened at once).
     #[arg(long = "placement", default_value = "pack", value_name = "HOW", display_order = 902)]
     #[setting(Process, Restart)]
     placement: Placement = one_line(parse_placement).offering(|| vec!["pack", "spread"]);

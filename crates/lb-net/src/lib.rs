@@ -291,7 +291,8 @@ impl<C: Connector> Balancer<C> {
             let workers = self.shared.workers.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let listeners =
                 || handle.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            placement::monitor(workers, listeners, &self.shared.counters).await;
+            let steering = &handle.inner.steering;
+            placement::monitor(workers, listeners, steering, &self.shared.counters).await;
             std::future::pending().await
         };
         tokio::select! {

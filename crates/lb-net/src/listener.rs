@@ -305,8 +305,15 @@ impl ListenerRuntime {
     pub(crate) fn steer(&self, pack: bool) -> std::io::Result<()> {
         let kept = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         match kept.first() {
+            // Sockets shared without SO_REUSEPORT (passed by systemd without ReusePort=) are
+            // one socket: nothing to steer.
             #[cfg(target_os = "linux")]
-            Some(socket) if kept.len() > 1 => crate::placement::steer(socket, pack),
+            Some(socket)
+                if kept.len() > 1
+                    && socket2::SockRef::from(socket).reuse_port().unwrap_or(false) =>
+            {
+                crate::placement::steer(socket, pack)
+            }
             _ => {
                 let _ = pack;
                 Ok(())

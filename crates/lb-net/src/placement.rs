@@ -25,6 +25,7 @@
 #![allow(unsafe_code)]
 
 use std::fmt;
+use std::mem::size_of;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,16 +87,16 @@ pub(crate) const SPARE_CPU: f64 = 0.5;
 /// The share of one CPU all workers together stay under, for [`CALM_INTERVALS`] intervals in a
 /// row, before new connections are packed again.
 pub(crate) const PACK_BELOW: f64 = 0.5;
-/// Intervals in a row of low load before packing again (also how often the monitor re-applies
-/// the current choice, to listeners added since). Doubled, up to [`MAX_CALM_INTERVALS`], each
-/// time connections are spread again within [`STABLE_INTERVALS`] of being packed, so that
-/// load coming and going in bursts does not switch back and forth every second or two.
+/// Intervals in a row of low load before packing again. Doubled, up to
+/// [`MAX_CALM_INTERVALS`], each time connections are spread again within [`STABLE_FOR`] of
+/// being packed, so that load coming and going in bursts does not switch back and forth every
+/// second or two.
 pub(crate) const CALM_INTERVALS: u32 = 4;
-/// See [`CALM_INTERVALS`]: 16 s at most.
+/// See [`CALM_INTERVALS`]: 16 s at most (spread, readings are [`INTERVAL`] apart).
 pub(crate) const MAX_CALM_INTERVALS: u32 = 64;
-/// Intervals packed after which a spread no longer counts as a switch back (one minute at
-/// [`INTERVAL`]); the calm needed is then [`CALM_INTERVALS`] again.
-pub(crate) const STABLE_INTERVALS: u32 = 240;
+/// Time packed after which a spread no longer counts as a switch back; the calm needed is
+/// then [`CALM_INTERVALS`] again.
+pub(crate) const STABLE_FOR: Duration = Duration::from_secs(60);
 
 /// The packing decision, from one interval's busy shares to the next choice (pure, for tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +107,8 @@ pub(crate) struct Decider {
     /// Calm intervals in a row, while spread, and how many it takes.
     calm: u32,
     calm_needed: u32,
-    /// Intervals since last packed (saturating).
-    packed_for: u32,
+    /// Time since last packed (saturating).
+    packed_for: Duration,
 }
 
 impl Decider {
@@ -118,17 +119,23 @@ impl Decider {
             busy: 0,
             calm: 0,
             calm_needed: CALM_INTERVALS,
-            packed_for: STABLE_INTERVALS,
+            packed_for: STABLE_FOR,
         }
     }
 
     /// Whether connections are to be packed after an interval in which the busiest worker was
     /// busy `busiest` of the time, all together `total` (1.0: one CPU's worth), and the
-    /// machine's CPUs were idle `idle` CPUs' worth.
-    pub(crate) fn observe(&mut self, busiest: f64, total: f64, idle: f64) -> bool {
+    /// machine's CPUs were idle `idle` CPUs' worth; `interval` is how long it was.
+    pub(crate) fn observe(
+        &mut self,
+        busiest: f64,
+        total: f64,
+        idle: f64,
+        interval: Duration,
+    ) -> bool {
         if self.packed {
-            self.packed_for = self.packed_for.saturating_add(1);
-            if self.packed_for >= STABLE_INTERVALS {
+            self.packed_for = self.packed_for.saturating_add(interval);
+            if self.packed_for >= STABLE_FOR {
                 self.calm_needed = CALM_INTERVALS;
             }
             if busiest > SPREAD_ABOVE && idle >= SPARE_CPU {
@@ -137,7 +144,7 @@ impl Decider {
                 self.busy = 0;
             }
             if self.busy >= BUSY_INTERVALS {
-                if self.packed_for < STABLE_INTERVALS {
+                if self.packed_for < STABLE_FOR {
                     self.calm_needed = (self.calm_needed * 2).min(MAX_CALM_INTERVALS);
                 }
                 (self.packed, self.busy, self.calm) = (false, 0, 0);
@@ -145,7 +152,7 @@ impl Decider {
         } else if total < PACK_BELOW {
             self.calm += 1;
             if self.calm >= self.calm_needed {
-                (self.packed, self.packed_for) = (true, 0);
+                (self.packed, self.packed_for) = (true, Duration::ZERO);
             }
         } else {
             self.calm = 0;
@@ -162,30 +169,48 @@ impl Decider {
 
 /// Steers a `SO_REUSEPORT` group's new connections: all to its first socket (`pack`: a
 /// program returning index 0), or by the kernel's hash as without any program (the program is
-/// detached). `socket` is any socket of the group; the program is the group's.
+/// detached; before Linux 5.3, which cannot detach, replaced by one returning an index past
+/// the group's end, which the kernel answers with its hash). `socket` is any socket of the
+/// group; the program is the group's.
 #[cfg(target_os = "linux")]
 pub(crate) fn steer(socket: &std::net::TcpListener, pack: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+    if pack {
+        return attach(socket, 0);
+    }
+    let unused: libc::c_int = 0;
+    let value = std::ptr::from_ref(&unused).cast();
+    match set_option(socket, libc::SO_DETACH_REUSEPORT_BPF, value, size_of::<libc::c_int>()) {
+        Ok(()) => Ok(()),
+        // Nothing attached.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(_) => attach(socket, u32::MAX),
+    }
+}
+
+/// Attaches to `socket`'s group a program choosing the socket at `index` (past the end: the
+/// kernel's hash).
+#[cfg(target_os = "linux")]
+fn attach(socket: &std::net::TcpListener, index: u32) -> std::io::Result<()> {
     // BPF_RET | BPF_K: return the constant k.
     const RET_K: u16 = 0x06;
-    let mut program = [libc::sock_filter { code: RET_K, jt: 0, jf: 0, k: 0 }];
+    let mut program = [libc::sock_filter { code: RET_K, jt: 0, jf: 0, k: index }];
     let fprog = libc::sock_fprog { len: 1, filter: program.as_mut_ptr() };
-    let unused: libc::c_int = 0;
-    let (option, value, size) = if pack {
-        (
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            std::ptr::from_ref(&fprog).cast::<libc::c_void>(),
-            std::mem::size_of::<libc::sock_fprog>(),
-        )
-    } else {
-        (
-            libc::SO_DETACH_REUSEPORT_BPF,
-            std::ptr::from_ref(&unused).cast::<libc::c_void>(),
-            std::mem::size_of::<libc::c_int>(),
-        )
-    };
-    // SAFETY: `value` points to `size` valid bytes for the call's duration (the kernel copies
-    // the program).
+    let value = std::ptr::from_ref(&fprog).cast();
+    set_option(socket, libc::SO_ATTACH_REUSEPORT_CBPF, value, size_of::<libc::sock_fprog>())
+}
+
+/// `setsockopt(SOL_SOCKET, option)` with the `size` bytes at `value`, which the caller keeps
+/// valid for the call.
+#[cfg(target_os = "linux")]
+fn set_option(
+    socket: &std::net::TcpListener,
+    option: libc::c_int,
+    value: *const libc::c_void,
+    size: usize,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `value` points to `size` valid bytes for the call's duration, as the callers
+    // promise (the kernel copies them).
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -195,12 +220,69 @@ pub(crate) fn steer(socket: &std::net::TcpListener, pack: bool) -> std::io::Resu
             size as libc::socklen_t,
         )
     };
-    let error = std::io::Error::last_os_error();
-    match rc {
-        0 => Ok(()),
-        // Detaching where nothing is attached.
-        _ if !pack && error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        _ => Err(error),
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// How every listener is steered now; stopped for good once a successor process takes the
+/// sockets over ([`crate::Handle::listening_sockets`]).
+#[derive(Debug, Default)]
+pub(crate) struct Steering {
+    state: std::sync::Mutex<SteeringState>,
+}
+
+#[derive(Debug, Default)]
+struct SteeringState {
+    packed: bool,
+    stopped: bool,
+}
+
+impl Steering {
+    fn state(&self) -> std::sync::MutexGuard<'_, SteeringState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Steers a new listener as the others are.
+    pub(crate) fn join(&self, listener: &ListenerRuntime) {
+        let state = self.state();
+        if let Err(e) = listener.steer(state.packed) {
+            tracing::warn!(listener = %listener.name, error = %e, "cannot steer new connections on this listener");
+        }
+    }
+
+    /// Steers every listener (`pack` or spread); `false`, steering nothing, once stopped. A
+    /// listener that cannot be steered is said once per change and does not stop the others.
+    pub(crate) fn set(&self, listeners: &[Arc<ListenerRuntime>], pack: bool) -> bool {
+        let mut state = self.state();
+        if state.stopped {
+            return false;
+        }
+        let change = state.packed != pack;
+        state.packed = pack;
+        for listener in listeners {
+            if let Err(e) = listener.steer(pack) {
+                if change {
+                    tracing::warn!(listener = %listener.name, error = %e, pack, "cannot steer new connections on this listener");
+                }
+            }
+        }
+        true
+    }
+
+    /// Spreads every listener and steers nothing more: a successor process takes the
+    /// sockets over and steers them as its settings say.
+    pub(crate) fn stop(&self, listeners: &[Arc<ListenerRuntime>]) {
+        let mut state = self.state();
+        if !state.stopped && state.packed {
+            tracing::info!("placement: spreading new connections for the hand-over");
+        }
+        (state.stopped, state.packed) = (true, false);
+        for listener in listeners {
+            let _ = listener.steer(false);
+        }
     }
 }
 
@@ -209,20 +291,19 @@ pub(crate) fn steer(socket: &std::net::TcpListener, pack: bool) -> std::io::Resu
 #[cfg(target_os = "linux")]
 fn machine_idle() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    idle_of(&stat)
+    // The kernel counts in USER_HZ ticks, 100 per second on every Linux platform of today.
+    // SAFETY: no argument; `sysconf` only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    idle_of(&stat, if hz > 0 { hz as u64 } else { 100 })
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-/// Parses [`machine_idle`]'s answer out of `/proc/stat`'s text.
-fn idle_of(stat: &str) -> Option<Duration> {
+/// Parses [`machine_idle`]'s answer out of `/proc/stat`'s text, counted in ticks of `1/hz` s.
+fn idle_of(stat: &str, hz: u64) -> Option<Duration> {
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let mut fields = line.split_ascii_whitespace().skip(3);
     let idle: u64 = fields.next()?.parse().ok()?;
     let iowait: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-    // The kernel counts in USER_HZ ticks, 100 per second on every Linux platform of today.
-    // SAFETY: no argument; `sysconf` only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as u64 } else { 100 };
     let ticks = idle.saturating_add(iowait);
     Some(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
 }
@@ -245,27 +326,26 @@ fn cpu_time(clock: libc::clockid_t) -> Option<Duration> {
     (rc == 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }
 
-/// Applies a choice to every listener with more than one socket.
-fn apply(listeners: &[Arc<ListenerRuntime>], pack: bool) -> std::io::Result<()> {
-    listeners.iter().try_for_each(|l| l.steer(pack))
-}
-
 /// Packs new connections while one worker can carry them, spreads them otherwise (see the
-/// module's docs), until the future is dropped or a worker ends. `workers` are the worker
-/// runtimes (each single-threaded), `listeners` the current listeners. Where it cannot run
-/// (another system, fewer than two workers, a worker runtime with several threads, a kernel
-/// refusing the program), connections stay spread.
+/// module's docs), until the future is dropped, a worker ends or `steering` is stopped (a
+/// hand-over). `workers` are the worker runtimes (each single-threaded), `listeners` the
+/// current listeners. Where it cannot run (another system, a worker runtime with several
+/// threads) it says so, and connections stay spread; with one worker there is nothing to do.
 pub(crate) async fn monitor(
     workers: Vec<tokio::runtime::Handle>,
     listeners: impl Fn() -> Vec<Arc<ListenerRuntime>>,
+    steering: &Steering,
     counters: &ProxyCounters,
 ) {
     #[cfg(target_os = "linux")]
-    if let Some(monitor) = Monitor::start(workers, &listeners).await {
-        monitor.run(&listeners, counters).await;
+    if let Some(monitor) = Monitor::start(workers, &listeners, steering).await {
+        monitor.run(&listeners, steering, counters).await;
     }
     #[cfg(not(target_os = "linux"))]
-    drop((workers, listeners, counters));
+    if workers.len() > 1 {
+        drop((listeners, steering, counters));
+        tracing::info!("placement: packing needs Linux; new connections are spread");
+    }
 }
 
 /// The monitor's state: the workers' CPU clocks and what it read last.
@@ -284,9 +364,14 @@ impl Monitor {
     async fn start(
         workers: Vec<tokio::runtime::Handle>,
         listeners: &impl Fn() -> Vec<Arc<ListenerRuntime>>,
+        steering: &Steering,
     ) -> Option<Monitor> {
         use tokio::runtime::RuntimeFlavor::CurrentThread;
-        if workers.len() < 2 || workers.iter().any(|w| w.runtime_flavor() != CurrentThread) {
+        if workers.len() < 2 {
+            return None;
+        }
+        if workers.iter().any(|w| w.runtime_flavor() != CurrentThread) {
+            tracing::info!("placement: packing needs single-threaded worker runtimes; new connections are spread");
             return None;
         }
         let mut clocks = Vec::with_capacity(workers.len());
@@ -294,9 +379,7 @@ impl Monitor {
             clocks.push(worker.spawn(async { this_thread_clock() }).await.ok()??);
         }
         let busy = Self::busy_times(&clocks)?;
-        if let Err(e) = apply(&listeners(), true) {
-            tracing::warn!(error = %e, "cannot steer new connections to one worker; they stay spread");
-            let _ = apply(&listeners(), false);
+        if !steering.set(&listeners(), true) {
             return None;
         }
         Some(Monitor { clocks, busy, idle: machine_idle(), at: tokio::time::Instant::now() })
@@ -312,17 +395,22 @@ impl Monitor {
     async fn run(
         mut self,
         listeners: &impl Fn() -> Vec<Arc<ListenerRuntime>>,
+        steering: &Steering,
         counters: &ProxyCounters,
     ) {
         let mut decider = Decider::new();
         let mut packed = true;
         let mut next = INTERVAL;
-        for round in 1u32.. {
+        loop {
             tokio::time::sleep_until(self.at + next).await;
             let Some((busiest, total, idle)) = self.read() else { break };
-            let pack = decider.observe(busiest, total, idle);
+            let pack = decider.observe(busiest, total, idle, next);
             next = if decider.quiet(total) { QUIET_INTERVAL } else { INTERVAL };
             if pack != packed {
+                // Steered before it is counted and said: a hand-over may have stopped it.
+                if !steering.set(&listeners(), pack) {
+                    return;
+                }
                 let counter =
                     if pack { &counters.placement_packs } else { &counters.placement_spreads };
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -342,16 +430,9 @@ impl Monitor {
                     );
                 }
                 packed = pack;
-            } else if round % CALM_INTERVALS != 0 {
-                continue;
-            }
-            // On a change, and every few intervals for listeners added since.
-            if let Err(e) = apply(&listeners(), packed) {
-                tracing::warn!(error = %e, "cannot steer new connections; they are spread");
-                break;
             }
         }
-        let _ = apply(&listeners(), false);
+        steering.set(&listeners(), false);
     }
 
     /// Since the last reading: the busiest worker's busy share, all workers' together (in
@@ -395,38 +476,38 @@ mod tests {
     fn a_busy_worker_spreads_where_cpus_are_idle_and_a_calm_second_packs_again() {
         let mut d = Decider::new();
         // Packed while the busiest worker stays at or under the threshold.
-        assert!(d.observe(0.2, 0.2, 1.5));
-        assert!(d.observe(SPREAD_ABOVE, SPREAD_ABOVE, 1.0));
+        assert!(d.observe(0.2, 0.2, 1.5, INTERVAL));
+        assert!(d.observe(SPREAD_ABOVE, SPREAD_ABOVE, 1.0, INTERVAL));
         // Busy, but the machine has no CPU to spare: spreading would only add wake-ups.
         for _ in 0..10 {
-            assert!(d.observe(0.97, 0.97, SPARE_CPU - 0.1));
+            assert!(d.observe(0.97, 0.97, SPARE_CPU - 0.1, INTERVAL));
         }
         // One busy interval alone (the last of a burst) does not spread; two in a row do.
-        assert!(d.observe(0.9, 0.95, SPARE_CPU));
-        assert!(d.observe(0.3, 0.3, 1.0));
-        assert!(d.observe(0.9, 0.95, SPARE_CPU));
-        assert!(!d.observe(0.9, 0.95, SPARE_CPU));
+        assert!(d.observe(0.9, 0.95, SPARE_CPU, INTERVAL));
+        assert!(d.observe(0.3, 0.3, 1.0, INTERVAL));
+        assert!(d.observe(0.9, 0.95, SPARE_CPU, INTERVAL));
+        assert!(!d.observe(0.9, 0.95, SPARE_CPU, INTERVAL));
         // Load that still needs more than half a CPU keeps it spread, however long, and
         // whatever the idle time.
         for idle in [0.0, 0.4, 2.0].repeat(7) {
-            assert!(!d.observe(0.4, 0.8, idle));
+            assert!(!d.observe(0.4, 0.8, idle, INTERVAL));
         }
         // Calm intervals pack again only when CALM_INTERVALS come in a row.
         for _ in 0..CALM_INTERVALS - 1 {
-            assert!(!d.observe(0.2, 0.3, 1.0));
+            assert!(!d.observe(0.2, 0.3, 1.0, INTERVAL));
         }
-        assert!(!d.observe(0.3, 0.6, 1.0), "a busier interval starts the count again");
+        assert!(!d.observe(0.3, 0.6, 1.0, INTERVAL), "a busier interval starts the count again");
         for _ in 0..CALM_INTERVALS - 1 {
-            assert!(!d.observe(0.2, 0.3, 1.0));
+            assert!(!d.observe(0.2, 0.3, 1.0, INTERVAL));
         }
-        assert!(d.observe(0.2, 0.3, 1.0));
+        assert!(d.observe(0.2, 0.3, 1.0, INTERVAL));
     }
 
     /// Spreads `d` (two busy intervals) and returns the calm intervals it took to pack again.
     fn cycle(d: &mut Decider) -> u32 {
-        assert!(d.observe(0.9, 0.9, 1.0));
-        assert!(!d.observe(0.9, 0.9, 1.0));
-        (1..).find(|_| d.observe(0.1, 0.1, 1.0)).unwrap()
+        assert!(d.observe(0.9, 0.9, 1.0, INTERVAL));
+        assert!(!d.observe(0.9, 0.9, 1.0, INTERVAL));
+        (1..).find(|_| d.observe(0.1, 0.1, 1.0, INTERVAL)).unwrap()
     }
 
     #[test]
@@ -441,9 +522,9 @@ mod tests {
             cycle(&mut d);
         }
         assert_eq!(cycle(&mut d), MAX_CALM_INTERVALS);
-        // A minute packed: back to one second.
-        for _ in 0..STABLE_INTERVALS {
-            assert!(d.observe(0.5, 0.5, 1.0));
+        // A minute packed (here in quiet readings, a second apart): back to one second.
+        for _ in 0..STABLE_FOR.as_secs() {
+            assert!(d.observe(0.05, 0.05, 1.0, QUIET_INTERVAL));
         }
         assert_eq!(cycle(&mut d), CALM_INTERVALS);
     }
@@ -453,9 +534,9 @@ mod tests {
         let mut d = Decider::new();
         assert!(d.quiet(0.0) && d.quiet(QUIET_BELOW - 0.01));
         assert!(!d.quiet(QUIET_BELOW), "busy enough to watch closely");
-        d.observe(0.9, 0.9, 1.0);
+        d.observe(0.9, 0.9, 1.0, INTERVAL);
         assert!(!d.quiet(0.05), "one busy interval seen: the next comes soon");
-        d.observe(0.9, 0.9, 1.0);
+        d.observe(0.9, 0.9, 1.0, INTERVAL);
         assert!(!d.quiet(0.0), "spread: watched for the calm that packs again");
     }
 
@@ -464,10 +545,14 @@ mod tests {
         let stat = "cpu  10132153 290696 3084719 46828483 16683 0 25195 0 0 0\n\
                     cpu0 1393280 32966 572056 13343292 6130 0 17875 0 0 0\n";
         // 46828483 + 16683 ticks of 1/100 s.
-        assert_eq!(idle_of(stat), Some(Duration::from_millis(468_451_660)));
-        assert_eq!(idle_of("cpu  1 2 3 400\n"), Some(Duration::from_secs(4)), "no iowait field");
+        assert_eq!(idle_of(stat, 100), Some(Duration::from_millis(468_451_660)));
+        assert_eq!(
+            idle_of("cpu  1 2 3 400\n", 100),
+            Some(Duration::from_secs(4)),
+            "no iowait field"
+        );
         for bad in ["", "cpu0 1 2 3 4 5", "cpu  1 2 3", "cpu  1 2 3 x 5", "intr 1 2 3 4"] {
-            assert_eq!(idle_of(bad), None, "{bad:?}");
+            assert_eq!(idle_of(bad, 100), None, "{bad:?}");
         }
     }
 
@@ -523,38 +608,95 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_monitor_packs_listeners_while_its_workers_run_and_spreads_them_once_one_ended() {
-        use crate::listener::{ListenerConfig, Routes};
         let sockets = crate::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
-        let config = ListenerConfig::to_pool("test", "none");
-        let listener = Arc::new(ListenerRuntime::new(None, Routes::nowhere(config)));
         // No accept loop runs: connections stay queued on the sockets, for `queued_on`.
-        listener.keep_sockets(sockets.iter().map(|s| s.try_clone().unwrap()).collect());
+        let listener = listener_keeping(&sockets);
         let listeners = || vec![Arc::clone(&listener)];
         let (one, two) = (worker(), worker());
         let control = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let counters = ProxyCounters::default();
+        let steering = Steering::default();
 
         control.block_on(async {
             // Not with one worker, nor with a runtime of several threads.
-            assert!(Monitor::start(vec![one.0.clone()], &listeners).await.is_none());
+            assert!(Monitor::start(vec![one.0.clone()], &listeners, &steering).await.is_none());
             let many =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
             let mixed = vec![one.0.clone(), many.handle().clone()];
-            assert!(Monitor::start(mixed, &listeners).await.is_none());
+            assert!(Monitor::start(mixed, &listeners, &steering).await.is_none());
             many.shutdown_background();
 
-            let monitor = Monitor::start(vec![one.0.clone(), two.0.clone()], &listeners).await;
+            let monitor =
+                Monitor::start(vec![one.0.clone(), two.0.clone()], &listeners, &steering).await;
             let monitor = monitor.expect("runs with two single-threaded workers");
             assert_eq!(queued_on(&sockets, 40), vec![40, 0], "packed from the start");
             // A worker ends (the balancer shuts down): within an interval, spread again.
             drop(two.1);
             two.2.join().unwrap();
-            tokio::time::timeout(10 * INTERVAL, monitor.run(&listeners, &counters)).await.unwrap();
+            let ran = monitor.run(&listeners, &steering, &counters);
+            tokio::time::timeout(Duration::from_secs(30), ran).await.unwrap();
         });
         let spread = queued_on(&sockets, 200);
         assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
         drop(one.1);
         one.2.join().unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_program_choosing_past_the_end_spreads_as_before_linux_5_3_where_none_can_be_detached() {
+        let sockets = crate::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        attach(&sockets[0], 0).unwrap();
+        assert_eq!(queued_on(&sockets, 40), vec![40, 0]);
+        attach(&sockets[0], u32::MAX).unwrap();
+        let spread = queued_on(&sockets, 200);
+        assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+    }
+
+    /// A listener keeping `sockets` (as its accept loops' second descriptors), accepting on
+    /// none of them.
+    #[cfg(target_os = "linux")]
+    fn listener_keeping(sockets: &[std::net::TcpListener]) -> Arc<ListenerRuntime> {
+        use crate::listener::{ListenerConfig, Routes};
+        let config = ListenerConfig::to_pool("test", "none");
+        let listener = Arc::new(ListenerRuntime::new(None, Routes::nowhere(config)));
+        listener.keep_sockets(sockets.iter().map(|s| s.try_clone().unwrap()).collect());
+        listener
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_hand_over_spreads_every_listener_and_ends_steering() {
+        let (a, b) = (
+            crate::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap(),
+            crate::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap(),
+        );
+        let steering = Steering::default();
+        let first = listener_keeping(&a);
+        steering.join(&first);
+        assert!(steering.set(&[Arc::clone(&first)], true));
+        assert_eq!(queued_on(&a, 30), vec![30, 0]);
+        // Added while packed: packed too.
+        let second = listener_keeping(&b);
+        steering.join(&second);
+        assert_eq!(queued_on(&b, 30), vec![30, 0]);
+
+        steering.stop(&[Arc::clone(&first), Arc::clone(&second)]);
+        assert!(!steering.set(&[Arc::clone(&first), Arc::clone(&second)], true), "stopped");
+        for sockets in [&a, &b] {
+            let spread = queued_on(sockets, 200);
+            assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sockets_shared_without_reuseport_have_nothing_to_steer() {
+        // systemd without ReusePort= passes one socket, which the workers share.
+        let one = crate::sockets::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let listener = listener_keeping(&[one.try_clone().unwrap(), one]);
+        listener.steer(true).unwrap();
+        listener.steer(false).unwrap();
     }
 
     #[cfg(target_os = "linux")]
@@ -573,7 +715,12 @@ mod tests {
         });
         let (clock, counted) = worker.join().unwrap();
         assert!(counted >= Duration::from_millis(20), "{counted:?}");
-        // Read from another thread, after it ended: the clock is gone with it.
+        // Read from another thread once it ended: the clock goes with it (a moment after the
+        // join returns: the kernel clears the thread's id before it removes the thread).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cpu_time(clock).is_some() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert_eq!(cpu_time(clock), None);
         let own = this_thread_clock().unwrap();
         assert!(cpu_time(own).is_some());

@@ -11,7 +11,6 @@ use crate::connector::Connector;
 use crate::error::Error;
 use crate::health_check;
 use crate::listener::ListenerRuntime;
-use crate::placement::Placement;
 use crate::pools::PoolRuntime;
 use crate::proxy::ProxyShared;
 
@@ -76,13 +75,6 @@ impl<C: Connector> Tasks for ProxyShared<C> {
                 error = %e,
                 "cannot keep the listening sockets for an upgrade"
             ),
-        }
-        if self.config.placement == Placement::Spread {
-            // Sockets passed by a process that packed connections keep its program: spread
-            // as asked (packing, the monitor steers every listener within an interval).
-            if let Err(e) = listener.steer(false) {
-                tracing::debug!(listener = %listener.name, error = %e, "cannot detach a socket program");
-            }
         }
         for (i, socket) in sockets.into_iter().enumerate() {
             let (shared, listener) = (Arc::clone(&self), Arc::clone(&listener));

@@ -68,6 +68,8 @@ pub(crate) struct HandleInner {
     /// Recent health transitions and commands, for the dashboard.
     pub(crate) events: Arc<EventLog>,
     pub(crate) reloader: ReloadSlot,
+    /// Where new connections go among the workers ([`crate::placement`]).
+    pub(crate) steering: crate::placement::Steering,
     pub(crate) upgrader: ReloadSlot,
     /// Starts health checkers and accept loops (it knows the connector's type).
     pub(crate) tasks: Arc<dyn Tasks>,
@@ -130,6 +132,7 @@ impl Handle {
                 upgrader: ReloadSlot::default(),
                 tasks,
                 drains: drain::Drains::default(),
+                steering: crate::placement::Steering::default(),
             }),
         }
     }
@@ -150,6 +153,9 @@ impl Handle {
     /// listener that stopped accepting has none.
     pub fn listening_sockets(&self) -> Result<Vec<(String, Vec<std::net::TcpListener>)>, Error> {
         let listeners = lock(&self.inner.listeners).clone();
+        // The successor steers them as its own settings say: this process stops steering
+        // (and spreads) first, so that it cannot undo the successor's choice meanwhile.
+        self.inner.steering.stop(&listeners);
         let mut all = Vec::with_capacity(listeners.len());
         for l in listeners {
             let sockets = l.clone_sockets().map_err(|source| Error::Listen {
@@ -298,7 +304,10 @@ impl Handle {
     ) -> Result<(), Error> {
         let address = sockets.first().and_then(|s| s.local_addr().ok());
         let runtime = self.register_listener(config, address)?;
-        Arc::clone(&self.inner.tasks).start_listener(runtime, sockets)
+        Arc::clone(&self.inner.tasks).start_listener(Arc::clone(&runtime), sockets)?;
+        // Steered as the others are (which also undoes a program left on passed sockets).
+        self.inner.steering.join(&runtime);
+        Ok(())
     }
 
     /// Registers a listener without starting anything (its accept loops are the caller's).
