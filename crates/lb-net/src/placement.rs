@@ -25,7 +25,6 @@
 #![allow(unsafe_code)]
 
 use std::fmt;
-use std::mem::size_of;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,7 +178,12 @@ pub(crate) fn steer(socket: &std::net::TcpListener, pack: bool) -> std::io::Resu
     }
     let unused: libc::c_int = 0;
     let value = std::ptr::from_ref(&unused).cast();
-    match set_option(socket, libc::SO_DETACH_REUSEPORT_BPF, value, size_of::<libc::c_int>()) {
+    match set_option(
+        socket,
+        libc::SO_DETACH_REUSEPORT_BPF,
+        value,
+        std::mem::size_of::<libc::c_int>(),
+    ) {
         Ok(()) => Ok(()),
         // Nothing attached.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -196,7 +200,12 @@ fn attach(socket: &std::net::TcpListener, index: u32) -> std::io::Result<()> {
     let mut program = [libc::sock_filter { code: RET_K, jt: 0, jf: 0, k: index }];
     let fprog = libc::sock_fprog { len: 1, filter: program.as_mut_ptr() };
     let value = std::ptr::from_ref(&fprog).cast();
-    set_option(socket, libc::SO_ATTACH_REUSEPORT_CBPF, value, size_of::<libc::sock_fprog>())
+    set_option(
+        socket,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        value,
+        std::mem::size_of::<libc::sock_fprog>(),
+    )
 }
 
 /// `setsockopt(SOL_SOCKET, option)` with the `size` bytes at `value`, which the caller keeps
