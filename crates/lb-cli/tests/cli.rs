@@ -1704,7 +1704,17 @@ fn each_placement_serves_every_connection_on_two_workers() {
         for _ in 0..20 {
             assert_eq!(via(lb.addr), "place-1", "--placement {placement}");
         }
-        let metrics = http_get(&lb.admin(), "/metrics");
+        // Packing starts as the balancer does; spread, nothing is ever steered.
+        let packed =
+            if placement == "pack" { "lb_placement_packed 1" } else { "lb_placement_packed 0" };
+        let metrics = eventually(packed, || {
+            let metrics = http_get(&lb.admin(), "/metrics");
+            if metrics.contains(packed) {
+                Ok(metrics)
+            } else {
+                Err(metrics)
+            }
+        });
         // Twenty short connections keep no worker busy: nothing was switched.
         for family in ["lb_placement_spreads_total 0", "lb_placement_packs_total 0"] {
             assert!(metrics.contains(family), "--placement {placement}: {metrics}");

@@ -254,6 +254,11 @@ impl Steering {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether new connections are packed now.
+    pub(crate) fn packed(&self) -> bool {
+        self.state().packed
+    }
+
     /// Steers a new listener as the others are.
     pub(crate) fn join(&self, listener: &ListenerRuntime) {
         let state = self.state();
@@ -690,7 +695,9 @@ mod tests {
         steering.join(&second);
         assert_eq!(queued_on(&b, 30), vec![30, 0]);
 
+        assert!(steering.packed());
         steering.stop(&[Arc::clone(&first), Arc::clone(&second)]);
+        assert!(!steering.packed());
         assert!(!steering.set(&[Arc::clone(&first), Arc::clone(&second)], true), "stopped");
         for sockets in [&a, &b] {
             let spread = queued_on(sockets, 200);

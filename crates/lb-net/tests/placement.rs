@@ -63,6 +63,7 @@ async fn a_packing_balancer_serves_every_new_connection_on_one_worker() {
     }
     let stats = handle.stats();
     assert_eq!((stats.proxy.placement_spreads, stats.proxy.placement_packs), (0, 0));
+    assert!(stats.placement_packed);
     stop(handle, supervised).await;
     for (_, thread) in workers {
         thread.join().unwrap();

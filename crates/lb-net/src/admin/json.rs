@@ -331,6 +331,10 @@ pub struct StatsJson {
     /// [`EVENTS_KEPT`](crate::EVENTS_KEPT)).
     #[serde(default)]
     pub events: Vec<EventJson>,
+    /// Whether new connections go to one worker thread now (`--placement pack`, while one
+    /// worker carries the load); `false` while spread.
+    #[serde(default)]
+    pub placement_packed: bool,
     /// Whether commands that change something need the admin token (`--admin-token` is set).
     /// The dashboard offers its actions only then. Filled in by the admin endpoint: `false` in
     /// a `StatsJson` made from [`Stats`] alone.
@@ -471,6 +475,7 @@ impl From<&Stats> for StatsJson {
             listeners: s.listeners.iter().map(ListenerJson::from).collect(),
             pools,
             events: s.events.iter().map(EventJson::from).collect(),
+            placement_packed: s.placement_packed,
             token_required: false,
         }
     }

@@ -234,6 +234,13 @@ impl Collector for StatsCollector {
         }
         let p = &stats.proxy;
         single(&mut e, "lb_connections_open", "Client connections open now.", Gauge, p.open)?;
+        single(
+            &mut e,
+            "lb_placement_packed",
+            "1 while new connections go to one worker thread (--placement pack, while one worker carries the load), 0 while they are spread.",
+            Gauge,
+            u64::from(stats.placement_packed),
+        )?;
         for (counter, value) in p.counters() {
             single(&mut e, counter.metric, counter.help, Counter, value)?;
         }

@@ -450,6 +450,7 @@ impl Handle {
             proxy: self.inner.counters.snapshot(self.inner.tracker.open()),
             uptime: self.inner.started.elapsed(),
             events: self.inner.events.recent(),
+            placement_packed: self.inner.steering.packed(),
         }
     }
 

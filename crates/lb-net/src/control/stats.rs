@@ -123,6 +123,11 @@ pub struct Stats {
     /// The most recent health transitions and commands, oldest first (at most
     /// [`EVENTS_KEPT`](crate::EVENTS_KEPT)).
     pub events: Vec<Event>,
+    /// Whether new connections go to one worker thread now ([`Placement::Pack`] while one
+    /// worker carries the load); `false` while they are spread, and with one worker.
+    ///
+    /// [`Placement::Pack`]: crate::Placement::Pack
+    pub placement_packed: bool,
 }
 
 impl Stats {
