@@ -177,13 +177,7 @@ pub(crate) fn steer(socket: &std::net::TcpListener, pack: bool) -> std::io::Resu
         return attach(socket, 0);
     }
     let unused: libc::c_int = 0;
-    let value = std::ptr::from_ref(&unused).cast();
-    match set_option(
-        socket,
-        libc::SO_DETACH_REUSEPORT_BPF,
-        value,
-        std::mem::size_of::<libc::c_int>(),
-    ) {
+    match set_option(socket, libc::SO_DETACH_REUSEPORT_BPF, &unused) {
         Ok(()) => Ok(()),
         // Nothing attached.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -198,35 +192,28 @@ fn attach(socket: &std::net::TcpListener, index: u32) -> std::io::Result<()> {
     // BPF_RET | BPF_K: return the constant k.
     const RET_K: u16 = 0x06;
     let mut program = [libc::sock_filter { code: RET_K, jt: 0, jf: 0, k: index }];
+    // `program` outlives the call, which copies it.
     let fprog = libc::sock_fprog { len: 1, filter: program.as_mut_ptr() };
-    let value = std::ptr::from_ref(&fprog).cast();
-    set_option(
-        socket,
-        libc::SO_ATTACH_REUSEPORT_CBPF,
-        value,
-        std::mem::size_of::<libc::sock_fprog>(),
-    )
+    set_option(socket, libc::SO_ATTACH_REUSEPORT_CBPF, &fprog)
 }
 
-/// `setsockopt(SOL_SOCKET, option)` with the `size` bytes at `value`, which the caller keeps
-/// valid for the call.
+/// `setsockopt(SOL_SOCKET, option)` with `value` as the option's value.
 #[cfg(target_os = "linux")]
-fn set_option(
+fn set_option<T>(
     socket: &std::net::TcpListener,
     option: libc::c_int,
-    value: *const libc::c_void,
-    size: usize,
+    value: &T,
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    // SAFETY: `value` points to `size` valid bytes for the call's duration, as the callers
-    // promise (the kernel copies them).
+    // SAFETY: `value` is `size_of::<T>()` valid bytes for the call's duration (the kernel
+    // copies them, and any memory they point to, during the call).
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             option,
-            value,
-            size as libc::socklen_t,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
@@ -262,9 +249,7 @@ impl Steering {
     /// Steers a new listener as the others are.
     pub(crate) fn join(&self, listener: &ListenerRuntime) {
         let state = self.state();
-        if let Err(e) = listener.steer(state.packed) {
-            tracing::warn!(listener = %listener.name, error = %e, "cannot steer new connections on this listener");
-        }
+        steer_each([listener], state.packed, true);
     }
 
     /// Steers every listener (`pack` or spread); `false`, steering nothing, once stopped. A
@@ -274,15 +259,8 @@ impl Steering {
         if state.stopped {
             return false;
         }
-        let change = state.packed != pack;
+        steer_each(listeners.iter().map(|l| &**l), pack, state.packed != pack);
         state.packed = pack;
-        for listener in listeners {
-            if let Err(e) = listener.steer(pack) {
-                if change {
-                    tracing::warn!(listener = %listener.name, error = %e, pack, "cannot steer new connections on this listener");
-                }
-            }
-        }
         true
     }
 
@@ -290,12 +268,21 @@ impl Steering {
     /// sockets over and steers them as its settings say.
     pub(crate) fn stop(&self, listeners: &[Arc<ListenerRuntime>]) {
         let mut state = self.state();
-        if !state.stopped && state.packed {
+        if state.packed {
             tracing::info!("placement: spreading new connections for the hand-over");
         }
+        steer_each(listeners.iter().map(|l| &**l), false, false);
         (state.stopped, state.packed) = (true, false);
-        for listener in listeners {
-            let _ = listener.steer(false);
+    }
+}
+
+/// Steers each of `listeners`, saying (where `say`) which could not be.
+fn steer_each<'a>(listeners: impl IntoIterator<Item = &'a ListenerRuntime>, pack: bool, say: bool) {
+    for listener in listeners {
+        if let Err(e) = listener.steer(pack) {
+            if say {
+                tracing::warn!(listener = %listener.name, error = %e, pack, "cannot steer new connections on this listener");
+            }
         }
     }
 }
@@ -413,14 +400,14 @@ impl Monitor {
         counters: &ProxyCounters,
     ) {
         let mut decider = Decider::new();
-        let mut packed = true;
         let mut next = INTERVAL;
         loop {
             tokio::time::sleep_until(self.at + next).await;
             let Some((busiest, total, idle)) = self.read() else { break };
+            let was = decider.packed;
             let pack = decider.observe(busiest, total, idle, next);
             next = if decider.quiet(total) { QUIET_INTERVAL } else { INTERVAL };
-            if pack != packed {
+            if pack != was {
                 // Steered before it is counted and said: a hand-over may have stopped it.
                 if !steering.set(&listeners(), pack) {
                     return;
@@ -443,7 +430,6 @@ impl Monitor {
                         "placement: spreading new connections over the workers, one was busy"
                     );
                 }
-                packed = pack;
             }
         }
         steering.set(&listeners(), false);
