@@ -6,9 +6,95 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::stream::TcpConn;
+
+/// A listening socket the accept loop takes connections from.
+pub(crate) trait Listen {
+    /// What an accepted connection is.
+    type Stream;
+
+    /// The next connection, once one is queued.
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, SocketAddr)>>;
+}
+
+/// The admin endpoint's: connections registered with the reactor at once (hyper reads them).
+impl Listen for TcpListener {
+    type Stream = TcpStream;
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        TcpListener::poll_accept(self, cx)
+    }
+}
+
+/// A proxy listener's socket: its connections are accepted non-blocking and left out of the
+/// reactor until used through it ([`TcpConn`]), so that one relayed on the io_uring engine
+/// never joins it.
+#[derive(Debug)]
+pub(crate) struct Listening(AsyncFd<std::net::TcpListener>);
+
+impl Listening {
+    /// Registers `socket` (non-blocking) with the current runtime's reactor.
+    #[allow(unsafe_code)]
+    pub(crate) fn new(socket: std::net::TcpListener) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        // SAFETY: the listener is owned by the `AsyncFd`, so its descriptor stays open, and the
+        // same, for as long as the registration.
+        unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+            .map(Listening)
+            .map_err(|e| e.into_parts().1)
+    }
+
+    /// The listening socket.
+    pub(crate) fn socket(&self) -> &std::net::TcpListener {
+        self.0.get_ref()
+    }
+
+    /// A connection already queued, if there is one (never waits).
+    pub(crate) fn try_accept(&self) -> Option<(TcpConn, SocketAddr)> {
+        accept_nonblocking(self.socket()).ok()
+    }
+}
+
+impl Listen for Listening {
+    type Stream = TcpConn;
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpConn, SocketAddr)>> {
+        loop {
+            let mut ready = ready!(self.0.poll_read_ready(cx))?;
+            if let Ok(accepted) = ready.try_io(|socket| accept_nonblocking(socket.get_ref())) {
+                return Poll::Ready(accepted);
+            }
+        }
+    }
+}
+
+/// Accepts a connection already in non-blocking mode: one system call (`accept4`) on Linux.
+fn accept_nonblocking(socket: &std::net::TcpListener) -> io::Result<(TcpConn, SocketAddr)> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::net::{acceptfrom_with, SocketFlags};
+        let (fd, peer) = acceptfrom_with(socket, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+        let peer = peer.and_then(|p| SocketAddr::try_from(p).ok());
+        let stream = std::net::TcpStream::from(fd);
+        let peer = match peer {
+            Some(peer) => peer,
+            None => stream.peer_addr()?,
+        };
+        Ok((TcpConn::unregistered(stream), peer))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (stream, peer) = socket.accept()?;
+        stream.set_nonblocking(true)?;
+        Ok((TcpConn::unregistered(stream), peer))
+    }
+}
 
 /// Accepts on `listener` until `stop` resolves, handing each connection to `accepted`.
 ///
@@ -16,10 +102,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// client gave up) is reported to `failed` with no pause and skipped; any other (out of file
 /// descriptors, out of memory) is reported with the pause about to be taken, then waited out
 /// with a [`Backoff::accept`] pause (cut short by `stop`).
-pub(crate) async fn accept_loop(
-    listener: &TcpListener,
+pub(crate) async fn accept_loop<L: Listen>(
+    listener: &L,
     stop: &mut (impl Future<Output = ()> + Unpin),
-    mut accepted: impl FnMut(TcpStream, SocketAddr),
+    mut accepted: impl FnMut(L::Stream, SocketAddr),
     mut failed: impl FnMut(&io::Error, Option<Duration>),
 ) {
     let mut backoff = Backoff::accept();
@@ -27,7 +113,7 @@ pub(crate) async fn accept_loop(
         let result = tokio::select! {
             biased;
             () = &mut *stop => return,
-            result = listener.accept() => result,
+            result = std::future::poll_fn(|cx| listener.poll_accept(cx)) => result,
         };
         match result {
             Ok((stream, peer)) => {

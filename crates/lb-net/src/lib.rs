@@ -91,6 +91,7 @@ mod shutdown;
 mod sockets;
 #[cfg(target_os = "linux")]
 mod splice;
+mod stream;
 mod tasks;
 mod time;
 #[cfg(target_os = "linux")]
@@ -129,6 +130,7 @@ pub use placement::Placement;
 pub use pools::{PoolSettings, DEFAULT_POOL};
 pub use proxy::{IoEngine, ProxyConfig};
 pub use sockets::{bind, bind_shared};
+pub use stream::TcpConn;
 pub use time::parse_duration;
 
 use counters::ProxyCounters;
@@ -344,8 +346,11 @@ impl<C: Connector> Acceptor<C> {
         if let Ok(addr) = listener.local_addr() {
             tracing::debug!(address = %addr, "accepting");
         }
-        self.shared.accept_on(&self.listener, &listener).await;
-        drop(listener);
+        // Out of tokio's registration into the balancer's own (see `TcpConn`).
+        match listener.into_std().and_then(accept::Listening::new) {
+            Ok(listener) => self.shared.accept_on(&self.listener, &listener).await,
+            Err(e) => tracing::error!(error = %e, "cannot register a listening socket"),
+        }
         self.shared.shutdown.finished().await;
     }
 }

@@ -14,10 +14,9 @@ use std::sync::{atomic::Ordering::Relaxed, Arc};
 use std::time::Duration;
 
 use lb_core::{BackendId, Lease};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::accept::accept_loop;
+use crate::accept::{accept_loop, Listening};
 use crate::access_log::{AccessLogFormat, DisplayPeer, Session, Termination};
 use crate::admission::{ClientPlace, Refused};
 use crate::connector::{connect_within, ByteStream, ConnectError, Connector};
@@ -29,6 +28,7 @@ use crate::pools::{PoolRuntime, PoolSettings};
 use crate::preamble::{self, Preamble, Refusal};
 use crate::relay::{Limit, Relay, RelayEnd, Side, Timeouts};
 use crate::shutdown::{Shutdown, TaskCell, Tracker};
+use crate::stream::TcpConn;
 
 /// Proxy settings. Every field has a default suited to a general-purpose TCP service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl<C: Connector> ProxyShared<C> {
     pub(crate) async fn accept_on(
         self: &Arc<Self>,
         listener: &Arc<ListenerRuntime>,
-        socket: &TcpListener,
+        socket: &Listening,
     ) {
         let mut stop = std::pin::pin!(async {
             tokio::select! {
@@ -177,10 +177,16 @@ impl<C: Connector> ProxyShared<C> {
                 () = listener.stopped() => {}
             }
         });
+        // The ring, if asked for, from the first connection on: its backend connect goes on
+        // it too.
+        #[cfg(target_os = "linux")]
+        if self.config.io == IoEngine::Uring {
+            crate::uring::ensure_engine();
+        }
         // Accepted sockets inherit TCP_NODELAY from the listener where the system says so;
         // elsewhere each is set (relayed bytes should leave at once, not wait for Nagle).
-        let nodelay_inherited = crate::sockets::nodelay_inherited(socket);
-        let accepted = |stream: tokio::net::TcpStream, peer: SocketAddr| {
+        let nodelay_inherited = crate::sockets::nodelay_inherited(socket.socket());
+        let accepted = |stream: TcpConn, peer: SocketAddr| {
             if !nodelay_inherited {
                 let _ = stream.set_nodelay(true);
             }
@@ -205,9 +211,7 @@ impl<C: Connector> ProxyShared<C> {
         if !self.shutdown.is_requested() {
             // The listener was removed: serve the clients already queued on its socket (they
             // completed their handshake with us) rather than reset them when it closes.
-            while let Ok(Ok((stream, peer))) =
-                tokio::time::timeout(Duration::ZERO, socket.accept()).await
-            {
+            while let Some((stream, peer)) = socket.try_accept() {
                 accepted(stream, peer);
             }
         }
@@ -660,7 +664,7 @@ fn relay<'a, S: ByteStream, B: ByteStream>(
     #[cfg(target_os = "linux")]
     let (first, replay) = {
         let (mut first, mut replay) = (first, replay);
-        if let (IoEngine::Uring, Some(c), Some(b)) = (engine, client.as_tcp(), backend.as_tcp()) {
+        if let (IoEngine::Uring, Some(c), Some(b)) = (engine, client.tcp_fd(), backend.tcp_fd()) {
             let meter = lease.byte_meter();
             let started =
                 crate::uring::relay(c, b, meter, traffic, timeouts, first, client_eof, replay);

@@ -57,7 +57,10 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tcp
 /// from the start, saving a system call per connection. Linux copies a listener's TCP options
 /// to each connection it accepts (checked by a test); elsewhere, or if setting it failed, the
 /// answer is `false` and each accepted socket is to be set.
-pub(crate) fn nodelay_inherited(listener: &tokio::net::TcpListener) -> bool {
+pub(crate) fn nodelay_inherited<'a, L>(listener: &'a L) -> bool
+where
+    socket2::SockRef<'a>: From<&'a L>,
+{
     cfg!(target_os = "linux") && socket2::SockRef::from(listener).set_nodelay(true).is_ok()
 }
 

@@ -5,8 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-
+use crate::accept::Listening;
 use crate::connector::Connector;
 use crate::error::Error;
 use crate::health_check;
@@ -80,7 +79,7 @@ impl<C: Connector> Tasks for ProxyShared<C> {
             let (shared, listener) = (Arc::clone(&self), Arc::clone(&listener));
             runtimes[i % runtimes.len()].spawn(async move {
                 // Registered with the reactor of the runtime that accepts on it.
-                match TcpListener::from_std(socket) {
+                match Listening::new(socket) {
                     Ok(socket) => shared.accept_on(&listener, &socket).await,
                     Err(e) => tracing::error!(
                         listener = %listener.name,

@@ -189,3 +189,41 @@ async fn where_a_thread_cannot_keep_a_ring_relays_use_epoll() {
     stop(handle, task).await;
     backend_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_connect_that_gets_no_answer_times_out_on_the_ring() {
+    // A backend whose accept queue is full (backlog 0, one connection never accepted): the
+    // kernel drops further SYNs, so a connect to it hangs.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let hanging = socket.local_addr().unwrap().as_socket().unwrap();
+    let _filler = std::net::TcpStream::connect(hanging).unwrap();
+    let (answering, backend_task) = tcp_named_backend("b").await;
+
+    let proxy = ProxyConfig { connect_timeout: Duration::from_millis(100), retries: 1, ..uring() };
+    let pool = lb_core::Pool::default();
+    pool.add(hanging, None).unwrap();
+    pool.add(answering, None).unwrap();
+    // No health checks: every failure counted is a client's connect.
+    let health = HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() };
+    let balancer = lb_net::Balancer::new(pool, lb_net::TcpConnector, proxy, health);
+    let handle = balancer.handle();
+    let (lb, worker, task) = start_on_worker(balancer, None);
+    // The hanging backend's connects time out (on the ring: the engine runs from the accept
+    // loop's start), and the retry reaches the other.
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(lb).await.unwrap();
+        let greeting = tokio::time::timeout(LIMIT, read_line(&mut stream)).await.unwrap();
+        assert_eq!(greeting.unwrap(), "b");
+    }
+    let stats = handle.stats();
+    assert_eq!(stats.proxy.uring_relays, 4);
+    let b = stats.pool().backend(hanging).unwrap();
+    assert!(b.connect_failures >= 1, "{b:?}");
+    assert_eq!(stats.proxy.retries, b.connect_failures, "each failure retried elsewhere");
+    assert_eq!(stats.proxy.connect_failed, 0, "no client failed");
+    stop(handle, task).await;
+    tokio::task::spawn_blocking(move || worker.join().unwrap()).await.unwrap();
+    backend_task.abort();
+}

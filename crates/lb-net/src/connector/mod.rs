@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::accept::Backoff;
+use crate::stream::TcpConn;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
@@ -34,6 +35,15 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// buffer, which is right for everything else (TLS streams, Unix sockets, pipes).
     fn as_tcp(&self) -> Option<&TcpStream> {
         None
+    }
+
+    /// The descriptor of this stream's TCP socket, if it is one, for an engine that does its
+    /// own I/O on it (the io_uring relay, which then leaves the stream alone until it is
+    /// done). Unlike [`as_tcp`](Self::as_tcp), asking must not make the stream join tokio's
+    /// reactor ([`TcpConn`](crate::TcpConn) does not). The default is `as_tcp`'s socket.
+    #[cfg(unix)]
+    fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.as_tcp().map(std::os::fd::AsRawFd::as_raw_fd)
     }
 }
 
@@ -57,6 +67,18 @@ pub trait Connector: Send + Sync + 'static {
     /// and the proxy retries another backend, unless [`is_local_exhaustion`] says the balancer
     /// itself ran out of resources, which says nothing about the backend.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Connects to `addr` unless `deadline` passes first (then `None`). The proxy connects
+    /// through this. The default runs [`connect`](Self::connect) under a tokio timer; a
+    /// connector that can bound the attempt more cheaply itself overrides it
+    /// ([`TcpConnector`] does on the io_uring engine, where the kernel times the connect).
+    fn connect_by(
+        &self,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> impl Future<Output = Option<io::Result<Self::Stream>>> + Send {
+        async move { tokio::time::timeout_at(deadline, self.connect(addr)).await.ok() }
+    }
 }
 
 /// Whether `e` means this process or host ran out of something a connection needs (file
@@ -94,16 +116,16 @@ pub(crate) async fn connect_within<C: Connector>(
     let (min, max) = LOCAL_RETRY_PAUSE;
     let mut backoff = Backoff::new(min, max);
     loop {
-        match tokio::time::timeout_at(deadline, connector.connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e)) if is_local_exhaustion(&e) => {
+        match connector.connect_by(addr, deadline).await {
+            Some(Ok(stream)) => return Ok(stream),
+            Some(Err(e)) if is_local_exhaustion(&e) => {
                 if Instant::now() + backoff.pause() >= deadline {
                     return Err(ConnectError::Local(e));
                 }
                 tokio::time::sleep(backoff.advance()).await;
             }
-            Ok(Err(e)) => return Err(ConnectError::Backend(e)),
-            Err(_) => return Err(ConnectError::TimedOut),
+            Some(Err(e)) => return Err(ConnectError::Backend(e)),
+            None => return Err(ConnectError::TimedOut),
         }
     }
 }
@@ -124,17 +146,22 @@ const LOCAL_RETRY_PAUSE: (Duration, Duration) =
 
 /// Plain TCP, with `TCP_NODELAY` set: a balancer relays whatever it has at once, and Nagle's
 /// algorithm would hold small writes back for up to 40 ms waiting for an ACK.
+///
+/// Its streams are [`TcpConn`]s. On a worker thread whose io_uring engine is running, the
+/// connect is made on the ring and the stream is not registered with epoll unless something
+/// reads it through tokio (see [`TcpConn`]); elsewhere it connects as `TcpStream::connect`
+/// does.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpConnector;
 
 impl Connector for TcpConnector {
-    type Stream = TcpStream;
+    type Stream = TcpConn;
 
     /// Connects as `TcpStream::connect` does, with one system call fewer: the outcome is read
     /// from the readiness event the connect ends with rather than asked with
     /// `getsockopt(SO_ERROR)` every time. A failed connect is the only way a socket not yet
     /// used becomes write-closed (hung up), so only then is the error fetched.
-    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpConn> {
         let socket = nonblocking_socket(addr)?;
         socket.set_nodelay(true)?;
         match socket.connect(&addr.into()) {
@@ -149,7 +176,31 @@ impl Connector for TcpConnector {
                 return Err(e);
             }
         }
-        Ok(stream)
+        Ok(TcpConn::from(stream))
+    }
+
+    /// On a worker thread whose io_uring engine runs, connects on the ring, timed by the
+    /// kernel (a linked timeout): no epoll registration, no readiness event, no tokio timer
+    /// (whose arming wakes the runtime's driver with a system call when it is the earliest).
+    /// Elsewhere as [`connect`](Self::connect) under a tokio timer.
+    async fn connect_by(&self, addr: SocketAddr, deadline: Instant) -> Option<io::Result<TcpConn>> {
+        #[cfg(target_os = "linux")]
+        if crate::uring::running() {
+            let socket =
+                match nonblocking_socket(addr).and_then(|s| s.set_nodelay(true).map(|()| s)) {
+                    Ok(socket) => socket,
+                    Err(e) => return Some(Err(e)),
+                };
+            let limit = deadline.saturating_duration_since(Instant::now());
+            if let Some(connecting) = crate::uring::connect(&socket, addr, limit) {
+                return match connecting.await {
+                    crate::uring::Connected::Yes => Some(Ok(TcpConn::unregistered(socket.into()))),
+                    crate::uring::Connected::Failed(e) => Some(Err(e)),
+                    crate::uring::Connected::TimedOut => None,
+                };
+            }
+        }
+        tokio::time::timeout_at(deadline, self.connect(addr)).await.ok()
     }
 }
 

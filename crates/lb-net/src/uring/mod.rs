@@ -84,6 +84,8 @@ const OP_RECV: u64 = 0; // + direction
 const OP_SEND: u64 = 2; // + direction
 /// The `user_data` of cancellations, whose own completions say nothing.
 const CANCEL: u64 = u64::MAX;
+/// Set in the `user_data` of a connect, whose low bits are its index in `Engine::connects`.
+const OP_CONNECT: u64 = 1 << 62;
 
 fn user_data(slot: u32, op: u64) -> u64 {
     (u64::from(slot) << 2) | op
@@ -276,6 +278,21 @@ impl std::ops::IndexMut<u32> for Slab {
     }
 }
 
+/// A backend connection being opened on the ring ([`connect`]).
+#[derive(Debug)]
+struct Connecting {
+    /// The address, which the kernel may read until the completion.
+    addr: socket2::SockAddr,
+    /// The time limit, relative (the linked timeout's).
+    limit: io_uring::types::Timespec,
+    /// The outcome (`connect`'s result, or minus an errno), once completed.
+    result: Option<i32>,
+    /// The connect's future, to wake when the outcome is in.
+    waker: Option<Waker>,
+    /// Whether the future is still there (else the entry frees itself on completion).
+    attached: bool,
+}
+
 /// One thread's ring and the relays on it.
 struct Engine {
     // Dropped in this order: the buffers are unregistered (in `Drop`) while the ring is alive.
@@ -283,10 +300,19 @@ struct Engine {
     ring: IoUring,
     conns: Slab,
     free: Vec<u32>,
+    /// Connects, boxed so that the addresses the kernel reads never move.
+    connects: Vec<Option<Box<Connecting>>>,
+    free_connects: Vec<u32>,
+    /// Connects whose completion has not come yet.
+    connecting: usize,
     /// Deadlines: (when, slot, generation). Stale entries are skipped when they come up, and
     /// swept when they outnumber the connections.
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     live: usize,
+    /// Directions with bytes received this round, sent at its end: by then a round that
+    /// brought the reader's end of stream too has seen it, and the send is marked as the last
+    /// (see [`Engine::send`]).
+    sends: Vec<(u32, usize)>,
     /// Directions whose half-close is due at the end of this turn.
     half_closes: Vec<(u32, usize)>,
     /// Directions to re-arm at the end of this turn (out of buffers, or drained after a pause).
@@ -324,20 +350,27 @@ impl Drop for Engine {
                 }
             }
         }
+        for index in 0..self.connects.len() {
+            if let Some(connect) = self.connects[index].as_mut().filter(|c| c.result.is_none()) {
+                connect.attached = false;
+                connect.waker = None;
+                self.cancel(OP_CONNECT | index as u64);
+            }
+        }
         let tick = io_uring::types::Timespec::new().nsec(10_000_000);
         let args = io_uring::types::SubmitArgs::new().timespec(&tick);
         for _ in 0..100 {
-            if self.live == 0 {
+            if self.live + self.connecting == 0 {
                 break;
             }
             // Waits for a completion, or 10 ms.
             let _ = self.ring.submitter().submit_with_args(1, &args);
             self.collect();
         }
-        if self.live > 0 {
+        if self.live + self.connecting > 0 {
             // Not all came back: their memory must outlive the kernel's use of it.
-            let conns = std::mem::take(&mut self.conns);
-            std::mem::forget(conns);
+            std::mem::forget(std::mem::take(&mut self.conns));
+            std::mem::forget(std::mem::take(&mut self.connects));
             return;
         }
         self.buffers.unregister(&self.ring);
@@ -360,8 +393,12 @@ impl Engine {
             ring,
             conns: Slab::default(),
             free: Vec::new(),
+            connects: Vec::new(),
+            free_connects: Vec::new(),
+            connecting: 0,
             timers: BinaryHeap::new(),
             live: 0,
+            sends: Vec::new(),
             half_closes: Vec::new(),
             rearm: Vec::new(),
             batch: Vec::with_capacity(256),
@@ -410,6 +447,21 @@ impl Engine {
         }
     }
 
+    /// Hands what is queued to the kernel if fewer than `n` entries are free, so that the next
+    /// `n` pushes go in one submission.
+    fn make_room(&mut self, n: usize) {
+        let (queued, capacity) = {
+            let submission = self.ring.submission();
+            (submission.len(), submission.capacity())
+        };
+        if capacity - queued < n {
+            self.buffers.publish();
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(error = %e, "io_uring submission failed");
+            }
+        }
+    }
+
     fn arm_receive(&mut self, slot: u32, d: usize) {
         let conn = self.conn(slot);
         let dir = &mut conn.dirs[d];
@@ -428,6 +480,13 @@ impl Engine {
     }
 
     /// Sends what direction `d` has, if nothing is in flight.
+    ///
+    /// Once the reader's end of stream is in, the send says so (`MSG_MORE`): the kernel holds a
+    /// short last piece back, and the `shutdown` (or close) that follows once it is sent puts
+    /// the FIN on that same segment. A response followed by a close (every `Connection:
+    /// close` exchange) then costs the peer one packet and one acknowledgement instead of two
+    /// of each, and a wake-up less. Nothing waits on it: the half-close or close that
+    /// releases the segment is issued when this send completes.
     fn send(&mut self, slot: u32, d: usize) {
         let conn = self.conn(slot);
         if conn.ending.is_some() {
@@ -451,8 +510,9 @@ impl Engine {
         dir.in_flight = true;
         conn.in_flight += 1;
         let to = conn.fds[1 - d];
+        let last = if dir.eof { libc::MSG_MORE } else { 0 };
         let entry = opcode::Send::new(Fd(to), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(libc::MSG_NOSIGNAL | last)
             .build()
             .user_data(user_data(slot, OP_SEND + d as u64));
         // SAFETY: `sending` is neither changed nor dropped while its send is in flight: it is
@@ -532,6 +592,10 @@ impl Engine {
         if data == CANCEL {
             return;
         }
+        if data & OP_CONNECT != 0 {
+            self.connected((data & !OP_CONNECT) as usize, res);
+            return;
+        }
         let slot = (data >> 2) as u32;
         let op = data & 3;
         match op {
@@ -600,7 +664,7 @@ impl Engine {
                         self.end(slot, Ending::Bulk);
                         return;
                     }
-                    self.send(slot, d);
+                    self.sends.push((slot, d));
                     if unsent >= PAUSE_AT && receiving {
                         // Backpressure: no more from this reader until the writer catches up.
                         self.conn(slot).dirs[d].paused = true;
@@ -714,6 +778,22 @@ impl Engine {
         }
     }
 
+    /// A connect's completion: its future learns the outcome, or a future that went away
+    /// leaves its entry free.
+    fn connected(&mut self, index: usize, res: i32) {
+        self.connecting -= 1;
+        let Some(connect) = self.connects[index].as_mut() else { return };
+        if connect.attached {
+            connect.result = Some(res);
+            if let Some(waker) = connect.waker.take() {
+                waker.wake();
+            }
+        } else {
+            self.connects[index] = None;
+            self.free_connects.push(index as u32);
+        }
+    }
+
     fn check_closed(&mut self, slot: u32) {
         let conn = self.conn(slot);
         if conn.dirs[UP].done && conn.dirs[DOWN].done && conn.ending.is_none() {
@@ -754,8 +834,16 @@ impl Engine {
         self.check_closed(slot);
     }
 
-    /// The end-of-round work: half-closes, re-arms, buffers back to the kernel.
+    /// The end-of-round work: sends, half-closes, re-arms, buffers back to the kernel.
     fn end_of_round(&mut self) {
+        let sends = std::mem::take(&mut self.sends);
+        for &(slot, d) in &sends {
+            if self.conns[slot].conn.is_some() {
+                self.send(slot, d);
+            }
+        }
+        self.sends = sends;
+        self.sends.clear();
         let half_closes = std::mem::take(&mut self.half_closes);
         for &(slot, d) in &half_closes {
             if self.conns[slot].conn.is_some() {
@@ -906,7 +994,7 @@ fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> Option<R> {
 
 /// This thread's engine, set up (with its driver task) on first use; `None` where it cannot
 /// run (not a single-threaded runtime, or io_uring refused), after a warning the first time.
-fn ensure_engine() -> bool {
+pub(crate) fn ensure_engine() -> bool {
     if UNAVAILABLE.get() || !on_current_thread_runtime() {
         return false;
     }
@@ -1008,8 +1096,8 @@ pub(crate) struct UringRelay<'a> {
 /// dropped.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn relay<'a>(
-    client: &tokio::net::TcpStream,
-    backend: &tokio::net::TcpStream,
+    client: RawFd,
+    backend: RawFd,
     meter: ByteMeter,
     traffic: &'a Traffic,
     timeouts: Timeouts,
@@ -1023,7 +1111,7 @@ pub(crate) fn relay<'a>(
     let now = Instant::now();
     let timing = Timing::new(timeouts, now);
     let mut conn = Conn {
-        fds: [client.as_raw_fd(), backend.as_raw_fd()],
+        fds: [client, backend],
         dirs: [Dir::default(), Dir::default()],
         meter,
         bytes: [0; 2],
@@ -1067,6 +1155,135 @@ pub(crate) fn relay<'a>(
         (Some(relay), _) => Ok(relay),
         (None, Some(mut conn)) => Err((std::mem::take(&mut conn.dirs[UP].next), conn.replay)),
         (None, None) => unreachable!("the engine took the connection"),
+    }
+}
+
+/// Whether this thread has a running engine (set up by the first relay on it).
+pub(crate) fn running() -> bool {
+    ENGINE.try_with(|cell| cell.try_borrow().is_ok_and(|e| e.is_some())).unwrap_or(false)
+}
+
+/// Starts connecting `socket` (non-blocking, not yet connected) to `addr` on this thread's
+/// engine, giving up after `limit`; `None` if the thread has no engine, for the caller to
+/// connect with epoll.
+///
+/// On the ring the connect needs no registration with epoll and no readiness event, and the
+/// socket none afterwards if its relay runs on the ring too: on loopback or a fast network the
+/// handshake completes within the `io_uring_enter` that submits it. The time limit is a
+/// linked timeout, run by the kernel. The caller keeps `socket` open until the returned future
+/// has completed or been dropped.
+pub(crate) fn connect(
+    socket: &socket2::Socket,
+    addr: std::net::SocketAddr,
+    limit: std::time::Duration,
+) -> Option<RingConnect> {
+    let fd = socket.as_raw_fd();
+    with_engine(|engine| {
+        let connect = Box::new(Connecting {
+            addr: addr.into(),
+            limit: io_uring::types::Timespec::from(limit),
+            result: None,
+            waker: None,
+            attached: true,
+        });
+        let index = match engine.free_connects.pop() {
+            Some(index) => index,
+            None => {
+                engine.connects.push(None);
+                engine.connects.len() as u32 - 1
+            }
+        };
+        let entry = opcode::Connect::new(Fd(fd), connect.addr.as_ptr().cast(), connect.addr.len())
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(OP_CONNECT | u64::from(index));
+        let timeout = opcode::LinkTimeout::new(&connect.limit).build().user_data(CANCEL);
+        engine.connects[index as usize] = Some(connect);
+        engine.connecting += 1;
+        // The two go to the kernel together (a link cannot span two submissions).
+        engine.make_room(2);
+        // SAFETY: the address and the time limit are boxed in `connects`, kept until the
+        // completion (a future that goes away leaves them there; the engine's drop outwaits
+        // or leaks them).
+        unsafe {
+            engine.push(&entry);
+            engine.push(&timeout);
+        }
+        if let Some(driver) = &engine.driver {
+            driver.wake_by_ref();
+        }
+        RingConnect { index, done: false }
+    })
+}
+
+/// How a connect on the ring ended.
+#[derive(Debug)]
+pub(crate) enum Connected {
+    Yes,
+    Failed(io::Error),
+    /// Its time limit passed first.
+    TimedOut,
+}
+
+/// A connect on this thread's engine ([`connect`]); resolves to its outcome. Dropping it
+/// before then cancels the connect.
+#[derive(Debug)]
+pub(crate) struct RingConnect {
+    index: u32,
+    done: bool,
+}
+
+impl Future for RingConnect {
+    type Output = Connected;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Connected> {
+        let index = self.index as usize;
+        let result = with_engine(|engine| {
+            let connect = engine.connects[index].as_mut().expect("a connect's entry outlives it");
+            let Some(result) = connect.result else {
+                connect.waker = Some(cx.waker().clone());
+                return None;
+            };
+            engine.connects[index] = None;
+            engine.free_connects.push(index as u32);
+            Some(result)
+        });
+        let connected = match result {
+            Some(None) => return Poll::Pending,
+            Some(Some(result)) if result >= 0 => Connected::Yes,
+            // Cancelled by its linked timeout (a cancellation of ours comes only once the
+            // future is gone).
+            Some(Some(result)) if -result == libc::ECANCELED => Connected::TimedOut,
+            Some(Some(result)) => Connected::Failed(io::Error::from_raw_os_error(-result)),
+            None => Connected::Failed(io::Error::other("the worker thread is stopping")),
+        };
+        self.done = true;
+        Poll::Ready(connected)
+    }
+}
+
+impl Drop for RingConnect {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let index = self.index as usize;
+        with_engine(|engine| {
+            let Some(connect) = engine.connects[index].as_mut() else { return };
+            if connect.result.is_some() {
+                engine.connects[index] = None;
+                engine.free_connects.push(index as u32);
+                return;
+            }
+            connect.attached = false;
+            connect.waker = None;
+            engine.cancel(OP_CONNECT | index as u64);
+            // The caller closes the socket next: the connect naming it goes to the kernel
+            // now, while the number is still its.
+            if let Err(e) = engine.ring.submit() {
+                tracing::error!(error = %e, "io_uring submission failed");
+            }
+        });
     }
 }
 
@@ -1147,5 +1364,104 @@ impl Drop for UringRelay<'_> {
                 tracing::error!(error = %e, "io_uring submission failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    fn socket_for(addr: SocketAddr) -> socket2::Socket {
+        socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.nonblocking(),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// A listener whose accept queue is full: further connects to it get no answer (the
+    /// kernel drops their SYNs), so they hang until their time limit.
+    fn unanswering_listener() -> (SocketAddr, std::net::TcpListener, std::net::TcpStream) {
+        let socket = socket_for("127.0.0.1:0".parse().unwrap());
+        socket.set_nonblocking(false).unwrap();
+        socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        socket.listen(0).unwrap();
+        let listener: std::net::TcpListener = socket.into();
+        let addr = listener.local_addr().unwrap();
+        // Backlog 0 holds one connection, never accepted.
+        let filler = std::net::TcpStream::connect(addr).unwrap();
+        (addr, listener, filler)
+    }
+
+    /// Nothing in flight and no entry left: every connect's memory is back.
+    fn connects_settled() -> bool {
+        with_engine(|e| e.connecting == 0 && e.connects.iter().all(Option::is_none)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connects_on_the_ring_succeed_fail_and_time_out() {
+        assert!(ensure_engine(), "io_uring is needed for this test");
+        assert!(running());
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = socket_for(addr);
+        let connecting = connect(&socket, addr, Duration::from_secs(10)).unwrap();
+        assert!(matches!(connecting.await, Connected::Yes));
+        let (accepted, from) = listener.accept().unwrap();
+        assert_eq!(from, socket.local_addr().unwrap().as_socket().unwrap());
+        drop(accepted);
+        assert!(connects_settled());
+
+        drop(listener);
+        let socket = socket_for(addr);
+        let outcome = connect(&socket, addr, Duration::from_secs(10)).unwrap().await;
+        let Connected::Failed(e) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(connects_settled());
+
+        let (addr, _listener, _filler) = unanswering_listener();
+        let socket = socket_for(addr);
+        let outcome = connect(&socket, addr, Duration::from_millis(50)).unwrap().await;
+        assert!(matches!(outcome, Connected::TimedOut), "{outcome:?}");
+        assert!(connects_settled());
+    }
+
+    #[tokio::test]
+    async fn a_connect_given_up_is_cancelled_and_its_entry_freed() {
+        assert!(ensure_engine(), "io_uring is needed for this test");
+        let (addr, _listener, _filler) = unanswering_listener();
+        let socket = socket_for(addr);
+        let connecting = connect(&socket, addr, Duration::from_secs(3600)).unwrap();
+        // Given up on by its caller (a shutdown cutting the connection, say).
+        assert!(tokio::time::timeout(Duration::from_millis(20), connecting).await.is_err());
+        drop(socket);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !connects_settled() {
+            assert!(std::time::Instant::now() < deadline, "the cancelled connect never completed");
+            tokio::task::yield_now().await;
+        }
+        // The slot serves the next connect.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = socket_for(addr);
+        assert!(matches!(
+            connect(&socket, addr, Duration::from_secs(10)).unwrap().await,
+            Connected::Yes
+        ));
+        assert_eq!(with_engine(|e| e.connects.len()).unwrap(), 1, "one entry, reused");
+    }
+
+    #[tokio::test]
+    async fn no_engine_no_ring_connect() {
+        // A thread without an engine: the caller connects with epoll.
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let socket = socket_for(addr);
+        let on_other_thread =
+            std::thread::spawn(move || connect(&socket, addr, Duration::from_secs(1)).is_none());
+        assert!(on_other_thread.join().unwrap());
     }
 }
