@@ -227,3 +227,47 @@ async fn a_backend_connect_that_gets_no_answer_times_out_on_the_ring() {
     tokio::task::spawn_blocking(move || worker.join().unwrap()).await.unwrap();
     backend_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_resets_during_a_bulk_answer_is_logged_as_a_reset() {
+    // Each answer is bulk (handed from the ring to splice) and cut by a reset: the backend
+    // closes with SO_LINGER 0, its kernel dropping what it had not sent. Whether the reset
+    // arrives before or after the hand-over, the connection ends as `backend-reset`, never as
+    // a normal close (the ring's receive takes the socket's one error report).
+    let (backend, backend_task) = tcp_backend(|mut s| async move {
+        let mut request = [0u8; 50];
+        if s.read_exact(&mut request).await.is_err() {
+            return;
+        }
+        let _ = s.write_all(&random_bytes(300_000, 3)).await;
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    })
+    .await;
+    let balancer = lb_net::Balancer::new(
+        one_backend_pool(backend),
+        lb_net::TcpConnector,
+        uring(),
+        no_checks(),
+    );
+    let handle = balancer.handle();
+    let log = Capture::default();
+    let (lb, worker, task) = start_on_worker(balancer, Some(log.clone()));
+    const CLIENTS: usize = 20;
+    for _ in 0..CLIENTS {
+        let mut stream = TcpStream::connect(lb).await.unwrap();
+        stream.write_all(&[b'x'; 50]).await.unwrap();
+        let mut got = Vec::new();
+        // A reset or an end, with some of the answer or all of it.
+        let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut got)).await.unwrap();
+        assert!(got.len() <= 300_000);
+    }
+    eventually(LIMIT, "every connection closed", || async { handle.stats().proxy.open == 0 }).await;
+    stop(handle, task).await;
+    tokio::task::spawn_blocking(move || worker.join().unwrap()).await.unwrap();
+    let lines = log.lines();
+    assert_eq!(lines.len(), CLIENTS, "{lines:?}");
+    for line in &lines {
+        assert!(line.contains(" backend-reset "), "{line}");
+    }
+    backend_task.abort();
+}

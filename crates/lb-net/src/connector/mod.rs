@@ -27,9 +27,10 @@ pub use memory::{Behavior, MemoryConnector, MemoryListener, MemoryStream};
 /// A byte stream the balancer relays: a client's connection or a backend's.
 ///
 /// Anything readable and writable will do; implementing it is one line
-/// (`impl ByteStream for MyStream {}`). The one method is an opt-in: a stream that is a TCP
+/// (`impl ByteStream for MyStream {}`). The methods are opt-ins: a stream that is a TCP
 /// socket says so, and between two TCP sockets the relay moves bulk data with `splice(2)` on
-/// Linux, kernel to kernel, instead of copying it through a buffer.
+/// Linux, kernel to kernel, instead of copying it through a buffer, and the io_uring engine
+/// relays on its ring.
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// This stream as a TCP socket, if it is one. The default, `None`, relays through a
     /// buffer, which is right for everything else (TLS streams, Unix sockets, pipes).

@@ -39,6 +39,10 @@ pub(super) struct Half {
     /// The pipe it splices through, only while data is flowing.
     #[cfg(target_os = "linux")]
     pipe: Option<crate::splice::Pipe>,
+    /// The reader's error, reported to the io_uring engine before it handed the relay over:
+    /// the relay fails with it once `pending` is written.
+    #[cfg(target_os = "linux")]
+    pub(super) failed: Option<io::Error>,
 }
 
 #[cfg(target_os = "linux")]
@@ -136,6 +140,10 @@ impl Half {
                 // Drained: give the memory back, an idle connection holds no buffer.
                 self.pending = Vec::new();
                 self.written = 0;
+            }
+            #[cfg(target_os = "linux")]
+            if let Some(e) = self.failed.take() {
+                return Poll::Ready(Err((Side::Client, e)));
             }
             #[cfg(target_os = "linux")]
             if self.bulk {

@@ -194,6 +194,7 @@ where
             half.eof = given.eof;
             half.done = given.done;
             half.bulk = given.bulk;
+            half.failed = given.failed;
         }
         relay.replay = state.replay;
         relay
@@ -283,6 +284,9 @@ pub(crate) struct ResumedHalf {
     pub(crate) done: bool,
     /// Moving full buffers (splice from now on).
     pub(crate) bulk: bool,
+    /// The reader's error, after the bytes of `pending` (the kernel reports it only once, to
+    /// the engine that handed over).
+    pub(crate) failed: Option<std::io::Error>,
 }
 
 /// A relay's clock: when it started, when each direction last moved and when each side's end

@@ -191,7 +191,10 @@ enum Ending {
     /// The backend ended without a word (reset if `Some`): an `Empty` end, made up once the
     /// client's last bytes are in.
     Empty(Option<io::Error>),
-    Bulk,
+    /// Handed to the epoll engine, with the error each direction's receive reported meanwhile
+    /// (after the bytes it had: the kernel reports a socket's error once, so the epoll relay
+    /// must be told).
+    Bulk([Option<io::Error>; 2]),
     /// The future went away.
     Aborted,
 }
@@ -622,7 +625,7 @@ impl Engine {
                 // Still the client's, for the next backend: the replay copy below keeps it.
                 Some(Ending::Empty(_)) => d == UP,
                 // The epoll engine carries on with it.
-                Some(Ending::Bulk) => true,
+                Some(Ending::Bulk(_)) => true,
                 Some(Ending::End(_) | Ending::Aborted) => false,
             };
             if keep {
@@ -661,7 +664,7 @@ impl Engine {
                 self.buffers.give_back(bid);
                 if conn.ending.is_none() {
                     if bulk {
-                        self.end(slot, Ending::Bulk);
+                        self.end(slot, Ending::Bulk([None, None]));
                         return;
                     }
                     self.sends.push((slot, d));
@@ -716,12 +719,12 @@ impl Engine {
             }
             return;
         }
-        let error = io::Error::from_raw_os_error(errno);
-        let conn = self.conn(slot);
-        if conn.ending.is_some() {
+        let (reader, _) = Conn::sides(d);
+        if self.failed_after_ending(slot, Some(d), errno) {
             return;
         }
-        let (reader, _) = Conn::sides(d);
+        let error = io::Error::from_raw_os_error(errno);
+        let conn = self.conn(slot);
         if reader == Side::Backend && conn.empty_end(true) {
             self.end(slot, Ending::Empty(Some(error)));
         } else {
@@ -766,11 +769,15 @@ impl Engine {
             return;
         }
         let errno = -res;
-        if errno == libc::ECANCELED || conn.ending.is_some() {
+        if errno == libc::ECANCELED {
+            return;
+        }
+        let (_, writer) = Conn::sides(d);
+        if self.failed_after_ending(slot, None, errno) {
             return;
         }
         let error = io::Error::from_raw_os_error(errno);
-        let (_, writer) = Conn::sides(d);
+        let conn = self.conn(slot);
         if writer == Side::Backend && conn.empty_end(true) {
             self.end(slot, Ending::Empty(Some(error)));
         } else {
@@ -791,6 +798,25 @@ impl Engine {
         } else {
             self.connects[index] = None;
             self.free_connects.push(index as u32);
+        }
+    }
+
+    /// A receive or send of a connection whose end is already decided failed with `errno`:
+    /// returns whether the end was decided (nothing else is then to be done). A receive's
+    /// error goes with a hand-over to epoll, to end its relay once the bytes received before
+    /// it are written: the kernel reports a socket's error once, and the epoll relay would
+    /// otherwise find the reset socket merely at its end and log a backend that reset in the
+    /// middle of an answer as a normal close. (A send's error needs no such care: the epoll
+    /// relay's next write to that socket fails too.)
+    fn failed_after_ending(&mut self, slot: u32, receive: Option<usize>, errno: i32) -> bool {
+        let conn = self.conn(slot);
+        match (conn.ending.as_deref_mut(), receive) {
+            (None, _) => false,
+            (Some(Ending::Bulk(failed)), Some(d)) => {
+                failed[d] = Some(io::Error::from_raw_os_error(errno));
+                true
+            }
+            (Some(_), _) => true,
         }
     }
 
@@ -1322,12 +1348,16 @@ impl Future for UringRelay<'_> {
                 replay: conn.replay.take(),
                 client_eof: conn.dirs[UP].eof,
             }),
-            Ending::Bulk => {
-                let [up, down] = conn.dirs.each_mut().map(|dir| ResumedHalf {
-                    pending: dir.take_unsent(),
-                    eof: dir.eof,
-                    done: dir.done,
-                    bulk: dir.bulk,
+            Ending::Bulk(mut failed) => {
+                let [up, down] = std::array::from_fn(|d| {
+                    let dir = &mut conn.dirs[d];
+                    ResumedHalf {
+                        pending: dir.take_unsent(),
+                        eof: dir.eof,
+                        done: dir.done,
+                        bulk: dir.bulk,
+                        failed: failed[d].take(),
+                    }
                 });
                 Outcome::Bulk(Resumed { up, down, timing: conn.timing, replay: conn.replay })
             }
