@@ -82,9 +82,13 @@ fn accept_nonblocking(socket: &std::net::TcpListener) -> io::Result<(TcpConn, So
         let (fd, peer) = acceptfrom_with(socket, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
         let peer = peer.and_then(|p| SocketAddr::try_from(p).ok());
         let stream = std::net::TcpStream::from(fd);
+        // TCP's accept always says who; asked again should it not, and a client already gone
+        // is that client's problem only.
         let peer = match peer {
             Some(peer) => peer,
-            None => stream.peer_addr()?,
+            None => {
+                stream.peer_addr().map_err(|_| io::Error::from(io::ErrorKind::ConnectionAborted))?
+            }
         };
         Ok((TcpConn::unregistered(stream), peer))
     }
