@@ -383,8 +383,7 @@ impl<C: Connector> ProxyShared<C> {
                         // The address the client reached, asked of the socket (a system call) only
                         // here, where a header needs it.
                         Some(version) => {
-                            let local =
-                                local.or_else(|| client.as_tcp()?.local_addr().ok().map(canonical));
+                            let local = local.or_else(|| client.tcp_local_addr().map(canonical));
                             proxy_header_for(version, session.client, local)
                         }
                         None => Vec::new(),

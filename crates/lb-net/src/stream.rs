@@ -114,6 +114,10 @@ impl ByteStream for TcpConn {
         use std::os::fd::AsRawFd;
         self.with_socket(|s| Ok(s.as_raw_fd())).ok()
     }
+
+    fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr().ok()
+    }
 }
 
 impl AsyncRead for TcpConn {
@@ -199,10 +203,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn half_closes_without_registering() {
+    async fn tells_its_address_and_half_closes_without_registering() {
         let (mut conn, mut peer) = pair().await;
+        assert_eq!(conn.tcp_local_addr(), Some(peer.peer_addr().unwrap()));
         conn.shutdown().await.unwrap();
-        assert!(conn.registered.get().is_none());
+        assert!(conn.registered.get().is_none(), "neither asking its address nor half-closing");
         let mut rest = Vec::new();
         peer.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty(), "end of stream");

@@ -46,6 +46,13 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
         self.as_tcp().map(std::os::fd::AsRawFd::as_raw_fd)
     }
+
+    /// The local address of this stream's TCP socket (the address a client reached), for a
+    /// PROXY header; like [`tcp_fd`](Self::tcp_fd), asking must not register the stream.
+    /// The default is `as_tcp`'s.
+    fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.as_tcp()?.local_addr().ok()
+    }
 }
 
 impl ByteStream for TcpStream {
