@@ -171,6 +171,8 @@ impl<C: Connector> ProxyShared<C> {
         listener: &Arc<ListenerRuntime>,
         socket: &Listening,
     ) {
+        // Held until the last connection this loop accepts is spawned: a drain waits for it.
+        let _accepting = self.tracker.accepting();
         let mut stop = std::pin::pin!(async {
             tokio::select! {
                 () = self.shutdown.requested() => {}
@@ -293,21 +295,18 @@ impl<C: Connector> ProxyShared<C> {
                 // in the task for the connection's life.
                 let Preamble { source, destination: local, server_name, tls, pending, client_eof } =
                     if routes.config.accept_proxy || sni {
-                        let inspect = async {
-                            tokio::select! {
-                            inspected = preamble::read(
-                                &mut client,
-                                routes.config.accept_proxy,
-                                sni,
-                                routes.config.inspect_timeout,
-                                        ) => Some(inspected),
-                            // Not yet routed: nothing to let finish during the grace period.
-                                        () = self.shutdown.requested() => None,
-                                    }
-                        };
-                        // Boxed: inline, its reads and timers would make every connection's task
-                        // (which is as big as its largest stage) bigger, inspected or not.
-                        let Some(inspected) = Box::pin(inspect).await else { return };
+                        // Not cut short by a shutdown or an upgrade: the client was accepted,
+                        // and is served like any other within the grace period (the inspect
+                        // timeout bounds the wait for its header). Boxed: inline, its reads and
+                        // timers would make every connection's task (which is as big as its
+                        // largest stage) bigger, inspected or not.
+                        let inspected = Box::pin(preamble::read(
+                            &mut client,
+                            routes.config.accept_proxy,
+                            sni,
+                            routes.config.inspect_timeout,
+                        ))
+                        .await;
                         match inspected {
                             Ok(preamble) => preamble,
                             Err(refusal) => {

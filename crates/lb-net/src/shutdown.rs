@@ -87,7 +87,25 @@ pub(crate) struct Tracker {
     /// Running tasks by id. `None` is a task that ended before `spawn` could register it: the
     /// marker tells `spawn` not to register it after all.
     tasks: Mutex<HashMap<u64, Option<Running>>>,
+    /// Accept loops running ([`Tracker::accepting`]). A drain waits for them to stop before it
+    /// looks for the last connection: one accepted on another thread just as shutdown began is
+    /// then counted, and served, rather than dropped with its runtime.
+    accepting: AtomicU64,
+    /// Told when the last connection ends and when the last accept loop stops.
     idle: Notify,
+}
+
+/// An accept loop's place among the running ones ([`Tracker::accepting`]): dropped when the
+/// loop has stopped and spawned the last connection it accepted.
+#[derive(Debug)]
+pub(crate) struct Accepting(Arc<Tracker>);
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        if self.0.accepting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// A registered task: how to abort it, and what it says about itself.
@@ -246,6 +264,25 @@ impl Tracker {
     }
 
     /// Waits until no connection is open.
+    /// Counts an accept loop as running until the returned guard is dropped.
+    pub(crate) fn accepting(self: &Arc<Self>) -> Accepting {
+        self.accepting.fetch_add(1, Ordering::AcqRel);
+        Accepting(Arc::clone(self))
+    }
+
+    /// Waits until no accept loop runs.
+    async fn wait_accepting_stopped(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.accepting.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub(crate) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
@@ -263,7 +300,10 @@ impl Tracker {
     pub(crate) async fn drain(&self, grace: Duration, cut_now: impl Future<Output = ()>) -> usize {
         let idle = tokio::time::timeout(grace, async {
             tokio::select! {
-                () = self.wait_idle() => true,
+                () = async {
+                    self.wait_accepting_stopped().await;
+                    self.wait_idle().await;
+                } => true,
                 () = cut_now => false,
             }
         });

@@ -365,3 +365,37 @@ async fn health_checks_can_start_with_a_local_proxy_header() {
     run.await.unwrap();
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_its_header_when_shutdown_begins_is_served() {
+    // An upgrade or SIGTERM while a client's PROXY header is on its way: the client was
+    // accepted, so it is served within the grace period like any other.
+    let (backend, task) = proxy_aware_backend("127.0.0.1:0").await;
+    let balancer = Balancer::empty(TcpConnector, ProxyConfig::default());
+    let handle = balancer.handle();
+    let settings = PoolSettings { send_proxy: Some(Version::V1), ..PoolSettings::default() };
+    handle.add_pool("p", one_backend_pool(backend), settings).unwrap();
+    let config = ListenerConfig { accept_proxy: true, ..ListenerConfig::to_pool("in", "p") };
+    let lb = listen(&handle, config);
+    let run = tokio::spawn(balancer.supervise(std::future::pending()));
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(b"PROXY TCP4 198.51.100.7 ").await.unwrap();
+    eventually(Duration::from_secs(5), "the client accepted", || async {
+        handle.stats().proxy.accepted == 1
+    })
+    .await;
+    handle.shutdown();
+    eventually(Duration::from_secs(5), "shutdown begun", || async { handle.is_shutting_down() })
+        .await;
+    s.write_all(b"203.0.113.1 4000 443\r\nping").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, "198.51.100.7:4000|ping");
+    let report = run.await.unwrap();
+    assert_eq!(report.cut, 0);
+    task.abort();
+}
