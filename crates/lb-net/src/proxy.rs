@@ -198,6 +198,9 @@ impl<C: Connector> ProxyShared<C> {
             None => tracing::debug!(error = %e, "accept: client gave up before being accepted"),
             Some(pause) => {
                 self.counters.accept_errors.fetch_add(1, Relaxed);
+                // Out of descriptors, perhaps: the spare splice pipes go first.
+                #[cfg(target_os = "linux")]
+                crate::splice::Pipe::release_spares();
                 tracing::error!(
                     listener = %listener.name,
                     error = %e,

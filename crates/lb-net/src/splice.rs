@@ -86,6 +86,12 @@ impl Pipe {
         }
     }
 
+    /// Closes this thread's spare pipes: called when the process is out of descriptors, whose
+    /// two per pipe are worth more to a client (or a backend connection) than a saved `pipe2`.
+    pub(crate) fn release_spares() -> usize {
+        POOL.with_borrow_mut(|pool| std::mem::take(pool).len())
+    }
+
     /// Moves what is in the pipe into `writer`, until the pipe is empty or the socket is full.
     /// `Ready(Ok(n))` is the bytes moved (the pipe is then empty).
     pub(crate) fn poll_drain(
@@ -178,6 +184,21 @@ mod tests {
         full.len = 10;
         full.give_back();
         assert_eq!(POOL.with_borrow(Vec::len), before, "a pipe with data is closed, not pooled");
+    }
+
+    #[test]
+    fn spares_are_closed_when_descriptors_run_out() {
+        // On a thread of its own, so its pool holds only these.
+        std::thread::spawn(|| {
+            let pipes: Vec<Pipe> = (0..3).map(|_| Pipe::take().unwrap()).collect();
+            pipes.into_iter().for_each(Pipe::give_back);
+            assert_eq!(POOL.with_borrow(Vec::len), 3);
+            assert_eq!(Pipe::release_spares(), 3);
+            assert_eq!(POOL.with_borrow(Vec::len), 0, "closed, not kept");
+            assert!(Pipe::take().is_ok(), "a new pipe when needed");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

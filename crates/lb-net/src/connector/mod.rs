@@ -127,6 +127,9 @@ pub(crate) async fn connect_within<C: Connector>(
         match connector.connect_by(addr, deadline).await {
             Some(Ok(stream)) => return Ok(stream),
             Some(Err(e)) if is_local_exhaustion(&e) => {
+                // The spare splice pipes' descriptors go first.
+                #[cfg(target_os = "linux")]
+                crate::splice::Pipe::release_spares();
                 if Instant::now() + backoff.pause() >= deadline {
                     return Err(ConnectError::Local(e));
                 }
