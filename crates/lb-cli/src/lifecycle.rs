@@ -185,7 +185,7 @@ impl Upgrader {
             return Err(fail("an upgrade is already under way".into()));
         };
         if self.handle.is_shutting_down() {
-            return Err(fail("this process is shutting down".into()));
+            return Err(lb_net::Error::ShuttingDown);
         }
         let program = self.exec.program.clone().map_err(fail)?;
         let listeners = self.handle.listening_sockets()?;

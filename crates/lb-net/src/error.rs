@@ -28,6 +28,10 @@ pub enum Error {
     /// `upgrade` failed: no new process took over, and this one keeps serving.
     #[error("upgrade failed, this process keeps serving: {0}")]
     Upgrade(String),
+    /// `upgrade` asked of a process that is already shutting down (a successor took over, or
+    /// it was told to stop): there is nothing to hand over.
+    #[error("no upgrade: this process is shutting down (a successor, if one took over, serves)")]
+    ShuttingDown,
     /// A setting whose value is not valid; the message names the setting and the expected form.
     #[error("{0}")]
     InvalidSetting(String),
@@ -43,4 +47,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upgrade_refused_while_shutting_down_does_not_claim_to_keep_serving() {
+        let refused = Error::Upgrade("the new process exited".into()).to_string();
+        assert!(refused.starts_with("upgrade failed, this process keeps serving: "));
+        let stopping = Error::ShuttingDown.to_string();
+        assert!(!stopping.contains("keeps serving"), "{stopping}");
+        assert!(stopping.contains("shutting down"), "{stopping}");
+    }
 }
