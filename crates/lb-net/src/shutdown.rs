@@ -263,32 +263,25 @@ impl Tracker {
         }
     }
 
-    /// Waits until no connection is open.
     /// Counts an accept loop as running until the returned guard is dropped.
     pub(crate) fn accepting(self: &Arc<Self>) -> Accepting {
         self.accepting.fetch_add(1, Ordering::AcqRel);
         Accepting(Arc::clone(self))
     }
 
-    /// Waits until no accept loop runs.
-    async fn wait_accepting_stopped(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.accepting.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
+    /// Waits until no connection is open.
+    pub(crate) async fn wait_idle(&self) {
+        self.wait_until(|t| t.open() == 0).await;
     }
 
-    pub(crate) async fn wait_idle(&self) {
+    /// Waits until `done` holds, looking again each time `idle` is told (the last connection
+    /// ended, or the last accept loop stopped).
+    async fn wait_until(&self, done: impl Fn(&Self) -> bool) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.open() == 0 {
+            if done(self) {
                 return;
             }
             notified.await;
@@ -301,7 +294,7 @@ impl Tracker {
         let idle = tokio::time::timeout(grace, async {
             tokio::select! {
                 () = async {
-                    self.wait_accepting_stopped().await;
+                    self.wait_until(|t| t.accepting.load(Ordering::Acquire) == 0).await;
                     self.wait_idle().await;
                 } => true,
                 () = cut_now => false,

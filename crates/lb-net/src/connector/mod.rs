@@ -168,26 +168,10 @@ pub struct TcpConnector;
 impl Connector for TcpConnector {
     type Stream = TcpConn;
 
-    /// Connects as `TcpStream::connect` does, with one system call fewer: the outcome is read
-    /// from the readiness event the connect ends with rather than asked with
-    /// `getsockopt(SO_ERROR)` every time. A failed connect is the only way a socket not yet
-    /// used becomes write-closed (hung up), so only then is the error fetched.
+    /// Connects with epoll readiness, with no `getsockopt` after a successful connect (see
+    /// `connect_with_epoll`).
     async fn connect(&self, addr: SocketAddr) -> io::Result<TcpConn> {
-        let socket = nonblocking_socket(addr)?;
-        socket.set_nodelay(true)?;
-        match socket.connect(&addr.into()) {
-            Ok(()) => {}
-            Err(e) if in_progress(&e) => {}
-            Err(e) => return Err(e),
-        }
-        let stream = TcpStream::from_std(socket.into())?;
-        let ready = stream.ready(tokio::io::Interest::WRITABLE).await?;
-        if ready.is_write_closed() {
-            if let Some(e) = stream.take_error()? {
-                return Err(e);
-            }
-        }
-        Ok(TcpConn::from(stream))
+        connect_with_epoll(backend_socket(addr)?, addr).await
     }
 
     /// On a worker thread whose io_uring engine runs, connects on the ring, timed by the
@@ -195,13 +179,12 @@ impl Connector for TcpConnector {
     /// (whose arming wakes the runtime's driver with a system call when it is the earliest).
     /// Elsewhere as [`connect`](Self::connect) under a tokio timer.
     async fn connect_by(&self, addr: SocketAddr, deadline: Instant) -> Option<io::Result<TcpConn>> {
+        let socket = match backend_socket(addr) {
+            Ok(socket) => socket,
+            Err(e) => return Some(Err(e)),
+        };
         #[cfg(target_os = "linux")]
-        if crate::uring::running() {
-            let socket =
-                match nonblocking_socket(addr).and_then(|s| s.set_nodelay(true).map(|()| s)) {
-                    Ok(socket) => socket,
-                    Err(e) => return Some(Err(e)),
-                };
+        {
             let limit = deadline.saturating_duration_since(Instant::now());
             if let Some(connecting) = crate::uring::connect(&socket, addr, limit) {
                 return match connecting.await {
@@ -211,8 +194,35 @@ impl Connector for TcpConnector {
                 };
             }
         }
-        tokio::time::timeout_at(deadline, self.connect(addr)).await.ok()
+        tokio::time::timeout_at(deadline, connect_with_epoll(socket, addr)).await.ok()
     }
+}
+
+/// A backend socket: non-blocking, `TCP_NODELAY` set before the connect.
+fn backend_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = nonblocking_socket(addr)?;
+    socket.set_nodelay(true)?;
+    Ok(socket)
+}
+
+/// Connects `socket` as `TcpStream::connect` does, with one system call fewer: the outcome is
+/// read from the readiness event the connect ends with rather than asked with
+/// `getsockopt(SO_ERROR)` every time. A failed connect is the only way a socket not yet used
+/// becomes write-closed (hung up), so only then is the error fetched.
+async fn connect_with_epoll(socket: socket2::Socket, addr: SocketAddr) -> io::Result<TcpConn> {
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if in_progress(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    let ready = stream.ready(tokio::io::Interest::WRITABLE).await?;
+    if ready.is_write_closed() {
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(TcpConn::from(stream))
 }
 
 /// A TCP socket for `addr`, non-blocking from its creation where the system allows it (one

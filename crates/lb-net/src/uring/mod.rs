@@ -354,11 +354,7 @@ impl Drop for Engine {
             }
         }
         for index in 0..self.connects.len() {
-            if let Some(connect) = self.connects[index].as_mut().filter(|c| c.result.is_none()) {
-                connect.attached = false;
-                connect.waker = None;
-                self.cancel(OP_CONNECT | index as u64);
-            }
+            self.give_up_connect(index);
         }
         let tick = io_uring::types::Timespec::new().nsec(10_000_000);
         let args = io_uring::types::SubmitArgs::new().timespec(&tick);
@@ -796,9 +792,28 @@ impl Engine {
                 waker.wake();
             }
         } else {
-            self.connects[index] = None;
-            self.free_connects.push(index as u32);
+            self.free_connect(index);
         }
+    }
+
+    /// The connect's future went away: a completed connect's entry is freed; one still in
+    /// flight is cancelled, its entry freed when its completion comes. Returns whether a
+    /// cancellation was queued.
+    fn give_up_connect(&mut self, index: usize) -> bool {
+        let Some(connect) = self.connects[index].as_mut() else { return false };
+        if connect.result.is_some() {
+            self.free_connect(index);
+            return false;
+        }
+        connect.attached = false;
+        connect.waker = None;
+        self.cancel(OP_CONNECT | index as u64);
+        true
+    }
+
+    fn free_connect(&mut self, index: usize) {
+        self.connects[index] = None;
+        self.free_connects.push(index as u32);
     }
 
     /// A receive or send of a connection whose end is already decided failed with `errno`:
@@ -1184,11 +1199,6 @@ pub(crate) fn relay<'a>(
     }
 }
 
-/// Whether this thread has a running engine (set up by the first relay on it).
-pub(crate) fn running() -> bool {
-    ENGINE.try_with(|cell| cell.try_borrow().is_ok_and(|e| e.is_some())).unwrap_or(false)
-}
-
 /// Starts connecting `socket` (non-blocking, not yet connected) to `addr` on this thread's
 /// engine, giving up after `limit`; `None` if the thread has no engine, for the caller to
 /// connect with epoll.
@@ -1270,8 +1280,7 @@ impl Future for RingConnect {
                 connect.waker = Some(cx.waker().clone());
                 return None;
             };
-            engine.connects[index] = None;
-            engine.free_connects.push(index as u32);
+            engine.free_connect(index);
             Some(result)
         });
         let connected = match result {
@@ -1295,19 +1304,12 @@ impl Drop for RingConnect {
         }
         let index = self.index as usize;
         with_engine(|engine| {
-            let Some(connect) = engine.connects[index].as_mut() else { return };
-            if connect.result.is_some() {
-                engine.connects[index] = None;
-                engine.free_connects.push(index as u32);
-                return;
-            }
-            connect.attached = false;
-            connect.waker = None;
-            engine.cancel(OP_CONNECT | index as u64);
-            // The caller closes the socket next: the connect naming it goes to the kernel
-            // now, while the number is still its.
-            if let Err(e) = engine.ring.submit() {
-                tracing::error!(error = %e, "io_uring submission failed");
+            // The caller closes the socket next: a connect still naming it goes to the kernel
+            // now (with its cancellation), while the number is still its.
+            if engine.give_up_connect(index) {
+                if let Err(e) = engine.ring.submit() {
+                    tracing::error!(error = %e, "io_uring submission failed");
+                }
             }
         });
     }
@@ -1434,7 +1436,6 @@ mod tests {
     #[tokio::test]
     async fn connects_on_the_ring_succeed_fail_and_time_out() {
         assert!(ensure_engine(), "io_uring is needed for this test");
-        assert!(running());
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
