@@ -11,9 +11,14 @@
 //! - what arrives is copied out of the buffer, which goes straight back, and sent on from the
 //!   direction's own bytes (held only until sent, as the epoll engine holds backpressure);
 //! - every send and re-arm of a round goes to the kernel in one `io_uring_enter`, which also
-//!   collects the completions that arrived meanwhile (`DEFER_TASKRUN`: they are processed in
-//!   that call, on this thread, not interrupting it). A half-close is a plain `shutdown` call:
-//!   the ring would run it on a kernel worker thread.
+//!   collects the completions that arrived meanwhile (`COOP_TASKRUN`: the kernel finishes them
+//!   on this thread when it next enters the kernel or wakes, without interrupting it). A
+//!   half-close is a plain `shutdown` call: the ring would run it on a kernel worker thread.
+//!
+//! Not `DEFER_TASKRUN`, which leaves that work for the next `io_uring_enter` and tells the
+//! eventfd when some is waiting: from the network's softirq, where the wake-up comes, Linux
+//! 6.18 defers the eventfd's signal by an RCU grace period (13-32 ms on the 2-vCPU machine
+//! of docs/performance.md), so each exchange of a keep-alive connection waited that long.
 //!
 //! The ring tells the runtime it has completions through an eventfd registered with both, so
 //! the worker still sleeps in one place (tokio's `epoll_wait`) and accepts, connects, health
@@ -71,7 +76,7 @@ const SPARE_CAPACITY: usize = buffers::SIZE;
 /// tasks of its thread.
 const MAX_ROUNDS: u32 = 16;
 
-/// `IORING_ENTER_GETEVENTS` (linux/io_uring.h): collect completions, running the deferred
+/// `IORING_ENTER_GETEVENTS` (linux/io_uring.h): collect completions, running the pending
 /// work that produces them.
 const ENTER_GETEVENTS: u32 = 1;
 
@@ -378,13 +383,16 @@ impl Drop for Engine {
 
 impl Engine {
     fn new() -> io::Result<Engine> {
+        // Completions come as task work on this thread, run when it next enters the kernel
+        // or wakes (not at once, by an interrupt: `COOP_TASKRUN`), and flagged meanwhile in
+        // the ring (`TASKRUN_FLAG`, see `quiet`). See the module's docs for `DEFER_TASKRUN`.
         let ring = IoUring::builder()
             .setup_cqsize(ENTRIES * 8)
             .setup_single_issuer()
-            .setup_defer_taskrun()
+            .setup_coop_taskrun()
             .setup_taskrun_flag()
             .build(ENTRIES)
-            // Kernels before 6.1 have no DEFER_TASKRUN: completions then come as task work.
+            // Kernels before 6.0 have neither flag: completions then interrupt the thread.
             .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 8).build(ENTRIES))?;
         let buffers = Buffers::register(&ring)?;
         Ok(Engine {
@@ -970,7 +978,7 @@ impl Engine {
     }
 
     /// Whether nothing is queued and no completion is waiting: neither posted, nor flagged by
-    /// the kernel as work to run on our next entry (`IORING_SQ_TASKRUN`, with DEFER_TASKRUN).
+    /// the kernel as work to run on our next entry (`IORING_SQ_TASKRUN`).
     fn quiet(&mut self) -> bool {
         let pending = {
             let submission = self.ring.submission();
