@@ -426,9 +426,17 @@ impl<C: Connector> ProxyShared<C> {
                     RelayEnd::ServerTimeout => Termination::ServerTimeout,
                     RelayEnd::Failed(side, error) => {
                         tracing::debug!(client = %DisplayPeer(session.client), backend = %lease.addr(), ?side, %error, "relay failed");
+                        // The failure is passed on: the other peer's connection is reset too
+                        // when it closes, so a transfer cut short does not look complete.
                         match side {
-                            Side::Client => Termination::ClientError,
-                            Side::Backend => Termination::BackendError,
+                            Side::Client => {
+                                backend.abort_on_close();
+                                Termination::ClientError
+                            }
+                            Side::Backend => {
+                                client.abort_on_close();
+                                Termination::BackendError
+                            }
                         }
                     }
                     RelayEnd::Empty { error, replay, client_eof: eof } => {

@@ -118,6 +118,10 @@ impl ByteStream for TcpConn {
     fn tcp_local_addr(&self) -> Option<SocketAddr> {
         self.local_addr().ok()
     }
+
+    fn abort_on_close(&self) {
+        let _ = self.with_socket(|s| s.set_linger(Some(std::time::Duration::ZERO)));
+    }
 }
 
 impl AsyncRead for TcpConn {

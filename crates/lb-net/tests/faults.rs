@@ -221,3 +221,54 @@ async fn clients_cannot_take_a_backend_down_by_making_it_hang_up(io) {
     t.abort();
 }
 }
+
+each_engine! {
+/// A reset on one side is passed on to the other: a client whose answer a backend cut short
+/// with a reset is reset too (not given an end of stream that would make the part it got look
+/// complete), and a backend whose client reset learns it the same way.
+async fn a_reset_on_one_side_resets_the_other(io) {
+    let checks = HealthCheckConfig { enabled: false, ..HealthCheckConfig::default() };
+    let limit = Duration::from_secs(20);
+    // Half an answer, then a reset (SO_LINGER 0 drops what was not yet sent).
+    let (cutting, t1) = tcp_backend(|mut s| async move {
+        let mut request = [0u8; 4];
+        if s.read_exact(&mut request).await.is_ok() {
+            let _ = s.write_all(&[b'a'; 20_000]).await;
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        }
+    })
+    .await;
+    let proxy = ProxyConfig { io, ..ProxyConfig::default() };
+    let (lb, handle, task) = start(one_backend_pool(cutting), proxy, checks.clone()).await;
+    let mut client = TcpStream::connect(lb).await.unwrap();
+    client.write_all(b"ask!").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(limit, client.read_to_end(&mut got)).await.unwrap();
+    assert!(got.len() <= 20_000);
+    let error = read.expect_err("the client is reset");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+    stop(handle, task).await;
+    t1.abort();
+
+    // The other way: the backend reads until the client's reset reaches it.
+    let (seen, mut outcome) = tokio::sync::mpsc::unbounded_channel();
+    let (reading, t2) = tcp_backend(move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let _ = s.write_all(b"hi\n").await;
+            let ended = s.read_to_end(&mut Vec::new()).await.map_err(|e| e.kind());
+            let _ = seen.send(ended);
+        }
+    })
+    .await;
+    let proxy = ProxyConfig { io, ..ProxyConfig::default() };
+    let (lb, handle, task) = start(one_backend_pool(reading), proxy, checks).await;
+    let (client, _) = tcp_greeting(lb).await.unwrap();
+    socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+    let ended = tokio::time::timeout(limit, outcome.recv()).await.unwrap().unwrap();
+    assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset));
+    stop(handle, task).await;
+    t2.abort();
+}
+}

@@ -233,7 +233,8 @@ async fn a_backend_that_resets_during_a_bulk_answer_is_logged_as_a_reset() {
     // Each answer is bulk (handed from the ring to splice) and cut by a reset: the backend
     // closes with SO_LINGER 0, its kernel dropping what it had not sent. Whether the reset
     // arrives before or after the hand-over, the connection ends as `backend-reset`, never as
-    // a normal close (the ring's receive takes the socket's one error report).
+    // a normal close (the ring's receive takes the socket's one error report), and the client
+    // is reset too: a cut answer must not look complete.
     let (backend, backend_task) = tcp_backend(|mut s| async move {
         let mut request = [0u8; 50];
         if s.read_exact(&mut request).await.is_err() {
@@ -257,9 +258,11 @@ async fn a_backend_that_resets_during_a_bulk_answer_is_logged_as_a_reset() {
         let mut stream = TcpStream::connect(lb).await.unwrap();
         stream.write_all(&[b'x'; 50]).await.unwrap();
         let mut got = Vec::new();
-        // A reset or an end, with some of the answer or all of it.
-        let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut got)).await.unwrap();
+        // Some of the answer or all of it, then a reset.
+        let read = tokio::time::timeout(LIMIT, stream.read_to_end(&mut got)).await.unwrap();
         assert!(got.len() <= 300_000);
+        let error = read.expect_err("the backend's reset is passed on");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
     }
     eventually(LIMIT, "every connection closed", || async { handle.stats().proxy.open == 0 }).await;
     stop(handle, task).await;

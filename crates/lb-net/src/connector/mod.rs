@@ -53,6 +53,17 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn tcp_local_addr(&self) -> Option<SocketAddr> {
         self.as_tcp()?.local_addr().ok()
     }
+
+    /// Makes closing this stream abortive (a TCP reset) rather than an orderly end of stream.
+    /// The relay asks it of one side when the other failed, typically reset, so that a peer
+    /// whose transfer was cut short learns it, as it would from the failed side itself, instead
+    /// of taking the end of stream for a complete answer. The default does it through
+    /// [`as_tcp`](Self::as_tcp), and nothing for other streams.
+    fn abort_on_close(&self) {
+        if let Some(tcp) = self.as_tcp() {
+            let _ = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
 }
 
 impl ByteStream for TcpStream {

@@ -70,8 +70,8 @@ fn as_tcp<'a, R: ByteStream, W: ByteStream>(
 /// Read from the socket's readiness as tokio keeps it: after a short read, tokio clears its
 /// readable state, unless an event arrived since the read began; the closed state is never
 /// cleared. Closed but not readable thus means that the event which reported the FIN came
-/// before the read. Anything else (readable again, or not a TCP socket) says nothing, and the
-/// next read finds out as before.
+/// before the read. Anything else (readable again, an error, or not a TCP socket) says nothing,
+/// and the next read finds out as before.
 fn peer_closed_before_read<R: ByteStream>(reader: &R, cx: &mut Context<'_>) -> bool {
     let Some(tcp) = reader.as_tcp() else { return false };
     // Nothing at all is the common case: no FIN yet. `poll_read_ready` tells that without a
@@ -79,8 +79,10 @@ fn peer_closed_before_read<R: ByteStream>(reader: &R, cx: &mut Context<'_>) -> b
     if tcp.poll_read_ready(cx).is_pending() {
         return false;
     }
-    // Something is set, so this completes at once, with the flags.
-    let ready = std::pin::pin!(tcp.ready(tokio::io::Interest::READABLE));
+    // Something is set, so this completes at once, with the flags (the error flag too: a
+    // reset also reads as closed, and must be read, to be passed on as one).
+    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::ERROR;
+    let ready = std::pin::pin!(tcp.ready(interest));
     match ready.poll(cx) {
         // Only closed: `is_readable` would say yes to that too.
         Poll::Ready(Ok(ready)) => ready == tokio::io::Ready::READ_CLOSED,
