@@ -7,13 +7,16 @@
 //!
 //! - each socket has one receive armed at a time, drawing from the ring's provided buffers
 //!   ([`buffers`]) and re-armed with the round's other entries, so a connection waiting for its
-//!   next request costs no system call and holds no buffer. One buffer per receive is what
-//!   bounds what a connection can take in per round: a multishot receive, cheaper by a
-//!   submission per message, goes on receiving for as long as the socket has data and buffers
-//!   are free, so a client that stops reading a large answer (or a client sending one faster
-//!   than its backend reads) left up to a megabyte per connection in lb's heap at each pause,
-//!   against the 64 KiB the epoll engine holds (found by a black-box round: 100 stalled
-//!   readers, 90 MB against 9.6 MB with single receives);
+//!   next request costs no system call and holds no buffer. Each arming takes in at most one
+//!   buffer's worth, which is what bounds what a connection can hold: a plain multishot
+//!   receive goes on receiving for as long as the socket has data and buffers are free, so a
+//!   client that stops reading a large answer (or one sending faster than its backend reads)
+//!   left up to a megabyte per connection in lb's heap at each pause, against the 64 KiB the
+//!   epoll engine holds (found by a black-box round: 100 stalled readers, 90 MB against
+//!   10 MB now). Where the kernel caps a multishot receive's total (6.16 and later, found out
+//!   at set-up) the receive is multishot with that cap, re-armed once a buffer's worth has
+//!   come; elsewhere it is a single receive that waits for readiness first, a submission and
+//!   a poll more per message;
 //! - what arrives is copied out of the buffer, which goes straight back, and sent on from the
 //!   direction's own bytes (held only until sent, as the epoll engine holds backpressure);
 //! - every send and re-arm of a round goes to the kernel in one `io_uring_enter`, which also
@@ -99,6 +102,8 @@ const OP_RECV: u64 = 0; // + direction
 const OP_SEND: u64 = 2; // + direction
 /// The `user_data` of cancellations, whose own completions say nothing.
 const CANCEL: u64 = u64::MAX;
+/// The `user_data` of the set-up probe's receive ([`Engine::capped_multishot_works`]).
+const PROBE: u64 = u64::MAX - 1;
 /// Set in the `user_data` of a connect, whose low bits are its index in `Engine::connects`.
 const OP_CONNECT: u64 = 1 << 62;
 
@@ -346,6 +351,10 @@ struct Engine {
     driver: Option<Waker>,
     /// Whether a turn is under way.
     in_turn: bool,
+    /// Whether this kernel ends a multishot receive after a total it is given (6.16 and
+    /// later; see [`Engine::capped_multishot_works`]): receives are then multishot, capped at
+    /// one buffer's worth per arming, else single.
+    capped: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -423,7 +432,114 @@ impl Engine {
             spare: Vec::new(),
             driver: None,
             in_turn: false,
+            capped: false,
         })
+        .map(|mut engine| {
+            engine.capped = engine.capped_multishot_works();
+            engine
+        })
+    }
+
+    /// A receive of at most one buffer's worth on `fd`: multishot with a total cap where the
+    /// kernel has one (each message of a request/response exchange then takes no new
+    /// submission and no new poll until a buffer's worth has come), else a single receive
+    /// that waits for readiness first.
+    fn receive_entry(&self, fd: RawFd) -> squeue::Entry {
+        if !self.capped {
+            return opcode::Recv::new(Fd(fd), std::ptr::null_mut(), buffers::SIZE as u32)
+                .buf_group(buffers::GROUP)
+                .ioprio(RECV_POLL_FIRST)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT);
+        }
+        let entry = opcode::RecvMulti::new(Fd(fd), buffers::GROUP).build();
+        // The total goes in the entry's `optlen` (bytes 44-47), which the crate does not
+        // expose.
+        // SAFETY: an `Entry` is the kernel's 64-byte `io_uring_sqe` (`transmute` checks the
+        // size), plain data; only that field changes.
+        let mut bytes: [u8; 64] = unsafe { std::mem::transmute(entry) };
+        bytes[44..48].copy_from_slice(&(buffers::SIZE as u32).to_ne_bytes());
+        // SAFETY: as above.
+        unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(bytes) }
+    }
+
+    /// Whether a multishot receive given a total ends after that total: asked of the kernel
+    /// once, at set-up, on a socket pair holding three buffers' worth. Kernels before 6.16
+    /// refuse the field (`EINVAL`); one that took it and went on receiving would be caught too.
+    fn capped_multishot_works(&mut self) -> bool {
+        use std::io::Write;
+        let Ok((mut ours, theirs)) = std::os::unix::net::UnixStream::pair() else { return false };
+        if ours.write_all(&[0u8; 3 * buffers::SIZE]).is_err() {
+            return false;
+        }
+        self.capped = true;
+        let entry = self.receive_entry(theirs.as_raw_fd()).user_data(PROBE);
+        self.capped = false;
+        self.buffers.publish();
+        // SAFETY: the receive points at no memory of ours; `theirs` stays open until it has
+        // ended (below, or the engine is dropped with the probe's result unknown: then it is
+        // cancelled on drop like any other).
+        unsafe { self.push(&entry) };
+        let (mut total, mut ended, mut refused) = (0usize, false, false);
+        // The receive must end on its last bytes, not with a separate completion (which would
+        // read as an end of stream).
+        let mut ended_on_data = false;
+        for _ in 0..8 {
+            if self.ring.submit_and_wait(1).is_err() {
+                break;
+            }
+            let completions: Vec<_> = self.ring.completion().collect();
+            for c in completions {
+                if c.user_data() != PROBE {
+                    continue;
+                }
+                if c.result() > 0 {
+                    total += c.result() as usize;
+                    if let Some(bid) = cqueue::buffer_select(c.flags()) {
+                        self.buffers.give_back(bid);
+                    }
+                } else if c.result() < 0 {
+                    refused = true;
+                }
+                if !cqueue::more(c.flags()) {
+                    ended = true;
+                    ended_on_data = c.result() > 0;
+                }
+            }
+            self.buffers.publish();
+            if ended {
+                break;
+            }
+            if total >= 3 * buffers::SIZE {
+                break;
+            }
+        }
+        if !ended {
+            // Still receiving: no cap. Cancel it and wait for its end.
+            let cancel = opcode::AsyncCancel::new(PROBE).build().user_data(CANCEL);
+            // SAFETY: a cancellation points at no memory.
+            unsafe { self.push(&cancel) };
+            for _ in 0..8 {
+                if self.ring.submit_and_wait(1).is_err() {
+                    break;
+                }
+                let mut done = false;
+                let completions: Vec<_> = self.ring.completion().collect();
+                for c in completions.into_iter().filter(|c| c.user_data() == PROBE) {
+                    if let Some(bid) = cqueue::buffer_select(c.flags()) {
+                        self.buffers.give_back(bid);
+                    }
+                    done |= !cqueue::more(c.flags());
+                }
+                self.buffers.publish();
+                if done {
+                    break;
+                }
+            }
+            return false;
+        }
+        drop(theirs);
+        !refused && ended_on_data && total == buffers::SIZE
     }
 
     /// Registers an eventfd the kernel signals when completions are ready (the ring holds its
@@ -488,13 +604,8 @@ impl Engine {
         dir.receiving = true;
         dir.paused = false;
         conn.in_flight += 1;
-        // At most one buffer's worth (the kernel picks the buffer: no length of ours).
-        let entry = opcode::Recv::new(Fd(conn.fds[d]), std::ptr::null_mut(), buffers::SIZE as u32)
-            .buf_group(buffers::GROUP)
-            .ioprio(RECV_POLL_FIRST)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(user_data(slot, OP_RECV + d as u64));
+        let fd = conn.fds[d];
+        let entry = self.receive_entry(fd).user_data(user_data(slot, OP_RECV + d as u64));
         // SAFETY: a receive points at no memory of ours (the kernel picks a buffer of the
         // ring, which lives as long as the engine).
         unsafe { self.push(&entry) };
@@ -610,7 +721,7 @@ impl Engine {
 
     /// Handles one completion.
     fn complete(&mut self, data: u64, res: i32, flags: u32, now: Instant) {
-        if data == CANCEL {
+        if data == CANCEL || data == PROBE {
             return;
         }
         if data & OP_CONNECT != 0 {
@@ -1526,6 +1637,19 @@ mod tests {
     /// connection).
     #[tokio::test]
     async fn what_a_relay_holds_for_a_reader_that_stalls_is_bounded() {
+        assert!(ensure_engine());
+        holds_at_most_a_pause_and_a_buffer().await;
+    }
+
+    /// The same with single receives, as on kernels without a capped multishot receive.
+    #[tokio::test]
+    async fn what_a_relay_holds_with_single_receives_is_bounded() {
+        assert!(ensure_engine());
+        with_engine(|e| e.capped = false);
+        holds_at_most_a_pause_and_a_buffer().await;
+    }
+
+    async fn holds_at_most_a_pause_and_a_buffer() {
         use std::io::Write;
         let (client, _client_peer) = pair();
         let (backend, mut backend_peer) = pair();
