@@ -89,8 +89,8 @@ pub enum IoEngine {
     #[default]
     Epoll,
     /// io_uring (Linux): one ring per worker thread, one receive of at most a buffer's
-    /// worth at a time per socket from shared provided buffers, a turn's sends in one system call. Bulk transfers go on with
-    /// epoll's `splice`. It runs on worker threads with a single-threaded runtime (as the
+    /// worth at a time per socket from shared provided buffers, a turn's sends in one system
+    /// call. Bulk transfers go on with epoll's `splice`. It runs on worker threads with a single-threaded runtime (as the
     /// `lb` binary's are); elsewhere, and where the ring cannot be set up, connections use
     /// epoll. Needs [`IoEngine::uring_available`].
     Uring,

@@ -414,7 +414,7 @@ impl Engine {
             // Kernels before 6.0 have neither flag: completions then interrupt the thread.
             .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 8).build(ENTRIES))?;
         let buffers = Buffers::register(&ring)?;
-        Ok(Engine {
+        let mut engine = Engine {
             buffers,
             ring,
             conns: Slab::default(),
@@ -433,19 +433,17 @@ impl Engine {
             driver: None,
             in_turn: false,
             capped: false,
-        })
-        .map(|mut engine| {
-            engine.capped = engine.capped_multishot_works();
-            engine
-        })
+        };
+        engine.capped = engine.capped_multishot_works();
+        Ok(engine)
     }
 
     /// A receive of at most one buffer's worth on `fd`: multishot with a total cap where the
-    /// kernel has one (each message of a request/response exchange then takes no new
+    /// kernel has one (`capped`: each message of a request/response exchange then takes no new
     /// submission and no new poll until a buffer's worth has come), else a single receive
     /// that waits for readiness first.
-    fn receive_entry(&self, fd: RawFd) -> squeue::Entry {
-        if !self.capped {
+    fn receive_entry(fd: RawFd, capped: bool) -> squeue::Entry {
+        if !capped {
             return opcode::Recv::new(Fd(fd), std::ptr::null_mut(), buffers::SIZE as u32)
                 .buf_group(buffers::GROUP)
                 .ioprio(RECV_POLL_FIRST)
@@ -465,81 +463,64 @@ impl Engine {
 
     /// Whether a multishot receive given a total ends after that total: asked of the kernel
     /// once, at set-up, on a socket pair holding three buffers' worth. Kernels before 6.16
-    /// refuse the field (`EINVAL`); one that took it and went on receiving would be caught too.
+    /// refuse the field (`EINVAL`); one that took it and went on receiving would be caught too,
+    /// as would one that ended it with a completion of its own (which would read as an end of
+    /// stream) rather than on its last bytes.
     fn capped_multishot_works(&mut self) -> bool {
         use std::io::Write;
         let Ok((mut ours, theirs)) = std::os::unix::net::UnixStream::pair() else { return false };
         if ours.write_all(&[0u8; 3 * buffers::SIZE]).is_err() {
             return false;
         }
-        self.capped = true;
-        let entry = self.receive_entry(theirs.as_raw_fd()).user_data(PROBE);
-        self.capped = false;
+        let entry = Self::receive_entry(theirs.as_raw_fd(), true).user_data(PROBE);
         self.buffers.publish();
-        // SAFETY: the receive points at no memory of ours; `theirs` stays open until it has
-        // ended (below, or the engine is dropped with the probe's result unknown: then it is
-        // cancelled on drop like any other).
+        // SAFETY: the receive points at no memory of ours (its buffers are the engine's).
         unsafe { self.push(&entry) };
-        let (mut total, mut ended, mut refused) = (0usize, false, false);
-        // The receive must end on its last bytes, not with a separate completion (which would
-        // read as an end of stream).
-        let mut ended_on_data = false;
+        let mut total = 0;
+        let mut ending = None;
         for _ in 0..8 {
-            if self.ring.submit_and_wait(1).is_err() {
-                break;
-            }
-            let completions: Vec<_> = self.ring.completion().collect();
-            for c in completions {
-                if c.user_data() != PROBE {
-                    continue;
-                }
-                if c.result() > 0 {
-                    total += c.result() as usize;
-                    if let Some(bid) = cqueue::buffer_select(c.flags()) {
-                        self.buffers.give_back(bid);
-                    }
-                } else if c.result() < 0 {
-                    refused = true;
-                }
-                if !cqueue::more(c.flags()) {
-                    ended = true;
-                    ended_on_data = c.result() > 0;
-                }
-            }
-            self.buffers.publish();
-            if ended {
-                break;
-            }
-            if total >= 3 * buffers::SIZE {
+            let (bytes, ended) = self.probe_completions();
+            total += bytes;
+            ending = ending.or(ended);
+            if ending.is_some() || total >= 3 * buffers::SIZE {
                 break;
             }
         }
-        if !ended {
+        if ending.is_none() {
             // Still receiving: no cap. Cancel it and wait for its end.
             let cancel = opcode::AsyncCancel::new(PROBE).build().user_data(CANCEL);
             // SAFETY: a cancellation points at no memory.
             unsafe { self.push(&cancel) };
             for _ in 0..8 {
-                if self.ring.submit_and_wait(1).is_err() {
-                    break;
-                }
-                let mut done = false;
-                let completions: Vec<_> = self.ring.completion().collect();
-                for c in completions.into_iter().filter(|c| c.user_data() == PROBE) {
-                    if let Some(bid) = cqueue::buffer_select(c.flags()) {
-                        self.buffers.give_back(bid);
-                    }
-                    done |= !cqueue::more(c.flags());
-                }
-                self.buffers.publish();
-                if done {
+                if self.probe_completions().1.is_some() {
                     break;
                 }
             }
             return false;
         }
-        drop(theirs);
-        !refused && ended_on_data && total == buffers::SIZE
+        ending.is_some_and(|result| result > 0) && total == buffers::SIZE
+    }
+
+    /// Submits and waits for a completion, then handles the probe's among those posted: gives
+    /// their buffers back, and returns the bytes they carried and the result of the one that
+    /// ended the receive, if one did.
+    fn probe_completions(&mut self) -> (usize, Option<i32>) {
+        if self.ring.submit_and_wait(1).is_err() {
+            return (0, None);
+        }
+        let (mut bytes, mut ended) = (0, None);
+        let completions: Vec<_> = self.ring.completion().collect();
+        for c in completions.into_iter().filter(|c| c.user_data() == PROBE) {
+            bytes += c.result().max(0) as usize;
+            if let Some(bid) = cqueue::buffer_select(c.flags()) {
+                self.buffers.give_back(bid);
+            }
+            if !cqueue::more(c.flags()) {
+                ended = Some(c.result());
+            }
+        }
+        self.buffers.publish();
+        (bytes, ended)
     }
 
     /// Registers an eventfd the kernel signals when completions are ready (the ring holds its
@@ -604,8 +585,8 @@ impl Engine {
         dir.receiving = true;
         dir.paused = false;
         conn.in_flight += 1;
-        let fd = conn.fds[d];
-        let entry = self.receive_entry(fd).user_data(user_data(slot, OP_RECV + d as u64));
+        let entry = Self::receive_entry(conn.fds[d], self.capped)
+            .user_data(user_data(slot, OP_RECV + d as u64));
         // SAFETY: a receive points at no memory of ours (the kernel picks a buffer of the
         // ring, which lives as long as the engine).
         unsafe { self.push(&entry) };
