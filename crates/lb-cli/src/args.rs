@@ -234,6 +234,13 @@ pub(crate) fn parse_io(s: &str) -> Result<IoChoice, String> {
     }
 }
 
+/// `auto`, `system` or an algorithm this kernel has ([`CongestionControl`](lb_net::CongestionControl)).
+pub(crate) fn parse_congestion_control(s: &str) -> Result<lb_net::CongestionControl, String> {
+    let congestion: lb_net::CongestionControl = s.parse()?;
+    congestion.check()?;
+    Ok(congestion)
+}
+
 /// `pack` or `spread` ([`Placement`](lb_net::Placement)).
 pub(crate) fn parse_placement(s: &str) -> Result<lb_net::Placement, String> {
     s.parse()

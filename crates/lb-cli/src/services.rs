@@ -306,6 +306,7 @@ impl ListenSpec {
             max_connections_per_client: settings.max_connections_per_client.0,
             max_connection_rate_per_client: settings.max_connection_rate_per_client.0,
         };
+        config.congestion_control = settings.congestion_control.clone();
         ListenSpec { address, config, settings, written_at }
     }
 

@@ -32,15 +32,15 @@ use std::time::Duration;
 use std::fmt;
 
 use lb_core::Algorithm;
-use lb_net::{AddressRange, DnsQuery, Placement, Target};
+use lb_net::{AddressRange, CongestionControl, DnsQuery, Placement, Target};
 use serde::de::MapAccess;
 use std::net::SocketAddr;
 
 use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
-    parse_allowed_hosts, parse_client_limit, parse_discover, parse_duration,
-    parse_hash_balance_factor, parse_health_check, parse_host, parse_io, parse_limit,
-    parse_listen_port, parse_log_format, parse_log_level, parse_optional_duration,
+    parse_allowed_hosts, parse_client_limit, parse_congestion_control, parse_discover,
+    parse_duration, parse_hash_balance_factor, parse_health_check, parse_host, parse_io,
+    parse_limit, parse_listen_port, parse_log_format, parse_log_level, parse_optional_duration,
     parse_panic_threshold, parse_placement, parse_positive_duration, parse_resolver, parse_retries,
     parse_send_proxy, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
     HostList, IoChoice, Limit, LogFormat, OptionalDuration, SendProxy,
@@ -292,6 +292,13 @@ settings! {
     #[arg(long = "max-connection-rate-per-client", default_value = "unlimited", value_name = "N")]
     #[setting(Listener, Live)]
     max_connection_rate_per_client: Limit<u32> = one_line(parse_client_limit);
+
+    /// TCP congestion control of client connections: auto (the system's, except cubic on a
+    /// loopback listener when the system's paces, as bbr does), system, or an algorithm the
+    /// kernel has (cubic, reno, bbr, ...).
+    #[arg(long = "congestion-control", default_value = "auto", value_name = "NAME")]
+    #[setting(Listener, Live)]
+    congestion_control: CongestionControl = one_line(parse_congestion_control);
 
     /// Balancing algorithm: round_robin, least_connections, random, ip_hash or p2c.
     #[arg(long = "algorithm", default_value = "round_robin", value_name = "NAME")]

@@ -53,6 +53,12 @@ impl Show for Algorithm {
     }
 }
 
+impl Show for lb_net::CongestionControl {
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl Show for Duration {
     /// `500ms`, `2s`, `5m`, `1m30s`, `1h`; `0s` for zero.
     fn show(&self) -> String {

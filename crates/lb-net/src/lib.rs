@@ -69,6 +69,7 @@ mod accept;
 mod access_log;
 pub mod admin;
 mod admission;
+mod congestion;
 mod connector;
 mod control;
 mod counters;
@@ -106,6 +107,7 @@ use tokio::net::TcpListener;
 
 pub use access_log::{AccessLine, AccessLogFormat, Termination};
 pub use admission::{AddressRange, Admission};
+pub use congestion::CongestionControl;
 pub use connector::{is_local_exhaustion, ByteStream, Connector, TcpConnector};
 #[cfg(any(test, feature = "test-util"))]
 pub use connector::{Behavior, MemoryConnector, MemoryListener, MemoryStream};

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::admission::{Admission, Gate};
+use crate::congestion::CongestionControl;
 use crate::error::Error;
 use crate::pools::{PoolRuntime, Pools};
 
@@ -40,6 +41,9 @@ pub struct ListenerConfig {
     /// Who may connect, and how much per client address (none by default). With
     /// `accept_proxy`, the rules apply to the address the PROXY header gives.
     pub admission: Admission,
+    /// The TCP congestion control its client connections use (set on its listening sockets,
+    /// which pass it on to each connection they accept).
+    pub congestion_control: CongestionControl,
 }
 
 impl ListenerConfig {
@@ -51,6 +55,7 @@ impl ListenerConfig {
             accept_proxy: false,
             inspect_timeout: DEFAULT_INSPECT_TIMEOUT,
             admission: Admission::default(),
+            congestion_control: CongestionControl::default(),
         }
     }
 
@@ -291,6 +296,12 @@ impl ListenerRuntime {
     /// Keeps `sockets` (second descriptors of the ones its accept loops use) for a hand-over.
     pub(crate) fn keep_sockets(&self, sockets: Vec<std::net::TcpListener>) {
         *self.sockets.lock().unwrap_or_else(|p| p.into_inner()) = sockets;
+    }
+
+    /// Gives its listening sockets `congestion` (nothing to do once it stopped accepting).
+    pub(crate) fn set_congestion(&self, congestion: &CongestionControl) -> std::io::Result<()> {
+        let kept = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().try_for_each(|socket| congestion.apply(socket))
     }
 
     /// New descriptors of its listening sockets (empty once it stopped accepting).

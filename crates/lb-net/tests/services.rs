@@ -210,3 +210,53 @@ async fn pools_and_listeners_come_and_go_while_connections_finish() {
     task.await.unwrap();
     backends.into_iter().chain(more).for_each(|(_, t)| t.abort());
 }
+
+/// The algorithm a socket has (Linux).
+#[cfg(target_os = "linux")]
+fn congestion_of(socket: &std::net::TcpListener) -> String {
+    let name = socket2::SockRef::from(socket).tcp_congestion().unwrap();
+    String::from_utf8_lossy(&name).trim_end_matches('\0').to_owned()
+}
+
+/// A listener's congestion control is set on its sockets when it is added and changed on them
+/// live, and one the kernel lacks is refused with nothing changed.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_congestion_control_is_set_and_changed_on_its_sockets() {
+    use lb_net::CongestionControl;
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let system = system.trim().to_owned();
+    let (handle, _web, _db, backends, task) = two_services().await;
+    let sockets = bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    let ours: Vec<_> = sockets.iter().map(|s| s.try_clone().unwrap()).collect();
+    let reno = CongestionControl::Named("reno".into());
+    let config =
+        ListenerConfig { congestion_control: reno, ..ListenerConfig::to_pool("cc", "web") };
+    handle.add_listener(config.clone(), sockets).unwrap();
+    assert!(ours.iter().all(|s| congestion_of(s) == "reno"));
+
+    let mut changed = config.clone();
+    changed.congestion_control = CongestionControl::System;
+    handle.set_listener(changed.clone()).unwrap();
+    assert!(ours.iter().all(|s| congestion_of(s) == system), "now the system's {system}");
+
+    let mut bad = changed.clone();
+    bad.congestion_control = CongestionControl::Named("no-such-cc".into());
+    let e = handle.set_listener(bad).unwrap_err().to_string();
+    assert!(e.starts_with("listener cc: congestion control no-such-cc: "), "{e}");
+    assert!(ours.iter().all(|s| congestion_of(s) == system), "unchanged");
+    let kept = handle.listeners().into_iter().find(|(c, _)| c.name == "cc").unwrap().0;
+    assert_eq!(kept, changed, "the refused change left the listener's settings as they were");
+
+    // Refused at once when adding, too: no listener half made.
+    let sockets = bind_shared("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let config = ListenerConfig {
+        congestion_control: CongestionControl::Named("no-such-cc".into()),
+        ..ListenerConfig::to_pool("cc2", "web")
+    };
+    assert!(handle.add_listener(config, sockets).is_err());
+    assert!(handle.listeners().iter().all(|(c, _)| c.name != "cc2"));
+    handle.shutdown();
+    task.await.unwrap();
+    backends.into_iter().for_each(|(_, t)| t.abort());
+}

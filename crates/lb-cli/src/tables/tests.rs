@@ -125,7 +125,7 @@ fn each_rule_is_one_line_naming_file_line_and_key() {
             ),
             (
                 listen("pool = \"web\"\nadress = \"x\"\n"),
-                "lb.toml line 13: listen: unknown key `adress`, expected one of `address`, `name`, `pool`, `routes`, `default-pool`, `accept-proxy`, `inspect-timeout`, `allow`, `deny`, `max-connections-per-client`, `max-connection-rate-per-client`".into(),
+                "lb.toml line 13: listen: unknown key `adress`, expected one of `address`, `name`, `pool`, `routes`, `default-pool`, `accept-proxy`, `inspect-timeout`, `allow`, `deny`, `max-connections-per-client`, `max-connection-rate-per-client`, `congestion-control`".into(),
             ),
             (
                 listen("routes = [{ sni = [\"a.example\"], pol = \"web\" }]\n"),

@@ -295,14 +295,22 @@ impl Handle {
     }
 
     /// Adds a listener accepting on `sockets` (listening sockets sharing one address, one per
-    /// worker thread: see [`bind_shared`](crate::bind_shared)), routing as `config` says.
-    /// Every pool it names must exist, and its name must be new.
+    /// worker thread: see [`bind_shared`](crate::bind_shared)), routing as `config` says and
+    /// with its congestion control. Every pool it names must exist, and its name must be new.
     pub fn add_listener(
         &self,
         config: ListenerConfig,
         sockets: Vec<std::net::TcpListener>,
     ) -> Result<(), Error> {
         let address = sockets.first().and_then(|s| s.local_addr().ok());
+        for socket in &sockets {
+            config.congestion_control.apply(socket).map_err(|e| {
+                Error::InvalidSetting(format!(
+                    "listener {}: congestion control {}: {e}",
+                    config.name, config.congestion_control
+                ))
+            })?;
+        }
         let runtime = self.register_listener(config, address)?;
         Arc::clone(&self.inner.tasks).start_listener(Arc::clone(&runtime), sockets)?;
         // Steered as the others are (which also undoes a program left on passed sockets).
@@ -329,9 +337,10 @@ impl Handle {
         Ok(runtime)
     }
 
-    /// Changes an existing listener's routes, PROXY header and inspect settings (its address
-    /// cannot change: add a new listener and remove this one). Connections already routed
-    /// keep their pool.
+    /// Changes an existing listener's routes, PROXY header, inspect settings and congestion
+    /// control (its address cannot change: add a new listener and remove this one).
+    /// Connections already routed keep their pool; those accepted already keep their
+    /// congestion control.
     pub fn set_listener(&self, config: ListenerConfig) -> Result<(), Error> {
         let listeners = lock(&self.inner.listeners);
         let listener = listeners
@@ -339,6 +348,15 @@ impl Handle {
             .find(|l| *l.name == config.name)
             .ok_or_else(|| Error::InvalidSetting(format!("no listener named {:?}", config.name)))?;
         let routes = Routes::resolve(config, &self.inner.pools)?;
+        let congestion = &routes.config.congestion_control;
+        if *congestion != listener.routes.load().config.congestion_control {
+            listener.set_congestion(congestion).map_err(|e| {
+                Error::InvalidSetting(format!(
+                    "listener {}: congestion control {congestion}: {e}",
+                    listener.name
+                ))
+            })?;
+        }
         listener.routes.store(Arc::new(routes));
         Ok(())
     }
