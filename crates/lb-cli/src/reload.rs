@@ -59,8 +59,14 @@ pub(crate) struct Reloader {
 enum ListenerChange {
     /// A listener new in the file, on sockets bound in the check.
     Add(ListenerConfig, Vec<TcpListener>),
-    /// A listener whose address changed: it goes, and one on the new sockets takes its place.
-    Move { config: ListenerConfig, sockets: Vec<TcpListener>, from: Option<SocketAddr> },
+    /// A listener whose address changed: it goes, and one on the new sockets takes its place;
+    /// and what else changed (empty for nothing).
+    Move {
+        config: ListenerConfig,
+        sockets: Vec<TcpListener>,
+        from: Option<SocketAddr>,
+        what: String,
+    },
     /// New routes or options at the same address, and what changed.
     Set { new: ListenerConfig, what: String },
     /// A listener no longer in the file.
@@ -272,7 +278,11 @@ impl Reloader {
             let config = spec.config.clone();
             changes.push(match current {
                 None => ListenerChange::Add(config, sockets),
-                Some((_, from)) => ListenerChange::Move { config, sockets, from: *from },
+                Some((old, from)) => {
+                    let before = applied.listeners.iter().find(|l| l.config.name == old.name);
+                    let what = listener_changes(old, before, spec);
+                    ListenerChange::Move { config, sockets, from: *from, what }
+                }
             });
         }
         for (config, _) in &running {
@@ -297,7 +307,7 @@ impl Reloader {
                     report.done.push(format!("listener {name} added on {at}"));
                 }
             }
-            ListenerChange::Move { config, sockets, from } => {
+            ListenerChange::Move { config, sockets, from, what } => {
                 let (name, to) = (config.name.clone(), local(&sockets));
                 // The new sockets are already listening: clients queue there meanwhile.
                 let moved = handle
@@ -305,7 +315,8 @@ impl Reloader {
                     .and_then(|()| handle.add_listener(config, sockets));
                 if report.check(|| format!("listener {name}"), moved) {
                     let from = from.map_or("?".into(), |a| a.to_string());
-                    report.done.push(format!("listener {name} moved from {from} to {to}"));
+                    let also = if what.is_empty() { String::new() } else { format!(", {what}") };
+                    report.done.push(format!("listener {name} moved from {from} to {to}{also}"));
                 }
             }
             ListenerChange::Set { new, what } => {
@@ -549,5 +560,11 @@ mod tests {
         );
         assert_eq!(limited.config.admission.max_connections_per_client, Some(20));
         assert_eq!(limited.config.admission.deny[0].to_string(), "10.9.0.0/16");
+        let reno = spec("web", &["lb", "--congestion-control", "reno"]);
+        assert_eq!(reno.config.congestion_control, lb_net::CongestionControl::Named("reno".into()));
+        assert_eq!(
+            listener_changes(&old.config, Some(&old), &reno),
+            "congestion-control auto->reno"
+        );
     }
 }

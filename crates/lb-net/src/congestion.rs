@@ -54,12 +54,18 @@ impl FromStr for CongestionControl {
             "system" => return Ok(CongestionControl::System),
             _ => {}
         }
-        let well_formed = (1..=NAME_MAX).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if s.len() > NAME_MAX {
+            return Err(format!(
+                "invalid congestion control {s:?}: too long (the kernel's names have at most \
+                 {NAME_MAX} characters)"
+            ));
+        }
+        let well_formed =
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !well_formed {
             return Err(format!(
                 "invalid congestion control {s:?}: expected auto, system or an algorithm's name \
-                 (cubic, reno, bbr, ...: up to {NAME_MAX} letters, digits, '_' or '-')"
+                 (cubic, reno, bbr, ...: letters, digits, '_' or '-')"
             ));
         }
         Ok(CongestionControl::Named(s.to_owned()))
@@ -94,9 +100,14 @@ impl CongestionControl {
                     .to_owned(),
                 _ => e.to_string(),
             };
-            let offered = std::fs::read_to_string(AVAILABLE)
-                .map(|s| format!(" (it has: {})", s.trim()))
-                .unwrap_or_default();
+            let offered = std::fs::read_to_string(AVAILABLE).unwrap_or_default();
+            let lower = name.to_ascii_lowercase();
+            let offered = match offered.split_whitespace().find(|n| **n == lower && lower != *name)
+            {
+                Some(known) => format!(" (names are lower case: {known})"),
+                None if offered.trim().is_empty() => String::new(),
+                None => format!(" (it has: {})", offered.trim()),
+            };
             format!("congestion control {name}: {why}{offered}")
         })
     }
@@ -109,12 +120,17 @@ impl CongestionControl {
             CongestionControl::System => system_default(),
             CongestionControl::Auto => {
                 let system = system_default()?;
-                Some(match local.ip().is_loopback() && paces(&system) {
+                Some(match local.ip().to_canonical().is_loopback() && paces(&system) {
                     true => UNPACED.to_owned(),
                     false => system,
                 })
             }
         }
+    }
+
+    /// The algorithm `socket` gives its connections, where the system says.
+    pub(crate) fn of(socket: &std::net::TcpListener) -> Option<String> {
+        current(socket)
     }
 
     /// Gives `socket`, a listening socket, this setting: its connections accepted from now on
@@ -190,7 +206,9 @@ mod tests {
             assert_eq!(text.parse::<CongestionControl>().unwrap().to_string(), text);
         }
         assert_eq!(" AUTO ".parse::<CongestionControl>(), Ok(CongestionControl::Auto));
-        for bad in ["", "cu bic", "a/b", "x".repeat(16).as_str(), "cubic;", "bbr\0"] {
+        let e = "x".repeat(16).parse::<CongestionControl>().unwrap_err();
+        assert!(e.ends_with("too long (the kernel's names have at most 15 characters)"), "{e}");
+        for bad in ["", "cu bic", "a/b", "cubic;", "bbr\0", "cübic"] {
             let e = bad.parse::<CongestionControl>().unwrap_err();
             assert!(e.contains("expected auto, system or an algorithm's name"), "{bad:?}: {e}");
         }
@@ -208,11 +226,13 @@ mod tests {
         let Some(system) = system_default() else { return };
         let loopback: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let v6_loopback: SocketAddr = "[::1]:1".parse().unwrap();
+        let mapped_loopback: SocketAddr = "[::ffff:127.0.0.1]:1".parse().unwrap();
         let anywhere: SocketAddr = "0.0.0.0:1".parse().unwrap();
         let auto = CongestionControl::Auto;
         let on_loopback = if paces(&system) { UNPACED } else { system.as_str() };
         assert_eq!(auto.algorithm(loopback).as_deref(), Some(on_loopback));
         assert_eq!(auto.algorithm(v6_loopback).as_deref(), Some(on_loopback));
+        assert_eq!(auto.algorithm(mapped_loopback).as_deref(), Some(on_loopback));
         assert_eq!(auto.algorithm(anywhere), Some(system.clone()));
         assert_eq!(CongestionControl::System.algorithm(loopback), Some(system));
         let named = CongestionControl::Named("reno".into());
@@ -248,6 +268,8 @@ mod tests {
         assert!(e.starts_with("congestion control no-such-cc: "), "{e}");
         assert!(e.contains("the kernel has no algorithm of that name (it has: "), "{e}");
         assert!(e.contains("reno"), "{e}");
+        let e = CongestionControl::Named("RENO".into()).check().unwrap_err();
+        assert!(e.ends_with("(names are lower case: reno)"), "{e}");
         assert_eq!(CongestionControl::Auto.check(), Ok(()));
         assert_eq!(CongestionControl::System.check(), Ok(()));
     }

@@ -49,7 +49,8 @@
 //! - [`DiscoveryConfig`] / [`DnsQuery`] / [`DnsSource`]: pool members from DNS (A/AAAA or
 //!   SRV), kept up to date by [`Handle::set_discovery`].
 //! - [`Connector`] / [`TcpConnector`] / [`ByteStream`]: how backends are reached.
-//! - [`bind`] / [`bind_shared`]: listening sockets set up as the balancer wants them.
+//! - [`bind`] / [`bind_shared`]: listening sockets set up as the balancer wants them;
+//!   [`CongestionControl`]: the TCP congestion control a listener gives its connections.
 //! - [`AccessLine`] / [`Termination`]: the per-connection log line.
 //! - [`admin`]: the HTTP admin endpoint (metrics, JSON stats, remote commands).
 //! - [`lifecycle`]: where listening sockets come from (bound, inherited from a predecessor

@@ -304,6 +304,12 @@ impl ListenerRuntime {
         kept.iter().try_for_each(|socket| congestion.apply(socket))
     }
 
+    /// The congestion control its sockets have ([`CongestionControl::of`]).
+    pub(crate) fn congestion(&self) -> Option<String> {
+        let kept = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        kept.first().and_then(CongestionControl::of)
+    }
+
     /// New descriptors of its listening sockets (empty once it stopped accepting).
     pub(crate) fn clone_sockets(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
         let kept = self.sockets.lock().unwrap_or_else(|p| p.into_inner());

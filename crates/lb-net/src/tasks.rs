@@ -63,7 +63,9 @@ impl<C: Connector> Tasks for ProxyShared<C> {
             workers
         };
         if let Some(address) = listener.address {
-            tracing::info!(listener = %listener.name, address = %address, sockets = sockets.len(), "listening");
+            let congestion = sockets.first().and_then(crate::CongestionControl::of);
+            let congestion = congestion.as_deref().unwrap_or("?");
+            tracing::info!(listener = %listener.name, address = %address, sockets = sockets.len(), congestion_control = congestion, "listening");
         }
         match sockets.iter().map(std::net::TcpListener::try_clone).collect() {
             Ok(kept) => listener.keep_sockets(kept),

@@ -234,11 +234,24 @@ async fn a_listeners_congestion_control_is_set_and_changed_on_its_sockets() {
         ListenerConfig { congestion_control: reno, ..ListenerConfig::to_pool("cc", "web") };
     handle.add_listener(config.clone(), sockets).unwrap();
     assert!(ours.iter().all(|s| congestion_of(s) == "reno"));
+    let shown = |handle: &Handle| {
+        let stats = handle.stats();
+        let listener = stats.listeners.iter().find(|l| l.name == "cc").unwrap();
+        let json = serde_json::to_value(StatsJson::from(&stats)).unwrap();
+        let listed = json["listeners"].as_array().unwrap().iter().find(|l| l["name"] == "cc");
+        assert_eq!(
+            listed.unwrap()["congestion_control"].as_str(),
+            listener.congestion_control.as_deref()
+        );
+        listener.congestion_control.clone()
+    };
+    assert_eq!(shown(&handle).as_deref(), Some("reno"), "what /stats says");
 
     let mut changed = config.clone();
     changed.congestion_control = CongestionControl::System;
     handle.set_listener(changed.clone()).unwrap();
     assert!(ours.iter().all(|s| congestion_of(s) == system), "now the system's {system}");
+    assert_eq!(shown(&handle), Some(system.clone()));
 
     let mut bad = changed.clone();
     bad.congestion_control = CongestionControl::Named("no-such-cc".into());

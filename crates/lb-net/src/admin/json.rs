@@ -296,6 +296,10 @@ pub struct ListenerJson {
     /// Let through without per-client counting (their slot of the fixed table was full).
     #[serde(default)]
     pub untracked: u64,
+    /// The TCP congestion control of the connections it accepts, as the kernel names it
+    /// (absent where the system does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub congestion_control: Option<String>,
 }
 
 /// `GET /stats`: everything `stats` shows.
@@ -442,6 +446,7 @@ impl From<&ListenerStats> for ListenerJson {
             denied: l.denied,
             rate_limited: l.rate_limited,
             untracked: l.untracked,
+            congestion_control: l.congestion_control.clone(),
         }
     }
 }

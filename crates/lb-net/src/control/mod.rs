@@ -462,6 +462,7 @@ impl Handle {
                         denied: c.denied.load(Relaxed),
                         rate_limited: c.rate_limited.load(Relaxed),
                         untracked: l.gate.untracked(),
+                        congestion_control: l.congestion(),
                     }
                 })
                 .collect(),

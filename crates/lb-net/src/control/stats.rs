@@ -91,6 +91,10 @@ pub struct ListenerStats {
     pub rate_limited: u64,
     /// Let through without per-client counting (their slot of the fixed table was full).
     pub untracked: u64,
+    /// The TCP congestion control its sockets give the connections they accept, as the
+    /// kernel names it (what `auto` or `system` came to); `None` where the system does not
+    /// say, or once it stopped accepting.
+    pub congestion_control: Option<String>,
 }
 
 /// The numbers of a one-line status: what [`Stats::totals`] and `Stats::proxy.open` say of
