@@ -124,6 +124,9 @@ done
 
 echo
 printf "medians of %s runs (%ss each test)\n" "$RUNS" "$DUR"
+# Bulk depends on it: with bbr the kernel paces each connection (docs/performance.md).
+[[ -r /proc/sys/net/ipv4/tcp_congestion_control ]] &&
+  echo "system congestion control: $(cat /proc/sys/net/ipv4/tcp_congestion_control)"
 printf "%-8s %13s %8s %7s | %13s %8s %7s | %10s %8s | %8s\n" target keepalive_rps p99_ms cpu_us close_rps p99_ms cpu_us bulk_MBps cpu_usMB rss_MB
 for t in $TARGETS; do
   awk -v t=$t '
