@@ -88,7 +88,10 @@ impl CongestionControl {
     /// it). The error names the algorithms the kernel has loaded.
     pub fn check(&self) -> Result<(), String> {
         let CongestionControl::Named(name) = self else { return Ok(()) };
-        let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        // An IPv6 socket where the host has no IPv4.
+        let (stream, tcp) = (socket2::Type::STREAM, Some(socket2::Protocol::TCP));
+        let probe = socket2::Socket::new(socket2::Domain::IPV4, stream, tcp)
+            .or_else(|_| socket2::Socket::new(socket2::Domain::IPV6, stream, tcp))
             .map_err(|e| {
                 format!("congestion control {name}: cannot make a socket to try it: {e}")
             })?;
