@@ -132,14 +132,27 @@ impl CongestionControl {
     }
 
     /// The algorithm `socket` gives its connections, where the system says.
-    pub(crate) fn of(socket: &std::net::TcpListener) -> Option<String> {
+    pub fn of(socket: &std::net::TcpListener) -> Option<String> {
         current(socket)
     }
 
     /// Gives `socket`, a listening socket, this setting: its connections accepted from now on
     /// get it. A socket that has the algorithm wanted already is left alone, so that one left
     /// to the system's default goes on following that default if it changes.
-    pub(crate) fn apply(&self, socket: &std::net::TcpListener) -> io::Result<()> {
+    ///
+    /// [`Handle::add_listener`](crate::Handle::add_listener) does this with the listener's
+    /// setting; a program running its own accept loop ([`Balancer::run`](crate::Balancer::run))
+    /// calls it on its socket:
+    ///
+    /// ```
+    /// use lb_net::CongestionControl;
+    ///
+    /// let socket = lb_net::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+    /// CongestionControl::Auto.apply(&socket).unwrap();
+    /// # #[cfg(target_os = "linux")]
+    /// assert!(CongestionControl::of(&socket).is_some());
+    /// ```
+    pub fn apply(&self, socket: &std::net::TcpListener) -> io::Result<()> {
         let Some(wanted) = self.algorithm(socket.local_addr()?) else { return Ok(()) };
         if current(socket).as_ref() == Some(&wanted) {
             return Ok(());
