@@ -157,9 +157,17 @@ impl CongestionControl {
         if current(socket).as_ref() == Some(&wanted) {
             return Ok(());
         }
-        match set(socket, &wanted) {
+        let result = match set(socket, &wanted) {
             // A kernel without cubic (built without it): reno, always built in, paces neither.
             Err(_) if wanted == UNPACED && *self == CongestionControl::Auto => set(socket, "reno"),
+            result => result,
+        };
+        match result {
+            // The default never keeps a listener from starting: it stays as the system made it.
+            Err(e) if *self == CongestionControl::Auto => {
+                tracing::warn!(algorithm = %wanted, error = %e, "congestion control auto: cannot set it; the listener keeps the system's");
+                Ok(())
+            }
             result => result,
         }
     }
@@ -275,6 +283,18 @@ mod tests {
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert_eq!(current(&accepted), system_default());
+    }
+
+    /// `auto` never fails a listener; an algorithm asked for by name does.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn auto_keeps_the_system_s_where_it_cannot_set_one() {
+        // A socket whose TCP options cannot be set: a UDP one, passed off as a listener.
+        let udp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        udp.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let socket: std::net::TcpListener = udp.into();
+        assert!(CongestionControl::Auto.apply(&socket).is_ok());
+        assert!(CongestionControl::Named("reno".into()).apply(&socket).is_err());
     }
 
     #[cfg(target_os = "linux")]
