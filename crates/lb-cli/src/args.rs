@@ -476,8 +476,16 @@ pub(crate) fn one_line_error(mut error: clap::Error) -> clap::Error {
 
 /// `s` with each control character written as its Rust escape (`\n`, `\r`, `\u{1b}`).
 pub(crate) fn escape_controls(s: &str) -> String {
+    escape_controls_but(s, &[])
+}
+
+/// `s` with each control character but those in `keep` written as its Rust escape.
+pub(crate) fn escape_controls_but(s: &str, keep: &[char]) -> String {
     s.chars()
-        .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
+        .map(|c| match c.is_control() && !keep.contains(&c) {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
         .collect()
 }
 

@@ -17,6 +17,10 @@ use crate::args::CtlArgs;
 /// How long `lb ctl` waits for an answer before giving up.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest answer `lb ctl` reads: `/stats` of a 10,000-backend balancer is about 12 MB;
+/// something sending more is not lb's endpoint, and must not fill this process's memory.
+const MAX_ANSWER: usize = 64 << 20;
+
 /// Parses an admin address: `PORT` or `:PORT` mean 127.0.0.1 (the admin endpoint is on
 /// loopback unless a host is given), `HOST:PORT` as given.
 pub(crate) fn parse_admin_addr(s: &str) -> Result<lb_net::Target, String> {
@@ -187,13 +191,22 @@ async fn exchange(
             ));
         }
         let status = response.status();
-        let body = response
-            .into_body()
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| format!("admin endpoint at {admin}: {e}"))?
+            .map_err(|e| match e.is::<http_body_util::LengthLimitError>() {
+                true => format!(
+                    "admin endpoint at {admin}: the answer is larger than {} MiB, more than lb's \
+                     endpoint sends; is that the --admin address?",
+                    MAX_ANSWER >> 20
+                ),
+                false => format!("admin endpoint at {admin}: {e}"),
+            })?
             .to_bytes();
-        let text = String::from_utf8_lossy(&body).trim_end().to_owned();
+        // Printed to a terminal: another server on that port must not be able to drive it
+        // (lb's own answers hold no control characters but line ends and tabs).
+        let text = String::from_utf8_lossy(&body);
+        let text = crate::args::escape_controls_but(text.trim_end(), &['\n', '\t']);
         let reason = text.trim_start_matches("error: ");
         match status {
             StatusCode::OK => Ok(text),

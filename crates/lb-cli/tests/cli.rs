@@ -1002,6 +1002,62 @@ fn ctl_against_another_http_server_fails() {
     assert!(err.contains("is not lb's admin endpoint (Server: nginx)"), "{err}");
 }
 
+/// A server that names itself lb and answers one request with `head` and then `body`, which
+/// it goes on writing while `endless` (until the client goes).
+fn fake_admin(
+    head: &'static str,
+    body: &'static [u8],
+    endless: bool,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut request = [0u8; 4096];
+        let _ = s.read(&mut request);
+        let _ = s.write_all(head.as_bytes());
+        while s.write_all(body).is_ok() && endless {}
+    });
+    (addr, server)
+}
+
+#[test]
+fn ctl_prints_no_control_characters_from_the_endpoint() {
+    // A hostile server on the admin port: a window title, a screen clear, a colour.
+    let body = b"title \x1b]0;PWNED\x07 clear \x1b[2J red \x1b[31m\rline two\n\tend";
+    let head = "HTTP/1.1 200 OK\r\nServer: lb/0\r\nContent-Length: 51\r\nConnection: close\r\n\r\n";
+    assert_eq!(body.len(), 51);
+    let (addr, server) = fake_admin(head, body, false);
+    let (code, out, err) = ctl(&["--admin", &addr.to_string(), "stats"], &[]);
+    server.join().unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains('\x1b') && !out.contains('\x07') && !out.contains('\r'), "{out:?}");
+    assert!(out.contains(r"\u{1b}]0;PWNED\u{7}") && out.contains(r"\u{1b}[2J"), "{out:?}");
+    assert!(out.contains("\\rline two\n\tend"), "line ends and tabs are kept: {out:?}");
+}
+
+#[test]
+fn ctl_stops_reading_an_endless_answer() {
+    // Chunks without end: lb ctl must give up, not fill its memory.
+    let head = "HTTP/1.1 200 OK\r\nServer: lb/0\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static CHUNK: &[u8] = b"8000\r\n";
+    static DATA: [u8; 32 * 1024 + 2] = {
+        let mut data = [b'x'; 32 * 1024 + 2];
+        data[32 * 1024] = b'\r';
+        data[32 * 1024 + 1] = b'\n';
+        data
+    };
+    let mut chunk = CHUNK.to_vec();
+    chunk.extend_from_slice(&DATA);
+    let chunk: &'static [u8] = chunk.leak();
+    let (addr, server) = fake_admin(head, chunk, true);
+    let (code, out, err) = ctl(&["--admin", &addr.to_string(), "stats"], &[]);
+    server.join().unwrap();
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("the answer is larger than 64 MiB"), "{err}");
+}
+
 /// A plain HTTP GET; returns the body.
 fn http_get(addr: &str, path: &str) -> String {
     let (status, body) = http_get_as(addr, addr, path);
