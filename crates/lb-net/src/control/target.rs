@@ -212,14 +212,18 @@ impl Target {
         Ok(target)
     }
 
-    /// Resolves to socket addresses: an IP directly, a name through the system resolver.
+    /// Resolves to socket addresses: an IP directly, a name through the system resolver. An
+    /// IPv4 address written as IPv6 (`::ffff:10.0.0.5`) comes back as the IPv4 address it is,
+    /// so that one backend has one address however it is written.
     pub async fn resolve(&self) -> Result<Vec<SocketAddr>, Error> {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
         if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, self.port)]);
+            return Ok(vec![canonical(SocketAddr::new(ip, self.port))]);
         }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|source| Error::Resolve { host: self.host.clone(), source })?
+            .map(canonical)
             .collect();
         if addrs.is_empty() {
             return Err(Error::Resolve {
@@ -260,5 +264,14 @@ mod tests {
         for text in ["127.0.0.01:80", "0127.0.0.1:80", "127.1:80"] {
             assert!(text.parse::<SocketAddr>().is_err(), "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_ipv4_address_written_as_ipv6_resolves_to_ipv4() {
+        let mapped = Target::parse_one("[::ffff:127.0.0.1]:8001").unwrap();
+        let plain = Target::parse_one("127.0.0.1:8001").unwrap();
+        assert_eq!(mapped.resolve().await.unwrap(), plain.resolve().await.unwrap());
+        let v6 = Target::parse_one("[::1]:8001").unwrap();
+        assert_eq!(v6.resolve().await.unwrap(), vec!["[::1]:8001".parse().unwrap()]);
     }
 }
