@@ -982,28 +982,17 @@ fn ctl_without_a_balancer_says_where_it_looked() {
 #[test]
 fn ctl_against_another_http_server_fails() {
     // Any HTTP server answering 200 to everything, as a web server on a mistyped port would.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut request = [0u8; 4096];
-        let _ = s.read(&mut request);
-        let body = "welcome to nginx";
-        let _ = write!(
-            s,
-            "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    });
+    let head =
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 16\r\nConnection: close\r\n\r\n";
+    let (addr, server) = fake_admin(head, b"welcome to nginx", false);
     let (code, out, err) = ctl(&["--admin", &addr.to_string(), "stats"], &[]);
     server.join().unwrap();
     assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
     assert!(err.contains("is not lb's admin endpoint (Server: nginx)"), "{err}");
 }
 
-/// A server that names itself lb and answers one request with `head` and then `body`, which
-/// it goes on writing while `endless` (until the client goes).
+/// A server on the admin port that answers one request with `head` and then `body`, which it
+/// goes on writing while `endless` (until the client goes).
 fn fake_admin(
     head: &'static str,
     body: &'static [u8],
@@ -1041,16 +1030,8 @@ fn ctl_prints_no_control_characters_from_the_endpoint() {
 fn ctl_stops_reading_an_endless_answer() {
     // Chunks without end: lb ctl must give up, not fill its memory.
     let head = "HTTP/1.1 200 OK\r\nServer: lb/0\r\nTransfer-Encoding: chunked\r\n\r\n";
-    static CHUNK: &[u8] = b"8000\r\n";
-    static DATA: [u8; 32 * 1024 + 2] = {
-        let mut data = [b'x'; 32 * 1024 + 2];
-        data[32 * 1024] = b'\r';
-        data[32 * 1024 + 1] = b'\n';
-        data
-    };
-    let mut chunk = CHUNK.to_vec();
-    chunk.extend_from_slice(&DATA);
-    let chunk: &'static [u8] = chunk.leak();
+    let chunk = format!("8000\r\n{}\r\n", "x".repeat(0x8000));
+    let chunk: &'static [u8] = chunk.into_bytes().leak();
     let (addr, server) = fake_admin(head, chunk, true);
     let (code, out, err) = ctl(&["--admin", &addr.to_string(), "stats"], &[]);
     server.join().unwrap();

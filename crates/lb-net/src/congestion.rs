@@ -10,7 +10,7 @@
 //! whenever a connection is ahead of its rate. Over a network that spreads bursts out as the
 //! path would; on loopback, where the "path" is memory and the rate estimate is whatever the
 //! CPU managed, it only adds timers and interrupts to every large transfer. Measured with
-//! `benches/compare/run.sh -t bulk` on a host whose default is `bbr`: about 30 % less CPU per
+//! `benches/compare/run.sh -t bulk` on a host whose default is `bbr`: about half the CPU per
 //! megabyte relayed with `cubic` on the client side (docs/performance.md).
 
 use std::fmt;
