@@ -8,7 +8,8 @@
 # Each run measures, for each target in turn and with wrk (one thread):
 #   keep-alive requests/s and p99 latency (50 connections, small responses),
 #   new-connection requests/s and p99 (Connection: close: one TCP connection per request),
-#   bulk MB/s (1 MiB responses over 8 connections).
+#   bulk MB/s (1 MiB responses over 8 connections),
+#   and with `-t up` (not run by default) upload MB/s (1 MiB request bodies over 8 connections).
 # The machine is noisy, so targets are compared within a run, runs are repeated (-r, default 3)
 # and medians printed, with the balancer's CPU time per request (per MB for bulk), which depends
 # much less than throughput on other load. -m also measures resident memory with 5,000 idle
@@ -99,13 +100,16 @@ for run in $(seq "$RUNS"); do
         ka) wrk -t1 -c50 -d${DUR}s --latency http://127.0.0.1:$PORT/ > $W/$t.ka 2>&1 ;;
         close) wrk -t1 -c50 -d${DUR}s --latency -H 'Connection: close' http://127.0.0.1:$PORT/ > $W/$t.close 2>&1 ;;
         bulk) wrk -t1 -c8 -d${DUR}s --latency http://127.0.0.1:$PORT/big > $W/$t.bulk 2>&1 ;;
+        up) wrk -t1 -c8 -d${DUR}s --latency -s "$HERE/upload.lua" http://127.0.0.1:$PORT/ > $W/$t.up 2>&1 ;;
       esac
       after=$(cpu_ticks)
       read rps p99 mb err <<<"$(num $W/$t.$test)"
+      # wrk counts the bytes received: an upload's are its requests, 1 MiB each.
+      [[ $test == up ]] && mb=$rps
       # CPU per unit of work: microseconds per request (per MB for bulk). It depends far less
       # than throughput on what else the machine is doing.
       cpu=$(awk -v d=$((after - before)) -v hz=$HZ -v r="$rps" -v m="$mb" -v dur=$DUR -v t=$test \
-        'BEGIN { s = d / hz; if (t == "bulk") printf "%.0f", (m > 0 ? s * 1e6 / (m * dur) : 0); else printf "%.1f", (r > 0 ? s * 1e6 / (r * dur) : 0) }')
+        'BEGIN { s = d / hz; if (t == "bulk" || t == "up") printf "%.0f", (m > 0 ? s * 1e6 / (m * dur) : 0); else printf "%.1f", (r > 0 ? s * 1e6 / (r * dur) : 0) }')
       [[ $t == direct ]] && cpu=-
       echo "$run $t $test $rps $p99 $mb $err $cpu" | tee -a $RESULTS
       stop
@@ -127,7 +131,7 @@ printf "medians of %s runs (%ss each test)\n" "$RUNS" "$DUR"
 # Bulk depends on it: with bbr the kernel paces each connection (docs/performance.md).
 [[ -r /proc/sys/net/ipv4/tcp_congestion_control ]] &&
   echo "system congestion control: $(cat /proc/sys/net/ipv4/tcp_congestion_control)"
-printf "%-8s %13s %8s %7s | %13s %8s %7s | %10s %8s | %8s\n" target keepalive_rps p99_ms cpu_us close_rps p99_ms cpu_us bulk_MBps cpu_usMB rss_MB
+printf "%-8s %13s %8s %7s | %13s %8s %7s | %10s %8s | %10s %8s | %8s\n" target keepalive_rps p99_ms cpu_us close_rps p99_ms cpu_us bulk_MBps cpu_usMB upload_MBps cpu_usMB rss_MB
 for t in $TARGETS; do
   awk -v t=$t '
     function median(a, n,   i, j, x) { if (n == 0) return "-"; for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
@@ -135,6 +139,7 @@ for t in $TARGETS; do
     $2 == t && $3 == "ka" { nk++; ka[nk]=$4; kp[nk]=$5; kc[nk]=$8 }
     $2 == t && $3 == "close" { nc++; cl[nc]=$4; cp[nc]=$5; cc[nc]=$8 }
     $2 == t && $3 == "bulk" { nb++; bx[nb]=$6; bc[nb]=$8 }
+    $2 == t && $3 == "up" { nu++; ux[nu]=$6; uc[nu]=$8 }
     $2 == t && $3 == "mem" { nm++; mem[nm]=$4 }
-    END { printf "%-8s %13.0f %8.2f %7s | %13.0f %8.2f %7s | %10.0f %8s | %8s\n", t, median(ka,nk), median(kp,nk), median(kc,nk), median(cl,nc), median(cp,nc), median(cc,nc), median(bx,nb), median(bc,nb), median(mem,nm) }' $RESULTS
+    END { printf "%-8s %13.0f %8.2f %7s | %13.0f %8.2f %7s | %10.0f %8s | %10.0f %8s | %8s\n", t, median(ka,nk), median(kp,nk), median(kc,nk), median(cl,nc), median(cp,nc), median(cc,nc), median(bx,nb), median(bc,nb), median(ux,nu), median(uc,nu), median(mem,nm) }' $RESULTS
 done

@@ -12,11 +12,16 @@
 //! CPU managed, it only adds timers and interrupts to every large transfer. Measured with
 //! `benches/compare/run.sh -t bulk` on a host whose default is `bbr`: about half the CPU per
 //! megabyte relayed with `cubic` on the client side (docs/performance.md).
+//!
+//! Backend connections follow the same rule by themselves ([`apply_for_backend`], called by the
+//! TCP connector before each connect): one to a loopback address gets `cubic` when the system's
+//! default paces, and any other the system's default, with no system call.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which congestion control algorithm a listener's client connections use.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -120,9 +125,9 @@ impl CongestionControl {
     fn algorithm(&self, local: SocketAddr) -> Option<String> {
         match self {
             CongestionControl::Named(name) => Some(name.clone()),
-            CongestionControl::System => system_default(),
+            CongestionControl::System => read_system_default(),
             CongestionControl::Auto => {
-                let system = system_default()?;
+                let system = read_system_default()?;
                 Some(match local.ip().to_canonical().is_loopback() && paces(&system) {
                     true => UNPACED.to_owned(),
                     false => system,
@@ -169,6 +174,52 @@ impl CongestionControl {
                 Ok(())
             }
             result => result,
+        }
+    }
+}
+
+/// Whether the system's default algorithm paces, as last read: [`PACES_UNKNOWN`] until the
+/// first backend connect or listener reads it, then [`PACES_YES`] or [`PACES_NO`]. Every
+/// listener added or changed (start-up, each reload) reads the default again, so a changed
+/// `net.ipv4.tcp_congestion_control` reaches backend connections with the next reload.
+static SYSTEM_PACES: AtomicU8 = AtomicU8::new(PACES_UNKNOWN);
+const PACES_UNKNOWN: u8 = 0;
+const PACES_YES: u8 = 1;
+const PACES_NO: u8 = 2;
+
+/// Reads the system's default algorithm, noting for backend connections whether it paces.
+fn read_system_default() -> Option<String> {
+    let name = system_default();
+    let paced = name.as_deref().is_some_and(paces);
+    SYSTEM_PACES.store(if paced { PACES_YES } else { PACES_NO }, Ordering::Relaxed);
+    name
+}
+
+/// The algorithm a backend connection to `peer` gets before it connects, if any: on loopback,
+/// when the system's default paces (`bbr`), what `auto` gives a loopback listener, for the same
+/// reason (on an upload, lb's `splice` bursts to a backend on this host would wait for pacing
+/// timers: half the CPU per MB without them, docs/performance.md). Elsewhere `None`: the
+/// system's default, and no system call.
+fn for_backend(peer: SocketAddr) -> Option<&'static str> {
+    if !peer.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    let paced = match SYSTEM_PACES.load(Ordering::Relaxed) {
+        PACES_UNKNOWN => read_system_default().is_some_and(|name| paces(&name)),
+        known => known == PACES_YES,
+    };
+    paced.then_some(UNPACED)
+}
+
+/// Gives a backend socket about to connect to `peer` the algorithm [`for_backend`] chooses, if
+/// any. Where the kernel refuses it (a kernel without `cubic`, a container that forbids it) the
+/// connection keeps the system's, and later ones are not tried until the next reload: the
+/// connection works either way, and a warning per connection would flood the log.
+pub(crate) fn apply_for_backend(socket: &socket2::Socket, peer: SocketAddr) {
+    if let Some(algorithm) = for_backend(peer) {
+        if set(socket, algorithm).is_err() {
+            // Not tried again until a listener reads the default again (the next reload).
+            SYSTEM_PACES.store(PACES_NO, Ordering::Relaxed);
         }
     }
 }
@@ -261,6 +312,33 @@ mod tests {
         assert_eq!(CongestionControl::System.algorithm(loopback), Some(system));
         let named = CongestionControl::Named("reno".into());
         assert_eq!(named.algorithm(anywhere).as_deref(), Some("reno"));
+    }
+
+    /// Backend connections: `cubic` to loopback when the default paces, else untouched.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn backend_connections_to_loopback_are_unpaced_when_the_default_paces() {
+        let Some(system) = read_system_default() else { return };
+        let wanted = paces(&system).then_some(UNPACED);
+        for (peer, expected) in [
+            ("127.0.0.1:1", wanted),
+            ("[::1]:1", wanted),
+            ("[::ffff:127.0.0.2]:1", wanted),
+            ("192.0.2.1:1", None),
+            ("[2001:db8::1]:1", None),
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert_eq!(for_backend(peer), expected, "{peer}");
+            let Ok(socket) = socket2::Socket::new(
+                socket2::Domain::for_address(peer),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            ) else {
+                continue; // no IPv6 here
+            };
+            apply_for_backend(&socket, peer);
+            assert_eq!(current(&socket).as_deref(), Some(expected.unwrap_or(&system)), "{peer}");
+        }
     }
 
     /// What the listener is given is what its connections get.

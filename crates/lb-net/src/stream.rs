@@ -75,7 +75,7 @@ impl TcpConn {
     }
 
     /// Runs `f` on the socket, registered or not, without registering it.
-    fn with_socket<R>(
+    pub(crate) fn with_socket<R>(
         &self,
         f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<R>,
     ) -> io::Result<R> {

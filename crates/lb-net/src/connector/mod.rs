@@ -213,6 +213,7 @@ impl Connector for TcpConnector {
 fn backend_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     let socket = nonblocking_socket(addr)?;
     socket.set_nodelay(true)?;
+    crate::congestion::apply_for_backend(&socket, addr);
     Ok(socket)
 }
 
@@ -282,6 +283,30 @@ mod tests {
             io::ErrorKind::HostUnreachable,
         ] {
             assert!(!is_local_exhaustion(&io::Error::from(kind)), "{kind:?}");
+        }
+    }
+
+    /// A backend connection on loopback, made by either connect, has the algorithm
+    /// `congestion` chooses for it (checked with the kernel: what the connected socket has).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn backend_connections_get_their_congestion_control() {
+        let Ok(system) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        else {
+            return;
+        };
+        let expected = match system.trim().starts_with("bbr") {
+            true => "cubic".to_owned(),
+            false => system.trim().to_owned(),
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let far = Instant::now() + std::time::Duration::from_secs(10);
+        let by_epoll = TcpConnector.connect(addr).await.unwrap();
+        let by_deadline = TcpConnector.connect_by(addr, far).await.unwrap().unwrap();
+        for conn in [&by_epoll, &by_deadline] {
+            let name = conn.with_socket(|s| s.tcp_congestion()).unwrap();
+            assert_eq!(String::from_utf8_lossy(&name).trim_end_matches('\0'), expected);
         }
     }
 }
