@@ -74,6 +74,44 @@ fn backups_take_over_only_while_no_primary_is_available() {
     }
 }
 
+/// A backend whose connects fail (still up: before `fall` takes it down, or with health checks
+/// off) is a new connection's first try only in its turn, once per round of the cycle: the
+/// retries of its clients take no turn. They spread over the others, in proportion to weight.
+#[test]
+fn a_failing_backend_is_tried_first_only_in_its_turn() {
+    // Least connections among idle backends rotates over those with the fewest connections
+    // per weight, the heaviest: equal weights there, so that every backend takes turns.
+    for (algorithm, heavier) in [(Algorithm::RoundRobin, 2), (Algorithm::LeastConnections, 1)] {
+        for n in [2u8, 3, 5] {
+            let pool = pool(config(algorithm));
+            for i in 1..=n {
+                pool.add(addr(i), Some(if i == n { heavier } else { 1 })).unwrap();
+            }
+            let failing = addr(1);
+            let total_weight = u32::from(n) - 1 + heavier;
+            let connections = 60 * total_weight;
+            let (mut first_tries, mut retried_to) = (0, HashMap::<SocketAddr, u32>::new());
+            for k in 0..connections {
+                let first = pool.pick(Some(client(k)), &[]).unwrap();
+                if first.addr() != failing {
+                    continue;
+                }
+                first_tries += 1;
+                let id = first.id();
+                drop(first);
+                let retry = pool.pick(Some(client(k)), &[id]).unwrap();
+                assert_ne!(retry.addr(), failing, "{algorithm}");
+                *retried_to.entry(retry.addr()).or_default() += 1;
+            }
+            // Its weight's share of first tries, 1 of `total_weight`, not one in every n - 1.
+            assert_eq!(first_tries, connections / total_weight, "{algorithm} with {n} backends");
+            if n > 2 {
+                assert_eq!(retried_to.len(), usize::from(n) - 1, "{algorithm}: {retried_to:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn with_every_backend_out_there_is_no_backend_and_no_backup_flag() {
     let pool = pool(PoolConfig::default());

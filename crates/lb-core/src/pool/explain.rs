@@ -225,8 +225,13 @@ impl Pool {
             };
             (chosen, inputs)
         } else {
-            let mut ctx =
-                PickCtx { candidates, client, rng: Randomness::Given(&mut rng), cursor: &cursor };
+            let mut ctx = PickCtx {
+                candidates,
+                client,
+                rng: Randomness::Given(&mut rng),
+                cursor: &cursor,
+                retry: false,
+            };
             let chosen = snap.selector.pick(&mut ctx, skip);
             let n = candidates.len();
             let inputs = match &snap.selector {

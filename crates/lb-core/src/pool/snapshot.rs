@@ -147,7 +147,8 @@ impl Snapshot {
     ) -> Option<Lease> {
         let candidates = &self.candidates[..];
         let limit = self.limit;
-        let mut ctx = PickCtx { candidates, client, rng, cursor };
+        let retry = !exclude.is_empty();
+        let mut ctx = PickCtx { candidates, client, rng, cursor, retry };
         let skip = self.skip(exclude);
         // A candidate can fill up between the selector's look and our increment (another thread
         // took the last place); then `skip` sees it full and the next round picks another. Each
