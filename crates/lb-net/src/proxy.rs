@@ -459,7 +459,12 @@ impl<C: Connector> ProxyShared<C> {
                                 (client_bytes, client_eof, replayed) = (bytes, eof, true);
                                 continue;
                             }
-                            _ if error.is_some() => Termination::BackendError,
+                            // The reset is passed on, as a failed relay's is: the client's
+                            // connection is reset too, not ended as if the answer were empty.
+                            _ if error.is_some() => {
+                                client.abort_on_close();
+                                Termination::BackendError
+                            }
                             _ => Termination::BackendEmpty,
                         }
                     }

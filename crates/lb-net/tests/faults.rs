@@ -105,6 +105,32 @@ async fn a_backend_that_resets_before_a_byte_is_taken_down_within_fall_connectio
 }
 
 each_engine! {
+async fn a_backend_reset_before_a_byte_reaches_the_client_as_a_reset(io) {
+    // Reads the request, then resets without answering.
+    let (bad, t1) = tcp_backend(|mut s| async move {
+        let _ = s.read(&mut [0u8; 64]).await;
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    })
+    .await;
+    let pool = Pool::default();
+    pool.add(bad, None).unwrap();
+    let proxy = ProxyConfig { io, ..ProxyConfig::default() };
+    let (lb, handle, task) = start(pool, proxy, passive_only()).await;
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(lb).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut answer = Vec::new();
+        let e = s.read_to_end(&mut answer).await.expect_err("a reset, not an empty answer");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        assert!(answer.is_empty());
+    }
+    stop(handle, task).await;
+    t1.abort();
+}
+}
+
+each_engine! {
 async fn with_retry_on_empty_no_client_sees_an_empty_reply(io) {
     let (bad, t1) = resetting_backend().await;
     let (good, t2) = tcp_named_backend("good").await;
