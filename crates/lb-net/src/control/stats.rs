@@ -269,8 +269,12 @@ impl fmt::Display for Discovery<'_> {
             Some(ago) => write!(f, ", last lookup {} ago", format_duration(ago))?,
             None => write!(f, ", no lookup yet")?,
         }
-        if let Some(next) = d.next_refresh {
-            write!(f, ", next in {}", format_duration(next))?;
+        match d.next_refresh {
+            // Due: the lookup is under way (one that gets no answer gives up after three times
+            // the timeout of one try).
+            Some(next) if next.is_zero() => write!(f, ", looking up now")?,
+            Some(next) => write!(f, ", next in {}", format_duration(next))?,
+            None => {}
         }
         let e = d.counts.errors;
         write!(f, ", {e} error{}", if e == 1 { "" } else { "s" })?;
@@ -389,4 +393,27 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
         t.bytes_in,
         t.bytes_out
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_discovery_line_says_when_its_next_lookup_is_or_that_one_is_under_way() {
+        let mut d = crate::discovery::DiscoveryStats {
+            source: "host:web.test:80".into(),
+            members: vec!["127.0.0.1:80".parse().unwrap()],
+            last_refresh: Some(Duration::from_secs(5)),
+            last_error: None,
+            next_refresh: Some(Duration::from_secs(25)),
+            counts: Default::default(),
+        };
+        let line = Discovery(&d).to_string();
+        assert!(line.contains("1 backend, last lookup 5s ago, next in 25s, 0 errors"), "{line}");
+        d.next_refresh = Some(Duration::ZERO);
+        let line = Discovery(&d).to_string();
+        assert!(line.contains("last lookup 5s ago, looking up now, 0 errors"), "{line}");
+    }
 }

@@ -186,7 +186,8 @@ impl DnsSource {
     }
 
     /// Looks the name up once. An answer without any address is an error (`no address`), as
-    /// is a failed lookup or one that takes longer than the two tries' timeouts.
+    /// is a failed lookup or one that takes longer than three times the timeout of one try (two
+    /// tries, and the lookups of SRV targets' addresses).
     pub async fn lookup(&self) -> Result<Answer, String> {
         // hickory bounds each try; this bounds the whole, SRV targets' own lookups included.
         let bound = self.timeout * 3;
