@@ -156,9 +156,17 @@ async fn exchange(
         // Anything that does not speak HTTP back (say, the proxy's own port) is not lb's
         // admin endpoint.
         let not_admin = |e: hyper::Error| {
-            format!(
+            match e.is_incomplete_message() {
+            // lb's endpoint closes a connection at once, unanswered, when it already serves
+            // its most (`lb_net::admin::MAX_ADMIN_CONNECTIONS`).
+            true => format!(
+                "{admin} closed the connection without answering: lb's admin endpoint does that                  when all its {} connections are in use (try again, and see the log's                  'admin connections refused'); or that is not the --admin address",
+                lb_net::admin::MAX_ADMIN_CONNECTIONS
+            ),
+            false => format!(
                 "{admin} did not answer as lb's admin endpoint ({e}); is that the --admin address?"
-            )
+            ),
+        }
         };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(not_admin)?;

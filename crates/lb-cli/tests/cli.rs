@@ -43,11 +43,33 @@ impl Lb {
         Lb::launch(Some(config), &[], args)
     }
 
+    /// Starts with the open files limit (soft and hard: lb raises the soft one) at `limit`.
+    fn start_with_open_files(limit: u32, args: &[&str]) -> Lb {
+        Lb::launch_limited(None, &["--host", "127.0.0.1", "--port", "0"], args, Some(limit))
+    }
+
     fn launch(config: Option<&str>, listen: &[&str], args: &[&str]) -> Lb {
+        Lb::launch_limited(config, listen, args, None)
+    }
+
+    fn launch_limited(
+        config: Option<&str>,
+        listen: &[&str],
+        args: &[&str],
+        open_files: Option<u32>,
+    ) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("lb.log");
         let config_path = dir.path().join("lb.toml");
-        let mut command = Command::new(LB);
+        let mut command = match open_files {
+            // The shell sets the limit and becomes lb (exec): the child is lb itself.
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(LB);
+                shell
+            }
+            None => Command::new(LB),
+        };
         command.args(listen).args(["--log-level", "debug"]).arg("--log-file").arg(&log);
         if let Some(text) = config {
             std::fs::write(&config_path, text).unwrap();
@@ -343,6 +365,30 @@ fn a_second_signal_cuts_open_connections_at_once_and_exits_cleanly() {
     // The cut connection still gets its access line.
     let access = lb.expect_log("lb::access");
     assert!(access.contains(" shutdown "), "{access}");
+}
+
+#[test]
+fn the_admin_endpoint_answers_while_clients_hold_every_descriptor() {
+    let a = backend("alpha");
+    // A connect that finds no descriptor waits for one until the connect timeout: so long here
+    // that nothing lb holds is freed during the test.
+    let args = ["-q", "--admin", "127.0.0.1:0", "--connect-timeout", "10m", "--backend"];
+    let mut lb = Lb::start_with_open_files(48, &[&args[..], &[a.to_string().as_str()]].concat());
+    let admin = lb.admin();
+    // More clients than 48 descriptors allow: lb relays what it can, the last one it accepts
+    // waits for a descriptor to connect with, the rest wait in its listen backlog.
+    let clients: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(lb.addr).unwrap()).collect();
+    lb.expect_log("Too many open files");
+    // The operator can still look: the endpoint's reserved descriptor. (Once that connection
+    // closes the endpoint takes its descriptor back at once, but a worker could take it first,
+    // so a second look is not asserted.)
+    let stats = http_get(&admin, "/stats");
+    assert!(stats.contains("\"open\""), "{stats}");
+    drop(clients);
+    lb.signal("TERM");
+    lb.expect_log("shutting down gracefully");
+    lb.signal("INT");
+    assert_eq!(lb.wait_exit().code(), Some(0));
 }
 
 #[test]
@@ -989,6 +1035,17 @@ fn ctl_against_another_http_server_fails() {
     server.join().unwrap();
     assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
     assert!(err.contains("is not lb's admin endpoint (Server: nginx)"), "{err}");
+}
+
+#[test]
+fn ctl_says_a_full_admin_endpoint_may_be_why_a_connection_closed_unanswered() {
+    // What lb's endpoint does with a connection beyond its most: closes it, unanswered.
+    let (addr, server) = fake_admin("", b"", false);
+    let (code, out, err) = ctl(&["--admin", &addr.to_string(), "stats"], &[]);
+    server.join().unwrap();
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("closed the connection without answering"), "{err}");
+    assert!(err.contains("when all its 64 connections are in use"), "{err}");
 }
 
 /// A server on the admin port that answers one request with `head` and then `body`, which it

@@ -27,7 +27,9 @@
 //! [`MAX_CONNECTION_AGE`] (plus [`CLOSE_GRACE`] to finish a request in progress), and at most
 //! [`MAX_ADMIN_CONNECTIONS`] are open at once: beyond that a new one is closed at once and
 //! counted in `lb_admin_connections_rejected_total`. Accept errors are waited out with the same
-//! doubling pause as the proxy's accept loop.
+//! doubling pause as the proxy's accept loop. One descriptor is kept in reserve ([`Spare`]), so
+//! that while the process is out of descriptors (clients took them all) an operator can still
+//! reach the endpoint, one connection at a time.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -134,6 +136,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut refused = RefusedLog::default();
     let mut shutdown = std::pin::pin!(shutdown);
+    let listener = Arc::new(Spare::new(listener));
     let accepted = |stream, peer| {
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // Dropping the stream closes it.
@@ -141,7 +144,14 @@ pub async fn run(
             refused.refused(peer);
             return;
         };
-        tokio::spawn(serve_connection(Arc::clone(&state), stream, peer, slot));
+        let (state, spare) = (Arc::clone(&state), Arc::downgrade(&listener));
+        tokio::spawn(async move {
+            serve_connection(state, stream, peer, slot).await;
+            // Its descriptor is free again: put one back in reserve if the reserve was spent.
+            if let Some(spare) = spare.upgrade() {
+                spare.refill();
+            }
+        });
     };
     let failed = |e: &std::io::Error, pause: Option<Duration>| match pause {
         None => {
@@ -154,8 +164,71 @@ pub async fn run(
             "admin accept failed (out of file descriptors or memory?); pausing before accepting again"
         ),
     };
-    accept_loop(&listener, &mut shutdown, accepted, failed).await;
+    accept_loop(&*listener, &mut shutdown, accepted, failed).await;
 }
+
+/// The admin endpoint's listening socket, with one descriptor in reserve: a duplicate of the
+/// listening socket, closed when `accept` finds the process out of descriptors so that the
+/// connection waiting (most likely an operator's `lb ctl stats`) can be accepted in its place,
+/// and taken again once a descriptor is free (when that connection ends, or at the next
+/// accept). Without it the endpoint would be unreachable for as long as clients hold every
+/// descriptor, which is when an operator most wants to look.
+struct Spare {
+    listener: TcpListener,
+    held: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
+}
+
+impl Spare {
+    fn new(listener: TcpListener) -> Self {
+        let spare = Spare { listener, held: std::sync::Mutex::new(None) };
+        spare.refill();
+        spare
+    }
+
+    /// Takes a descriptor into reserve if none is held (one system call, only then).
+    fn refill(&self) {
+        use std::os::fd::AsFd;
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_none() {
+            *held = self.listener.as_fd().try_clone_to_owned().ok();
+        }
+    }
+
+    /// Frees the reserved descriptor, if one is held.
+    fn release(&self) -> bool {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+    }
+}
+
+impl crate::accept::Listen for Spare {
+    type Stream = TcpStream;
+
+    fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<(TcpStream, SocketAddr)>> {
+        use std::task::Poll;
+        match self.listener.poll_accept(cx) {
+            Poll::Ready(Err(e)) if out_of_descriptors(&e) && self.release() => {
+                self.listener.poll_accept(cx)
+            }
+            Poll::Ready(Ok(accepted)) => {
+                self.refill();
+                Poll::Ready(Ok(accepted))
+            }
+            polled => polled,
+        }
+    }
+}
+
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor to give.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == EMFILE || code == ENFILE)
+}
+
+/// `EMFILE` and `ENFILE`, as Linux, the BSDs and macOS number them.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
 
 /// Serves one admin connection, holding one of the [`MAX_ADMIN_CONNECTIONS`] slots until it
 /// closes.
