@@ -34,6 +34,15 @@ pub(crate) fn parse_admin_addr(s: &str) -> Result<lb_net::Target, String> {
     if let Ok(addr) = with_host.parse::<SocketAddr>() {
         return Ok(lb_net::Target { host: addr.ip().to_string(), port: addr.port() });
     }
+    // A port out of range: say so with the admin endpoint's range, which has 0 in it.
+    if let Some((host, port)) = with_host.rsplit_once(':') {
+        if !host.is_empty() && !port.contains(']') && port.parse::<u16>().is_err() {
+            return Err(format!(
+                "invalid admin address {s:?}: invalid port {port:?}: expected a number from 0 to \
+                 65535 (0 picks a free port, printed at start-up)"
+            ));
+        }
+    }
     lb_net::Target::parse_one(&with_host).map_err(|e| format!("invalid admin address {s:?}: {e}"))
 }
 
@@ -53,11 +62,20 @@ pub(crate) fn main(args: &CtlArgs) -> ExitCode {
         },
         None => None,
     };
-    let admin = args
-        .admin
-        .clone()
-        .or_else(|| file.as_ref().and_then(|f| f.settings.admin.clone().flatten()))
-        .unwrap_or_else(|| parse_admin_addr(DEFAULT_ADMIN).expect("the default address parses"));
+    let from_file = file.as_ref().and_then(|f| f.settings.admin.clone().flatten());
+    if let (None, None, Some(path)) = (&args.admin, &from_file, &args.config) {
+        // Guessing the default address would talk to whatever listens there.
+        err!(
+            "lb: {} sets no admin address (no `admin` key): pass --admin with the address lb \
+             serves its admin endpoint on",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let admin =
+        args.admin.clone().or(from_file).unwrap_or_else(|| {
+            parse_admin_addr(DEFAULT_ADMIN).expect("the default address parses")
+        });
     if admin.port == 0 {
         err!(
             "lb: admin port 0 means a free port picked when lb started; pass --admin with the \

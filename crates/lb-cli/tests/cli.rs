@@ -1023,6 +1023,18 @@ fn ctl_without_a_balancer_says_where_it_looked() {
     let (code, _, err) = ctl(&["--admin", "0", "stats"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("admin port 0 means a free port"), "{err}");
+    for bad in ["99999", "[::1]:99999", "localhost:abc"] {
+        let (code, _, err) = ctl(&["--admin", bad, "stats"], &[]);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("expected a number from 0 to 65535 (0 picks a free port"), "{err}");
+    }
+    // A config file without an admin address: no guess at the default.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lb.toml");
+    std::fs::write(&file, "port = 8080\n").unwrap();
+    let (code, _, err) = ctl(&["--config", file.to_str().unwrap(), "stats"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sets no admin address (no `admin` key): pass --admin"), "{err}");
 }
 
 #[test]

@@ -150,17 +150,14 @@ impl Target {
             };
             return Ok(Target { host, port: addr.port() });
         }
+        if let Some(rest) = s.strip_prefix('[') {
+            return Self::parse_bracketed(s, rest);
+        }
         let (host, port) = s.rsplit_once(':').ok_or_else(|| {
             Error::BadCommand(format!(
                 "missing port in {s:?}: expected host:port, e.g. 127.0.0.1:8001"
             ))
         })?;
-        if host.starts_with('[') && host.contains('%') {
-            return Err(Error::BadCommand(format!(
-                "invalid address {s:?}: IPv6 zone IDs (%...) are not supported; use a global or \
-                 loopback address"
-            )));
-        }
         if host.contains(':') {
             return Err(Error::BadCommand(format!(
                 "invalid address {s:?}: write IPv6 addresses in brackets, e.g. [::1]:8001"
@@ -168,6 +165,29 @@ impl Target {
         }
         check_host(host, s)?;
         Ok(Target { host: host.to_owned(), port: parse_port(port, s)? })
+    }
+
+    /// `[v6]:port` that did not parse as a socket address (`rest` is what follows the `[`):
+    /// says which part is wrong.
+    fn parse_bracketed(s: &str, rest: &str) -> Result<Target, Error> {
+        let bad = |why: String| Err(Error::BadCommand(format!("invalid address {s:?}: {why}")));
+        let Some((inside, after)) = rest.split_once(']') else {
+            return bad("missing ']' after the IPv6 address, e.g. [::1]:8001".to_owned());
+        };
+        if inside.contains('%') {
+            return bad("IPv6 zone IDs (%...) are not supported; use a global or loopback \
+                        address"
+                .to_owned());
+        }
+        let Ok(ip) = inside.parse::<std::net::Ipv6Addr>() else {
+            return bad(format!("{inside:?} is not an IPv6 address"));
+        };
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(Error::BadCommand(format!(
+                "missing port in {s:?}: expected [address]:port, e.g. [{ip}]:8001"
+            )));
+        };
+        Ok(Target { host: ip.to_string(), port: parse_port(port, s)? })
     }
 
     /// Takes a target from the front of `words`: either `host:port` or `host port`.
@@ -273,5 +293,25 @@ mod tests {
         assert_eq!(mapped.resolve().await.unwrap(), plain.resolve().await.unwrap());
         let v6 = Target::parse_one("[::1]:8001").unwrap();
         assert_eq!(v6.resolve().await.unwrap(), vec!["[::1]:8001".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_bracketed_address_with_a_bad_part_says_which() {
+        for (text, says) in [
+            ("[::1]:99999", "invalid port \"99999\" in \"[::1]:99999\": expected a number from 1"),
+            ("[::1]:abc", "invalid port \"abc\""),
+            ("[::1]:", "invalid port \"\""),
+            ("[::1]:0", "invalid port \"0\""),
+            ("[::1]", "missing port in \"[::1]\": expected [address]:port, e.g. [::1]:8001"),
+            ("[::1", "missing ']' after the IPv6 address"),
+            ("[fe80::1%eth0]:80", "zone IDs"),
+            ("[db8::zz]:80", "\"db8::zz\" is not an IPv6 address"),
+            ("[127.0.0.1]:80", "\"127.0.0.1\" is not an IPv6 address"),
+        ] {
+            let e = Target::parse_one(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(!e.contains("write IPv6 addresses in brackets"), "{text}: {e}");
+        }
+        assert_eq!(Target::parse_one("[::1]:08001").unwrap().to_string(), "[::1]:8001");
     }
 }
