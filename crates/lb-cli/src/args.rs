@@ -442,8 +442,16 @@ fn hide_value(mut error: clap::Error) -> clap::Error {
 }
 
 /// Any text (`--log-file`).
-pub(crate) fn parse_text(s: &str) -> Result<String, String> {
-    Ok(s.to_owned())
+/// `--log-file`: a path, which cannot be empty (the file is opened at start, where an empty
+/// name would only fail as "No such file or directory").
+pub(crate) fn parse_log_file(s: &str) -> Result<String, String> {
+    match s.trim().is_empty() {
+        true => {
+            Err("invalid log file \"\": expected a path, e.g. load_balancer.log or /var/log/lb.log"
+                .to_owned())
+        }
+        false => Ok(s.to_owned()),
+    }
 }
 
 /// Escapes control characters (`\n`, `\r`, ...) in the values a clap error quotes (the

@@ -237,6 +237,13 @@ impl SettingValue for Switch {
     fn read(&self, key: &str, raw: Spanned<Scalar>) -> Result<bool, BadValue> {
         match raw.get_ref() {
             Scalar::Bool(b) => Ok(*b),
+            Scalar::Text(t) if matches!(t.as_str(), "true" | "false") => Err(BadValue::at(
+                raw.span().start,
+                key,
+                format!(
+                    "expected true or false, found the string \"{t}\": write {t} without quotes"
+                ),
+            )),
             other => Err(BadValue::at(
                 raw.span().start,
                 key,

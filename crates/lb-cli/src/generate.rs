@@ -63,14 +63,21 @@ fn subcommands_section(command: &clap::Command) -> String {
                 (Some(short), None) => format!("\\fB\\-{short}\\fR"),
                 (None, None) => String::new(),
             };
-            let value = arg
-                .get_value_names()
-                .map(|v| v.iter().map(|n| format!("\\fI<{}>\\fR", roff(n))).collect::<Vec<_>>())
-                .unwrap_or_default()
-                .join(" ");
+            // A switch (`--wait`) has a value name by default, but takes no value.
+            let value = match arg.get_action().takes_values() {
+                true => arg
+                    .get_value_names()
+                    .map(|v| v.iter().map(|n| format!("\\fI<{}>\\fR", roff(n))).collect())
+                    .unwrap_or_else(Vec::new)
+                    .join(" "),
+                false => String::new(),
+            };
             out.push_str(&format!(".TP\n{}\n", [names, value].join(" ").trim()));
             if let Some(help) = arg.get_long_help().or(arg.get_help()) {
                 out.push_str(&format!("{}\n", roff(&help.to_string())));
+            }
+            if let Some(env) = arg.get_env() {
+                out.push_str(&format!("[env: {}]\n", roff(&env.to_string_lossy())));
             }
         }
     }

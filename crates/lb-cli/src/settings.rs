@@ -40,10 +40,10 @@ use crate::args::{
     default_workers, one_line, parse_admin, parse_admin_token, parse_algorithm,
     parse_allowed_hosts, parse_client_limit, parse_congestion_control, parse_discover,
     parse_duration, parse_hash_balance_factor, parse_health_check, parse_host, parse_io,
-    parse_limit, parse_listen_port, parse_log_format, parse_log_level, parse_optional_duration,
-    parse_panic_threshold, parse_placement, parse_positive_duration, parse_resolver, parse_retries,
-    parse_send_proxy, parse_text, parse_threshold, parse_workers, secret, BackendSpec, HealthCheck,
-    HostList, IoChoice, Limit, LogFormat, OptionalDuration, SendProxy,
+    parse_limit, parse_listen_port, parse_log_file, parse_log_format, parse_log_level,
+    parse_optional_duration, parse_panic_threshold, parse_placement, parse_positive_duration,
+    parse_resolver, parse_retries, parse_send_proxy, parse_threshold, parse_workers, secret,
+    BackendSpec, HealthCheck, HostList, IoChoice, Limit, LogFormat, OptionalDuration, SendProxy,
 };
 use crate::config::{Backends, BadValue, Given, Ranges, SettingValue, Switch};
 use crate::show::Show;
@@ -468,7 +468,7 @@ settings! {
     /// File to log to (appended).
     #[arg(long = "log-file", default_value = "load_balancer.log", value_name = "PATH")]
     #[setting(Process, Restart)]
-    log_file: String = one_line(parse_text);
+    log_file: String = one_line(parse_log_file);
 
     /// Log level: off, error, warn, info, debug, trace; or directives such as
     /// info,lb::access=off (no per-connection lines).

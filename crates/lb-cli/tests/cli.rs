@@ -1744,6 +1744,9 @@ fn the_man_page_renders() {
     assert_eq!(code, Some(0));
     assert!(page.starts_with(".ie") || page.starts_with(".TH"), "not roff: {}", &page[..80]);
     assert!(page.contains(".TH lb 1"), "no title header");
+    // lb ctl's switch takes no value, and its token may come from the environment.
+    assert!(page.contains("\\fB\\-\\-wait\\fR\n"), "--wait shown with a value");
+    assert!(page.contains("[env: LB_ADMIN_TOKEN]"), "LB_ADMIN_TOKEN not named");
     let Ok(mut groff) = Command::new("groff")
         // No hyphenation and long lines, so that flags are not split at line ends.
         .args(["-man", "-Tutf8", "-Wall", "-rHY=0", "-rLL=250n"])

@@ -145,3 +145,12 @@ fn the_help_names_every_command() {
         assert!(named.contains(command), "--help does not name {command}: {named:?}");
     }
 }
+
+#[test]
+fn an_empty_log_file_name_is_refused() {
+    for empty in ["", "  "] {
+        let e = parse_log_file(empty).unwrap_err();
+        assert!(e.contains("expected a path"), "{e}");
+    }
+    assert_eq!(parse_log_file("lb.log").unwrap(), "lb.log");
+}

@@ -177,6 +177,8 @@ fn bad_values_name_the_key_and_the_problem() {
     assert!(err("port = [80]").contains("port: expected a string or a number, found an array"));
     assert!(err("host = { a = 1 }").contains("host: expected a string or a number, found a table"));
     assert!(err("quiet = \"yes\"").contains("quiet: expected true or false, found \"yes\""));
+    let e = err("retry-on-empty = \"true\"");
+    assert!(e.contains("found the string \"true\": write true without quotes"), "{e}");
     assert!(err("log-file = 1979-05-27")
         .contains("log-file: expected a string or a number, found a date"));
     let e = err("\n[[backend]]\naddress = \"127.0.0.1:8001\"\nweight = 5000\n");

@@ -317,12 +317,22 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
     let pool = &named.stats;
     let t = &pool.totals;
     let width = pool.backends.iter().map(|b| b.addr.to_string().len()).max().unwrap_or(0).max(7);
+    // One word each, so the columns stay whitespace-separated: `up/backup`.
+    let states: Vec<String> = pool
+        .backends
+        .iter()
+        .map(|b| match b.backup {
+            true => format!("{}/backup", named.shown_state(b)),
+            false => named.shown_state(b).to_owned(),
+        })
+        .collect();
+    let sw = states.iter().map(String::len).max().unwrap_or(0).max(7);
     if let Some(d) = &named.discovery {
         writeln!(f, "{}", Discovery(d))?;
     }
     writeln!(
         f,
-        "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
+        "{:<width$}  {:<sw$}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
         "BACKEND",
         "STATE",
         "WEIGHT",
@@ -334,13 +344,10 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
         "BYTES_IN",
         "BYTES_OUT"
     )?;
-    for b in &pool.backends {
-        // One word, so the columns stay whitespace-separated: `up/backup`.
-        let state = named.shown_state(b);
-        let state = if b.backup { format!("{state}/backup") } else { state.to_owned() };
+    for (b, state) in pool.backends.iter().zip(states) {
         writeln!(
             f,
-            "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
+            "{:<width$}  {:<sw$}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
             b.addr.to_string(),
             state,
             b.weight,
@@ -366,7 +373,7 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
     if r.backends > 0 {
         writeln!(
             f,
-            "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
+            "{:<width$}  {:<sw$}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
             "RETIRED",
             "",
             "",
@@ -381,7 +388,7 @@ fn table(f: &mut fmt::Formatter<'_>, named: &NamedPoolStats) -> fmt::Result {
     }
     write!(
         f,
-        "{:<width$}  {:<7}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
+        "{:<width$}  {:<sw$}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>12}  {:>12}",
         "TOTAL",
         "",
         "",
@@ -415,5 +422,33 @@ mod tests {
         d.next_refresh = Some(Duration::ZERO);
         let line = Discovery(&d).to_string();
         assert!(line.contains("last lookup 5s ago, looking up now, 0 errors"), "{line}");
+    }
+
+    #[test]
+    fn columns_stay_aligned_with_backups() {
+        let pool = lb_core::Pool::default();
+        pool.add("10.0.0.1:80".parse().unwrap(), None).unwrap();
+        let backup = lb_core::AddOptions { backup: true, ..Default::default() };
+        pool.add_backend("10.0.0.2:80".parse().unwrap(), backup, None).unwrap();
+        pool.set_admin_state("10.0.0.2:80".parse().unwrap(), lb_core::AdminState::Maint).unwrap();
+        let named = NamedPoolStats {
+            name: "default".into(),
+            stats: pool.stats(),
+            removed: false,
+            checks_enabled: false,
+            checks: HashMap::new(),
+            changes: HashMap::new(),
+            discovery: None,
+            drains: Vec::new(),
+        };
+        let text = named.to_string();
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert!(lines[2].contains("maint/backup"), "{text}");
+        // Every row's WEIGHT value ends where the heading's WEIGHT does.
+        let end = lines[0].find("WEIGHT").unwrap() + "WEIGHT".len();
+        for row in &lines[1..3] {
+            assert_eq!(row.as_bytes()[end - 1], b'1', "{text}");
+            assert_eq!(row.as_bytes()[end], b' ', "{text}");
+        }
     }
 }

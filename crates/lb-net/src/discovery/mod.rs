@@ -137,6 +137,20 @@ impl fmt::Debug for DnsSource {
     }
 }
 
+/// What a failed lookup of `name` for `what` records (`address`, `SRV`) says in the log and in
+/// `stats`: in words for the answers a server gives (hickory's own text for "no records" is a
+/// debug dump of the query), else hickory's.
+fn lookup_error(e: &hickory_resolver::net::NetError, name: &str, what: &str) -> String {
+    let name = name.trim_end_matches('.');
+    if e.is_nx_domain() {
+        format!("no such name: {name} (NXDOMAIN)")
+    } else if e.is_no_records_found() {
+        format!("no {what} records for {name}")
+    } else {
+        e.to_string()
+    }
+}
+
 impl DnsSource {
     /// A source for `config`'s query and resolver. Fails when the system's resolver
     /// configuration cannot be read (only when `config.resolver` is `None`).
@@ -202,8 +216,11 @@ impl DnsSource {
         let mut ttl = u32::MAX;
         match &self.query {
             DnsQuery::Host { name, port } => {
-                let found =
-                    self.resolver.lookup_ip(name.as_str()).await.map_err(|e| e.to_string())?;
+                let found = self
+                    .resolver
+                    .lookup_ip(name.as_str())
+                    .await
+                    .map_err(|e| lookup_error(&e, name, "address"))?;
                 for record in found.as_lookup().answers() {
                     if let Some(ip) = address(record) {
                         ttl = ttl.min(record.ttl);
@@ -212,8 +229,11 @@ impl DnsSource {
                 }
             }
             DnsQuery::Srv { name } => {
-                let found =
-                    self.resolver.srv_lookup(name.as_str()).await.map_err(|e| e.to_string())?;
+                let found = self
+                    .resolver
+                    .srv_lookup(name.as_str())
+                    .await
+                    .map_err(|e| lookup_error(&e, name, "SRV"))?;
                 let records: Vec<_> = found
                     .answers()
                     .iter()
@@ -238,11 +258,10 @@ impl DnsSource {
                         .collect();
                     if ips.is_empty() {
                         let target = srv.target.clone();
-                        let more = self
-                            .resolver
-                            .lookup_ip(target)
-                            .await
-                            .map_err(|e| format!("SRV target {}: {e}", srv.target))?;
+                        let more = self.resolver.lookup_ip(target).await.map_err(|e| {
+                            let target = srv.target.to_string();
+                            format!("SRV target: {}", lookup_error(&e, &target, "address"))
+                        })?;
                         ips = more
                             .as_lookup()
                             .answers()
