@@ -330,6 +330,27 @@ fn the_example_files_services_parse_uncommented() {
 }
 
 #[test]
+fn every_configuration_example_in_operations_md_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/operations.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let blocks: Vec<&str> =
+        text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert!(blocks.len() >= 5, "the examples were found");
+    let (cli, given) = flags(&["lb"]);
+    for block in blocks {
+        // Read, then made into pools and listeners as at start-up (a route to a pool that is
+        // not there, a key in the wrong place).
+        let loaded = parse("operations.md", block).and_then(|file| {
+            let settings = cli.merge(&given, &file.settings);
+            crate::services::Services::new(&settings, &given, Some(&file)).map(drop)
+        });
+        if let Err(e) = loaded {
+            panic!("an example in operations.md does not load: {e}\n{block}");
+        }
+    }
+}
+
+#[test]
 fn the_readme_services_example_parses() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
     let text = std::fs::read_to_string(path).unwrap();
