@@ -83,6 +83,16 @@ pub(crate) fn parse_host(s: &str) -> Result<String, String> {
     if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("invalid host {s:?}: {expected}"));
     }
+    // `127.0.0.1:80` or `localhost:8080`: a port written into the host (a bare IPv6 address
+    // has colons of its own, and is taken as it is).
+    if let Some((host, port)) = s.rsplit_once(':') {
+        if !host.contains(':') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "invalid host {s:?}: the host alone, e.g. {host} (the port is --port, or `port` \
+                 in a file)"
+            ));
+        }
+    }
     Ok(s.to_owned())
 }
 
@@ -517,7 +527,7 @@ shut it down gracefully, like `quit`.";
 /// (Maglev) or p2c, checks their health, retries around dead ones, and can be changed while it
 /// runs from its command prompt.
 #[derive(Debug, Clone, PartialEq, Parser)]
-#[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100, args_conflicts_with_subcommands = true)]
+#[command(name = "lb", version, after_help = AFTER_HELP, max_term_width = 100, args_conflicts_with_subcommands = true, allow_negative_numbers = true)]
 pub(crate) struct Args {
     /// Settings from a TOML file, one key per flag (e.g. health-interval = "2s", `[[backend]]`
     /// tables), and `[[pool]]` / `[[listen]]` tables for several services; flags given here

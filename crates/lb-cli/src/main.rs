@@ -487,7 +487,7 @@ async fn serve(
         };
         if let Ok(addr) = listener.local_addr() {
             if !upgrading && (!args.quiet || admin.port == 0) {
-                out!("admin endpoint on http://{addr} (/metrics, /stats, POST /command)");
+                out!("admin endpoint on http://{addr} (dashboard at /, /metrics, /stats, POST /command)");
             }
         }
         tokio::spawn(lb_net::admin::run(listener, handle.clone(), config, stop));
@@ -498,7 +498,15 @@ async fn serve(
     tokio::spawn(lifecycle::notify_systemd(handle.clone(), life.notifier.clone()));
     let report = balancer.supervise(signals).await;
     if !args.quiet {
-        out!("stopped ({} connections closed at the end of the grace period)", report.cut);
+        match report.cut_early {
+            true => out!(
+                "stopped ({} connections closed at once, before the end of the grace period)",
+                report.cut
+            ),
+            false => {
+                out!("stopped ({} connections closed at the end of the grace period)", report.cut)
+            }
+        }
     }
     Ok(())
 }

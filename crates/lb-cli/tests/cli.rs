@@ -392,6 +392,20 @@ fn the_admin_endpoint_answers_while_clients_hold_every_descriptor() {
 }
 
 #[test]
+fn the_last_line_says_whether_the_grace_period_ran_out_or_was_cut() {
+    let a = backend("alpha");
+    let mut lb = Lb::start(&["--shutdown-grace", "10m", "--backend", &a.to_string()]);
+    let mut held = Held::open(lb.addr);
+    held.echo("still here");
+    lb.signal("TERM");
+    lb.expect_log("shutting down gracefully");
+    lb.signal("INT");
+    let line = lb.expect_line("stopped (");
+    assert!(line.contains("1 connections closed at once, before the end of the grace"), "{line}");
+    assert_eq!(lb.wait_exit().code(), Some(0));
+}
+
+#[test]
 fn a_closed_stdout_neither_stops_nor_fails_the_balancer() {
     // `lb ... | head -1`: stdout is a pipe nobody reads any more. Writes to it fail (EPIPE) and
     // must be dropped, not end the balancer or turn a clean stop into a failure.

@@ -147,6 +147,9 @@ use tasks::Tasks;
 pub struct ShutdownReport {
     /// Connections still open when the grace period ended, closed by shutdown.
     pub cut: usize,
+    /// Whether the grace period was ended before its time ([`Handle::shutdown_now`], which a
+    /// second signal calls) rather than having run out.
+    pub cut_early: bool,
 }
 
 /// The name of the listener that [`Balancer::run`], [`Balancer::serve_connection`] and
@@ -322,7 +325,7 @@ impl<C: Connector> Balancer<C> {
         }
         self.shared.shutdown.finish();
         tracing::info!("shut down");
-        ShutdownReport { cut }
+        ShutdownReport { cut, cut_early: self.shared.shutdown.is_cut() }
     }
 }
 

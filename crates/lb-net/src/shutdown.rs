@@ -65,6 +65,11 @@ impl Shutdown {
         on(&self.requested).await;
     }
 
+    /// Whether the grace period was ended at once (a second signal, `quit now`).
+    pub(crate) fn is_cut(&self) -> bool {
+        *self.cut_now.borrow()
+    }
+
     /// Resolves once the grace period is to end at once.
     pub(crate) async fn cut_requested(&self) {
         on(&self.cut_now).await;

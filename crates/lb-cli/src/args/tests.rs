@@ -54,6 +54,10 @@ fn hosts_take_ipv6_with_or_without_brackets() {
     for bad in ["[::1", "[1.2.3.4]", "[localhost]", "[::1]:80", "", "a b", "a\nb"] {
         assert!(parse_host(bad).unwrap_err().starts_with("invalid host"), "{bad:?}");
     }
+    for (with_port, host) in [("127.0.0.1:80", "127.0.0.1"), ("localhost:8080", "localhost")] {
+        let e = parse_host(with_port).unwrap_err();
+        assert!(e.contains(&format!("the host alone, e.g. {host} (the port is --port")), "{e}");
+    }
 }
 
 #[test]
@@ -153,4 +157,14 @@ fn an_empty_log_file_name_is_refused() {
         assert!(e.contains("expected a path"), "{e}");
     }
     assert_eq!(parse_log_file("lb.log").unwrap(), "lb.log");
+}
+
+#[test]
+fn a_negative_number_is_a_bad_value_not_an_unknown_flag() {
+    use clap::Parser;
+    for (flag, says) in [("--port", "invalid port \"-1\""), ("--max-connections", "invalid limit")]
+    {
+        let e = Args::try_parse_from(["lb", flag, "-1"]).unwrap_err().to_string();
+        assert!(e.contains(says), "{flag}: {e}");
+    }
 }
