@@ -486,6 +486,18 @@ async fn serve(
             }
         };
         if let Ok(addr) = listener.local_addr() {
+            // Commands change and stop the balancer: from another host, only with a token.
+            if !addr.ip().is_loopback() && args.admin_token.is_none() {
+                let warning = format!(
+                    "the admin endpoint listens on {addr}, beyond this host, and takes commands \
+                     without a token: anyone who can reach it can drain, remove or stop \
+                     backends; set --admin-token (or listen on 127.0.0.1)"
+                );
+                tracing::warn!(target: "lb::admin", "{warning}");
+                if !upgrading {
+                    err!("lb: warning: {warning}");
+                }
+            }
             if !upgrading && (!args.quiet || admin.port == 0) {
                 out!("admin endpoint on http://{addr} (dashboard at /, /metrics, /stats, POST /command)");
             }

@@ -406,6 +406,27 @@ fn the_last_line_says_whether_the_grace_period_ran_out_or_was_cut() {
 }
 
 #[test]
+fn an_admin_endpoint_beyond_loopback_without_a_token_is_warned_about() {
+    let a = backend("alpha");
+    let mut lb = Lb::start(&["-q", "--admin", "0.0.0.0:0", "--backend", &a.to_string()]);
+    let line = lb.expect_log("takes commands without a token");
+    assert!(line.contains("set --admin-token"), "{line}");
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit().code(), Some(0));
+    // With a token, or on loopback: no warning.
+    for args in [
+        ["--admin", "0.0.0.0:0", "--admin-token", "s3cret"],
+        ["--admin", "127.0.0.1:0", "--retries", "2"],
+    ] {
+        let mut lb = Lb::start(&[&args[..], &["--backend", &a.to_string()]].concat());
+        lb.expect_log("admin endpoint listening");
+        lb.signal("TERM");
+        assert_eq!(lb.wait_exit().code(), Some(0));
+        assert!(!lb.log_text().contains("without a token"), "{args:?}");
+    }
+}
+
+#[test]
 fn a_closed_stdout_neither_stops_nor_fails_the_balancer() {
     // `lb ... | head -1`: stdout is a pipe nobody reads any more. Writes to it fail (EPIPE) and
     // must be dropped, not end the balancer or turn a clean stop into a failure.
