@@ -18,8 +18,10 @@
 //!   [`Header::Local`]. In both cases the caller uses the connection's real endpoints.
 //! - **IPv4-mapped IPv6** addresses (`::ffff:192.0.2.7`) come back as IPv4, whichever family the
 //!   header used, so one client is one key for `ip_hash` and one address in the logs.
-//! - **TLVs** of v2 are skipped without being interpreted (the spec allows it); `consumed`
-//!   always covers them.
+//! - **TLVs** of v2 must each end within the header, and a CRC32C checksum (`PP2_TYPE_CRC32C`)
+//!   must match the header (the spec asks a receiver that can to verify it; `crc32c` crate);
+//!   the others are skipped without being interpreted (the spec allows it). `consumed` always
+//!   covers them.
 //! - **Size.** [`MAX_LEN`] is the largest header the spec allows (v2 with 65,535 bytes of
 //!   addresses and TLVs); v1 lines end within 107 bytes or are invalid.
 //!
@@ -146,11 +148,45 @@ fn parse_v2(buf: &[u8]) -> Parse {
                 ),
                 (v2::Command::Proxy, _, _) => Header::Unknown,
             };
+            if let Err(why) = check_tlvs(&parsed) {
+                return Parse::Invalid(InvalidHeader::V2(why));
+            }
             Parse::Done { header, consumed: parsed.len() }
         }
         Err(e) if e.is_incomplete() => Parse::Incomplete,
         Err(e) => Parse::Invalid(InvalidHeader::V2(e.to_string())),
     }
+}
+
+/// The v2 TLV type of a CRC32C checksum of the header (`PP2_TYPE_CRC32C`).
+const TLV_CRC32C: u8 = 0x03;
+
+/// Checks a v2 header's TLVs: each must end within the header (HAProxy refuses a header whose
+/// TLVs do not add up, and so does this), and a CRC32C checksum, where the sender gave one,
+/// must match: the spec asks a receiver that supports it to verify it ("the receiver MUST also
+/// calculate the checksum of the header and verify it"), over the whole header with the
+/// checksum's own four bytes as zeros. Other TLVs are not interpreted.
+fn check_tlvs(parsed: &v2::Header<'_>) -> Result<(), String> {
+    let header = parsed.as_bytes();
+    // Where each TLV starts in `header`: after the addresses, then one after the other.
+    let mut at = header.len() - parsed.tlv_bytes().len();
+    for tlv in parsed.tlvs() {
+        let tlv = tlv.map_err(|e| format!("a TLV does not fit in the header ({e})"))?;
+        let value = at + 3;
+        at = value + tlv.value.len();
+        if tlv.kind != TLV_CRC32C {
+            continue;
+        }
+        let Ok(given) = <[u8; 4]>::try_from(&*tlv.value) else {
+            return Err(format!("a CRC32C TLV of {} bytes, not 4", tlv.value.len()));
+        };
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..value]), &[0; 4]);
+        let crc = crc32c::crc32c_append(crc, &header[value + 4..]);
+        if crc != u32::from_be_bytes(given) {
+            return Err("the CRC32C checksum does not match the header".to_owned());
+        }
+    }
+    Ok(())
 }
 
 /// v1 waits for the CRLF before the line is decoded, as the spec asks (and `ppp` alone would

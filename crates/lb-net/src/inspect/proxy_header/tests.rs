@@ -179,6 +179,45 @@ fn v2_tlvs_are_skipped_and_consumed() {
 }
 
 #[test]
+fn v2_tlvs_must_fit_in_the_header() {
+    let addresses = [10, 0, 0, 1, 10, 0, 0, 2, 0x30, 0x39, 0x00, 0x50];
+    for tlvs in [
+        &[0x01, 0x00, 0xff, b'h', b'2'][..], // announces 255 bytes, has 2
+        &[0x01, 0x00, 0x02, b'h', b'2', 0x04][..], // a byte left over after the last TLV
+        &[0x04, 0x00][..],                   // a TLV cut inside its length
+    ] {
+        let header = v2(0x21, 0x11, &[&addresses[..], tlvs].concat());
+        assert!(is_invalid(&parse(&header)), "{tlvs:x?}");
+    }
+}
+
+#[test]
+fn v2_a_crc32c_checksum_must_match_the_header() {
+    let mut payload = vec![10, 0, 0, 1, 10, 0, 0, 2, 0x30, 0x39, 0x00, 0x50];
+    payload.extend([0x01, 0x00, 0x02, b'h', b'2']);
+    payload.extend([0x03, 0x00, 0x04, 0, 0, 0, 0]); // PP2_TYPE_CRC32C, zeros for now
+    let mut header = v2(0x21, 0x11, &payload);
+    let at = header.len() - 4;
+    let crc = crc32c::crc32c(&header);
+    header[at..].copy_from_slice(&crc.to_be_bytes());
+    let expected = done(tcp_header("10.0.0.1:12345", "10.0.0.2:80"), header.len());
+    assert_eq!(parse(&header), expected);
+    // One bit changed anywhere (an address here) and it no longer matches.
+    let mut altered = header.clone();
+    altered[16] ^= 1;
+    assert_eq!(
+        parse(&altered),
+        Parse::Invalid(InvalidHeader::V2("the CRC32C checksum does not match the header".into()))
+    );
+    let mut wrong = header.clone();
+    wrong[at] ^= 0x80;
+    assert!(is_invalid(&parse(&wrong)));
+    // A checksum is four bytes.
+    let short = v2(0x21, 0x11, &[&payload[..17], &[0x03, 0x00, 0x02, 1, 2][..]].concat());
+    assert!(is_invalid(&parse(&short)));
+}
+
+#[test]
 fn v2_families_without_tcp_addresses_are_unknown() {
     let ipv4 = [127, 0, 0, 1, 127, 0, 0, 2, 0, 1, 0, 2];
     for (family_protocol, payload) in [
@@ -312,6 +351,10 @@ fn any_version() -> impl Strategy<Value = Version> {
     prop_oneof![Just(Version::V1), Just(Version::V2)]
 }
 
+fn any_tlv_but_a_checksum() -> impl Strategy<Value = (u8, Vec<u8>)> {
+    any::<(u8, Vec<u8>)>().prop_filter("a CRC32C TLV must match", |(kind, _)| *kind != 0x03)
+}
+
 /// Valid headers of every kind, with what they parse to.
 fn any_valid_header() -> impl Strategy<Value = (Vec<u8>, Header)> {
     let tcp_headers =
@@ -320,7 +363,8 @@ fn any_valid_header() -> impl Strategy<Value = (Vec<u8>, Header)> {
             (encode(version, source, destination), expected)
         });
     let v2_with_tlvs =
-        (any_addr(), any_addr(), prop::collection::vec(any::<(u8, Vec<u8>)>(), 0..4)).prop_map(
+        // Any TLVs but a checksum (which must match: tested on its own).
+        (any_addr(), any_addr(), prop::collection::vec(any_tlv_but_a_checksum(), 0..4)).prop_map(
             |(source, destination, tlvs)| {
                 let (source, destination) = same_family(canonical(source), canonical(destination));
                 let mut builder = ppp::v2::Builder::with_addresses(
