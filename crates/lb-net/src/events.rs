@@ -53,6 +53,26 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// The most of an event's text kept (the log has it whole): a reload of thousands of pools
+/// answers with tens of kilobytes, and `/stats`, which the dashboard polls every second, carries
+/// every event kept.
+pub(crate) const EVENT_TEXT_KEPT: usize = 2048;
+
+/// Cuts `text` to at most `max` bytes (at a character boundary), saying how much was left out.
+fn cut_to(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("... ({left_out} more bytes in the log)"));
+    text.shrink_to_fit();
+}
+
 /// One health transition or command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -90,8 +110,10 @@ impl EventLog {
         EventLog { started, ring: Mutex::new(Ring::default()) }
     }
 
-    /// Adds an event, dropping the oldest beyond [`EVENTS_KEPT`].
-    pub(crate) fn push(&self, kind: EventKind, pool: Option<&str>, text: String) {
+    /// Adds an event, dropping the oldest beyond [`EVENTS_KEPT`]; its text is cut to
+    /// [`EVENT_TEXT_KEPT`] bytes.
+    pub(crate) fn push(&self, kind: EventKind, pool: Option<&str>, mut text: String) {
+        cut_to(&mut text, EVENT_TEXT_KEPT);
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.next_id += 1;
         let event = Event {
@@ -155,5 +177,16 @@ mod tests {
         .map(|k| k.as_str())
         .collect();
         assert_eq!(names, ["health-down", "health-up", "command", "command-failed"]);
+    }
+
+    #[test]
+    fn a_long_text_is_cut_at_a_character_boundary() {
+        let log = EventLog::new(Instant::now());
+        log.push(EventKind::Command, None, "é".repeat(3000));
+        let text = &log.recent()[0].text;
+        assert!(text.starts_with(&"é".repeat(1024)), "{text}");
+        assert!(text.ends_with("... (3952 more bytes in the log)"), "{text}");
+        log.push(EventKind::Command, None, "short".into());
+        assert_eq!(log.recent()[1].text, "short");
     }
 }
