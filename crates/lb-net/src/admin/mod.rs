@@ -27,7 +27,7 @@
 //! [`MAX_CONNECTION_AGE`] (plus [`CLOSE_GRACE`] to finish a request in progress), and at most
 //! [`MAX_ADMIN_CONNECTIONS`] are open at once: beyond that a new one is closed at once and
 //! counted in `lb_admin_connections_rejected_total`. Accept errors are waited out with the same
-//! doubling pause as the proxy's accept loop. One descriptor is kept in reserve ([`Spare`]), so
+//! doubling pause as the proxy's accept loop. One descriptor is kept in reserve (`Spare`), so
 //! that while the process is out of descriptors (clients took them all) an operator can still
 //! reach the endpoint, one connection at a time.
 
