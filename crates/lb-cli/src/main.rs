@@ -181,8 +181,10 @@ fn run(cli: Args, given: Given, readiness: lb_net::lifecycle::Readiness) -> Resu
     let configured = args.clone();
     args.quiet |= life.readiness.is_upgrade();
     let services = Services::new(&args, &given, file.as_ref()).map_err(Failure::Usage)?;
-    // What the file says that does nothing: said once on the terminal and once in the log.
-    let warnings = file.as_ref().map(config::File::warnings).unwrap_or_default();
+    // What the flags and file say that does nothing: said once on the terminal and once in
+    // the log.
+    let mut warnings = file.as_ref().map(config::File::warnings).unwrap_or_default();
+    warnings.extend(services.pools.iter().flat_map(services::PoolSpec::warnings));
     warnings.iter().for_each(|w| err!("lb: warning: {w}"));
     for spec in &services.pools {
         if let Some(b) = spec.settings.backends.iter().find(|b| b.target.port == 0 && !args.demo) {

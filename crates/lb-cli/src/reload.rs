@@ -202,7 +202,8 @@ impl Reloader {
             let failed = report.failed.join(", ");
             answer.push_str(&format!("; not applied (changed meanwhile): {failed}"));
         }
-        for warning in file.warnings() {
+        let pools = services.pools.iter().flat_map(crate::services::PoolSpec::warnings);
+        for warning in file.warnings().into_iter().chain(pools) {
             answer.push_str(&format!("; warning: {warning}"));
         }
         *applied = services;

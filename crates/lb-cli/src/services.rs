@@ -192,6 +192,27 @@ impl PoolSpec {
         about("pool", &self.name, DEFAULT_POOL, message)
     }
 
+    /// What this pool's settings say that does nothing, one line each: lb runs with it, and
+    /// says so (at start-up and in a reload's answer).
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut warnings = Vec::new();
+        if s.hash_balance_factor != 0 && s.algorithm != lb_core::Algorithm::IpHash {
+            warnings.push(self.about(format!(
+                "hash-balance-factor applies only to ip_hash, and the algorithm is {}: it has \
+                 no effect unless the algorithm is changed to ip_hash",
+                s.algorithm
+            )));
+        }
+        if s.resolver.is_some() && s.discover.is_none() {
+            warnings.push(self.about(
+                "resolver is the DNS server discover asks, and the pool has no discover: it has \
+                 no effect",
+            ));
+        }
+        warnings
+    }
+
     /// The `lb_core` pool's configuration.
     pub(crate) fn pool_config(&self) -> PoolConfig {
         let s = &self.settings;

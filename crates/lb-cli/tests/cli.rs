@@ -427,6 +427,17 @@ fn an_admin_endpoint_beyond_loopback_without_a_token_is_warned_about() {
 }
 
 #[test]
+fn settings_that_do_nothing_are_warned_about() {
+    let a = backend("alpha");
+    let args = ["--hash-balance-factor", "125", "--resolver", "127.0.0.1", "--backend"];
+    let mut lb = Lb::start(&[&args[..], &[a.to_string().as_str()]].concat());
+    lb.expect_log("hash-balance-factor applies only to ip_hash, and the algorithm is round_robin");
+    lb.expect_log("resolver is the DNS server discover asks, and the pool has no discover");
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit().code(), Some(0));
+}
+
+#[test]
 fn a_closed_stdout_neither_stops_nor_fails_the_balancer() {
     // `lb ... | head -1`: stdout is a pipe nobody reads any more. Writes to it fail (EPIPE) and
     // must be dropped, not end the balancer or turn a clean stop into a failure.
