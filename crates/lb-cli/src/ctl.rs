@@ -52,6 +52,17 @@ const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 /// Runs `lb ctl`: exit status 0 when the command succeeded, 1 when it failed or the endpoint
 /// could not be reached, 2 for bad arguments (a config file that does not load).
 pub(crate) fn main(args: &CtlArgs) -> ExitCode {
+    // `lb ctl stats --help`: the words after the command are the command's, but no command
+    // takes -h or --help, so that is a request for this help rather than a pool named so.
+    if args.words.iter().any(|w| w == "--help" || w == "-h") {
+        use clap::CommandFactory;
+        let mut command = crate::args::Args::command();
+        if let Some(ctl) = command.find_subcommand_mut("ctl") {
+            let help = ctl.clone().bin_name("lb ctl").render_long_help();
+            out!("{}", help.to_string().trim_end());
+        }
+        return ExitCode::SUCCESS;
+    }
     let file = match &args.config {
         Some(path) => match crate::config::load(path) {
             Ok(file) => Some(file),

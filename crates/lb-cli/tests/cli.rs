@@ -1074,6 +1074,12 @@ fn ctl_without_a_balancer_says_where_it_looked() {
         assert_eq!(code, Some(2), "{bad}: {err}");
         assert!(err.contains("expected a number from 0 to 65535 (0 picks a free port"), "{err}");
     }
+    // Help asked for after the command is help, not a pool named --help sent to lb.
+    for help in ["--help", "-h"] {
+        let (code, out, err) = ctl(&["--admin", &free.port().to_string(), "stats", help], &[]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("Usage: lb ctl [OPTIONS] <COMMAND>..."), "{out}");
+    }
     // A config file without an admin address: no guess at the default.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lb.toml");
