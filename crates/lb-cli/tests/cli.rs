@@ -2096,10 +2096,11 @@ fn backups_serve_only_while_no_primary_can_and_traffic_keys_reload_live() {
     lb.write_config(&format!("{keys}{config}{}backup = true\n", backend_table(c, 1, "ready")));
     let answer = lb.command("reload", "reload");
     assert!(
-        answer
-            .ends_with(": panic-threshold 0->50, slow-start off->30s, hash-balance-factor 0->125"),
+        answer.contains(": panic-threshold 0->50, slow-start off->30s, hash-balance-factor 0->125"),
         "{answer}"
     );
+    // The pool is round robin: the factor waits for ip_hash, and the answer says so.
+    assert!(answer.ends_with("; warning: hash-balance-factor applies only to ip_hash, and the algorithm is round_robin: it has no effect unless the algorithm is changed to ip_hash"), "{answer}");
     lb.command("quit", "shutting down");
     assert!(lb.wait_exit().success());
 }

@@ -48,11 +48,13 @@ fn passive_only() -> HealthCheckConfig {
     HealthCheckConfig { interval: Duration::from_secs(3600), ..HealthCheckConfig::default() }
 }
 
-/// Sends `request`, half-closes, and reads the whole answer (empty if closed or reset).
+/// Sends `request`, half-closes, and reads the whole answer (empty if closed or reset: a
+/// reset can also come before the write or the half-close, which then fail).
 async fn ask(lb: SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(lb).await.unwrap();
-    s.write_all(request).await.unwrap();
-    s.shutdown().await.unwrap();
+    if s.write_all(request).await.is_err() || s.shutdown().await.is_err() {
+        return Vec::new();
+    }
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer).await;
     answer
