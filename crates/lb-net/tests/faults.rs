@@ -49,9 +49,10 @@ fn passive_only() -> HealthCheckConfig {
 }
 
 /// Sends `request`, half-closes, and reads the whole answer (empty if closed or reset: a
-/// reset can also come before the write or the half-close, which then fail).
+/// backend's reset passed on can come even before the connect is seen to complete, or before
+/// the write or the half-close, which then fail).
 async fn ask(lb: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(lb).await.unwrap();
+    let Ok(mut s) = TcpStream::connect(lb).await else { return Vec::new() };
     if s.write_all(request).await.is_err() || s.shutdown().await.is_err() {
         return Vec::new();
     }
