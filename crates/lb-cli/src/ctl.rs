@@ -46,6 +46,28 @@ pub(crate) fn parse_admin_addr(s: &str) -> Result<lb_net::Target, String> {
     lb_net::Target::parse_one(&with_host).map_err(|e| format!("invalid admin address {s:?}: {e}"))
 }
 
+/// Whether the endpoint closed (or reset) the connection before any answer: hyper reports it
+/// as an incomplete message, a cancelled request or an I/O error, depending on when the close
+/// came.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// The admin address `lb ctl` uses when none is given and no config file names one.
 const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 
@@ -184,18 +206,18 @@ async fn exchange(
         };
         // Anything that does not speak HTTP back (say, the proxy's own port) is not lb's
         // admin endpoint.
-        let not_admin = |e: hyper::Error| {
-            match e.is_incomplete_message() {
+        let not_admin = |e: hyper::Error| match closed_unanswered(&e) {
             // lb's endpoint closes a connection at once, unanswered, when it already serves
             // its most (`lb_net::admin::MAX_ADMIN_CONNECTIONS`).
             true => format!(
-                "{admin} closed the connection without answering: lb's admin endpoint does that                  when all its {} connections are in use (try again, and see the log's                  'admin connections refused'); or that is not the --admin address",
+                "{admin} closed the connection without answering: lb's admin endpoint does that \
+                 when all its {} connections are in use (try again; its log then says 'too many \
+                 admin connections open'), or that is not the --admin address",
                 lb_net::admin::MAX_ADMIN_CONNECTIONS
             ),
             false => format!(
                 "{admin} did not answer as lb's admin endpoint ({e}); is that the --admin address?"
             ),
-        }
         };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(not_admin)?;

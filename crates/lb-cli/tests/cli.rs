@@ -438,6 +438,26 @@ fn settings_that_do_nothing_are_warned_about() {
 }
 
 #[test]
+fn ctl_says_why_a_full_admin_endpoint_closed_its_connection() {
+    let a = backend("alpha");
+    let mut lb = Lb::start(&["-q", "--admin", "127.0.0.1:0", "--backend", &a.to_string()]);
+    let admin = lb.admin();
+    // Every one of the endpoint's 64 connections taken by a client that says nothing.
+    let idle: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(&admin).unwrap()).collect();
+    let err = eventually("the endpoint closing ctl's connection unanswered", || {
+        let (code, _, err) = ctl(&["--admin", &admin, "stats"], &[]);
+        match code == Some(1) && err.contains("closed the connection without answering") {
+            true => Ok(err),
+            false => Err(err),
+        }
+    });
+    assert!(err.contains("when all its 64 connections are in use (try again; its log then says 'too many admin connections open')"), "{err}");
+    drop(idle);
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit().code(), Some(0));
+}
+
+#[test]
 fn a_closed_stdout_neither_stops_nor_fails_the_balancer() {
     // `lb ... | head -1`: stdout is a pipe nobody reads any more. Writes to it fail (EPIPE) and
     // must be dropped, not end the balancer or turn a clean stop into a failure.

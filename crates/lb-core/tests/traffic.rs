@@ -91,6 +91,8 @@ fn a_failing_backend_is_tried_first_only_in_its_turn() {
             let total_weight = u32::from(n) - 1 + heavier;
             let connections = 60 * total_weight;
             let (mut first_tries, mut retried_to) = (0, HashMap::<SocketAddr, u32>::new());
+            // Seeded: a retry draws its turns at random.
+            let mut rng = fastrand::Rng::with_seed(7);
             for k in 0..connections {
                 let first = pool.pick(Some(client(k)), &[]).unwrap();
                 if first.addr() != failing {
@@ -99,7 +101,7 @@ fn a_failing_backend_is_tried_first_only_in_its_turn() {
                 first_tries += 1;
                 let id = first.id();
                 drop(first);
-                let retry = pool.pick(Some(client(k)), &[id]).unwrap();
+                let retry = pool.pick_with_rng(Some(client(k)), &[id], &mut rng).unwrap();
                 assert_ne!(retry.addr(), failing, "{algorithm}");
                 *retried_to.entry(retry.addr()).or_default() += 1;
             }
@@ -107,6 +109,13 @@ fn a_failing_backend_is_tried_first_only_in_its_turn() {
             assert_eq!(first_tries, connections / total_weight, "{algorithm} with {n} backends");
             if n > 2 {
                 assert_eq!(retried_to.len(), usize::from(n) - 1, "{algorithm}: {retried_to:?}");
+            }
+            // Round robin spreads them by weight: the heavier backend (weight 2) gets about
+            // twice what each other does, not the failing backend's successor.
+            if algorithm == Algorithm::RoundRobin && n > 2 {
+                let light = retried_to[&addr(2)];
+                let heavy = retried_to[&addr(n)];
+                assert!(heavy > light, "{retried_to:?}");
             }
         }
     }

@@ -421,6 +421,15 @@ fn setup_out_of_descriptors(
     failures: u64,
     health: HealthCheckConfig,
 ) -> (Balancer<OutOfDescriptors>, MemoryConnector) {
+    setup_out_of_descriptors_with(failures, health, ProxyConfig::default())
+}
+
+#[cfg(unix)]
+fn setup_out_of_descriptors_with(
+    failures: u64,
+    health: HealthCheckConfig,
+    config: ProxyConfig,
+) -> (Balancer<OutOfDescriptors>, MemoryConnector) {
     let pool = Pool::default();
     let connector = MemoryConnector::new();
     for i in [1, 2] {
@@ -428,7 +437,7 @@ fn setup_out_of_descriptors(
         named_memory_backend(&connector, mem_addr(i), &format!("b{i}"));
     }
     let exhausted = OutOfDescriptors::new(connector.clone(), failures);
-    (Balancer::new(pool, exhausted, ProxyConfig::default(), health), connector)
+    (Balancer::new(pool, exhausted, config, health), connector)
 }
 
 #[cfg(unix)]
@@ -471,6 +480,23 @@ async fn a_lasting_shortage_closes_the_client_after_the_connect_timeout_and_blam
     }
     // Another backend would have failed the same way: none was tried.
     assert_eq!(connector.attempts(mem_addr(1)) + connector.attempts(mem_addr(2)), 0);
+}
+
+#[cfg(unix)]
+#[tokio::test(start_paused = true)]
+async fn a_lasting_shortage_is_waited_out_for_five_seconds_at_most() {
+    // A connect timeout of ten minutes: the client is still closed after 5 s, its descriptor
+    // freed for others (its client may have gone long before).
+    let config = ProxyConfig { connect_timeout: Duration::from_secs(600), ..Default::default() };
+    let (balancer, _connector) = setup_out_of_descriptors_with(u64::MAX, no_checks(), config);
+    let started = tokio::time::Instant::now();
+    let (mut client, theirs) = memory_client();
+    balancer.serve_connection(theirs, Some(client_addr(1)));
+    let mut buf = [0u8; 16];
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed without a byte");
+    let waited = started.elapsed();
+    assert!(waited > Duration::from_secs(4) && waited <= Duration::from_secs(5), "{waited:?}");
+    assert_eq!(balancer.handle().stats().proxy.resource_errors, 1);
 }
 
 #[cfg(unix)]

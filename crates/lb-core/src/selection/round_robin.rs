@@ -20,6 +20,10 @@ use std::collections::BinaryHeap;
 use super::{first_allowed_from, PickCtx, Select};
 use crate::slot::Candidate;
 
+/// Random turns a retry draws before it walks the cycle (which it does when nearly every turn
+/// is excluded or full).
+const RETRY_DRAWS: usize = 8;
+
 /// Above this many `backends * cycle` steps the heap builder is used (see the module docs).
 pub(crate) const EXACT_BUILD_LIMIT: u64 = 1 << 22;
 
@@ -123,6 +127,17 @@ impl Select for RoundRobin {
         let len = self.cycle.len();
         if len == 0 {
             return None;
+        }
+        if ctx.retry {
+            // A retry draws turns at random, so that the retries of a failing backend's
+            // clients spread over the others by weight; walking on from one random turn would
+            // give the failing backend's successor in the cycle its share as well as its own.
+            for _ in 0..RETRY_DRAWS {
+                let i = self.cycle[ctx.rng().usize(..len)] as usize;
+                if !skip(i) {
+                    return Some(i);
+                }
+            }
         }
         // A plain `%` here: with the cursor's small quotient the division is as fast as `FastMod`
         // (measured), unlike Maglev's full 64-bit hashes.

@@ -125,13 +125,17 @@ pub fn is_local_exhaustion(e: &io::Error) -> bool {
 /// Connects to `addr` through `connector` within `timeout`. A local resource shortage (see
 /// [`is_local_exhaustion`]) is waited out rather than reported at once: descriptors and ports
 /// come back as other connections end, so under a brief flood a client waits a little instead
-/// of losing its connection.
+/// of losing its connection. Waited out for [`LOCAL_WAIT_MAX`] at most, however long the
+/// connect timeout: a connection waiting holds its client's descriptor, and one whose client
+/// has gone would hold it for nothing.
 pub(crate) async fn connect_within<C: Connector>(
     connector: &C,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<C::Stream, ConnectError> {
-    let deadline = crate::time::deadline(Instant::now(), timeout);
+    let start = Instant::now();
+    let deadline = crate::time::deadline(start, timeout);
+    let local_deadline = crate::time::deadline(start, LOCAL_WAIT_MAX.min(timeout));
     let (min, max) = LOCAL_RETRY_PAUSE;
     let mut backoff = Backoff::new(min, max);
     loop {
@@ -141,7 +145,7 @@ pub(crate) async fn connect_within<C: Connector>(
                 // The spare splice pipes' descriptors go first.
                 #[cfg(target_os = "linux")]
                 crate::splice::Pipe::release_spares();
-                if Instant::now() + backoff.pause() >= deadline {
+                if Instant::now() + backoff.pause() >= local_deadline {
                     return Err(ConnectError::Local(e));
                 }
                 tokio::time::sleep(backoff.advance()).await;
@@ -161,6 +165,10 @@ pub(crate) enum ConnectError {
     /// The balancer had no descriptor, port or memory to connect with, for the whole timeout.
     Local(io::Error),
 }
+
+/// Longest wait for a descriptor, port or memory to connect with (or the connect timeout, if
+/// shorter): a shortage that lasts longer is not a brief flood, and the client is better told.
+pub(crate) const LOCAL_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// First and longest pause before trying again to connect after a local resource shortage.
 const LOCAL_RETRY_PAUSE: (Duration, Duration) =
