@@ -370,8 +370,8 @@ fn a_second_signal_cuts_open_connections_at_once_and_exits_cleanly() {
 #[test]
 fn the_admin_endpoint_answers_while_clients_hold_every_descriptor() {
     let a = backend("alpha");
-    // A connect that finds no descriptor waits for one until the connect timeout: so long here
-    // that nothing lb holds is freed during the test.
+    // A connect that finds no descriptor waits for one for 5 s (the connect timeout, long here,
+    // does not stretch that): the endpoint is asked well within it, while lb holds every one.
     let args = ["-q", "--admin", "127.0.0.1:0", "--connect-timeout", "10m", "--backend"];
     let mut lb = Lb::start_with_open_files(48, &[&args[..], &[a.to_string().as_str()]].concat());
     let admin = lb.admin();
