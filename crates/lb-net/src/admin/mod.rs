@@ -144,14 +144,8 @@ pub async fn run(
             refused.refused(peer);
             return;
         };
-        let (state, spare) = (Arc::clone(&state), Arc::downgrade(&listener));
-        tokio::spawn(async move {
-            serve_connection(state, stream, peer, slot).await;
-            // Its descriptor is free again: put one back in reserve if the reserve was spent.
-            if let Some(spare) = spare.upgrade() {
-                spare.refill();
-            }
-        });
+        let stream = Returned { stream: Some(stream), spare: Arc::downgrade(&listener) };
+        tokio::spawn(serve_connection(Arc::clone(&state), stream, peer, slot));
     };
     let failed = |e: &std::io::Error, pause: Option<Duration>| match pause {
         None => {
@@ -170,8 +164,8 @@ pub async fn run(
 /// The admin endpoint's listening socket, with one descriptor in reserve: a duplicate of the
 /// listening socket, closed when `accept` finds the process out of descriptors so that the
 /// connection waiting (most likely an operator's `lb ctl stats`) can be accepted in its place,
-/// and taken again once a descriptor is free (when that connection ends, or at the next
-/// accept). Without it the endpoint would be unreachable for as long as clients hold every
+/// and taken back when that connection ends (its own descriptor, in one step: see
+/// [`Spare::take_back`]) or, failing that, at the next accept. Without it the endpoint would be unreachable for as long as clients hold every
 /// descriptor, which is when an operator most wants to look.
 struct Spare {
     listener: TcpListener,
@@ -197,6 +191,78 @@ impl Spare {
     /// Frees the reserved descriptor, if one is held.
     fn release(&self) -> bool {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+    }
+
+    /// Takes `stream`'s descriptor into reserve if none is held, closing the connection by
+    /// making that descriptor a duplicate of the listening socket (`dup2`, one step): it is
+    /// never free in between, where a worker out of descriptors would take it. Otherwise the
+    /// connection is just closed.
+    fn take_back(&self, stream: TcpStream) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_some() {
+            return;
+        }
+        let Ok(stream) = stream.into_std() else { return };
+        let mut fd = std::os::fd::OwnedFd::from(stream);
+        if rustix::io::dup2(&self.listener, &mut fd).is_ok() {
+            *held = Some(fd);
+        }
+    }
+}
+
+/// An admin connection's stream, whose descriptor goes back into the endpoint's reserve when
+/// it closes, if the reserve was spent ([`Spare::take_back`]).
+struct Returned {
+    /// Always `Some` until dropped.
+    stream: Option<TcpStream>,
+    spare: std::sync::Weak<Spare>,
+}
+
+impl Returned {
+    fn stream(&mut self) -> std::pin::Pin<&mut TcpStream> {
+        std::pin::Pin::new(self.stream.as_mut().expect("taken only on drop"))
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(spare)) = (self.stream.take(), self.spare.upgrade()) {
+            spare.take_back(stream);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Returned {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Returned {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_shutdown(cx)
     }
 }
 
@@ -234,7 +300,7 @@ const ENFILE: i32 = 23;
 /// closes.
 async fn serve_connection(
     state: Arc<Server>,
-    stream: TcpStream,
+    stream: Returned,
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
 ) {
