@@ -225,13 +225,8 @@ impl Pool {
             };
             (chosen, inputs)
         } else {
-            let mut ctx = PickCtx {
-                candidates,
-                client,
-                rng: Randomness::Given(&mut rng),
-                cursor: &cursor,
-                retry: false,
-            };
+            let mut ctx =
+                PickCtx { candidates, client, rng: Randomness::Given(&mut rng), cursor: &cursor };
             let chosen = snap.selector.pick(&mut ctx, skip);
             let n = candidates.len();
             let inputs = match &snap.selector {

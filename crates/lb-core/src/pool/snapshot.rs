@@ -147,14 +147,23 @@ impl Snapshot {
     ) -> Option<Lease> {
         let candidates = &self.candidates[..];
         let limit = self.limit;
+        // A retry's own cursor (see `Selector::pick_retry`), set below: the pool's takes no turn.
+        let own_cursor = AtomicU64::new(0);
         let retry = !exclude.is_empty();
-        let mut ctx = PickCtx { candidates, client, rng, cursor, retry };
+        let mut ctx = PickCtx { candidates, client, rng, cursor };
+        if retry {
+            own_cursor.store(ctx.rng().u64(..), std::sync::atomic::Ordering::Relaxed);
+            ctx.cursor = &own_cursor;
+        }
         let skip = self.skip(exclude);
         // A candidate can fill up between the selector's look and our increment (another thread
         // took the last place); then `skip` sees it full and the next round picks another. Each
         // round that fails has seen one more candidate full, so this ends.
         for _ in 0..=candidates.len() {
-            let i = self.selector.pick(&mut ctx, skip)?;
+            let i = match retry {
+                false => self.selector.pick(&mut ctx, skip),
+                true => self.selector.pick_retry(&mut ctx, skip),
+            }?;
             let slot = &candidates[i].slot;
             if slot.counters.try_acquire(limit) {
                 slot.track(|| self.selector.tree().map(|t| &**t));

@@ -102,12 +102,6 @@ pub(crate) struct PickCtx<'a> {
     /// A counter that lives as long as the pool (not the snapshot), so round robin continues
     /// its cycle and least-connections rotates its ties across rebuilds.
     pub(crate) cursor: &'a AtomicU64,
-    /// Whether this pick is a retry (the connection's earlier backends excluded). A retry does
-    /// not take a turn of `cursor`: were it to, a backend whose connects fail would come round
-    /// again one connection sooner each time, and with two backends be every client's first
-    /// try. It starts at a random turn instead, so the retries of a failing backend's clients
-    /// spread over the others in proportion to their weights.
-    pub(crate) retry: bool,
 }
 
 /// Where a pick's random numbers come from.
@@ -120,13 +114,8 @@ pub(crate) enum Randomness<'a> {
 }
 
 impl PickCtx<'_> {
-    /// The turn this pick starts at: the pool's next one, or for a retry a random one (see
-    /// [`retry`](Self::retry)).
     #[inline]
-    pub(crate) fn next_cursor(&mut self) -> u64 {
-        if self.retry {
-            return self.rng().u64(..);
-        }
+    pub(crate) fn next_cursor(&self) -> u64 {
         self.cursor.fetch_add(1, Relaxed)
     }
 
@@ -189,6 +178,24 @@ impl Selector {
         match self {
             Selector::LeastConnections(s) => s.tree(),
             _ => None,
+        }
+    }
+
+    /// A retry's pick (the connection's earlier backends excluded). A retry takes no turn of
+    /// the pool's cursor (its `ctx.cursor` is its own, at a random turn): were it to, a backend
+    /// whose connects fail would come round one connection sooner each time, and with two
+    /// backends be every client's first try. Round robin's draws turns at random
+    /// ([`round_robin::RoundRobin::pick_retry`]), so the retries of a failing backend's
+    /// clients spread over the others in proportion to their weights; the others pick as
+    /// always.
+    pub(crate) fn pick_retry(
+        &self,
+        ctx: &mut PickCtx<'_>,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        match self {
+            Selector::RoundRobin(s) if !ctx.candidates.is_empty() => s.pick_retry(ctx, skip),
+            _ => self.pick(ctx, skip),
         }
     }
 

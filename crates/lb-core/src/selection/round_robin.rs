@@ -110,6 +110,29 @@ fn webster_cycle(weights: &[u64], total: u64) -> Vec<u32> {
 }
 
 impl RoundRobin {
+    /// A retry's pick: turns drawn at random, so that the retries of a failing backend's
+    /// clients spread over the others by weight (walking on from one random turn would give
+    /// the failing backend's successor in the cycle its share as well as its own); then, when
+    /// nearly every turn is excluded or full, the walk of an ordinary pick. Kept apart from
+    /// [`Select::pick`] so that a first pick pays nothing for it.
+    pub(crate) fn pick_retry(
+        &self,
+        ctx: &mut PickCtx<'_>,
+        skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let len = self.cycle.len();
+        if len == 0 {
+            return None;
+        }
+        for _ in 0..RETRY_DRAWS {
+            let i = self.cycle[ctx.rng().usize(..len)] as usize;
+            if !skip(i) {
+                return Some(i);
+            }
+        }
+        self.pick(ctx, skip)
+    }
+
     /// The cycle of candidate indices a pick walks.
     pub(crate) fn cycle(&self) -> &[u32] {
         &self.cycle
@@ -127,17 +150,6 @@ impl Select for RoundRobin {
         let len = self.cycle.len();
         if len == 0 {
             return None;
-        }
-        if ctx.retry {
-            // A retry draws turns at random, so that the retries of a failing backend's
-            // clients spread over the others by weight; walking on from one random turn would
-            // give the failing backend's successor in the cycle its share as well as its own.
-            for _ in 0..RETRY_DRAWS {
-                let i = self.cycle[ctx.rng().usize(..len)] as usize;
-                if !skip(i) {
-                    return Some(i);
-                }
-            }
         }
         // A plain `%` here: with the cursor's small quotient the division is as fast as `FastMod`
         // (measured), unlike Maglev's full 64-bit hashes.
