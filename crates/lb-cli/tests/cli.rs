@@ -129,6 +129,14 @@ impl Lb {
         line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_owned()
     }
 
+    /// Starts a graceful shutdown (SIGTERM) and, once it is under way, cuts its grace period
+    /// short with a second signal (SIGINT).
+    fn cut_short(&self) {
+        self.signal("TERM");
+        self.expect_log("shutting down gracefully");
+        self.signal("INT");
+    }
+
     /// Sends one command line on stdin.
     fn send(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
@@ -386,9 +394,7 @@ fn the_admin_endpoint_answers_while_clients_hold_every_descriptor() {
     let stats = http_get(&admin, "/stats");
     assert!(stats.contains("\"open\""), "{stats}");
     drop(clients);
-    lb.signal("TERM");
-    lb.expect_log("shutting down gracefully");
-    lb.signal("INT");
+    lb.cut_short();
     assert_eq!(lb.wait_exit().code(), Some(0));
 }
 
@@ -398,9 +404,7 @@ fn the_last_line_says_whether_the_grace_period_ran_out_or_was_cut() {
     let mut lb = Lb::start(&["--shutdown-grace", "10m", "--backend", &a.to_string()]);
     let mut held = Held::open(lb.addr);
     held.echo("still here");
-    lb.signal("TERM");
-    lb.expect_log("shutting down gracefully");
-    lb.signal("INT");
+    lb.cut_short();
     let line = lb.expect_line("stopped (");
     assert!(line.contains("1 connections closed at once, before the end of the grace"), "{line}");
     assert_eq!(lb.wait_exit().code(), Some(0));

@@ -200,7 +200,7 @@ fn read_system_default() -> Option<String> {
 /// reason (on an upload, lb's `splice` bursts to a backend on this host would wait for pacing
 /// timers: half the CPU per MB without them, docs/performance.md). Elsewhere `None`: the
 /// system's default, and no system call.
-fn for_backend(peer: SocketAddr) -> Option<&'static str> {
+pub(crate) fn for_backend(peer: SocketAddr) -> Option<&'static str> {
     if !peer.ip().to_canonical().is_loopback() {
         return None;
     }

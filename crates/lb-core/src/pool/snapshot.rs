@@ -1,7 +1,7 @@
 //! What a pick reads: one immutable view of the whole pool, and the pick itself.
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -152,7 +152,7 @@ impl Snapshot {
         let retry = !exclude.is_empty();
         let mut ctx = PickCtx { candidates, client, rng, cursor };
         if retry {
-            own_cursor.store(ctx.rng().u64(..), std::sync::atomic::Ordering::Relaxed);
+            own_cursor.store(ctx.rng().u64(..), Relaxed);
             ctx.cursor = &own_cursor;
         }
         let skip = self.skip(exclude);

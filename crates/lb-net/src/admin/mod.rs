@@ -287,14 +287,12 @@ impl crate::accept::Listen for Spare {
     }
 }
 
-/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor to give.
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor to give
+/// (the two of [`crate::is_local_exhaustion`]'s errors that a descriptor in reserve answers).
 fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == EMFILE || code == ENFILE)
+    use rustix::io::Errno;
+    matches!(Errno::from_io_error(e), Some(Errno::MFILE | Errno::NFILE))
 }
-
-/// `EMFILE` and `ENFILE`, as Linux, the BSDs and macOS number them.
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
 
 /// Serves one admin connection, holding one of the [`MAX_ADMIN_CONNECTIONS`] slots until it
 /// closes.

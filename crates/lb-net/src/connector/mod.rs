@@ -303,12 +303,9 @@ mod tests {
         else {
             return;
         };
-        let expected = match system.trim().starts_with("bbr") {
-            true => "cubic".to_owned(),
-            false => system.trim().to_owned(),
-        };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let expected = crate::congestion::for_backend(addr).unwrap_or(system.trim());
         let far = Instant::now() + std::time::Duration::from_secs(10);
         let by_epoll = TcpConnector.connect(addr).await.unwrap();
         let by_deadline = TcpConnector.connect_by(addr, far).await.unwrap().unwrap();
