@@ -24,7 +24,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+
+use lb_net::{write_rfc3339, TimestampPrecision};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{Format, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::args::LogFormat;
 use tracing_subscriber::EnvFilter;
@@ -198,10 +206,8 @@ fn write_batches(shared: &Shared, mut file: File, path: PathBuf) {
 /// `tracing`: it is the end of that pipeline), in the same format as every other line:
 /// timestamp, level, target `lb::log`, message.
 fn own_line(format: LogFormat, level: &str, message: &str) -> String {
-    use tracing_subscriber::fmt::format::Writer;
-    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
     let mut time = String::new();
-    let _ = SystemTime.format_time(&mut Writer::new(&mut time));
+    let _ = write_rfc3339(&mut time, std::time::SystemTime::now(), TimestampPrecision::Micros);
     match format {
         LogFormat::Text => format!("{time} {level:>5} lb::log: {message}\n"),
         LogFormat::Json => {
@@ -240,7 +246,7 @@ pub(crate) fn init(path: &str, level: &str, format: LogFormat) -> Result<LogGuar
         .with_ansi(false)
         .with_target(true);
     match format {
-        LogFormat::Text => subscriber.init(),
+        LogFormat::Text => subscriber.event_format(TextLines::default()).init(),
         // The event's fields beside timestamp, level and target (no nesting to look through);
         // lb opens no spans, so there is no span list to write.
         LogFormat::Json => subscriber
@@ -253,9 +259,165 @@ pub(crate) fn init(path: &str, level: &str, format: LogFormat) -> Result<LogGuar
     Ok(LogGuard { shared, thread: Some(thread) })
 }
 
+/// The text format's lines, byte for byte as tracing-subscriber's default (`Full`) format
+/// writes them: `<time> <level> <target>: <message or fields>`. An event whose only field is
+/// its message, outside any span (every access-log line, and most of lb's own), is written
+/// here; the rest by the default format. The default format passes every message through a
+/// writer that escapes terminal control characters one `char` at a time, and formats its
+/// timestamp from the date up: with the access line's own `Display`, that was half of lb's
+/// user-space instructions per connection in the close test. Here the message is formatted
+/// into a buffer, looked over for the characters that escaping would change (a message that
+/// has any goes to the default format instead), and copied.
+#[derive(Default)]
+struct TextLines {
+    full: Format,
+}
+
+thread_local! {
+    /// The message of the event being written (a buffer kept per thread, as tracing-subscriber
+    /// keeps the line's).
+    static MESSAGE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+impl<S, N> FormatEvent<S, N> for TextLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let only_message = meta.fields().len() == 1 && meta.fields().field("message").is_some();
+        if !only_message || ctx.event_scope().is_some() {
+            return self.full.format_event(ctx, writer, event);
+        }
+        let written = MESSAGE.try_with(|message| {
+            // Taken for the call: a message whose formatting logs (a reentrant call) goes
+            // the default way.
+            let Ok(mut message) = message.try_borrow_mut() else { return None };
+            message.clear();
+            let mut visitor = MessageOnly { out: &mut message, result: Ok(()) };
+            event.record(&mut visitor);
+            if visitor.result.is_err() || escaping_would_change(&message) {
+                return None;
+            }
+            Some(write_line(&mut writer, meta.level(), meta.target(), &message))
+        });
+        match written {
+            Ok(Some(result)) => result,
+            _ => self.full.format_event(ctx, writer, event),
+        }
+    }
+}
+
+/// One line in the default format's layout (its level right-aligned in five columns).
+fn write_line(writer: &mut Writer<'_>, level: &Level, target: &str, message: &str) -> fmt::Result {
+    write_rfc3339(writer, std::time::SystemTime::now(), TimestampPrecision::Micros)?;
+    writer.write_str(match *level {
+        Level::TRACE => " TRACE ",
+        Level::DEBUG => " DEBUG ",
+        Level::INFO => "  INFO ",
+        Level::WARN => "  WARN ",
+        Level::ERROR => " ERROR ",
+    })?;
+    writer.write_str(target)?;
+    writer.write_str(": ")?;
+    writer.write_str(message)?;
+    writer.write_char('\n')
+}
+
+/// Whether tracing-subscriber's escaping would change `message`: it rewrites ESC, BEL, BS, FF,
+/// DEL and the C1 controls (U+0080 to U+009F, whose UTF-8 starts with the byte 0xC2; other
+/// characters starting so are sent the default way too, which is only slower).
+fn escaping_would_change(message: &str) -> bool {
+    message.bytes().any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2))
+}
+
+/// Records an event's message as the default format writes it (a string as it is, anything
+/// else by its `Debug`, which for the `format_args!` of a message is its text).
+struct MessageOnly<'a> {
+    out: &'a mut String,
+    result: fmt::Result,
+}
+
+impl Visit for MessageOnly<'_> {
+    fn record_str(&mut self, _: &Field, value: &str) {
+        self.out.push_str(value);
+    }
+
+    fn record_debug(&mut self, _: &Field, value: &dyn fmt::Debug) {
+        self.result = write!(self.out, "{value:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines written to memory.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    /// Events of every kind the text format meets, written through `subscriber`.
+    fn emit_all(subscriber: impl Subscriber + Send + Sync + 'static) {
+        tracing::subscriber::with_default(subscriber, || {
+            let line = "127.0.0.1:51514 [2026-11-25T22:38:16.709Z] api/127.0.0.1:8001 0/3 79 108 normal 0 sni=a.example";
+            tracing::info!(target: "lb::access", "{line}");
+            tracing::warn!("backend {} refused", "127.0.0.1:8002");
+            tracing::error!("plain");
+            tracing::debug!("debug {}", 1);
+            tracing::trace!("trace");
+            tracing::info!(client = "127.0.0.1:5", count = 3, "with fields");
+            tracing::info!("a terminal escape \x1b[31m and a bell \x07");
+            tracing::info!("a C1 control \u{85}, a section sign \u{a7}, an é");
+            tracing::info!("{}", "a str argument");
+            let span = tracing::info_span!("listener", name = "web");
+            let _in = span.enter();
+            tracing::info!("inside a span");
+        });
+    }
+
+    #[test]
+    fn text_lines_are_the_default_formats_lines() {
+        let ours = Capture::default();
+        let default = Capture::default();
+        let builder = || tracing_subscriber::fmt().with_ansi(false).with_max_level(Level::TRACE);
+        emit_all(builder().with_writer(ours.clone()).event_format(TextLines::default()).finish());
+        emit_all(builder().with_writer(default.clone()).finish());
+        let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+        let default = String::from_utf8(default.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(ours.lines().count(), 10, "{ours}");
+        assert_eq!(ours.lines().count(), default.lines().count());
+        // The same line after the timestamp, which is the time of writing.
+        let time_len = "2026-11-25T22:38:16.709123Z".len();
+        for (a, b) in ours.lines().zip(default.lines()) {
+            assert_eq!(a[time_len..], b[time_len..]);
+            let time = &a[..time_len];
+            assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.', "{time}");
+        }
+        assert!(ours.contains("\\x1b[31m"), "escaped as the default format escapes: {ours}");
+    }
 
     #[test]
     fn lines_reach_the_file_in_order_and_the_guard_flushes_the_rest() {

@@ -134,7 +134,7 @@ pub use pools::{PoolSettings, DEFAULT_POOL};
 pub use proxy::{IoEngine, ProxyConfig};
 pub use sockets::{bind, bind_shared};
 pub use stream::TcpConn;
-pub use time::parse_duration;
+pub use time::{parse_duration, write_rfc3339, TimestampPrecision};
 
 use counters::ProxyCounters;
 use listener::ListenerRuntime;
