@@ -378,11 +378,21 @@ async fn serve(
     }
     // Backends from DNS: the first lookup is applied before anything listens, so the first
     // clients find them (a failed one is logged and retried: the pool starts with its listed
-    // backends, if any).
-    for spec in &services.pools {
+    // backends, if any). The pools' first lookups run together: start-up waits for the
+    // slowest (6 s at most), not for their sum.
+    let mut lookups = tokio::task::JoinSet::new();
+    for (i, spec) in services.pools.iter().enumerate() {
         let Some(discovery) = spec.discovery_config() else { continue };
-        let source = discovery.describe();
-        let first = handle.set_discovery(&spec.name, Some(discovery)).await;
+        let (handle, name) = (handle.clone(), spec.name.clone());
+        lookups.spawn(async move {
+            let source = discovery.describe();
+            (i, source, handle.set_discovery(&name, Some(discovery)).await)
+        });
+    }
+    let mut firsts = lookups.join_all().await;
+    firsts.sort_by_key(|(i, ..)| *i);
+    for (i, source, first) in firsts {
+        let spec = &services.pools[i];
         let first = first.map_err(|e| Failure::Runtime(spec.about(e)))?.unwrap_or_default();
         tracing::info!(pool = %spec.name, source = %source, "discover: {first}");
         if !args.quiet {

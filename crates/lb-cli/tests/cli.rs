@@ -2040,6 +2040,49 @@ fn discover_follows_a_dns_server_given_by_resolver() {
 }
 
 #[test]
+fn the_pools_first_dns_lookups_at_start_up_run_together() {
+    use lb_net::{DnsBehavior, TestDnsServer};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dns = runtime.block_on(TestDnsServer::start()).unwrap();
+    let (a, b) = (backend("a"), backend("b"));
+    dns.set_addresses("a.test", &["127.0.0.1".parse().unwrap()], 60);
+    dns.set_addresses("b.test", &["127.0.0.1".parse().unwrap()], 60);
+    // Neither name is answered before both have been asked: had one pool's first lookup
+    // waited for its answer before the other's began, it would have timed out.
+    dns.set_behavior(DnsBehavior::AnswerOnceAskedFor(2));
+    let pool = |name: &str, port: u16| {
+        format!(
+            "[[pool]]\nname = \"{name}\"\ndiscover = \"dns:{name}.test:{port}\"\nresolver = \"{}\"\n\n",
+            dns.addr()
+        )
+    };
+    let config = format!(
+        "{}{}{}{}",
+        listen_table("la", "a"),
+        listen_table("lb", "b"),
+        pool("a", a.port()),
+        pool("b", b.port())
+    );
+    let mut lb = Lb::start_services(&config, &[]);
+    let lines = eventually("both pools' first lookups in the log", || {
+        let text = lb.log_text();
+        let lines: Vec<String> =
+            text.lines().filter(|l| l.contains(" discover: ")).map(str::to_owned).collect();
+        if lines.len() == 2 {
+            Ok(lines)
+        } else {
+            Err(text)
+        }
+    });
+    for line in lines {
+        assert!(line.contains("discover: 1 backend in DNS (1 added)"), "{line}");
+    }
+    assert_eq!(via(lb.addr), "a");
+    lb.command("quit", "shutting down");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
 fn a_pool_table_discovers_srv_and_a_reload_keeps_or_drops_what_dns_gave() {
     use lb_net::{SrvRecord, TestDnsServer};
     let runtime = tokio::runtime::Runtime::new().unwrap();

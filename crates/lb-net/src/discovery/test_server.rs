@@ -28,6 +28,10 @@ pub enum DnsBehavior {
     Empty,
     /// Not at all: queries time out.
     Silent,
+    /// Holds every query until queries for this many different names have come, then
+    /// answers them all and behaves as [`DnsBehavior::Answer`]: lookups made one after the
+    /// other (each waiting for its answer) time out, lookups made together are answered.
+    AnswerOnceAskedFor(usize),
 }
 
 /// One SRV record as [`TestDnsServer::set_srv`] takes it.
@@ -125,13 +129,29 @@ impl Drop for TestDnsServer {
 
 async fn serve(socket: UdpSocket, zone: Arc<Mutex<Zone>>, queries: Arc<AtomicU64>) {
     let mut buf = vec![0u8; 4096];
+    // Queries held by `AnswerOnceAskedFor`, and the names they asked for.
+    let mut held = Vec::new();
+    let mut names = std::collections::HashSet::new();
     loop {
         let Ok((len, peer)) = socket.recv_from(&mut buf).await else { continue };
         queries.fetch_add(1, Relaxed);
         let Ok(request) = Message::from_vec(&buf[..len]) else { continue };
-        let Some(response) = answer(&request, &lock(&zone)) else { continue };
-        if let Ok(bytes) = response.to_vec() {
-            let _ = socket.send_to(&bytes, peer).await;
+        let wanted = lock(&zone).behavior;
+        if let DnsBehavior::AnswerOnceAskedFor(n) = wanted {
+            names.extend(request.queries.iter().map(|q| key(&q.name().to_ascii())));
+            held.push((request, peer));
+            if names.len() < n {
+                continue;
+            }
+            lock(&zone).behavior = DnsBehavior::Answer;
+        } else {
+            held.push((request, peer));
+        }
+        for (request, peer) in held.drain(..) {
+            let Some(response) = answer(&request, &lock(&zone)) else { continue };
+            if let Ok(bytes) = response.to_vec() {
+                let _ = socket.send_to(&bytes, peer).await;
+            }
         }
     }
 }
@@ -150,7 +170,7 @@ fn answer(request: &Message, zone: &Zone) -> Option<Message> {
             return Some(response);
         }
         DnsBehavior::Empty => return Some(response),
-        DnsBehavior::Answer => {}
+        DnsBehavior::Answer | DnsBehavior::AnswerOnceAskedFor(_) => {}
     }
     let mut known = false;
     for query in &request.queries {
