@@ -385,25 +385,9 @@ impl Visit for MessageOnly<'_> {
 mod tests {
     use super::*;
 
-    /// Lines written to memory.
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
+    /// What `shared`'s batch holds, as text.
+    fn batched(shared: &Shared) -> String {
+        String::from_utf8(shared.lock().buf.clone()).unwrap()
     }
 
     /// Events of every kind the text format meets, written through `subscriber`.
@@ -427,13 +411,13 @@ mod tests {
 
     #[test]
     fn text_lines_are_the_default_formats_lines() {
-        let ours = Capture::default();
-        let default = Capture::default();
+        let ours = Arc::new(Shared::default());
+        let default = Arc::new(Shared::default());
         let builder = || tracing_subscriber::fmt().with_ansi(false).with_max_level(Level::TRACE);
-        emit_all(builder().with_writer(ours.clone()).event_format(TextLines::default()).finish());
-        emit_all(builder().with_writer(default.clone()).finish());
-        let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
-        let default = String::from_utf8(default.0.lock().unwrap().clone()).unwrap();
+        let subscriber = builder().with_writer(Batch(Arc::clone(&ours)));
+        emit_all(subscriber.event_format(TextLines::default()).finish());
+        emit_all(builder().with_writer(Batch(Arc::clone(&default))).finish());
+        let (ours, default) = (batched(&ours), batched(&default));
         assert_eq!(ours.lines().count(), 10, "{ours}");
         assert_eq!(ours.lines().count(), default.lines().count());
         // The same line after the timestamp, which is the time of writing.
@@ -448,10 +432,10 @@ mod tests {
 
     #[test]
     fn every_event_is_one_line_with_no_raw_control_character() {
-        let ours = Capture::default();
+        let ours = Arc::new(Shared::default());
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
-            .with_writer(ours.clone())
+            .with_writer(Batch(Arc::clone(&ours)))
             .event_format(TextLines::default())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
@@ -461,7 +445,7 @@ mod tests {
             tracing::info!(name = ?path, "as a debug field");
             tracing::info!("a tab\tstays, a C1 control \u{9b} and DEL \x7f do not");
         });
-        let text = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+        let text = batched(&ours);
         assert_eq!(text.lines().count(), 4, "{text}");
         let raw = |c: char| c.is_control() && c != '\n' && c != '\t';
         assert!(!text.chars().any(raw), "{text:?}");

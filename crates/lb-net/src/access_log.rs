@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::counters::ProxyCounters;
 use crate::relay::Traffic;
 use crate::shutdown::{PoolKey, TaskCell};
-use crate::time::{write_rfc3339, TimestampPrecision};
+use crate::time::{write_rfc3339, Rfc3339, TimestampPrecision};
 use lb_core::Lease;
 
 /// How a client connection ended, as written in the connection log.
@@ -287,7 +287,7 @@ impl AccessLine {
         tracing::info!(
             target: "lb::access",
             client = %DisplayPeer(self.client),
-            accept_time = %AcceptTime(self.accepted),
+            accept_time = %Rfc3339(self.accepted, TimestampPrecision::Millis),
             pool = self.pool.as_deref().filter(|_| self.backend.is_some()),
             backend = %DisplayPeer(self.backend),
             tc = self.tc(),
@@ -299,15 +299,6 @@ impl AccessLine {
             sni = self.server_name.as_deref(),
             "connection closed"
         );
-    }
-}
-
-/// The accept time as the line writes it (`2026-11-25T22:38:16.709Z`).
-struct AcceptTime(SystemTime);
-
-impl fmt::Display for AcceptTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_rfc3339(f, self.0, TimestampPrecision::Millis)
     }
 }
 

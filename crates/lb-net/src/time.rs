@@ -109,6 +109,15 @@ pub fn write_rfc3339(
     out.write_str(std::str::from_utf8(&tail[..digits + 2]).map_err(|_| fmt::Error)?)
 }
 
+/// A time as [`write_rfc3339`] writes it, for a `Display` (a log field, a JSON string).
+pub(crate) struct Rfc3339(pub(crate) SystemTime, pub(crate) TimestampPrecision);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_rfc3339(f, self.0, self.1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::control::{ListenerStats, NamedPoolStats, ProxyStats, Stats};
 use crate::events::Event;
+use crate::time::{Rfc3339, TimestampPrecision};
 
 /// Counter values by their JSON key, in the counter table's order; serialised as the keys of
 /// the object that holds them.
@@ -367,7 +368,7 @@ impl From<&Event> for EventJson {
     fn from(e: &Event) -> Self {
         EventJson {
             id: e.id,
-            time: humantime::format_rfc3339_millis(e.time).to_string(),
+            time: Rfc3339(e.time, TimestampPrecision::Millis).to_string(),
             uptime_seconds: e.uptime.as_secs_f64(),
             kind: e.kind.as_str().to_owned(),
             pool: e.pool.clone(),
