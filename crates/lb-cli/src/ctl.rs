@@ -48,8 +48,13 @@ pub(crate) fn parse_admin_addr(s: &str) -> Result<lb_net::Target, String> {
 
 /// Whether the endpoint closed (or reset) the connection before any answer: hyper reports it
 /// as an incomplete message, a cancelled request or an I/O error, depending on when the close
-/// came.
+/// came. A request cancelled because of something the connection did is judged by that: bytes
+/// that came before the request was sent (a server that speaks first) are not a close.
 fn closed_unanswered(e: &hyper::Error) -> bool {
+    let cause = std::error::Error::source(e).and_then(|c| c.downcast_ref::<hyper::Error>());
+    if let (true, Some(cause)) = (e.is_canceled(), cause) {
+        return closed_unanswered(cause);
+    }
     if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
         return true;
     }

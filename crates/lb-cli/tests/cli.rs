@@ -1137,6 +1137,28 @@ fn ctl_says_a_full_admin_endpoint_may_be_why_a_connection_closed_unanswered() {
     assert!(err.contains("when all its 64 connections are in use"), "{err}");
 }
 
+#[test]
+fn ctl_says_a_server_that_speaks_first_is_not_the_admin_endpoint() {
+    // A service that greets each connection at once (the proxy's port in front of such a
+    // backend): its bytes may come before lb ctl has sent its request, which hyper reports as
+    // the request cancelled; that is a wrong address, not a full endpoint.
+    for _ in 0..5 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let _ = s.write_all(b"beta\n");
+            let mut buf = [0u8; 4096];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let (code, out, err) = ctl(&["--admin", &addr.to_string(), "stats"], &[]);
+        server.join().unwrap();
+        assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+        assert!(err.contains("did not answer as lb's admin endpoint"), "{err}");
+    }
+}
+
 /// A server on the admin port that answers one request with `head` and then `body`, which it
 /// goes on writing while `endless` (until the client goes).
 fn fake_admin(
